@@ -1,0 +1,249 @@
+//! ZIP batches: CSV/JSON members plus an optional `manifest.json`.
+//!
+//! The manifest lists each member with its MD5 and legacy metadata:
+//!
+//! ```json
+//! {"members": [{"name": "jan.csv", "md5": "9e107d9d372bb6826bd81d3542a419d6",
+//!               "message_type": "C0401", "tenant": "TEN-001", "encoding": "big5"}]}
+//! ```
+//!
+//! A hostile archive (absolute or `..` paths, nested archives, a member larger than the
+//! limit, too many members) is refused whole. A member whose MD5 does not match, or that the
+//! manifest does not list, is refused alone; the others go on.
+
+use std::io::{Cursor, Read};
+
+use md5::{Digest, Md5};
+use serde::Deserialize;
+
+use super::read::{Defaults, ReadError, TextEncoding};
+
+/// Size limits that keep a hostile archive from exhausting memory.
+#[derive(Debug, Clone, Copy)]
+pub struct ZipLimits {
+    pub max_members: usize,
+    pub max_member_bytes: u64,
+    pub max_total_bytes: u64,
+}
+
+/// A member to be read as a batch of its own.
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub defaults: Defaults,
+    pub encoding: Option<TextEncoding>,
+}
+
+/// A member refused as a whole, kept byte for byte for the rejected folder.
+#[derive(Debug)]
+pub struct RefusedMember {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    #[serde(alias = "files")]
+    members: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestEntry {
+    name: String,
+    md5: Option<String>,
+    message_type: Option<String>,
+    tenant: Option<String>,
+    encoding: Option<TextEncoding>,
+}
+
+const MANIFEST: &str = "manifest.json";
+
+/// Opens a ZIP batch and returns its readable members and the ones refused alone.
+pub fn read_zip(
+    bytes: &[u8],
+    limits: ZipLimits,
+) -> Result<(Vec<Member>, Vec<RefusedMember>), ReadError> {
+    let bad = |m: String| ReadError::Archive(m);
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| bad(format!("not a readable ZIP archive: {e}")))?;
+    if zip.len() > limits.max_members {
+        return Err(bad(format!(
+            "the archive has {} entries, at most {} are allowed",
+            zip.len(),
+            limits.max_members
+        )));
+    }
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("entry {i} cannot be read: {e}")))?;
+        let name = entry.name().to_string();
+        check_name(&name).map_err(|e| bad(format!("entry `{name}`: {e}")))?;
+        if entry.is_dir() || skipped(&name) {
+            continue;
+        }
+        if entry.size() > limits.max_member_bytes {
+            return Err(bad(format!(
+                "entry `{name}` is {} bytes, at most {} are allowed",
+                entry.size(),
+                limits.max_member_bytes
+            )));
+        }
+        // Do not trust the declared size: read at most one byte past the limit.
+        let mut data = Vec::new();
+        (&mut entry)
+            .take(limits.max_member_bytes + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("entry `{name}` cannot be read: {e}")))?;
+        if data.len() as u64 > limits.max_member_bytes {
+            return Err(bad(format!(
+                "entry `{name}` expands past {} bytes",
+                limits.max_member_bytes
+            )));
+        }
+        total += data.len() as u64;
+        if total > limits.max_total_bytes {
+            return Err(bad(format!(
+                "the archive expands past {} bytes in all",
+                limits.max_total_bytes
+            )));
+        }
+        if is_archive(&name, &data) {
+            return Err(bad(format!(
+                "entry `{name}` is an archive itself; nested archives are not accepted"
+            )));
+        }
+        files.push((name, data));
+    }
+
+    let manifest = match files.iter().position(|(n, _)| n == MANIFEST) {
+        Some(i) => {
+            let (_, data) = files.remove(i);
+            let m: Manifest = serde_json::from_slice(&data)
+                .map_err(|e| bad(format!("{MANIFEST} is not valid: {e}")))?;
+            Some(m)
+        }
+        None => None,
+    };
+
+    let mut members = Vec::new();
+    let mut refused = Vec::new();
+    for (name, data) in files {
+        let lower = name.to_ascii_lowercase();
+        if !(lower.ends_with(".csv") || lower.ends_with(".json")) {
+            refused.push(RefusedMember {
+                name,
+                bytes: data,
+                reason: "only .csv and .json members are read".into(),
+            });
+            continue;
+        }
+        let entry = manifest
+            .as_ref()
+            .map(|m| m.members.iter().find(|e| e.name == name));
+        let entry = match entry {
+            None => None,
+            Some(Some(e)) => Some(e),
+            Some(None) => {
+                refused.push(RefusedMember {
+                    name,
+                    bytes: data,
+                    reason: format!("is not listed in {MANIFEST}"),
+                });
+                continue;
+            }
+        };
+        if let Some(expected) = entry.and_then(|e| e.md5.as_deref()) {
+            let actual = hex(&Md5::digest(&data));
+            if !actual.eq_ignore_ascii_case(expected.trim()) {
+                refused.push(RefusedMember {
+                    name,
+                    bytes: data,
+                    reason: format!("MD5 is {actual}, the manifest says {expected}"),
+                });
+                continue;
+            }
+        }
+        members.push(Member {
+            name,
+            bytes: data,
+            defaults: Defaults {
+                message_type: entry.and_then(|e| e.message_type.clone()),
+                tenant: entry.and_then(|e| e.tenant.clone()),
+            },
+            encoding: entry.and_then(|e| e.encoding),
+        });
+    }
+    if let Some(m) = &manifest {
+        for e in &m.members {
+            let present = members.iter().any(|x| x.name == e.name)
+                || refused.iter().any(|x| x.name == e.name);
+            if !present {
+                refused.push(RefusedMember {
+                    name: e.name.clone(),
+                    bytes: Vec::new(),
+                    reason: format!("is listed in {MANIFEST} but missing from the archive"),
+                });
+            }
+        }
+    }
+    Ok((members, refused))
+}
+
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let absolute = name.starts_with('/')
+        || name.starts_with('\\')
+        || name.as_bytes().get(1) == Some(&b':');
+    if absolute {
+        return Err("absolute paths are not accepted");
+    }
+    if name.split(['/', '\\']).any(|part| part == "..") {
+        return Err("paths with `..` are not accepted");
+    }
+    Ok(())
+}
+
+fn skipped(name: &str) -> bool {
+    name.starts_with("__MACOSX/")
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|base| base.starts_with('.'))
+}
+
+fn is_archive(name: &str, data: &[u8]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let by_name = [".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".zst"]
+        .iter()
+        .any(|ext| lower.ends_with(ext));
+    let by_magic = data.starts_with(b"PK\x03\x04")
+        || data.starts_with(b"\x1f\x8b")
+        || data.starts_with(b"7z\xBC\xAF")
+        || data.starts_with(b"Rar!");
+    by_name || by_magic
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_escape_are_refused() {
+        assert!(check_name("../x.csv").is_err());
+        assert!(check_name("a/../../x.csv").is_err());
+        assert!(check_name("/etc/passwd").is_err());
+        assert!(check_name("C:\\x.csv").is_err());
+        assert!(check_name("jan/a.csv").is_ok());
+    }
+}

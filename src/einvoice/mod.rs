@@ -1,0 +1,294 @@
+//! The MIG 4.1 domain: reading a batch, building and checking each message, rendering XML.
+//!
+//! [`check_batch`] is the whole pure part of the pipeline: bytes in, a verdict out (messages
+//! ready to render, rejected rows with every problem, or a refusal of the whole file). It
+//! touches no folder and no store, so `turnbridge validate` and the daemon give the same
+//! verdict for the same file.
+
+pub mod archive;
+pub mod model;
+pub mod raw;
+pub mod read;
+pub mod render;
+pub mod rules;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+
+use thiserror::Error;
+
+pub use model::{Message, Problem};
+pub use read::{Source, TextEncoding};
+pub use types::{Ban, InvoiceNumber, MessageType};
+
+use archive::{RefusedMember, ZipLimits};
+use read::{Defaults, Entry, ReadError};
+
+/// What the readers need to know from the config.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    pub encoding: TextEncoding,
+    pub zip: ZipLimits,
+    pub max_invoices: usize,
+    pub default_tenant: String,
+}
+
+/// Input formats, told by the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+    Zip,
+}
+
+impl Format {
+    pub fn of(name: &str) -> Option<Format> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Some(Format::Csv)
+        } else if lower.ends_with(".json") {
+            Some(Format::Json)
+        } else if lower.ends_with(".zip") {
+            Some(Format::Zip)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a whole file is refused; nothing in it is processed.
+#[derive(Debug, Error)]
+pub enum BatchError {
+    #[error("`{0}` is not a .csv, .json or .zip file")]
+    UnsupportedType(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("the batch holds {count} messages; at most {max} are allowed in one batch")]
+    TooMany { count: usize, max: usize },
+}
+
+/// A message that passed every check, ready to render.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub file: String,
+    pub row: usize,
+    pub message: Message,
+    /// The legacy code the row was written in (`C0401`…), when it was normalized.
+    pub legacy: Option<&'static str>,
+    pub tenant: String,
+}
+
+/// Rows that did not become a message, with every reason.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub file: String,
+    pub row: usize,
+    pub message_type: Option<String>,
+    pub number: Option<String>,
+    pub problems: Vec<Problem>,
+    pub source: Source,
+}
+
+impl Rejected {
+    /// Turns an accepted message into a rejected one for a reason found later (the store).
+    pub fn from_accepted(a: &Accepted, source: Source, problem: Problem) -> Rejected {
+        Rejected {
+            file: a.file.clone(),
+            row: a.row,
+            message_type: Some(a.message.message_type().to_string()),
+            number: Some(a.message.number().to_string()),
+            problems: vec![problem],
+            source,
+        }
+    }
+}
+
+/// The verdict on one batch file.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub accepted: Vec<Accepted>,
+    /// Same order as `accepted`: where each accepted message came from.
+    pub accepted_sources: Vec<Source>,
+    pub rejected: Vec<Rejected>,
+    pub refused_members: Vec<RefusedMember>,
+    /// Column header of each CSV file read, to write its rejected rows back out.
+    pub csv_headers: BTreeMap<String, Vec<String>>,
+}
+
+impl Verdict {
+    pub fn is_clean(&self) -> bool {
+        self.rejected.is_empty() && self.refused_members.is_empty()
+    }
+}
+
+/// Reads, builds and checks every message of a batch file.
+pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdict, BatchError> {
+    let format = Format::of(name).ok_or_else(|| BatchError::UnsupportedType(name.to_string()))?;
+    let mut verdict = Verdict::default();
+    let mut entries = Vec::new();
+    match format {
+        Format::Zip => {
+            let (members, refused) = archive::read_zip(bytes, opts.zip)?;
+            verdict.refused_members = refused;
+            for m in members {
+                let file = format!("{name}:{}", m.name);
+                let encoding = m.encoding.unwrap_or(opts.encoding);
+                let read = read_text(&file, &m.name, &m.bytes, encoding, &m.defaults);
+                match read {
+                    Ok((header, es)) => {
+                        if let Some(h) = header {
+                            verdict.csv_headers.insert(file.clone(), h);
+                        }
+                        entries.extend(es);
+                    }
+                    Err(e) => verdict.refused_members.push(RefusedMember {
+                        name: m.name,
+                        bytes: m.bytes,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+        _ => {
+            let (header, es) = read_text(name, name, bytes, opts.encoding, &Defaults::default())?;
+            if let Some(h) = header {
+                verdict.csv_headers.insert(name.to_string(), h);
+            }
+            entries = es;
+        }
+    }
+    if entries.len() > opts.max_invoices {
+        return Err(BatchError::TooMany {
+            count: entries.len(),
+            max: opts.max_invoices,
+        });
+    }
+
+    let mut first_seen: HashMap<(MessageType, String, String), (String, usize)> = HashMap::new();
+    for entry in entries {
+        match check_entry(&entry, opts) {
+            Ok(accepted) => {
+                let key = (
+                    accepted.message.message_type(),
+                    accepted.message.seller().to_string(),
+                    accepted.message.number().to_string(),
+                );
+                if let Some((file, row)) = first_seen.get(&key) {
+                    let ty = key.0;
+                    let problem = Problem {
+                        row: accepted.row,
+                        field: ty.number_field().to_string(),
+                        value: key.2.clone(),
+                        reason: format!("{ty} {} appears twice in this batch (first in {file} row {row})", key.2),
+                    };
+                    verdict
+                        .rejected
+                        .push(Rejected::from_accepted(&accepted, entry.source, problem));
+                    continue;
+                }
+                first_seen.insert(key, (accepted.file.clone(), accepted.row));
+                verdict.accepted.push(accepted);
+                verdict.accepted_sources.push(entry.source);
+            }
+            Err(problems) => {
+                let v = |k: &str| entry.raw.get(k).map(|c| c.value.clone());
+                let ty = v("MessageType");
+                let number = ty
+                    .as_deref()
+                    .and_then(|t| MessageType::parse_with_legacy(t).ok())
+                    .and_then(|(t, _)| v(t.number_field()));
+                verdict.rejected.push(Rejected {
+                    file: entry.file.clone(),
+                    row: entry.raw.row,
+                    message_type: ty,
+                    number,
+                    problems,
+                    source: entry.source,
+                });
+            }
+        }
+    }
+    Ok(verdict)
+}
+
+type ReadResult = Result<(Option<Vec<String>>, Vec<Entry>), ReadError>;
+
+fn read_text(
+    file: &str,
+    name: &str,
+    bytes: &[u8],
+    encoding: TextEncoding,
+    defaults: &Defaults,
+) -> ReadResult {
+    let text = read::decode(bytes, encoding)?;
+    match Format::of(name) {
+        Some(Format::Json) => Ok((None, read::read_json(file, &text, defaults)?)),
+        _ => {
+            let (header, entries) = read::read_csv(file, &text, defaults)?;
+            Ok((Some(header), entries))
+        }
+    }
+}
+
+fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Problem>> {
+    let raw = &entry.raw;
+    let mut problems = entry.problems.clone();
+    let ty = match raw.get("MessageType") {
+        None => {
+            problems.push(Problem {
+                row: raw.row,
+                field: format!("{}MessageType", raw.display_prefix),
+                value: String::new(),
+                reason: "is required".into(),
+            });
+            None
+        }
+        Some(c) => match MessageType::parse_with_legacy(&c.value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(Problem {
+                    row: c.row,
+                    field: c.display.clone(),
+                    value: c.value.clone(),
+                    reason: e,
+                });
+                None
+            }
+        },
+    };
+    let tenant = match raw.get("TenantId") {
+        None => Some(opts.default_tenant.clone()),
+        Some(c) if valid_tenant(&c.value) => Some(c.value.clone()),
+        Some(c) => {
+            problems.push(Problem {
+                row: c.row,
+                field: c.display.clone(),
+                value: c.value.clone(),
+                reason: "must be 1 to 64 letters, digits, - or _".into(),
+            });
+            None
+        }
+    };
+    let (Some((ty, legacy)), Some(tenant), true) = (ty, tenant, problems.is_empty()) else {
+        return Err(problems);
+    };
+    let message = model::build(ty, legacy.is_some(), raw)?;
+    let problems = rules::check(&message, raw);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Accepted {
+        file: entry.file.clone(),
+        row: raw.row,
+        message,
+        legacy,
+        tenant,
+    })
+}
+
+/// A tenant id may become part of a folder name, so it is kept to a safe alphabet.
+pub fn valid_tenant(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

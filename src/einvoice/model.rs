@@ -1,0 +1,835 @@
+//! The five MIG 4.1 messages as typed values, and how they are built from raw fields.
+//!
+//! Building checks every single field (presence, length, format, enumerations) and collects
+//! every problem rather than stopping at the first, so one report tells the operator all that
+//! is wrong with a row. Rules that relate several fields live in [`super::rules`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::raw::{Cell, RawItem, RawMessage};
+use super::types::*;
+
+/// One thing wrong with one field of one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// CSV line number, or the message's position in a JSON batch (1-based); 0 for the file.
+    pub row: usize,
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Seller or buyer (MIG RoleDescription).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role<Id> {
+    pub identifier: Id,
+    pub name: String,
+    pub address: Option<String>,
+    pub person_in_charge: Option<String>,
+    pub telephone_number: Option<String>,
+    pub facsimile_number: Option<String>,
+    pub email_address: Option<String>,
+    pub customer_number: Option<String>,
+    pub role_remark: Option<String>,
+}
+
+/// Carrier (載具): type and both ids always travel together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Carrier {
+    pub carrier_type: String,
+    pub id1: String,
+    pub id2: String,
+}
+
+/// F0401 `<Invoice>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invoice {
+    pub number: InvoiceNumber,
+    pub date: MigDate,
+    pub time: MigTime,
+    pub seller: Role<Ban>,
+    pub buyer: Role<BuyerId>,
+    pub buyer_remark: Option<String>,
+    pub main_remark: Option<String>,
+    pub customs_clearance_mark: Option<String>,
+    pub category: Option<String>,
+    pub relate_number: Option<String>,
+    pub invoice_type: String,
+    pub group_mark: Option<String>,
+    pub donate: bool,
+    pub carrier: Option<Carrier>,
+    pub print: bool,
+    pub npoban: Option<String>,
+    pub random_number: Option<RandomNumber>,
+    pub bonded_area_confirm: Option<String>,
+    pub zero_tax_rate_reason: Option<String>,
+    pub reserved1: Option<String>,
+    pub reserved2: Option<String>,
+    pub items: Vec<InvoiceItem>,
+    pub amount: InvoiceAmount,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceItem {
+    pub row: usize,
+    pub description: String,
+    pub quantity: Decimal,
+    pub unit: Option<String>,
+    pub unit_price: Decimal,
+    pub tax_type: TaxType,
+    pub amount: Decimal,
+    pub sequence_number: String,
+    pub remark: Option<String>,
+    pub relate_number: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceAmount {
+    pub sales: Decimal,
+    pub free_tax_sales: Decimal,
+    pub zero_tax_sales: Decimal,
+    pub tax_type: TaxType,
+    pub tax_rate: Decimal,
+    pub tax_amount: Decimal,
+    pub total: Decimal,
+    pub discount: Option<Decimal>,
+    pub original_currency_amount: Option<Decimal>,
+    pub exchange_rate: Option<Decimal>,
+    pub currency: Option<String>,
+}
+
+/// F0501 `<CancelInvoice>` (flat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelInvoice {
+    pub number: InvoiceNumber,
+    pub invoice_date: MigDate,
+    pub buyer_id: BuyerId,
+    pub seller_id: Ban,
+    pub cancel_date: MigDate,
+    pub cancel_time: MigTime,
+    pub reason: String,
+    pub return_tax_document_number: Option<String>,
+    pub remark: Option<String>,
+    pub reserved1: Option<String>,
+    pub reserved2: Option<String>,
+}
+
+/// F0701 `<VoidInvoice>` (flat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoidInvoice {
+    pub number: InvoiceNumber,
+    pub invoice_date: MigDate,
+    pub buyer_id: BuyerId,
+    pub seller_id: Ban,
+    pub void_date: MigDate,
+    pub void_time: MigTime,
+    pub reason: String,
+    pub remark: Option<String>,
+    pub reserved1: Option<String>,
+    pub reserved2: Option<String>,
+}
+
+/// G0401 `<Allowance>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allowance {
+    pub number: String,
+    pub date: MigDate,
+    pub seller: Role<Ban>,
+    pub buyer: Role<BuyerId>,
+    pub allowance_type: String,
+    pub items: Vec<AllowanceItem>,
+    pub tax_amount: Decimal,
+    pub total_amount: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllowanceItem {
+    pub row: usize,
+    pub original_invoice_date: MigDate,
+    pub original_invoice_number: InvoiceNumber,
+    pub original_sequence_number: Option<String>,
+    pub original_description: String,
+    pub quantity: Decimal,
+    pub unit: String,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+    pub tax: Decimal,
+    pub allowance_sequence_number: String,
+    pub tax_type: TaxType,
+}
+
+/// G0501 `<CancelAllowance>` (flat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelAllowance {
+    pub number: String,
+    pub allowance_date: MigDate,
+    pub buyer_id: BuyerId,
+    pub seller_id: Ban,
+    pub cancel_date: MigDate,
+    pub cancel_time: MigTime,
+    pub reason: String,
+    pub remark: Option<String>,
+}
+
+/// Any of the five messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Invoice(Invoice),
+    Cancel(CancelInvoice),
+    Void(VoidInvoice),
+    Allowance(Allowance),
+    CancelAllowance(CancelAllowance),
+}
+
+impl Message {
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Message::Invoice(_) => MessageType::F0401,
+            Message::Cancel(_) => MessageType::F0501,
+            Message::Void(_) => MessageType::F0701,
+            Message::Allowance(_) => MessageType::G0401,
+            Message::CancelAllowance(_) => MessageType::G0501,
+        }
+    }
+
+    /// The document number the message is about (invoice or allowance number).
+    pub fn number(&self) -> &str {
+        match self {
+            Message::Invoice(m) => m.number.as_str(),
+            Message::Cancel(m) => m.number.as_str(),
+            Message::Void(m) => m.number.as_str(),
+            Message::Allowance(m) => &m.number,
+            Message::CancelAllowance(m) => &m.number,
+        }
+    }
+
+    pub fn seller(&self) -> &Ban {
+        match self {
+            Message::Invoice(m) => &m.seller.identifier,
+            Message::Cancel(m) => &m.seller_id,
+            Message::Void(m) => &m.seller_id,
+            Message::Allowance(m) => &m.seller.identifier,
+            Message::CancelAllowance(m) => &m.seller_id,
+        }
+    }
+
+    /// The date of the document the message is about (invoice or allowance date).
+    pub fn document_date(&self) -> MigDate {
+        match self {
+            Message::Invoice(m) => m.date,
+            Message::Cancel(m) => m.invoice_date,
+            Message::Void(m) => m.invoice_date,
+            Message::Allowance(m) => m.date,
+            Message::CancelAllowance(m) => m.allowance_date,
+        }
+    }
+
+    /// The untaxed amount the store keeps: an invoice's sales, an allowance's total.
+    pub fn untaxed_amount(&self) -> Option<Decimal> {
+        match self {
+            Message::Invoice(m) => {
+                Some(m.amount.sales + m.amount.free_tax_sales + m.amount.zero_tax_sales)
+            }
+            Message::Allowance(m) => Some(m.total_amount),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the fields of one record, converting each and recording what is wrong.
+struct Fields<'a> {
+    cells: &'a BTreeMap<String, Cell>,
+    row: usize,
+    prefix: &'a str,
+    used: BTreeSet<&'static str>,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(
+        cells: &'a BTreeMap<String, Cell>,
+        row: usize,
+        prefix: &'a str,
+        problems: &'a mut Vec<Problem>,
+    ) -> Self {
+        Fields {
+            cells,
+            row,
+            prefix,
+            used: BTreeSet::new(),
+            problems,
+        }
+    }
+
+    fn cell(&mut self, key: &'static str) -> Option<&'a Cell> {
+        self.used.insert(key);
+        self.cells.get(key).filter(|c| !c.value.trim().is_empty())
+    }
+
+    fn problem(&mut self, key: &str, cell: Option<&Cell>, reason: impl Into<String>) {
+        let (row, field, value) = match cell {
+            Some(c) => (c.row, c.display.clone(), c.value.clone()),
+            None => (self.row, format!("{}{}", self.prefix, key), String::new()),
+        };
+        self.problems.push(Problem {
+            row,
+            field,
+            value,
+            reason: reason.into(),
+        });
+    }
+
+    /// A field that must be present, converted by `parse`.
+    fn req<T>(&mut self, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        match self.cell(key) {
+            None => {
+                self.problem(key, None, "is required");
+                None
+            }
+            Some(c) => match parse(c.value.trim()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.problem(key, Some(c), e);
+                    None
+                }
+            },
+        }
+    }
+
+    /// A field that may be absent; `Ok(None)` when absent, `Err(())` when present but bad.
+    fn opt<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ()> {
+        match self.cell(key) {
+            None => Ok(None),
+            Some(c) => match parse(c.value.trim()) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => {
+                    self.problem(key, Some(c), e);
+                    Err(())
+                }
+            },
+        }
+    }
+
+    fn text(&mut self, key: &'static str, max: usize) -> Option<String> {
+        self.req(key, |s| text(s, max))
+    }
+
+    fn opt_text(&mut self, key: &'static str, max: usize) -> Result<Option<String>, ()> {
+        self.opt(key, |s| text(s, max))
+    }
+
+    fn one_of(&mut self, key: &'static str, allowed: &'static [&'static str]) -> Option<String> {
+        self.req(key, |s| one_of(s, allowed))
+    }
+
+    fn opt_one_of(
+        &mut self,
+        key: &'static str,
+        allowed: &'static [&'static str],
+    ) -> Result<Option<String>, ()> {
+        self.opt(key, |s| one_of(s, allowed))
+    }
+
+    fn amount(&mut self, key: &'static str) -> Option<Decimal> {
+        self.req(key, |s| parse_amount(s, 7))
+    }
+
+    /// Reports every filled field this message type has no place for.
+    fn finish(self, message_type: MessageType) {
+        let cells = self.cells;
+        let mut extra = Vec::new();
+        for (key, cell) in cells {
+            if !cell.value.trim().is_empty()
+                && !self.used.contains(key.as_str())
+                && !super::raw::META_FIELDS.contains(&key.as_str())
+            {
+                extra.push(cell);
+            }
+        }
+        for cell in extra {
+            self.problems.push(Problem {
+                row: cell.row,
+                field: cell.display.clone(),
+                value: cell.value.clone(),
+                reason: format!("is not part of a {message_type} message"),
+            });
+        }
+    }
+}
+
+fn text(s: &str, max: usize) -> Result<String, String> {
+    let n = s.chars().count();
+    if n > max {
+        Err(format!("is {n} characters long, at most {max} are allowed"))
+    } else if s.chars().any(|c| c.is_control() && c != '\t') {
+        Err("contains a control character".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn one_of(s: &str, allowed: &'static [&'static str]) -> Result<String, String> {
+    if allowed.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("must be one of {}", allowed.join(", ")))
+    }
+}
+
+fn digits(s: &str, min: usize, max: usize) -> Result<String, String> {
+    if (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("must be {min} to {max} digits"))
+    }
+}
+
+fn role_ban(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<Ban>> {
+    let id = f.req(who[0], Ban::parse);
+    role_rest(f, who, id)
+}
+
+fn role_buyer(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<BuyerId>> {
+    let id = f.req(who[0], BuyerId::parse);
+    role_rest(f, who, id)
+}
+
+fn role_rest<Id>(f: &mut Fields, k: &'static [&'static str; 9], id: Option<Id>) -> Option<Role<Id>> {
+    let name = f.text(k[1], 60);
+    let address = f.opt_text(k[2], 100);
+    let person = f.opt_text(k[3], 30);
+    let tel = f.opt_text(k[4], 26);
+    let fax = f.opt_text(k[5], 26);
+    let email = f.opt_text(k[6], 400);
+    let customer = f.opt_text(k[7], 20);
+    let remark = f.opt_text(k[8], 40);
+    Some(Role {
+        identifier: id?,
+        name: name?,
+        address: address.ok()?,
+        person_in_charge: person.ok()?,
+        telephone_number: tel.ok()?,
+        facsimile_number: fax.ok()?,
+        email_address: email.ok()?,
+        customer_number: customer.ok()?,
+        role_remark: remark.ok()?,
+    })
+}
+
+const SELLER: [&str; 9] = [
+    "Seller.Identifier",
+    "Seller.Name",
+    "Seller.Address",
+    "Seller.PersonInCharge",
+    "Seller.TelephoneNumber",
+    "Seller.FacsimileNumber",
+    "Seller.EmailAddress",
+    "Seller.CustomerNumber",
+    "Seller.RoleRemark",
+];
+const BUYER: [&str; 9] = [
+    "Buyer.Identifier",
+    "Buyer.Name",
+    "Buyer.Address",
+    "Buyer.PersonInCharge",
+    "Buyer.TelephoneNumber",
+    "Buyer.FacsimileNumber",
+    "Buyer.EmailAddress",
+    "Buyer.CustomerNumber",
+    "Buyer.RoleRemark",
+];
+
+/// Builds a typed message from raw fields, or returns every field problem found.
+///
+/// `legacy` marks rows written for MIG 3.x / 4.0: their product lines may lack the item
+/// `TaxType`, which 4.1 requires; it is taken from the invoice's own tax type when that is
+/// not mixed.
+pub fn build(
+    ty: MessageType,
+    legacy: bool,
+    raw: &RawMessage,
+) -> Result<Message, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let message = match ty {
+        MessageType::F0401 => build_invoice(raw, legacy, &mut problems).map(Message::Invoice),
+        MessageType::F0501 => build_cancel(raw, &mut problems).map(Message::Cancel),
+        MessageType::F0701 => build_void(raw, &mut problems).map(Message::Void),
+        MessageType::G0401 => build_allowance(raw, &mut problems).map(Message::Allowance),
+        MessageType::G0501 => {
+            build_cancel_allowance(raw, &mut problems).map(Message::CancelAllowance)
+        }
+    };
+    match message {
+        Some(m) if problems.is_empty() => Ok(m),
+        _ => {
+            if problems.is_empty() {
+                problems.push(Problem {
+                    row: raw.row,
+                    field: String::new(),
+                    value: String::new(),
+                    reason: "could not be read".into(),
+                });
+            }
+            Err(problems)
+        }
+    }
+}
+
+fn no_items(raw: &RawMessage, ty: MessageType, problems: &mut Vec<Problem>) {
+    for item in &raw.items {
+        for cell in item.fields.values().filter(|c| !c.value.trim().is_empty()) {
+            problems.push(Problem {
+                row: cell.row,
+                field: cell.display.clone(),
+                value: cell.value.clone(),
+                reason: format!("a {ty} message has no product lines"),
+            });
+        }
+    }
+}
+
+fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) -> Option<Invoice> {
+    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let number = f.req("InvoiceNumber", InvoiceNumber::parse);
+    let date = f.req("InvoiceDate", MigDate::parse);
+    let time = f.req("InvoiceTime", MigTime::parse);
+    let seller = role_ban(&mut f, &SELLER);
+    let buyer = role_buyer(&mut f, &BUYER);
+    let buyer_remark = f.opt_one_of("BuyerRemark", &["1", "2", "3", "4"]);
+    let main_remark = f.opt_text("MainRemark", 200);
+    let customs = f.opt_one_of("CustomsClearanceMark", &["1", "2"]);
+    let category = f.opt_text("Category", 2);
+    let relate = f.opt_text("RelateNumber", 20);
+    let invoice_type = f.one_of("InvoiceType", &["07", "08"]);
+    let group_mark = f.opt_one_of("GroupMark", &["*"]);
+    let donate = f.req("DonateMark", |s| match s {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err("must be 0 or 1".to_string()),
+    });
+    let carrier_type = f.opt_text("CarrierType", 6);
+    let carrier_id1 = f.opt_text("CarrierId1", 400);
+    let carrier_id2 = f.opt_text("CarrierId2", 400);
+    let print = f.req("PrintMark", |s| match s {
+        "Y" => Ok(true),
+        "N" => Ok(false),
+        _ => Err("must be Y or N".to_string()),
+    });
+    let npoban = f.opt("NPOBAN", |s| digits(s, 3, 7));
+    let random = f.opt("RandomNumber", RandomNumber::parse);
+    let bonded = f.opt_one_of("BondedAreaConfirm", &["1", "2", "3", "4"]);
+    let zero_reason = f.opt_one_of(
+        "ZeroTaxRateReason",
+        &["71", "72", "73", "74", "75", "76", "77", "78", "79"],
+    );
+    let reserved1 = f.opt_text("Reserved1", 20);
+    let reserved2 = f.opt_text("Reserved2", 100);
+    // Amount
+    let sales = f.amount("SalesAmount");
+    let free = f.amount("FreeTaxSalesAmount");
+    let zero = f.amount("ZeroTaxSalesAmount");
+    let tax_type = f.req("TaxType", TaxType::parse);
+    let tax_rate = f.req("TaxRate", |s| {
+        let d = parse_amount(s, 7)?;
+        let allowed = ["0", "0.01", "0.02", "0.05", "0.15", "0.25"];
+        if allowed.contains(&format_amount(&d).as_str()) {
+            Ok(d)
+        } else {
+            Err("must be one of 0, 0.01, 0.02, 0.05, 0.15, 0.25".to_string())
+        }
+    });
+    let tax_amount = f.req("TaxAmount", |s| parse_amount(s, 0));
+    let total = f.amount("TotalAmount");
+    let discount = f.opt("DiscountAmount", |s| parse_amount(s, 7));
+    let orig_currency = f.opt("OriginalCurrencyAmount", |s| parse_amount(s, 7));
+    let exchange = f.opt("ExchangeRate", |s| parse_amount(s, 5));
+    let currency = f.opt("Currency", |s| {
+        if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(s.to_string())
+        } else {
+            Err("must be three capital letters, like USD".to_string())
+        }
+    });
+    f.finish(MessageType::F0401);
+
+    let default_item_tax = match (legacy, tax_type) {
+        (true, Some(t)) if t != TaxType::Mixed => Some(t),
+        _ => None,
+    };
+    let mut items = Vec::new();
+    if raw.items.is_empty() {
+        problems.push(Problem {
+            row: raw.row,
+            field: format!("{}Details", raw.display_prefix),
+            value: String::new(),
+            reason: "an F0401 invoice needs at least one product line".into(),
+        });
+    }
+    for item in &raw.items {
+        if let Some(it) = build_invoice_item(item, default_item_tax, problems) {
+            items.push(it);
+        }
+    }
+    if items.len() != raw.items.len() {
+        return None;
+    }
+
+    let carrier = match (carrier_type.ok()?, carrier_id1.ok()?, carrier_id2.ok()?) {
+        (None, None, None) => None,
+        (Some(t), Some(a), Some(b)) => Some(Carrier {
+            carrier_type: t,
+            id1: a,
+            id2: b,
+        }),
+        _ => {
+            problems.push(Problem {
+                row: raw.row,
+                field: "CarrierType".into(),
+                value: String::new(),
+                reason: "CarrierType, CarrierId1 and CarrierId2 must be given together".into(),
+            });
+            return None;
+        }
+    };
+
+    Some(Invoice {
+        number: number?,
+        date: date?,
+        time: time?,
+        seller: seller?,
+        buyer: buyer?,
+        buyer_remark: buyer_remark.ok()?,
+        main_remark: main_remark.ok()?,
+        customs_clearance_mark: customs.ok()?,
+        category: category.ok()?,
+        relate_number: relate.ok()?,
+        invoice_type: invoice_type?,
+        group_mark: group_mark.ok()?,
+        donate: donate?,
+        carrier,
+        print: print?,
+        npoban: npoban.ok()?,
+        random_number: random.ok()?,
+        bonded_area_confirm: bonded.ok()?,
+        zero_tax_rate_reason: zero_reason.ok()?,
+        reserved1: reserved1.ok()?,
+        reserved2: reserved2.ok()?,
+        items,
+        amount: InvoiceAmount {
+            sales: sales?,
+            free_tax_sales: free?,
+            zero_tax_sales: zero?,
+            tax_type: tax_type?,
+            tax_rate: tax_rate?,
+            tax_amount: tax_amount?,
+            total: total?,
+            discount: discount.ok()?,
+            original_currency_amount: orig_currency.ok()?,
+            exchange_rate: exchange.ok()?,
+            currency: currency.ok()?,
+        },
+    })
+}
+
+fn build_invoice_item(
+    item: &RawItem,
+    default_tax: Option<TaxType>,
+    problems: &mut Vec<Problem>,
+) -> Option<InvoiceItem> {
+    let mut f = Fields::new(&item.fields, item.row, &item.display_prefix, problems);
+    let description = f.text("Description", 500);
+    let quantity = f.amount("Quantity");
+    let unit = f.opt_text("Unit", 6);
+    let unit_price = f.amount("UnitPrice");
+    let tax_type = match default_tax {
+        Some(t) => f.opt("TaxType", TaxType::parse).map(|o| o.unwrap_or(t)).ok(),
+        None => f.req("TaxType", TaxType::parse),
+    };
+    let tax_type = match tax_type {
+        Some(TaxType::Mixed) => {
+            let cell = item.fields.get("TaxType");
+            f.problem("TaxType", cell, "a product line is 1, 2, 3 or 4; 9 (mixed) is for the invoice");
+            None
+        }
+        t => t,
+    };
+    let amount = f.amount("Amount");
+    let seq = f.text("SequenceNumber", 4);
+    let remark = f.opt_text("Remark", 120);
+    let relate = f.opt_text("RelateNumber", 50);
+    f.finish(MessageType::F0401);
+    Some(InvoiceItem {
+        row: item.row,
+        description: description?,
+        quantity: quantity?,
+        unit: unit.ok()?,
+        unit_price: unit_price?,
+        tax_type: tax_type?,
+        amount: amount?,
+        sequence_number: seq?,
+        remark: remark.ok()?,
+        relate_number: relate.ok()?,
+    })
+}
+
+fn build_cancel(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<CancelInvoice> {
+    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let number = f.req("CancelInvoiceNumber", InvoiceNumber::parse);
+    let invoice_date = f.req("InvoiceDate", MigDate::parse);
+    let buyer_id = f.req("BuyerId", BuyerId::parse);
+    let seller_id = f.req("SellerId", Ban::parse);
+    let cancel_date = f.req("CancelDate", MigDate::parse);
+    let cancel_time = f.req("CancelTime", MigTime::parse);
+    let reason = f.text("CancelReason", 20);
+    let rtdn = f.opt_text("ReturnTaxDocumentNumber", 60);
+    let remark = f.opt_text("Remark", 200);
+    let reserved1 = f.opt_text("Reserved1", 20);
+    let reserved2 = f.opt_text("Reserved2", 100);
+    f.finish(MessageType::F0501);
+    no_items(raw, MessageType::F0501, problems);
+    Some(CancelInvoice {
+        number: number?,
+        invoice_date: invoice_date?,
+        buyer_id: buyer_id?,
+        seller_id: seller_id?,
+        cancel_date: cancel_date?,
+        cancel_time: cancel_time?,
+        reason: reason?,
+        return_tax_document_number: rtdn.ok()?,
+        remark: remark.ok()?,
+        reserved1: reserved1.ok()?,
+        reserved2: reserved2.ok()?,
+    })
+}
+
+fn build_void(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<VoidInvoice> {
+    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let number = f.req("VoidInvoiceNumber", InvoiceNumber::parse);
+    let invoice_date = f.req("InvoiceDate", MigDate::parse);
+    let buyer_id = f.req("BuyerId", BuyerId::parse);
+    let seller_id = f.req("SellerId", Ban::parse);
+    let void_date = f.req("VoidDate", MigDate::parse);
+    let void_time = f.req("VoidTime", MigTime::parse);
+    let reason = f.text("VoidReason", 20);
+    let remark = f.opt_text("Remark", 200);
+    let reserved1 = f.opt_text("Reserved1", 20);
+    let reserved2 = f.opt_text("Reserved2", 100);
+    f.finish(MessageType::F0701);
+    no_items(raw, MessageType::F0701, problems);
+    Some(VoidInvoice {
+        number: number?,
+        invoice_date: invoice_date?,
+        buyer_id: buyer_id?,
+        seller_id: seller_id?,
+        void_date: void_date?,
+        void_time: void_time?,
+        reason: reason?,
+        remark: remark.ok()?,
+        reserved1: reserved1.ok()?,
+        reserved2: reserved2.ok()?,
+    })
+}
+
+fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allowance> {
+    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let number = f.text("AllowanceNumber", 16);
+    let date = f.req("AllowanceDate", MigDate::parse);
+    let seller = role_ban(&mut f, &SELLER);
+    let buyer = role_buyer(&mut f, &BUYER);
+    let allowance_type = f.one_of("AllowanceType", &["1", "2"]);
+    let tax_amount = f.req("TaxAmount", |s| parse_amount(s, 0));
+    let total_amount = f.amount("TotalAmount");
+    f.finish(MessageType::G0401);
+    if raw.items.is_empty() {
+        problems.push(Problem {
+            row: raw.row,
+            field: format!("{}Details", raw.display_prefix),
+            value: String::new(),
+            reason: "a G0401 allowance needs at least one line".into(),
+        });
+    }
+    let mut items = Vec::new();
+    for item in &raw.items {
+        let mut f = Fields::new(&item.fields, item.row, &item.display_prefix, problems);
+        let oid = f.req("OriginalInvoiceDate", MigDate::parse);
+        let oin = f.req("OriginalInvoiceNumber", InvoiceNumber::parse);
+        let osn = f.opt_text("OriginalSequenceNumber", 4);
+        let odesc = f.text("OriginalDescription", 500);
+        let qty = f.amount("Quantity");
+        let unit = f.text("Unit", 6);
+        let price = f.amount("UnitPrice");
+        let amount = f.amount("Amount");
+        let tax = f.req("Tax", |s| parse_amount(s, 7));
+        let seq = f.text("AllowanceSequenceNumber", 4);
+        let tax_type = f.req("TaxType", |s| match TaxType::parse(s)? {
+            TaxType::Mixed | TaxType::Special => {
+                Err("an allowance line is 1 (taxable), 2 (zero-rated) or 3 (exempt)".to_string())
+            }
+            t => Ok(t),
+        });
+        f.finish(MessageType::G0401);
+        let built = (|| {
+            Some(AllowanceItem {
+                row: item.row,
+                original_invoice_date: oid?,
+                original_invoice_number: oin?,
+                original_sequence_number: osn.ok()?,
+                original_description: odesc?,
+                quantity: qty?,
+                unit: unit?,
+                unit_price: price?,
+                amount: amount?,
+                tax: tax?,
+                allowance_sequence_number: seq?,
+                tax_type: tax_type?,
+            })
+        })();
+        if let Some(it) = built {
+            items.push(it);
+        }
+    }
+    if items.len() != raw.items.len() {
+        return None;
+    }
+    Some(Allowance {
+        number: number?,
+        date: date?,
+        seller: seller?,
+        buyer: buyer?,
+        allowance_type: allowance_type?,
+        items,
+        tax_amount: tax_amount?,
+        total_amount: total_amount?,
+    })
+}
+
+fn build_cancel_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<CancelAllowance> {
+    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let number = f.text("CancelAllowanceNumber", 16);
+    let allowance_date = f.req("AllowanceDate", MigDate::parse);
+    let buyer_id = f.req("BuyerId", BuyerId::parse);
+    let seller_id = f.req("SellerId", Ban::parse);
+    let cancel_date = f.req("CancelDate", MigDate::parse);
+    let cancel_time = f.req("CancelTime", MigTime::parse);
+    let reason = f.text("CancelReason", 20);
+    let remark = f.opt_text("Remark", 200);
+    f.finish(MessageType::G0501);
+    no_items(raw, MessageType::G0501, problems);
+    Some(CancelAllowance {
+        number: number?,
+        allowance_date: allowance_date?,
+        buyer_id: buyer_id?,
+        seller_id: seller_id?,
+        cancel_date: cancel_date?,
+        cancel_time: cancel_time?,
+        reason: reason?,
+        remark: remark.ok()?,
+    })
+}
