@@ -188,11 +188,10 @@ fn invoice(m: &Invoice, out: &mut Out) {
             }
         }
     }
-    if a.tax_type == TaxType::ZeroRated || (a.tax_type == TaxType::Mixed && a.zero_tax_sales > zero)
-    {
-        if m.customs_clearance_mark.is_none() {
-            out.field("CustomsClearanceMark", "is required for zero-rated sales");
-        }
+    let zero_rated =
+        a.tax_type == TaxType::ZeroRated || (a.tax_type == TaxType::Mixed && a.zero_tax_sales > zero);
+    if zero_rated && m.customs_clearance_mark.is_none() {
+        out.field("CustomsClearanceMark", "is required for zero-rated sales");
     }
     let expected_total = a.sales + a.free_tax_sales + a.zero_tax_sales + a.tax_amount;
     if a.total != expected_total {

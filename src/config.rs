@@ -1,0 +1,414 @@
+//! The TOML configuration: schema, defaults and checks that name the key at fault.
+//!
+//! [`Config::load`] reports every problem it can find at once (each unknown key, the first
+//! wrong type in each section, every out-of-range value), each with its key path, so an
+//! operator fixes a file in one pass. `config/turnbridge.toml` is the annotated default; it is
+//! embedded in the binary as [`DEFAULT_TOML`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::einvoice::archive::ZipLimits;
+use crate::einvoice::{valid_tenant, ReadOptions, TextEncoding};
+
+/// The annotated default configuration, as packaged.
+pub const DEFAULT_TOML: &str = include_str!("../config/turnbridge.toml");
+
+/// Where the packaged service reads its configuration.
+pub const DEFAULT_PATH: &str = "/etc/turnbridge/turnbridge.toml";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub paths: Paths,
+    pub einvoice: Einvoice,
+    pub turnkey: Turnkey,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Paths {
+    /// Spool root; e-invoice batches go in `<spool>/einvoice/`.
+    pub spool: PathBuf,
+    /// State root: database, work, archive, rejected, staging.
+    pub state: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            spool: "/var/spool/turnbridge".into(),
+            state: "/var/lib/turnbridge".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Einvoice {
+    pub settle_ms: u64,
+    pub rescan_secs: u64,
+    pub max_invoices_per_batch: usize,
+    pub max_file_bytes: u64,
+    pub encoding: TextEncoding,
+    pub default_tenant: String,
+    pub zip: Zip,
+}
+
+impl Default for Einvoice {
+    fn default() -> Self {
+        Einvoice {
+            settle_ms: 250,
+            rescan_secs: 30,
+            max_invoices_per_batch: 999,
+            max_file_bytes: 64 << 20,
+            encoding: TextEncoding::Auto,
+            default_tenant: "default".into(),
+            zip: Zip::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Zip {
+    pub max_members: usize,
+    pub max_member_bytes: u64,
+    pub max_total_bytes: u64,
+}
+
+impl Default for Zip {
+    fn default() -> Self {
+        Zip {
+            max_members: 1000,
+            max_member_bytes: 32 << 20,
+            max_total_bytes: 128 << 20,
+        }
+    }
+}
+
+/// Which folder layout Turnkey uses (see DESIGN.md, "Folders at run time").
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Flat,
+    Turnkey,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Turnkey {
+    pub layout: Layout,
+    /// Pickup folder template; may hold `{message_type}` and `{tenant}`.
+    pub inbox: String,
+    pub outbox: PathBuf,
+    pub error: PathBuf,
+    /// Empty means `<state>/staging`.
+    pub staging: PathBuf,
+}
+
+impl Default for Turnkey {
+    fn default() -> Self {
+        Turnkey {
+            layout: Layout::Flat,
+            inbox: "/var/lib/turnkey/INBOX".into(),
+            outbox: "/var/lib/turnkey/OUTBOX".into(),
+            error: "/var/lib/turnkey/ERROR".into(),
+            staging: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Text,
+    Journald,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Log {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// One problem in a configuration file, with the key it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `einvoice.zip.max_members`; empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("{} has {} problem(s):\n{}", path.display(), issues.len(), issues.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file; relative paths in it are resolved against the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            issues: vec![ConfigIssue {
+                key: String::new(),
+                message: format!("cannot be read: {e}"),
+            }],
+        })?;
+        let base = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+        Config::parse(&text, &base).map_err(|issues| ConfigError {
+            path: path.to_path_buf(),
+            issues,
+        })
+    }
+
+    /// Parses configuration text; `base` is the folder relative paths are resolved against.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            vec![ConfigIssue {
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }]
+        })?;
+        let mut issues = Vec::new();
+        let mut config = Config::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "paths" => section(&key, value, &mut issues, &mut config.paths),
+                "einvoice" => section(&key, value, &mut issues, &mut config.einvoice),
+                "turnkey" => section(&key, value, &mut issues, &mut config.turnkey),
+                "log" => section(&key, value, &mut issues, &mut config.log),
+                _ => issues.push(ConfigIssue {
+                    key,
+                    message: "unknown section (known: paths, einvoice, turnkey, log)".into(),
+                }),
+            }
+        }
+        config.check(&mut issues);
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        config.resolve(base);
+        Ok(config)
+    }
+
+    fn check(&self, issues: &mut Vec<ConfigIssue>) {
+        let mut bad = |key: &str, message: String| {
+            issues.push(ConfigIssue {
+                key: key.into(),
+                message,
+            })
+        };
+        let e = &self.einvoice;
+        if e.settle_ms > 600_000 {
+            bad("einvoice.settle_ms", "must be at most 600000 (10 minutes)".into());
+        }
+        if e.rescan_secs == 0 {
+            bad("einvoice.rescan_secs", "must be at least 1".into());
+        }
+        if !(1..=999).contains(&e.max_invoices_per_batch) {
+            bad("einvoice.max_invoices_per_batch", "must be 1 to 999".into());
+        }
+        if e.max_file_bytes == 0 {
+            bad("einvoice.max_file_bytes", "must be above 0".into());
+        }
+        if !valid_tenant(&e.default_tenant) {
+            bad(
+                "einvoice.default_tenant",
+                "must be 1 to 64 letters, digits, - or _".into(),
+            );
+        }
+        for (key, v) in [
+            ("einvoice.zip.max_members", e.zip.max_members as u64),
+            ("einvoice.zip.max_member_bytes", e.zip.max_member_bytes),
+            ("einvoice.zip.max_total_bytes", e.zip.max_total_bytes),
+        ] {
+            if v == 0 {
+                bad(key, "must be above 0".into());
+            }
+        }
+        if let Err(m) = crate::turnkey::InboxTemplate::parse(&self.turnkey.inbox) {
+            bad("turnkey.inbox", m);
+        }
+        for (key, p) in [
+            ("paths.spool", &self.paths.spool),
+            ("paths.state", &self.paths.state),
+            ("turnkey.outbox", &self.turnkey.outbox),
+            ("turnkey.error", &self.turnkey.error),
+        ] {
+            if p.as_os_str().is_empty() {
+                bad(key, "must not be empty".into());
+            }
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            bad(
+                "log.level",
+                format!(
+                    "`{}` is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            );
+        }
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.paths.spool = abs(&self.paths.spool);
+        self.paths.state = abs(&self.paths.state);
+        self.turnkey.outbox = abs(&self.turnkey.outbox);
+        self.turnkey.error = abs(&self.turnkey.error);
+        if !Path::new(&self.turnkey.inbox).is_absolute() {
+            self.turnkey.inbox = base.join(&self.turnkey.inbox).to_string_lossy().into();
+        }
+        self.turnkey.staging = if self.turnkey.staging.as_os_str().is_empty() {
+            self.paths.state.join("staging")
+        } else {
+            abs(&self.turnkey.staging)
+        };
+    }
+
+    pub fn einvoice_spool(&self) -> PathBuf {
+        self.paths.spool.join("einvoice")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.paths.state.join("turnbridge.db")
+    }
+
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            encoding: self.einvoice.encoding,
+            zip: ZipLimits {
+                max_members: self.einvoice.zip.max_members,
+                max_member_bytes: self.einvoice.zip.max_member_bytes,
+                max_total_bytes: self.einvoice.zip.max_total_bytes,
+            },
+            max_invoices: self.einvoice.max_invoices_per_batch,
+            default_tenant: self.einvoice.default_tenant.clone(),
+        }
+    }
+}
+
+/// Deserializes one section, collecting every unknown key and the first wrong value.
+fn section<T: DeserializeOwned>(
+    name: &str,
+    value: toml::Value,
+    issues: &mut Vec<ConfigIssue>,
+    out: &mut T,
+) {
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value, &mut track);
+    let result = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()));
+    for path in unknown {
+        issues.push(ConfigIssue {
+            key: format!("{name}.{path}"),
+            message: "unknown key".into(),
+        });
+    }
+    match result {
+        Ok(v) => *out = v,
+        Err(e) => {
+            let path = track.path().to_string();
+            let key = if path == "." || path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}.{path}")
+            };
+            issues.push(ConfigIssue {
+                key,
+                message: e.to_string(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packaged_default_parses_to_the_built_in_defaults() {
+        let c = Config::parse(DEFAULT_TOML, Path::new("/etc/turnbridge")).unwrap();
+        let mut d = Config::default();
+        d.resolve(Path::new("/etc/turnbridge"));
+        assert_eq!(c, d);
+        assert_eq!(c.turnkey.staging, Path::new("/var/lib/turnbridge/staging"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let text = r#"
+            colour = "blue"
+            [einvoice]
+            settle_ms = "fast"
+            bogus = 1
+            [einvoice.zip]
+            max_membrs = 3
+            [turnkey]
+            inbox = "/tk/{msg}/SRC"
+            [log]
+            level = "loud"
+        "#;
+        let issues = Config::parse(text, Path::new("/")).unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        for expected in [
+            "colour",
+            "einvoice.settle_ms",
+            "einvoice.bogus",
+            "einvoice.zip.max_membrs",
+            "turnkey.inbox",
+            "log.level",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing from {issues:#?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_folder() {
+        let text = "[paths]\nspool = \"spool\"\n[turnkey]\ninbox = \"tk/{message_type}\"\n";
+        let c = Config::parse(text, Path::new("/srv/tb")).unwrap();
+        assert_eq!(c.paths.spool, Path::new("/srv/tb/spool"));
+        assert_eq!(c.turnkey.inbox, "/srv/tb/tk/{message_type}");
+    }
+}

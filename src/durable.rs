@@ -1,0 +1,111 @@
+//! File operations that survive a crash or power loss at any point.
+//!
+//! The rules: write to a temporary name on the same filesystem, fsync the file, rename it into
+//! place, fsync the folder. A reader of the destination folder sees a file complete or not at
+//! all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Flushes a folder's entries (new, renamed or removed names) to disk.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` durably: temp file beside it, fsync, rename, fsync the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+/// Creates (or truncates) `path`, writes `bytes` and fsyncs the file (not the folder).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Creates a folder and its parents, syncing each parent that gained an entry.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves a file into `dest_dir` under `name` (or `name` with `-1`, `-2`… if taken) and
+/// syncs both folders. Falls back to copy + fsync + remove across filesystems.
+pub fn move_into(src: &Path, dest_dir: &Path, name: &str) -> io::Result<PathBuf> {
+    create_dir_all(dest_dir)?;
+    let dest = free_name(dest_dir, name);
+    match fs::rename(src, &dest) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = dest_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+            fs::copy(src, &tmp)?;
+            File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &dest)?;
+            fsync_dir(dest_dir)?;
+            fs::remove_file(src)?;
+        }
+        Err(e) => return Err(e),
+    }
+    fsync_dir(dest_dir)?;
+    if let Some(parent) = src.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(dest)
+}
+
+/// `name` in `dir` if free, else `stem-N.ext` for the first free N.
+pub fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let candidate = dir.join(name);
+    if !candidate.exists() {
+        return candidate;
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    (1..)
+        .map(|n| dir.join(format!("{stem}-{n}{ext}")))
+        .find(|p| !p.exists())
+        .expect("an unused name exists")
+}
+
+/// The device of the nearest existing ancestor of `path` (the filesystem it will live on).
+pub fn device_of(path: &Path) -> io::Result<u64> {
+    let mut p = path;
+    loop {
+        match fs::metadata(p) {
+            Ok(m) => return Ok(m.dev()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match p.parent() {
+                Some(parent) => p = parent,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}

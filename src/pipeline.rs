@@ -1,0 +1,625 @@
+//! One claimed e-invoice file, top to bottom: read, check, record, stage, publish, announce,
+//! archive.
+//!
+//! Every step can be repeated after a crash without repeating its effect:
+//!
+//! 1. **Record** — each accepted message gets a row (state `validated`, XML name fixed) in one
+//!    transaction. A row that already exists for this job is reused; one from another job
+//!    makes the row a duplicate.
+//! 2. **Reject** — rejected rows and their reports are written to `state/rejected/`.
+//! 3. **Stage** — each message's XML is written and fsynced in the staging folder; one
+//!    transaction then marks them all `staged`.
+//! 4. **Publish** — each staged file is renamed into the pickup folder and the folders are
+//!    synced; one transaction marks the messages `queued`, raises their
+//!    `invoice.status.updated` events, finishes the job and raises `upload.completed`. A staged
+//!    message whose staging file is gone was already renamed: it is never written again.
+//! 5. **Archive** — the source moves from `work/` to `archive/YYYY-MM-DD/`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+use rust_decimal::Decimal;
+use serde_json::json;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::durable;
+use crate::einvoice::archive::hex;
+use crate::einvoice::{self, Accepted, Message, Problem, Rejected, Source, Verdict};
+use crate::spool::{self, Report, ReportEntry};
+use crate::store::{self, NewMessage, Store, StoreError, TxExt};
+use crate::turnkey::{self, Pickup, PickupError};
+
+/// The kind of job this pipeline handles, as stored in `jobs.kind`.
+pub const KIND: &str = "einvoice";
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pickup(#[from] PickupError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PipelineError + 'a {
+    move |source| PipelineError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Folders under the state root.
+#[derive(Debug, Clone)]
+pub struct StateDirs {
+    pub work: PathBuf,
+    pub archive: PathBuf,
+    pub rejected: PathBuf,
+}
+
+impl StateDirs {
+    pub fn new(state: &Path) -> StateDirs {
+        StateDirs {
+            work: state.join("work"),
+            archive: state.join("archive"),
+            rejected: state.join("rejected"),
+        }
+    }
+
+    pub fn create(&self) -> io::Result<()> {
+        for d in [&self.work, &self.archive, &self.rejected] {
+            durable::create_dir_all(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// What became of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub job_id: String,
+    /// `done`, `rejected` or `duplicate`.
+    pub state: String,
+    pub queued: usize,
+    pub rejected: usize,
+    pub final_path: PathBuf,
+}
+
+/// Everything the pipeline needs, owned by the one worker that runs jobs.
+pub struct Pipeline {
+    pub config: Config,
+    pub store: Store,
+    pub pickup: Pickup,
+    pub dirs: StateDirs,
+}
+
+impl Pipeline {
+    pub fn open(config: Config) -> Result<Pipeline, PipelineError> {
+        let dirs = StateDirs::new(&config.paths.state);
+        dirs.create()
+            .map_err(io_err("create state folders under", &config.paths.state))?;
+        let store = Store::open(&config.database())?;
+        let pickup = Pickup::open(&config.turnkey.inbox, &config.turnkey.staging)?;
+        Ok(Pipeline {
+            config,
+            store,
+            pickup,
+            dirs,
+        })
+    }
+
+    /// Claims a spool file and processes it.
+    pub fn take(&mut self, spool_path: &Path) -> Result<Outcome, PipelineError> {
+        let job_id = spool::new_job_id();
+        let work = spool::claim(spool_path, &self.dirs.work, &job_id)
+            .map_err(io_err("claim", spool_path))?;
+        self.process(&work)
+    }
+
+    /// Processes (or resumes) a file in `work/`.
+    pub fn process(&mut self, work: &Path) -> Result<Outcome, PipelineError> {
+        let work_name = work.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let Some((job_id, name)) = spool::parse_work_name(&work_name) else {
+            return Err(PipelineError::Io {
+                action: "recognise",
+                path: work.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a claimed file name"),
+            });
+        };
+        let (job_id, name) = (job_id.to_string(), name.to_string());
+        let span = tracing::info_span!("job", job_id = %job_id, file = %name);
+        let _enter = span.enter();
+
+        let size = fs::metadata(work).map_err(io_err("stat", work))?.len();
+        if size > self.config.einvoice.max_file_bytes {
+            self.ensure_job(&job_id, &name, "", size)?;
+            let reason = format!(
+                "the file is {size} bytes; at most {} are accepted (einvoice.max_file_bytes)",
+                self.config.einvoice.max_file_bytes
+            );
+            return self.refuse(work, &job_id, &name, "rejected", reason, None);
+        }
+        let bytes = fs::read(work).map_err(io_err("read", work))?;
+        let md5 = hex(&Md5::digest(&bytes));
+        let job = self.ensure_job(&job_id, &name, &md5, size)?;
+        if job.state != "claimed" {
+            // Finished before a crash; only the move out of work/ was left.
+            return self.finish_move(work, &job_id, &name, &job.state);
+        }
+        if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
+            let reason = format!(
+                "the same bytes (MD5 {md5}) were already processed as job {} from {}",
+                first.id, first.source_name
+            );
+            return self.refuse(work, &job_id, &name, "duplicate", reason, Some(&first.id));
+        }
+        let verdict = match einvoice::check_batch(&name, &bytes, &self.config.read_options()) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(work, &job_id, &name, "rejected", e.to_string(), None),
+        };
+        self.run(work, &job_id, &name, verdict)
+    }
+
+    fn ensure_job(&self, id: &str, name: &str, md5: &str, size: u64) -> Result<store::Job, PipelineError> {
+        if let Some(job) = self.store.job(id)? {
+            return Ok(job);
+        }
+        self.store.insert_job(id, KIND, name, md5, size)?;
+        Ok(self.store.job(id)?.expect("job just inserted"))
+    }
+
+    /// Refuses the whole file: moves it to `rejected/` beside its report.
+    fn refuse(
+        &mut self,
+        work: &Path,
+        job_id: &str,
+        name: &str,
+        state: &str,
+        reason: String,
+        duplicate_of: Option<&str>,
+    ) -> Result<Outcome, PipelineError> {
+        let base = self.dirs.rejected.join(spool::work_name(job_id, name));
+        let report = Report {
+            job_id: job_id.to_string(),
+            file: name.to_string(),
+            outcome: state.to_string(),
+            summary: format!("The whole file was not processed: {reason}"),
+            accepted: 0,
+            rejected: 0,
+            rejected_files: vec![spool::work_name(job_id, name)],
+            problems: vec![ReportEntry {
+                file: name.to_string(),
+                row: 0,
+                message_type: None,
+                number: None,
+                field: String::new(),
+                value: String::new(),
+                reason: reason.clone(),
+            }],
+        };
+        report.write(&base).map_err(io_err("write report", &base))?;
+        let tx = self.store.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = ?1, reason = ?2, duplicate_of = ?3, final_path = ?4, finished_at = ?5
+             WHERE id = ?6",
+            rusqlite::params![
+                state,
+                reason,
+                duplicate_of,
+                base.to_string_lossy(),
+                store::now(),
+                job_id
+            ],
+        )
+        .map_err(StoreError::from)?;
+        tx.add_event(
+            "upload.completed",
+            Some(&self.config.einvoice.default_tenant),
+            &json!({
+                "import_id": job_id,
+                "file": name,
+                "status": state,
+                "success_count": 0,
+                "error_count": 0,
+                "reason": reason,
+                "duplicate_of": duplicate_of,
+            }),
+        )?;
+        tx.commit().map_err(StoreError::from)?;
+        warn!(job_id, file = name, reason = %reason, "file {state}");
+        self.finish_move(work, job_id, name, state)
+    }
+
+    /// Moves the source out of `work/` once its job is finished.
+    fn finish_move(&mut self, work: &Path, job_id: &str, name: &str, state: &str) -> Result<Outcome, PipelineError> {
+        let final_name = spool::work_name(job_id, name);
+        let final_path = if state == "done" {
+            let day = chrono::Local::now().format("%Y-%m-%d").to_string();
+            let dir = self.dirs.archive.join(day);
+            durable::move_into(work, &dir, &final_name).map_err(io_err("archive", work))?
+        } else {
+            durable::move_into(work, &self.dirs.rejected, &final_name)
+                .map_err(io_err("move to rejected", work))?
+        };
+        self.store
+            .conn()
+            .execute(
+                "UPDATE jobs SET final_path = ?1 WHERE id = ?2",
+                rusqlite::params![final_path.to_string_lossy(), job_id],
+            )
+            .map_err(StoreError::from)?;
+        let (queued, rejected): (i64, i64) = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT success_count, error_count FROM jobs WHERE id = ?1",
+                [job_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(StoreError::from)?;
+        Ok(Outcome {
+            job_id: job_id.to_string(),
+            state: state.to_string(),
+            queued: queued as usize,
+            rejected: rejected as usize,
+            final_path,
+        })
+    }
+
+    fn run(&mut self, work: &Path, job_id: &str, name: &str, mut verdict: Verdict) -> Result<Outcome, PipelineError> {
+        // 1. Record.
+        self.record(job_id, &mut verdict)?;
+        let accepted: HashMap<(String, String, String), &Accepted> = verdict
+            .accepted
+            .iter()
+            .map(|a| (key(&a.message), a))
+            .collect();
+
+        // 2. Reject.
+        let rejected_count = verdict.rejected.len() + verdict.refused_members.len();
+        if rejected_count > 0 {
+            self.write_rejected(job_id, name, &verdict)?;
+        }
+
+        // 3. Stage.
+        let rows = self.store.messages_of_job(job_id)?;
+        let mut staged_now = Vec::new();
+        for row in rows.iter().filter(|r| r.state == "validated" && !r.staged) {
+            let k = (row.message_type.clone(), row.seller_ban.clone(), row.number.clone());
+            let Some(a) = accepted.get(&k) else {
+                warn!(message_id = row.id, "message recorded by an earlier run is not in the file any more; left as validated");
+                continue;
+            };
+            let xml = einvoice::render::render(&a.message);
+            self.pickup.stage(&row.xml_name, &xml)?;
+            staged_now.push((row.id, hex(&Md5::digest(&xml))));
+        }
+        if !staged_now.is_empty() {
+            self.pickup.sync_staging()?;
+            let tx = self.store.transaction()?;
+            for (id, md5) in &staged_now {
+                tx.execute(
+                    "UPDATE messages SET staged = 1, xml_md5 = ?1 WHERE id = ?2",
+                    rusqlite::params![md5, id],
+                )
+                .map_err(StoreError::from)?;
+            }
+            tx.commit().map_err(StoreError::from)?;
+        }
+
+        // 4. Publish.
+        let rows = self.store.messages_of_job(job_id)?;
+        let ready: Vec<_> = rows.iter().filter(|r| r.state == "validated" && r.staged).collect();
+        let mut dirs = BTreeSet::new();
+        let mut published = Vec::new();
+        for row in &ready {
+            let ty: einvoice::MessageType = row.message_type.parse().expect("stored type is valid");
+            let dir = self.pickup.inbox_dir(ty, &row.tenant);
+            let path = match self.pickup.publish(&row.xml_name, ty, &row.tenant)? {
+                Some(p) => p,
+                None => dir.join(&row.xml_name),
+            };
+            dirs.insert(dir);
+            published.push((*row, path));
+        }
+        self.pickup.sync_dirs(&dirs)?;
+        let queued_total = rows.iter().filter(|r| r.state != "validated").count() + published.len();
+        let tx = self.store.transaction()?;
+        for (row, path) in &published {
+            let p = path.to_string_lossy();
+            tx.execute(
+                "UPDATE messages SET xml_path = ?1 WHERE id = ?2",
+                rusqlite::params![p, row.id],
+            )
+            .map_err(StoreError::from)?;
+            tx.transition(row.id, Some("validated"), "queued", Some(&p))?;
+            tx.add_event(
+                "invoice.status.updated",
+                Some(&row.tenant),
+                &json!({
+                    "tenant_id": row.tenant,
+                    "invoice_no": row.number,
+                    "message_type": row.message_type,
+                    "status": "QUEUED",
+                    "xml_path": p,
+                    "import_id": job_id,
+                }),
+            )?;
+        }
+        tx.execute(
+            "UPDATE jobs SET state = 'done', success_count = ?1, error_count = ?2, finished_at = ?3 WHERE id = ?4",
+            rusqlite::params![queued_total as i64, rejected_count as i64, store::now(), job_id],
+        )
+        .map_err(StoreError::from)?;
+        let tenants: BTreeSet<&str> = rows.iter().map(|r| r.tenant.as_str()).collect();
+        let tenant = if tenants.len() == 1 {
+            tenants.into_iter().next().unwrap().to_string()
+        } else {
+            self.config.einvoice.default_tenant.clone()
+        };
+        tx.add_event(
+            "upload.completed",
+            Some(&tenant),
+            &json!({
+                "import_id": job_id,
+                "file": name,
+                "status": "completed",
+                "tenant_id": tenant,
+                "success_count": queued_total,
+                "error_count": rejected_count,
+            }),
+        )?;
+        tx.commit().map_err(StoreError::from)?;
+        for (row, path) in &published {
+            let md5 = self.xml_md5(row.id)?;
+            info!(
+                job_id,
+                tenant_id = %row.tenant,
+                message_type = %row.message_type,
+                invoice_no = %row.number,
+                xml_path = %path.display(),
+                md5 = %md5,
+                "queued for Turnkey"
+            );
+        }
+        info!(job_id, file = name, queued = queued_total, rejected = rejected_count, "batch done");
+
+        // 5. Archive.
+        self.finish_move(work, job_id, name, "done")
+    }
+
+    fn xml_md5(&self, id: i64) -> Result<String, PipelineError> {
+        Ok(self
+            .store
+            .conn()
+            .query_row("SELECT COALESCE(xml_md5, '') FROM messages WHERE id = ?1", [id], |r| r.get(0))
+            .map_err(StoreError::from)?)
+    }
+
+    /// Step 1: one transaction records every accepted message not yet recorded; messages the
+    /// store refuses (sent before by another job, allowance above its invoice) move from
+    /// `accepted` to `rejected`.
+    fn record(&mut self, job_id: &str, verdict: &mut Verdict) -> Result<(), PipelineError> {
+        let accepted = std::mem::take(&mut verdict.accepted);
+        let sources = std::mem::take(&mut verdict.accepted_sources);
+        let tx = self.store.transaction()?;
+        for (a, source) in accepted.into_iter().zip(sources) {
+            let m = &a.message;
+            let ty = m.message_type();
+            let (seller, number) = (m.seller().as_str(), m.number());
+            if let Some(existing) = tx.message_by_key(ty.as_str(), seller, number)? {
+                if existing.job_id == job_id {
+                    verdict.accepted.push(a);
+                    verdict.accepted_sources.push(source);
+                } else {
+                    let problem = Problem {
+                        row: a.row,
+                        field: ty.number_field().into(),
+                        value: number.into(),
+                        reason: format!(
+                            "{ty} {number} of seller {seller} was already sent by job {} ({} row {}) as {}",
+                            existing.job_id, existing.source_file, existing.source_row, existing.xml_name
+                        ),
+                    };
+                    verdict.rejected.push(Rejected::from_accepted(&a, source, problem));
+                }
+                continue;
+            }
+            if let Message::Allowance(al) = m {
+                if let Some(problem) = allowance_over_invoice(&tx, al, a.row)? {
+                    verdict.rejected.push(Rejected::from_accepted(&a, source, problem));
+                    continue;
+                }
+            }
+            let new = NewMessage {
+                job_id,
+                message_type: ty.as_str(),
+                legacy_type: a.legacy,
+                seller_ban: seller,
+                number,
+                document_date: m.document_date().0,
+                tenant: &a.tenant,
+                source_file: &a.file,
+                source_row: a.row,
+                amount: m.untaxed_amount().map(|d| d.normalize().to_string()),
+            };
+            let date = chrono::Local::now().date_naive();
+            let id = tx.insert_message(&new, |id| turnkey::file_name(ty, date, id))?;
+            if let Message::Allowance(al) = m {
+                for it in &al.items {
+                    tx.add_allowance_line(id, seller, it.original_invoice_number.as_str(), &it.amount.normalize().to_string())?;
+                }
+            }
+            verdict.accepted.push(a);
+            verdict.accepted_sources.push(source);
+        }
+        tx.commit().map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Step 2: rejected rows go back out in their own format, beside the report.
+    fn write_rejected(&self, job_id: &str, name: &str, verdict: &Verdict) -> Result<(), PipelineError> {
+        let dir = &self.dirs.rejected;
+        let mut files: Vec<String> = Vec::new();
+        let mut by_file: BTreeMap<&str, Vec<&Rejected>> = BTreeMap::new();
+        for r in &verdict.rejected {
+            by_file.entry(r.file.as_str()).or_default().push(r);
+        }
+        for (file, rows) in &by_file {
+            let out_name = rejected_name(job_id, name, file);
+            let bytes = match &rows[0].source {
+                Source::Csv(_) => {
+                    let mut w = csv::Writer::from_writer(Vec::new());
+                    if let Some(h) = verdict.csv_headers.get(*file) {
+                        w.write_record(h).expect("write to memory");
+                    }
+                    for r in rows {
+                        if let Source::Csv(records) = &r.source {
+                            for rec in records {
+                                w.write_record(rec).expect("write to memory");
+                            }
+                        }
+                    }
+                    w.into_inner().expect("flush to memory")
+                }
+                Source::Json(_) => {
+                    let values: Vec<_> = rows
+                        .iter()
+                        .filter_map(|r| match &r.source {
+                            Source::Json(v) => Some(v.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    serde_json::to_vec_pretty(&json!({ "Messages": values })).expect("json")
+                }
+            };
+            let path = dir.join(&out_name);
+            durable::write_atomic(&path, &bytes).map_err(io_err("write", &path))?;
+            files.push(out_name);
+        }
+        for m in &verdict.refused_members {
+            let out_name = rejected_name(job_id, name, &format!("{name}:{}", m.name));
+            let path = dir.join(&out_name);
+            durable::write_atomic(&path, &m.bytes).map_err(io_err("write", &path))?;
+            files.push(out_name);
+        }
+        let mut problems = Vec::new();
+        for m in &verdict.refused_members {
+            problems.push(ReportEntry {
+                file: format!("{name}:{}", m.name),
+                row: 0,
+                message_type: None,
+                number: None,
+                field: String::new(),
+                value: String::new(),
+                reason: m.reason.clone(),
+            });
+        }
+        for r in &verdict.rejected {
+            for p in &r.problems {
+                problems.push(ReportEntry {
+                    file: r.file.clone(),
+                    row: p.row,
+                    message_type: r.message_type.clone(),
+                    number: r.number.clone(),
+                    field: p.field.clone(),
+                    value: p.value.clone(),
+                    reason: p.reason.clone(),
+                });
+            }
+        }
+        let rejected = verdict.rejected.len();
+        let summary = format!(
+            "{} message(s) were sent to Turnkey; {} message(s){} were rejected.",
+            verdict.accepted.len(),
+            rejected,
+            if verdict.refused_members.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} archive member(s)", verdict.refused_members.len())
+            }
+        );
+        let report = Report {
+            job_id: job_id.into(),
+            file: name.into(),
+            outcome: "partial".into(),
+            summary,
+            accepted: verdict.accepted.len(),
+            rejected,
+            rejected_files: files,
+            problems,
+        };
+        let base = dir.join(spool::work_name(job_id, name));
+        report.write(&base).map_err(io_err("write report", &base))?;
+        warn!(job_id, file = name, rejected, "rows rejected; report in {}", base.display());
+        Ok(())
+    }
+}
+
+fn key(m: &Message) -> (String, String, String) {
+    (
+        m.message_type().to_string(),
+        m.seller().to_string(),
+        m.number().to_string(),
+    )
+}
+
+/// The name of a file of rejected rows: `<job>_<batch name>`, or for a ZIP member
+/// `<job>_<zip stem>.<member name>` with folders flattened.
+fn rejected_name(job_id: &str, batch: &str, file: &str) -> String {
+    match file.strip_prefix(batch).and_then(|r| r.strip_prefix(':')) {
+        Some(member) => {
+            let stem = batch.strip_suffix(".zip").or(batch.strip_suffix(".ZIP")).unwrap_or(batch);
+            spool::work_name(job_id, &format!("{stem}.{}", member.replace(['/', '\\'], "_")))
+        }
+        None => spool::work_name(job_id, batch),
+    }
+}
+
+/// The rule that an allowance never takes back more than its invoice, checked for invoices
+/// the store knows (earlier allowances included).
+fn allowance_over_invoice(
+    tx: &rusqlite::Transaction,
+    al: &einvoice::model::Allowance,
+    row: usize,
+) -> Result<Option<Problem>, PipelineError> {
+    let seller = al.seller.identifier.as_str();
+    let mut per_invoice: BTreeMap<&str, Decimal> = BTreeMap::new();
+    for it in &al.items {
+        *per_invoice.entry(it.original_invoice_number.as_str()).or_default() += it.amount;
+    }
+    for (invoice, this) in per_invoice {
+        let Some(total) = tx.invoice_amount(seller, invoice)? else {
+            continue;
+        };
+        let total: Decimal = total.parse().unwrap_or_default();
+        let before: Decimal = tx
+            .allowed_so_far(seller, invoice)?
+            .iter()
+            .filter_map(|s| s.parse::<Decimal>().ok())
+            .sum();
+        if before + this > total {
+            return Ok(Some(Problem {
+                row,
+                field: "TotalAmount".into(),
+                value: this.normalize().to_string(),
+                reason: format!(
+                    "allowances on invoice {invoice} would reach {}, above its untaxed total {}",
+                    (before + this).normalize(),
+                    total.normalize()
+                ),
+            }));
+        }
+    }
+    Ok(None)
+}

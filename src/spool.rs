@@ -1,0 +1,294 @@
+//! The spool: noticing dropped files, deciding when a file is complete, claiming it, and
+//! parking it at the end (archive, or rejected beside a report).
+//!
+//! Change notifications only wake the scanner; the folder listing is the truth. A full scan
+//! runs at start-up, after the watcher reports an overflow, and on a slow timer, so a lost
+//! notification delays a file but never loses it.
+//!
+//! A file is complete when it arrived by rename (the `name.tmp` → `name` convention) or when
+//! its size and modification time have not changed for `settle_ms`. Hidden files and `.tmp`
+//! / `.part` files are never taken. A file is claimed by renaming it into `state/work/`
+//! under its job id; whatever is in `work/` after a crash is resumed at start-up.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::durable;
+
+/// Whether a name in the spool is a file to take (not hidden, not being written).
+pub fn is_candidate(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(name.starts_with('.')
+        || lower.ends_with(".tmp")
+        || lower.ends_with(".part")
+        || lower.ends_with('~'))
+}
+
+/// What the watcher tells the scanner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wake {
+    /// Something changed; `renamed_in` is set for a file that arrived by rename.
+    Changed { renamed_in: Option<PathBuf> },
+    /// The watcher lost events; scan everything.
+    Rescan,
+}
+
+/// Starts watching a spool folder; events are sent to `tx` until the watcher is dropped.
+pub fn watch(dir: &Path, tx: Sender<Wake>) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
+        let wake = match res {
+            Ok(ev) if ev.need_rescan() => Wake::Rescan,
+            Ok(ev) => match ev.kind {
+                EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::To | notify::event::RenameMode::Both,
+                )) => Wake::Changed {
+                    renamed_in: ev.paths.last().cloned(),
+                },
+                EventKind::Access(_) => return,
+                _ => Wake::Changed { renamed_in: None },
+            },
+            Err(_) => Wake::Rescan,
+        };
+        let _ = tx.send(wake);
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Decides when files in a spool folder are complete.
+#[derive(Debug, Default)]
+pub struct Settler {
+    seen: HashMap<PathBuf, (u64, SystemTime, Instant)>,
+    renamed_in: HashSet<PathBuf>,
+}
+
+impl Settler {
+    pub fn note_renamed_in(&mut self, path: PathBuf) {
+        self.renamed_in.insert(path);
+    }
+
+    /// Lists the folder and returns the complete files in name order, and whether some file
+    /// is still settling (the caller should look again after `settle`).
+    pub fn ready(&mut self, dir: &Path, settle: Duration) -> io::Result<(Vec<PathBuf>, bool)> {
+        let mut ready = Vec::new();
+        let mut pending = false;
+        let mut present = HashSet::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_candidate(&name) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let path = entry.path();
+            present.insert(path.clone());
+            let size = meta.len();
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let now = Instant::now();
+            let old_enough = SystemTime::now()
+                .duration_since(mtime)
+                .is_ok_and(|age| age >= settle);
+            let done = if self.renamed_in.contains(&path) || old_enough {
+                true
+            } else {
+                match self.seen.get(&path) {
+                    Some(&(s, m, since)) if s == size && m == mtime => now - since >= settle,
+                    _ => {
+                        self.seen.insert(path.clone(), (size, mtime, now));
+                        false
+                    }
+                }
+            };
+            if done {
+                ready.push(path);
+            } else {
+                pending = true;
+            }
+        }
+        self.seen.retain(|p, _| present.contains(p));
+        self.renamed_in.retain(|p| present.contains(p));
+        ready.sort();
+        Ok((ready, pending))
+    }
+
+    pub fn forget(&mut self, path: &Path) {
+        self.seen.remove(path);
+        self.renamed_in.remove(path);
+    }
+}
+
+/// A new job id: the claim time and a random suffix, so ids sort by arrival and read well in
+/// logs, e.g. `20261126T040212Z-3f9a2b`.
+pub fn new_job_id() -> String {
+    let suffix: u32 = rand::thread_rng().gen_range(0..0x100_0000);
+    format!(
+        "{}-{suffix:06x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// The name of a claimed file in `work/`: `<job id>_<original name>`.
+pub fn work_name(job_id: &str, name: &str) -> String {
+    format!("{job_id}_{name}")
+}
+
+/// Splits a `work/` name back into job id and original name.
+pub fn parse_work_name(name: &str) -> Option<(&str, &str)> {
+    let (id, rest) = name.split_once('_')?;
+    let ok = id.len() == 23 && id.as_bytes()[8] == b'T' && id.as_bytes()[15] == b'Z';
+    ok.then_some((id, rest))
+}
+
+/// Claims a spool file by renaming it into `work/`; returns the new path.
+pub fn claim(path: &Path, work_dir: &Path, job_id: &str) -> io::Result<PathBuf> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    durable::move_into(path, work_dir, &work_name(job_id, &name))
+}
+
+/// The files in `work/` to resume, oldest job first.
+pub fn in_flight(work_dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(work_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && parse_work_name(&name).is_some() {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One line of a rejection report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportEntry {
+    pub file: String,
+    pub row: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Why a file, or some of its rows, were not sent: written as `<name>.error.txt` for a person
+/// and `<name>.error.json` for a program.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub job_id: String,
+    pub file: String,
+    /// `rejected` (the whole file), `partial` (some rows) or `duplicate`.
+    pub outcome: String,
+    pub summary: String,
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Files beside the report that hold what was rejected.
+    pub rejected_files: Vec<String>,
+    pub problems: Vec<ReportEntry>,
+}
+
+impl Report {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "turnbridge: {} (job {})\n{}\n",
+            self.file, self.job_id, self.summary
+        );
+        if !self.rejected_files.is_empty() {
+            s.push_str(&format!(
+                "What was rejected is in: {}\n",
+                self.rejected_files.join(", ")
+            ));
+        }
+        if !self.problems.is_empty() {
+            s.push('\n');
+        }
+        for p in &self.problems {
+            let what = match (&p.message_type, &p.number) {
+                (Some(t), Some(n)) => format!(" ({t} {n})"),
+                (Some(t), None) => format!(" ({t})"),
+                _ => String::new(),
+            };
+            let at = if p.row == 0 {
+                p.file.clone()
+            } else {
+                format!("{} row {}", p.file, p.row)
+            };
+            let field = if p.field.is_empty() {
+                String::new()
+            } else if p.value.is_empty() {
+                format!(", field {}", p.field)
+            } else {
+                format!(", field {} = {:?}", p.field, p.value)
+            };
+            s.push_str(&format!("{at}{what}{field}: {}\n", p.reason));
+        }
+        s
+    }
+
+    /// Writes both report files next to `base` (a path in the rejected folder).
+    pub fn write(&self, base: &Path) -> io::Result<()> {
+        let name = base.file_name().unwrap_or_default().to_string_lossy();
+        let dir = base.parent().unwrap_or(Path::new("."));
+        durable::create_dir_all(dir)?;
+        durable::write_atomic(&dir.join(format!("{name}.error.txt")), self.to_text().as_bytes())?;
+        let json = serde_json::to_vec_pretty(self).expect("report serializes");
+        durable::write_atomic(&dir.join(format!("{name}.error.json")), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_skip_hidden_and_partial_files() {
+        assert!(is_candidate("batch.csv"));
+        for name in [".batch.csv", "batch.csv.tmp", "batch.part", "batch.csv~"] {
+            assert!(!is_candidate(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn work_names_round_trip() {
+        let id = new_job_id();
+        let name = work_name(&id, "a_b.csv");
+        assert_eq!(parse_work_name(&name), Some((id.as_str(), "a_b.csv")));
+        assert_eq!(parse_work_name("random_file.csv"), None);
+    }
+
+    #[test]
+    fn a_growing_file_is_not_ready_until_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        fs::write(&path, "x").unwrap();
+        let settle = Duration::from_millis(300);
+        let mut s = Settler::default();
+        let (ready, pending) = s.ready(dir.path(), settle).unwrap();
+        assert!(ready.is_empty() && pending);
+        std::thread::sleep(Duration::from_millis(350));
+        let (ready, _) = s.ready(dir.path(), settle).unwrap();
+        assert_eq!(ready, vec![path.clone()]);
+        // A file that arrived by rename is taken at once.
+        let moved = dir.path().join("b.csv");
+        fs::write(&moved, "y").unwrap();
+        s.note_renamed_in(moved.clone());
+        let (ready, _) = s.ready(dir.path(), settle).unwrap();
+        assert!(ready.contains(&moved));
+    }
+}

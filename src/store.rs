@@ -1,0 +1,391 @@
+//! The SQLite store: jobs, messages, their state transitions, and the events outbox.
+//!
+//! One file, WAL mode, `synchronous=FULL`: a commit is on disk before the next file operation
+//! that depends on it. Every state change and the events it raises are written in one
+//! transaction, so an event exists exactly when its change does.
+//!
+//! Messages are unique by (type, seller, number): a re-run after a crash finds the row and
+//! never writes a second XML for it.
+
+use std::path::Path;
+
+use chrono::{SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::Value;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this turnbridge knows ({known}); upgrade turnbridge")]
+    TooNew { found: i64, known: i64 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Schema migrations, applied in order; the index + 1 is the `user_version` after each.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    source_name   TEXT NOT NULL,
+    md5           TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    state         TEXT NOT NULL,          -- claimed | done | rejected | duplicate
+    duplicate_of  TEXT,
+    reason        TEXT,
+    success_count INTEGER NOT NULL DEFAULT 0,
+    error_count   INTEGER NOT NULL DEFAULT 0,
+    final_path    TEXT,                   -- archive or rejected path of the source file
+    received_at   TEXT NOT NULL,
+    finished_at   TEXT
+);
+CREATE INDEX jobs_md5 ON jobs(md5);
+
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id        TEXT NOT NULL REFERENCES jobs(id),
+    message_type  TEXT NOT NULL,
+    legacy_type   TEXT,
+    seller_ban    TEXT NOT NULL,
+    number        TEXT NOT NULL,
+    document_date TEXT NOT NULL,
+    tenant        TEXT NOT NULL,
+    source_file   TEXT NOT NULL,
+    source_row    INTEGER NOT NULL,
+    amount        TEXT,                   -- untaxed total of an invoice or allowance
+    state         TEXT NOT NULL,          -- validated | queued | picked_up | acked | error
+    staged        INTEGER NOT NULL DEFAULT 0,
+    xml_name      TEXT NOT NULL DEFAULT '',
+    xml_path      TEXT,
+    xml_md5       TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    UNIQUE (message_type, seller_ban, number)
+);
+CREATE INDEX messages_job ON messages(job_id);
+CREATE INDEX messages_state ON messages(state);
+
+CREATE TABLE transitions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    from_state  TEXT,
+    to_state    TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    evidence    TEXT
+);
+CREATE INDEX transitions_message ON transitions(message_id);
+
+CREATE TABLE allowance_lines (
+    message_id        INTEGER NOT NULL REFERENCES messages(id),
+    seller_ban        TEXT NOT NULL,
+    original_invoice  TEXT NOT NULL,
+    amount            TEXT NOT NULL
+);
+CREATE INDEX allowance_lines_invoice ON allowance_lines(seller_ban, original_invoice);
+
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event       TEXT NOT NULL,
+    tenant      TEXT,
+    payload     TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+"#];
+
+/// The current time as the store writes it (RFC 3339, UTC, milliseconds).
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A job: one claimed file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub source_name: String,
+    pub md5: String,
+    pub state: String,
+    pub final_path: Option<String>,
+}
+
+/// A message row as the pipeline needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub id: i64,
+    pub job_id: String,
+    pub message_type: String,
+    pub seller_ban: String,
+    pub number: String,
+    pub tenant: String,
+    pub state: String,
+    pub staged: bool,
+    pub xml_name: String,
+    pub xml_path: Option<String>,
+    pub source_file: String,
+    pub source_row: i64,
+}
+
+/// A new message to record.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub job_id: &'a str,
+    pub message_type: &'a str,
+    pub legacy_type: Option<&'a str>,
+    pub seller_ban: &'a str,
+    pub number: &'a str,
+    pub document_date: chrono::NaiveDate,
+    pub tenant: &'a str,
+    pub source_file: &'a str,
+    pub source_row: usize,
+    pub amount: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn transaction(&mut self) -> Result<Transaction<'_>> {
+        Ok(self.conn.transaction()?)
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, kind, source_name, md5, state, final_path FROM jobs WHERE id = ?1",
+                [id],
+                job_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn insert_job(&self, id: &str, kind: &str, source_name: &str, md5: &str, size: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO jobs (id, kind, source_name, md5, size, state, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'claimed', ?6)",
+            params![id, kind, source_name, md5, size as i64, now()],
+        )?;
+        Ok(())
+    }
+
+    /// An earlier job (other than `except`) that processed the same bytes.
+    pub fn job_with_md5(&self, kind: &str, md5: &str, except: &str) -> Result<Option<Job>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, kind, source_name, md5, state, final_path FROM jobs
+                 WHERE kind = ?1 AND md5 = ?2 AND id != ?3 AND state IN ('claimed', 'done')
+                 ORDER BY received_at LIMIT 1",
+                params![kind, md5, except],
+                job_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn messages_of_job(&self, job_id: &str) -> Result<Vec<MessageRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([job_id], message_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn events(&self, kind: &str) -> Result<Vec<Value>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT payload FROM events WHERE event = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([kind], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(serde_json::from_str(&r?).unwrap_or(Value::Null));
+        }
+        Ok(out)
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "id, job_id, message_type, seller_ban, number, tenant, state, staged, xml_name, xml_path, source_file, source_row";
+
+fn job_from_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        source_name: r.get(2)?,
+        md5: r.get(3)?,
+        state: r.get(4)?,
+        final_path: r.get(5)?,
+    })
+}
+
+fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        message_type: r.get(2)?,
+        seller_ban: r.get(3)?,
+        number: r.get(4)?,
+        tenant: r.get(5)?,
+        state: r.get(6)?,
+        staged: r.get::<_, i64>(7)? != 0,
+        xml_name: r.get(8)?,
+        xml_path: r.get(9)?,
+        source_file: r.get(10)?,
+        source_row: r.get(11)?,
+    })
+}
+
+/// Operations inside one transaction.
+pub trait TxExt {
+    fn message_by_key(&self, ty: &str, seller: &str, number: &str) -> Result<Option<MessageRow>>;
+    fn insert_message(&self, m: &NewMessage, xml_name: impl Fn(i64) -> String) -> Result<i64>;
+    fn transition(&self, id: i64, from: Option<&str>, to: &str, evidence: Option<&str>) -> Result<()>;
+    fn add_event(&self, event: &str, tenant: Option<&str>, payload: &Value) -> Result<()>;
+    fn invoice_amount(&self, seller: &str, number: &str) -> Result<Option<String>>;
+    fn allowed_so_far(&self, seller: &str, invoice: &str) -> Result<Vec<String>>;
+    fn add_allowance_line(&self, id: i64, seller: &str, invoice: &str, amount: &str) -> Result<()>;
+}
+
+impl TxExt for Transaction<'_> {
+    fn message_by_key(&self, ty: &str, seller: &str, number: &str) -> Result<Option<MessageRow>> {
+        Ok(self
+            .query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE message_type = ?1 AND seller_ban = ?2 AND number = ?3"
+                ),
+                params![ty, seller, number],
+                message_from_row,
+            )
+            .optional()?)
+    }
+
+    fn insert_message(&self, m: &NewMessage, xml_name: impl Fn(i64) -> String) -> Result<i64> {
+        let at = now();
+        self.execute(
+            "INSERT INTO messages (job_id, message_type, legacy_type, seller_ban, number,
+                 document_date, tenant, source_file, source_row, amount, state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'validated', ?11, ?11)",
+            params![
+                m.job_id,
+                m.message_type,
+                m.legacy_type,
+                m.seller_ban,
+                m.number,
+                m.document_date.format("%Y-%m-%d").to_string(),
+                m.tenant,
+                m.source_file,
+                m.source_row as i64,
+                m.amount,
+                at
+            ],
+        )?;
+        let id = self.last_insert_rowid();
+        self.execute(
+            "UPDATE messages SET xml_name = ?1 WHERE id = ?2",
+            params![xml_name(id), id],
+        )?;
+        self.execute(
+            "INSERT INTO transitions (message_id, from_state, to_state, at, evidence)
+             VALUES (?1, 'received', 'validated', ?2, ?3)",
+            params![id, at, format!("{} row {}", m.source_file, m.source_row)],
+        )?;
+        Ok(id)
+    }
+
+    fn transition(&self, id: i64, from: Option<&str>, to: &str, evidence: Option<&str>) -> Result<()> {
+        let at = now();
+        self.execute(
+            "UPDATE messages SET state = ?1, updated_at = ?2 WHERE id = ?3",
+            params![to, at, id],
+        )?;
+        self.execute(
+            "INSERT INTO transitions (message_id, from_state, to_state, at, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, from, to, at, evidence],
+        )?;
+        Ok(())
+    }
+
+    fn add_event(&self, event: &str, tenant: Option<&str>, payload: &Value) -> Result<()> {
+        self.execute(
+            "INSERT INTO events (event, tenant, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![event, tenant, payload.to_string(), now()],
+        )?;
+        Ok(())
+    }
+
+    fn invoice_amount(&self, seller: &str, number: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_row(
+                "SELECT amount FROM messages
+                 WHERE message_type = 'F0401' AND seller_ban = ?1 AND number = ?2",
+                params![seller, number],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    fn allowed_so_far(&self, seller: &str, invoice: &str) -> Result<Vec<String>> {
+        let mut stmt = self.prepare(
+            "SELECT amount FROM allowance_lines WHERE seller_ban = ?1 AND original_invoice = ?2",
+        )?;
+        let rows = stmt.query_map(params![seller, invoice], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_allowance_line(&self, id: i64, seller: &str, invoice: &str, amount: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO allowance_lines (message_id, seller_ban, original_invoice, amount)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![id, seller, invoice, amount],
+        )?;
+        Ok(())
+    }
+}
