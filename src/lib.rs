@@ -1,7 +1,27 @@
-//! turnbridge: moves e-invoice batches from a spool into Turnkey.
-pub mod einvoice;
+//! turnbridge: the small, trusted box between a merchant's file drops and the MOF e-invoice
+//! Turnkey gateway.
+//!
+//! # A tour
+//!
+//! A file arrives in `spool/einvoice/` and is noticed by [`spool`] (change notifications plus
+//! rescans), which waits until it is complete and claims it by renaming it into `work/`.
+//! [`pipeline`] then takes it top to bottom: [`einvoice`] reads it (CSV, JSON, ZIP; UTF-8 or
+//! Big5), builds typed MIG 4.1 messages (legacy A/B/C/D codes normalized to F/G) and checks
+//! every field and rule; [`store`] records each accepted message once; [`turnkey`] writes its
+//! XML into a staging folder and renames it into Turnkey's pickup folder; the store marks it
+//! queued and writes the events it raises in the same transaction; the source file is
+//! archived, and rejected rows land in `rejected/` beside a report.
+//!
+//! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
+//! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
+//! rest is built on.
+
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod durable;
+pub mod einvoice;
+pub mod logging;
 pub mod pipeline;
 pub mod spool;
 pub mod store;

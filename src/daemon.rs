@@ -1,0 +1,408 @@
+//! The running daemon: start-up, the worker that runs jobs, signals and systemd.
+//!
+//! One worker thread owns the store and runs one file at a time, so jobs never race each
+//! other for the same message. The async main loop only handles signals and systemd:
+//! SIGTERM/SIGINT finish the file in hand and exit 0; SIGHUP re-reads the config (a broken one
+//! is refused with its problems in the log, and the old one keeps running). The watchdog is
+//! fed only while the worker's heartbeat is fresh, so a stuck worker gets the service
+//! restarted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::logging;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::spool::{self, Settler, Wake};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("{0}")]
+    Start(String),
+}
+
+enum Command {
+    Wake(Wake),
+    Reload(Box<Config>),
+    Stop,
+}
+
+fn notify(states: &[NotifyState]) {
+    let _ = sd_notify::notify(false, states);
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+    let config = Config::load(config_path)?;
+    let log = logging::init(&config.log);
+    let spool_dir = config.einvoice_spool();
+    crate::durable::create_dir_all(&spool_dir)
+        .map_err(|e| DaemonError::Start(format!("create {}: {e}", spool_dir.display())))?;
+    let pipeline = Pipeline::open(config.clone())?;
+    info!(
+        config = %config_path.display(),
+        spool = %spool_dir.display(),
+        inbox = %config.turnkey.inbox,
+        state = %config.paths.state.display(),
+        "turnbridge {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let (tx, rx) = mpsc::channel();
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let worker = {
+        let (tx, heartbeat, stop) = (tx.clone(), heartbeat.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("einvoice".into())
+            .spawn(move || Worker::new(pipeline, tx, heartbeat, stop, started).run(rx))
+            .map_err(|e| DaemonError::Start(format!("start worker: {e}")))?
+    };
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| DaemonError::Start(format!("signal handler: {e}")));
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status("watching the spool")]);
+
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let period = if watchdog {
+        Duration::from_micros(watchdog_usec / 2)
+    } else {
+        Duration::from_secs(3600)
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let mono = NotifyState::monotonic_usec_now().ok();
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(mono);
+                notify(&states);
+                match Config::load(config_path) {
+                    Ok(new) => {
+                        info!(config = %config_path.display(), "configuration reloaded");
+                        log.set_level(&new.log.level);
+                        let _ = tx.send(Command::Reload(Box::new(new)));
+                    }
+                    Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
+                }
+                notify(&[NotifyState::Ready]);
+            }
+            _ = tick.tick(), if watchdog => {
+                let beat = started + Duration::from_millis(heartbeat.load(Ordering::Relaxed));
+                if beat.elapsed() < Duration::from_micros(watchdog_usec) {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    warn!("worker heartbeat is stale; not feeding the watchdog");
+                }
+            }
+        }
+        if worker.is_finished() {
+            break;
+        }
+    }
+    notify(&[NotifyState::Stopping, NotifyState::Status("finishing the file in hand")]);
+    info!("stopping: finishing the file in hand");
+    stop.store(true, Ordering::SeqCst);
+    let _ = tx.send(Command::Stop);
+    let result = tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .map_err(|e| DaemonError::Start(format!("worker: {e}")))?;
+    match result {
+        Ok(()) => {
+            info!("stopped");
+            Ok(())
+        }
+        Err(_) => Err(DaemonError::Start("the worker thread panicked".into())),
+    }
+}
+
+/// The thread that watches the spool and runs jobs one at a time.
+struct Worker {
+    pipeline: Pipeline,
+    wake_tx: Sender<Command>,
+    heartbeat: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    settler: Settler,
+    watcher: Option<notify::RecommendedWatcher>,
+    processed: u64,
+}
+
+impl Worker {
+    fn new(
+        pipeline: Pipeline,
+        wake_tx: Sender<Command>,
+        heartbeat: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        started: Instant,
+    ) -> Worker {
+        Worker {
+            pipeline,
+            wake_tx,
+            heartbeat,
+            stop,
+            started,
+            settler: Settler::default(),
+            watcher: None,
+            processed: 0,
+        }
+    }
+
+    fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeat.store(ms, Ordering::Relaxed);
+    }
+
+    fn arm_watcher(&mut self) {
+        let dir = self.pipeline.config.einvoice_spool();
+        let (tx, rx) = mpsc::channel::<Wake>();
+        let forward = self.wake_tx.clone();
+        // Bridge the watcher's channel into the command channel.
+        std::thread::spawn(move || {
+            while let Ok(w) = rx.recv() {
+                if forward.send(Command::Wake(w)).is_err() {
+                    break;
+                }
+            }
+        });
+        match spool::watch(&dir, tx) {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => {
+                warn!(spool = %dir.display(), "cannot watch the spool ({e}); relying on rescans");
+                self.watcher = None;
+            }
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        self.arm_watcher();
+        self.beat();
+        self.resume();
+        let mut next_rescan = Instant::now();
+        loop {
+            self.beat();
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let pending = self.scan();
+            let settle = Duration::from_millis(self.pipeline.config.einvoice.settle_ms);
+            let rescan = Duration::from_secs(self.pipeline.config.einvoice.rescan_secs);
+            if Instant::now() >= next_rescan {
+                next_rescan = Instant::now() + rescan;
+            }
+            let wait = if pending {
+                (settle / 2).max(Duration::from_millis(20))
+            } else {
+                next_rescan
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1))
+            };
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => {
+                    if !self.handle(cmd) {
+                        return;
+                    }
+                    // Take every queued notification before scanning once.
+                    while let Ok(cmd) = rx.try_recv() {
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if Instant::now() >= next_rescan {
+                        self.resume();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Returns false when the worker should stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Stop => false,
+            Command::Wake(Wake::Changed { renamed_in }) => {
+                if let Some(p) = renamed_in {
+                    self.settler.note_renamed_in(p);
+                }
+                true
+            }
+            Command::Wake(Wake::Rescan) => {
+                info!("watcher overflow; rescanning the spool");
+                true
+            }
+            Command::Reload(config) => {
+                let old_spool = self.pipeline.config.einvoice_spool();
+                let paths_changed = self.pipeline.config.paths != config.paths
+                    || self.pipeline.config.turnkey != config.turnkey;
+                if paths_changed {
+                    match Pipeline::open((*config).clone()) {
+                        Ok(p) => self.pipeline = p,
+                        Err(e) => {
+                            error!("new folders cannot be used, keeping the old ones: {e}");
+                            return true;
+                        }
+                    }
+                } else {
+                    self.pipeline.config = *config;
+                }
+                if self.pipeline.config.einvoice_spool() != old_spool {
+                    let _ = crate::durable::create_dir_all(&self.pipeline.config.einvoice_spool());
+                    self.arm_watcher();
+                    self.resume();
+                }
+                true
+            }
+        }
+    }
+
+    /// Finishes every file left in `work/` (after a crash, or after an error).
+    fn resume(&mut self) {
+        let files = match spool::in_flight(&self.pipeline.dirs.work) {
+            Ok(f) => f,
+            Err(e) => {
+                error!("cannot list {}: {e}", self.pipeline.dirs.work.display());
+                return;
+            }
+        };
+        for path in files {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            info!(file = %path.display(), "resuming a file left in work/");
+            let result = self.pipeline.process(&path);
+            self.report(&path, result);
+        }
+    }
+
+    /// Takes every complete file from the spool; returns whether some are still settling.
+    fn scan(&mut self) -> bool {
+        let dir = self.pipeline.config.einvoice_spool();
+        let settle = Duration::from_millis(self.pipeline.config.einvoice.settle_ms);
+        let (ready, pending) = match self.settler.ready(&dir, settle) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(spool = %dir.display(), "cannot list the spool: {e}");
+                return false;
+            }
+        };
+        for path in ready {
+            if self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            self.beat();
+            self.settler.forget(&path);
+            notify(&[NotifyState::Status(&format!(
+                "processing {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ))]);
+            let result = self.pipeline.take(&path);
+            self.report(&path, result);
+        }
+        pending
+    }
+
+    fn report(&mut self, path: &Path, result: Result<crate::pipeline::Outcome, PipelineError>) {
+        self.beat();
+        match result {
+            Ok(o) => {
+                self.processed += 1;
+                info!(
+                    job_id = %o.job_id,
+                    outcome = %o.state,
+                    queued = o.queued,
+                    rejected = o.rejected,
+                    "{} → {}",
+                    path.file_name().unwrap_or_default().to_string_lossy(),
+                    o.final_path.display()
+                );
+            }
+            Err(e) => error!(file = %path.display(), "file left for a retry: {e}"),
+        }
+        notify(&[NotifyState::Status(&format!(
+            "watching the spool; {} file(s) processed since start",
+            self.processed
+        ))]);
+    }
+}
+
+/// Writes a sandbox under `dir` (config, spool, state, a flat Turnkey tree and example
+/// batches) unless it exists, and returns the config path.
+pub fn prepare_sandbox(dir: &Path) -> Result<PathBuf, DaemonError> {
+    let io = |what: &str, e: std::io::Error| DaemonError::Start(format!("{what}: {e}"));
+    std::fs::create_dir_all(dir).map_err(|e| io("create sandbox", e))?;
+    let config_path = dir.join("turnbridge.toml");
+    if !config_path.exists() {
+        std::fs::write(&config_path, sandbox_config()).map_err(|e| io("write config", e))?;
+    }
+    for sub in ["spool/einvoice", "turnkey/INBOX", "turnkey/OUTBOX", "turnkey/ERROR", "examples"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| io("create sandbox folder", e))?;
+    }
+    for (name, body) in EXAMPLES {
+        let p = dir.join("examples").join(name);
+        if !p.exists() {
+            std::fs::write(&p, body).map_err(|e| io("write example", e))?;
+        }
+    }
+    Ok(config_path)
+}
+
+const EXAMPLES: [(&str, &str); 2] = [
+    ("F0401_b2c.csv", include_str!("../fixtures/valid/F0401_b2c_print.csv")),
+    ("F0401_b2b.json", include_str!("../fixtures/valid/F0401_b2b.json")),
+];
+
+/// The packaged default config with its paths pointed into the sandbox folder.
+pub fn sandbox_config() -> String {
+    let replacements = [
+        ("spool = \"/var/spool/turnbridge\"", "spool = \"spool\""),
+        ("state = \"/var/lib/turnbridge\"", "state = \"state\""),
+        ("inbox = \"/var/lib/turnkey/INBOX\"", "inbox = \"turnkey/INBOX\""),
+        ("outbox = \"/var/lib/turnkey/OUTBOX\"", "outbox = \"turnkey/OUTBOX\""),
+        ("error = \"/var/lib/turnkey/ERROR\"", "error = \"turnkey/ERROR\""),
+    ];
+    let mut text = format!(
+        "# turnbridge sandbox: every path below is relative to this folder.\n{}",
+        crate::config::DEFAULT_TOML
+    );
+    for (from, to) in replacements {
+        assert!(text.contains(from), "default config lost the line {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sandbox_config_points_every_folder_inside_the_sandbox() {
+        let text = super::sandbox_config();
+        let c = crate::config::Config::parse(&text, std::path::Path::new("/sb")).unwrap();
+        for p in [&c.paths.spool, &c.paths.state, &c.turnkey.outbox, &c.turnkey.error, &c.turnkey.staging] {
+            assert!(p.starts_with("/sb"), "{}", p.display());
+        }
+        assert!(c.turnkey.inbox.starts_with("/sb/"));
+    }
+}
