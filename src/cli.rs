@@ -14,7 +14,11 @@ use crate::einvoice;
 use crate::spool::ReportEntry;
 
 #[derive(Debug, Parser)]
-#[command(name = "turnbridge", version, about = "Moves e-invoice batches from a spool folder into the MOF Turnkey gateway")]
+#[command(
+    name = "turnbridge",
+    version,
+    about = "Moves e-invoice batches from a spool folder into the MOF Turnkey gateway"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_PATH)]
@@ -115,7 +119,10 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
         Ok(v) => v,
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"file": name, "usable": false, "reason": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"file": name, "usable": false, "reason": e.to_string()})
+                );
             } else {
                 println!("{name}: cannot be used: {e}");
             }
@@ -168,7 +175,13 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
     } else {
         for a in &verdict.accepted {
             let legacy = a.legacy.map(|l| format!(" (from {l})")).unwrap_or_default();
-            println!("ok   {} row {}: {} {}{legacy}", a.file, a.row, a.message.message_type(), a.message.number());
+            println!(
+                "ok   {} row {}: {} {}{legacy}",
+                a.file,
+                a.row,
+                a.message.message_type(),
+                a.message.number()
+            );
         }
         let report = crate::spool::Report {
             job_id: "-".into(),
@@ -190,7 +203,10 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
             if verdict.refused_members.is_empty() {
                 String::new()
             } else {
-                format!(", {} archive member(s) refused", verdict.refused_members.len())
+                format!(
+                    ", {} archive member(s) refused",
+                    verdict.refused_members.len()
+                )
             }
         );
     }

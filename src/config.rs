@@ -187,7 +187,13 @@ impl Config {
         })?;
         let base = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
         Config::parse(&text, &base).map_err(|issues| ConfigError {
@@ -235,7 +241,10 @@ impl Config {
         };
         let e = &self.einvoice;
         if e.settle_ms > 600_000 {
-            bad("einvoice.settle_ms", "must be at most 600000 (10 minutes)".into());
+            bad(
+                "einvoice.settle_ms",
+                "must be at most 600000 (10 minutes)".into(),
+            );
         }
         if e.rescan_secs == 0 {
             bad("einvoice.rescan_secs", "must be at least 1".into());
@@ -400,7 +409,10 @@ mod tests {
             "turnkey.inbox",
             "log.level",
         ] {
-            assert!(keys.contains(&expected), "{expected} missing from {issues:#?}");
+            assert!(
+                keys.contains(&expected),
+                "{expected} missing from {issues:#?}"
+            );
         }
     }
 

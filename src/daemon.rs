@@ -78,7 +78,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
     );
-    notify(&[NotifyState::Ready, NotifyState::Status("watching the spool")]);
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("watching the spool"),
+    ]);
 
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
@@ -120,7 +123,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             break;
         }
     }
-    notify(&[NotifyState::Stopping, NotifyState::Status("finishing the file in hand")]);
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("finishing the file in hand"),
+    ]);
     info!("stopping: finishing the file in hand");
     stop.store(true, Ordering::SeqCst);
     let _ = tx.send(Command::Stop);
@@ -357,7 +363,13 @@ pub fn prepare_sandbox(dir: &Path) -> Result<PathBuf, DaemonError> {
     if !config_path.exists() {
         std::fs::write(&config_path, sandbox_config()).map_err(|e| io("write config", e))?;
     }
-    for sub in ["spool/einvoice", "turnkey/INBOX", "turnkey/OUTBOX", "turnkey/ERROR", "examples"] {
+    for sub in [
+        "spool/einvoice",
+        "turnkey/INBOX",
+        "turnkey/OUTBOX",
+        "turnkey/ERROR",
+        "examples",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| io("create sandbox folder", e))?;
     }
     for (name, body) in EXAMPLES {
@@ -370,8 +382,14 @@ pub fn prepare_sandbox(dir: &Path) -> Result<PathBuf, DaemonError> {
 }
 
 const EXAMPLES: [(&str, &str); 2] = [
-    ("F0401_b2c.csv", include_str!("../fixtures/valid/F0401_b2c_print.csv")),
-    ("F0401_b2b.json", include_str!("../fixtures/valid/F0401_b2b.json")),
+    (
+        "F0401_b2c.csv",
+        include_str!("../fixtures/valid/F0401_b2c_print.csv"),
+    ),
+    (
+        "F0401_b2b.json",
+        include_str!("../fixtures/valid/F0401_b2b.json"),
+    ),
 ];
 
 /// The packaged default config with its paths pointed into the sandbox folder.
@@ -379,9 +397,18 @@ pub fn sandbox_config() -> String {
     let replacements = [
         ("spool = \"/var/spool/turnbridge\"", "spool = \"spool\""),
         ("state = \"/var/lib/turnbridge\"", "state = \"state\""),
-        ("inbox = \"/var/lib/turnkey/INBOX\"", "inbox = \"turnkey/INBOX\""),
-        ("outbox = \"/var/lib/turnkey/OUTBOX\"", "outbox = \"turnkey/OUTBOX\""),
-        ("error = \"/var/lib/turnkey/ERROR\"", "error = \"turnkey/ERROR\""),
+        (
+            "inbox = \"/var/lib/turnkey/INBOX\"",
+            "inbox = \"turnkey/INBOX\"",
+        ),
+        (
+            "outbox = \"/var/lib/turnkey/OUTBOX\"",
+            "outbox = \"turnkey/OUTBOX\"",
+        ),
+        (
+            "error = \"/var/lib/turnkey/ERROR\"",
+            "error = \"turnkey/ERROR\"",
+        ),
     ];
     let mut text = format!(
         "# turnbridge sandbox: every path below is relative to this folder.\n{}",
@@ -400,7 +427,13 @@ mod tests {
     fn sandbox_config_points_every_folder_inside_the_sandbox() {
         let text = super::sandbox_config();
         let c = crate::config::Config::parse(&text, std::path::Path::new("/sb")).unwrap();
-        for p in [&c.paths.spool, &c.paths.state, &c.turnkey.outbox, &c.turnkey.error, &c.turnkey.staging] {
+        for p in [
+            &c.paths.spool,
+            &c.paths.state,
+            &c.turnkey.outbox,
+            &c.turnkey.error,
+            &c.turnkey.staging,
+        ] {
             assert!(p.starts_with("/sb"), "{}", p.display());
         }
         assert!(c.turnkey.inbox.starts_with("/sb/"));

@@ -48,9 +48,10 @@ pub fn init(cfg: &Log) -> LogHandle {
         LogFormat::Auto => stderr_is_journal(),
     };
     let journal = if journald {
-        tracing_journald::layer()
-            .ok()
-            .map(|l| l.with_field_prefix(None).with_syslog_identifier("turnbridge".into()))
+        tracing_journald::layer().ok().map(|l| {
+            l.with_field_prefix(None)
+                .with_syslog_identifier("turnbridge".into())
+        })
     } else {
         None
     };

@@ -51,7 +51,10 @@ pub enum PipelineError {
     },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PipelineError + 'a {
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> PipelineError + 'a {
     move |source| PipelineError::Io {
         action,
         path: path.to_path_buf(),
@@ -128,7 +131,11 @@ impl Pipeline {
 
     /// Processes (or resumes) a file in `work/`.
     pub fn process(&mut self, work: &Path) -> Result<Outcome, PipelineError> {
-        let work_name = work.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let work_name = work
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let Some((job_id, name)) = spool::parse_work_name(&work_name) else {
             return Err(PipelineError::Io {
                 action: "recognise",
@@ -170,7 +177,13 @@ impl Pipeline {
         self.run(work, &job_id, &name, verdict)
     }
 
-    fn ensure_job(&self, id: &str, name: &str, md5: &str, size: u64) -> Result<store::Job, PipelineError> {
+    fn ensure_job(
+        &self,
+        id: &str,
+        name: &str,
+        md5: &str,
+        size: u64,
+    ) -> Result<store::Job, PipelineError> {
         if let Some(job) = self.store.job(id)? {
             return Ok(job);
         }
@@ -241,7 +254,13 @@ impl Pipeline {
     }
 
     /// Moves the source out of `work/` once its job is finished.
-    fn finish_move(&mut self, work: &Path, job_id: &str, name: &str, state: &str) -> Result<Outcome, PipelineError> {
+    fn finish_move(
+        &mut self,
+        work: &Path,
+        job_id: &str,
+        name: &str,
+        state: &str,
+    ) -> Result<Outcome, PipelineError> {
         let final_name = spool::work_name(job_id, name);
         let final_path = if state == "done" {
             let day = chrono::Local::now().format("%Y-%m-%d").to_string();
@@ -276,7 +295,13 @@ impl Pipeline {
         })
     }
 
-    fn run(&mut self, work: &Path, job_id: &str, name: &str, mut verdict: Verdict) -> Result<Outcome, PipelineError> {
+    fn run(
+        &mut self,
+        work: &Path,
+        job_id: &str,
+        name: &str,
+        mut verdict: Verdict,
+    ) -> Result<Outcome, PipelineError> {
         // 1. Record.
         self.record(job_id, &mut verdict)?;
         let accepted: HashMap<(String, String, String), &Accepted> = verdict
@@ -295,7 +320,11 @@ impl Pipeline {
         let rows = self.store.messages_of_job(job_id)?;
         let mut staged_now = Vec::new();
         for row in rows.iter().filter(|r| r.state == "validated" && !r.staged) {
-            let k = (row.message_type.clone(), row.seller_ban.clone(), row.number.clone());
+            let k = (
+                row.message_type.clone(),
+                row.seller_ban.clone(),
+                row.number.clone(),
+            );
             let Some(a) = accepted.get(&k) else {
                 warn!(message_id = row.id, "message recorded by an earlier run is not in the file any more; left as validated");
                 continue;
@@ -319,7 +348,10 @@ impl Pipeline {
 
         // 4. Publish.
         let rows = self.store.messages_of_job(job_id)?;
-        let ready: Vec<_> = rows.iter().filter(|r| r.state == "validated" && r.staged).collect();
+        let ready: Vec<_> = rows
+            .iter()
+            .filter(|r| r.state == "validated" && r.staged)
+            .collect();
         let mut dirs = BTreeSet::new();
         let mut published = Vec::new();
         for row in &ready {
@@ -392,7 +424,13 @@ impl Pipeline {
                 "queued for Turnkey"
             );
         }
-        info!(job_id, file = name, queued = queued_total, rejected = rejected_count, "batch done");
+        info!(
+            job_id,
+            file = name,
+            queued = queued_total,
+            rejected = rejected_count,
+            "batch done"
+        );
 
         // 5. Archive.
         self.finish_move(work, job_id, name, "done")
@@ -402,7 +440,11 @@ impl Pipeline {
         Ok(self
             .store
             .conn()
-            .query_row("SELECT COALESCE(xml_md5, '') FROM messages WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(xml_md5, '') FROM messages WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .map_err(StoreError::from)?)
     }
 
@@ -431,13 +473,17 @@ impl Pipeline {
                             existing.job_id, existing.source_file, existing.source_row, existing.xml_name
                         ),
                     };
-                    verdict.rejected.push(Rejected::from_accepted(&a, source, problem));
+                    verdict
+                        .rejected
+                        .push(Rejected::from_accepted(&a, source, problem));
                 }
                 continue;
             }
             if let Message::Allowance(al) = m {
                 if let Some(problem) = allowance_over_invoice(&tx, al, a.row)? {
-                    verdict.rejected.push(Rejected::from_accepted(&a, source, problem));
+                    verdict
+                        .rejected
+                        .push(Rejected::from_accepted(&a, source, problem));
                     continue;
                 }
             }
@@ -457,7 +503,12 @@ impl Pipeline {
             let id = tx.insert_message(&new, |id| turnkey::file_name(ty, date, id))?;
             if let Message::Allowance(al) = m {
                 for it in &al.items {
-                    tx.add_allowance_line(id, seller, it.original_invoice_number.as_str(), &it.amount.normalize().to_string())?;
+                    tx.add_allowance_line(
+                        id,
+                        seller,
+                        it.original_invoice_number.as_str(),
+                        &it.amount.normalize().to_string(),
+                    )?;
                 }
             }
             verdict.accepted.push(a);
@@ -468,7 +519,12 @@ impl Pipeline {
     }
 
     /// Step 2: rejected rows go back out in their own format, beside the report.
-    fn write_rejected(&self, job_id: &str, name: &str, verdict: &Verdict) -> Result<(), PipelineError> {
+    fn write_rejected(
+        &self,
+        job_id: &str,
+        name: &str,
+        verdict: &Verdict,
+    ) -> Result<(), PipelineError> {
         let dir = &self.dirs.rejected;
         let mut files: Vec<String> = Vec::new();
         let mut by_file: BTreeMap<&str, Vec<&Rejected>> = BTreeMap::new();
@@ -561,7 +617,13 @@ impl Pipeline {
         };
         let base = dir.join(spool::work_name(job_id, name));
         report.write(&base).map_err(io_err("write report", &base))?;
-        warn!(job_id, file = name, rejected, "rows rejected; report in {}", base.display());
+        warn!(
+            job_id,
+            file = name,
+            rejected,
+            "rows rejected; report in {}",
+            base.display()
+        );
         Ok(())
     }
 }
@@ -579,8 +641,14 @@ fn key(m: &Message) -> (String, String, String) {
 fn rejected_name(job_id: &str, batch: &str, file: &str) -> String {
     match file.strip_prefix(batch).and_then(|r| r.strip_prefix(':')) {
         Some(member) => {
-            let stem = batch.strip_suffix(".zip").or(batch.strip_suffix(".ZIP")).unwrap_or(batch);
-            spool::work_name(job_id, &format!("{stem}.{}", member.replace(['/', '\\'], "_")))
+            let stem = batch
+                .strip_suffix(".zip")
+                .or(batch.strip_suffix(".ZIP"))
+                .unwrap_or(batch);
+            spool::work_name(
+                job_id,
+                &format!("{stem}.{}", member.replace(['/', '\\'], "_")),
+            )
         }
         None => spool::work_name(job_id, batch),
     }
@@ -596,7 +664,9 @@ fn allowance_over_invoice(
     let seller = al.seller.identifier.as_str();
     let mut per_invoice: BTreeMap<&str, Decimal> = BTreeMap::new();
     for it in &al.items {
-        *per_invoice.entry(it.original_invoice_number.as_str()).or_default() += it.amount;
+        *per_invoice
+            .entry(it.original_invoice_number.as_str())
+            .or_default() += it.amount;
     }
     for (invoice, this) in per_invoice {
         let Some(total) = tx.invoice_amount(seller, invoice)? else {

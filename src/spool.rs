@@ -246,7 +246,10 @@ impl Report {
         let name = base.file_name().unwrap_or_default().to_string_lossy();
         let dir = base.parent().unwrap_or(Path::new("."));
         durable::create_dir_all(dir)?;
-        durable::write_atomic(&dir.join(format!("{name}.error.txt")), self.to_text().as_bytes())?;
+        durable::write_atomic(
+            &dir.join(format!("{name}.error.txt")),
+            self.to_text().as_bytes(),
+        )?;
         let json = serde_json::to_vec_pretty(self).expect("report serializes");
         durable::write_atomic(&dir.join(format!("{name}.error.json")), &json)
     }

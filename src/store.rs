@@ -206,7 +206,14 @@ impl Store {
             .optional()?)
     }
 
-    pub fn insert_job(&self, id: &str, kind: &str, source_name: &str, md5: &str, size: u64) -> Result<()> {
+    pub fn insert_job(
+        &self,
+        id: &str,
+        kind: &str,
+        source_name: &str,
+        md5: &str,
+        size: u64,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO jobs (id, kind, source_name, md5, size, state, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'claimed', ?6)",
@@ -284,7 +291,13 @@ fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
 pub trait TxExt {
     fn message_by_key(&self, ty: &str, seller: &str, number: &str) -> Result<Option<MessageRow>>;
     fn insert_message(&self, m: &NewMessage, xml_name: impl Fn(i64) -> String) -> Result<i64>;
-    fn transition(&self, id: i64, from: Option<&str>, to: &str, evidence: Option<&str>) -> Result<()>;
+    fn transition(
+        &self,
+        id: i64,
+        from: Option<&str>,
+        to: &str,
+        evidence: Option<&str>,
+    ) -> Result<()>;
     fn add_event(&self, event: &str, tenant: Option<&str>, payload: &Value) -> Result<()>;
     fn invoice_amount(&self, seller: &str, number: &str) -> Result<Option<String>>;
     fn allowed_so_far(&self, seller: &str, invoice: &str) -> Result<Vec<String>>;
@@ -338,7 +351,13 @@ impl TxExt for Transaction<'_> {
         Ok(id)
     }
 
-    fn transition(&self, id: i64, from: Option<&str>, to: &str, evidence: Option<&str>) -> Result<()> {
+    fn transition(
+        &self,
+        id: i64,
+        from: Option<&str>,
+        to: &str,
+        evidence: Option<&str>,
+    ) -> Result<()> {
         let at = now();
         self.execute(
             "UPDATE messages SET state = ?1, updated_at = ?2 WHERE id = ?3",

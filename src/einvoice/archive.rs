@@ -197,9 +197,8 @@ pub fn read_zip(
 }
 
 fn check_name(name: &str) -> Result<(), &'static str> {
-    let absolute = name.starts_with('/')
-        || name.starts_with('\\')
-        || name.as_bytes().get(1) == Some(&b':');
+    let absolute =
+        name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':');
     if absolute {
         return Err("absolute paths are not accepted");
     }
@@ -219,9 +218,11 @@ fn skipped(name: &str) -> bool {
 
 fn is_archive(name: &str, data: &[u8]) -> bool {
     let lower = name.to_ascii_lowercase();
-    let by_name = [".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".zst"]
-        .iter()
-        .any(|ext| lower.ends_with(ext));
+    let by_name = [
+        ".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".zst",
+    ]
+    .iter()
+    .any(|ext| lower.ends_with(ext));
     let by_magic = data.starts_with(b"PK\x03\x04")
         || data.starts_with(b"\x1f\x8b")
         || data.starts_with(b"7z\xBC\xAF")

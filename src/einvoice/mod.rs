@@ -179,11 +179,16 @@ pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdi
                         row: accepted.row,
                         field: ty.number_field().to_string(),
                         value: key.2.clone(),
-                        reason: format!("{ty} {} appears twice in this batch (first in {file} row {row})", key.2),
+                        reason: format!(
+                            "{ty} {} appears twice in this batch (first in {file} row {row})",
+                            key.2
+                        ),
                     };
-                    verdict
-                        .rejected
-                        .push(Rejected::from_accepted(&accepted, entry.source, problem));
+                    verdict.rejected.push(Rejected::from_accepted(
+                        &accepted,
+                        entry.source,
+                        problem,
+                    ));
                     continue;
                 }
                 first_seen.insert(key, (accepted.file.clone(), accepted.row));

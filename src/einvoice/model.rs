@@ -285,7 +285,11 @@ impl<'a> Fields<'a> {
     }
 
     /// A field that must be present, converted by `parse`.
-    fn req<T>(&mut self, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    fn req<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
         match self.cell(key) {
             None => {
                 self.problem(key, None, "is required");
@@ -403,7 +407,11 @@ fn role_buyer(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<Bu
     role_rest(f, who, id)
 }
 
-fn role_rest<Id>(f: &mut Fields, k: &'static [&'static str; 9], id: Option<Id>) -> Option<Role<Id>> {
+fn role_rest<Id>(
+    f: &mut Fields,
+    k: &'static [&'static str; 9],
+    id: Option<Id>,
+) -> Option<Role<Id>> {
     let name = f.text(k[1], 60);
     let address = f.opt_text(k[2], 100);
     let person = f.opt_text(k[3], 30);
@@ -453,11 +461,7 @@ const BUYER: [&str; 9] = [
 /// `legacy` marks rows written for MIG 3.x / 4.0: their product lines may lack the item
 /// `TaxType`, which 4.1 requires; it is taken from the invoice's own tax type when that is
 /// not mixed.
-pub fn build(
-    ty: MessageType,
-    legacy: bool,
-    raw: &RawMessage,
-) -> Result<Message, Vec<Problem>> {
+pub fn build(ty: MessageType, legacy: bool, raw: &RawMessage) -> Result<Message, Vec<Problem>> {
     let mut problems = Vec::new();
     let message = match ty {
         MessageType::F0401 => build_invoice(raw, legacy, &mut problems).map(Message::Invoice),
@@ -651,13 +655,20 @@ fn build_invoice_item(
     let unit = f.opt_text("Unit", 6);
     let unit_price = f.amount("UnitPrice");
     let tax_type = match default_tax {
-        Some(t) => f.opt("TaxType", TaxType::parse).map(|o| o.unwrap_or(t)).ok(),
+        Some(t) => f
+            .opt("TaxType", TaxType::parse)
+            .map(|o| o.unwrap_or(t))
+            .ok(),
         None => f.req("TaxType", TaxType::parse),
     };
     let tax_type = match tax_type {
         Some(TaxType::Mixed) => {
             let cell = item.fields.get("TaxType");
-            f.problem("TaxType", cell, "a product line is 1, 2, 3 or 4; 9 (mixed) is for the invoice");
+            f.problem(
+                "TaxType",
+                cell,
+                "a product line is 1, 2, 3 or 4; 9 (mixed) is for the invoice",
+            );
             None
         }
         t => t,
@@ -812,7 +823,10 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
     })
 }
 
-fn build_cancel_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<CancelAllowance> {
+fn build_cancel_allowance(
+    raw: &RawMessage,
+    problems: &mut Vec<Problem>,
+) -> Option<CancelAllowance> {
     let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
     let number = f.text("CancelAllowanceNumber", 16);
     let allowance_date = f.req("AllowanceDate", MigDate::parse);

@@ -46,7 +46,9 @@ pub enum TextEncoding {
 
 /// Decodes bytes to text, removing a UTF-8 byte order mark.
 pub fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<String, ReadError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(bytes);
+    let bytes = bytes
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(bytes);
     let utf8 = || {
         UTF_8
             .decode_without_bom_handling_and_without_replacement(bytes)
@@ -370,7 +372,15 @@ fn flatten_message(
                         ("Seller" | "Buyer", Value::Object(role)) => {
                             for (rk, rv) in role {
                                 let name = format!("{k}.{rk}");
-                                put(&mut raw.fields, &name, rv, row, format!("{p}.{rk}"), problems, false);
+                                put(
+                                    &mut raw.fields,
+                                    &name,
+                                    rv,
+                                    row,
+                                    format!("{p}.{rk}"),
+                                    problems,
+                                    false,
+                                );
                             }
                         }
                         _ => put(&mut raw.fields, k, v, row, p, problems, false),
@@ -379,7 +389,15 @@ fn flatten_message(
             }
             ("Amount", Value::Object(amount)) => {
                 for (k, v) in amount {
-                    put(&mut raw.fields, k, v, row, format!("{path}.{k}"), problems, false);
+                    put(
+                        &mut raw.fields,
+                        k,
+                        v,
+                        row,
+                        format!("{path}.{k}"),
+                        problems,
+                        false,
+                    );
                 }
             }
             ("Details", Value::Object(details)) => {
@@ -403,7 +421,15 @@ fn flatten_message(
                         match item {
                             Value::Object(io) => {
                                 for (ik, iv) in io {
-                                    put(&mut fields, ik, iv, row, format!("{ip}{ik}"), problems, true);
+                                    put(
+                                        &mut fields,
+                                        ik,
+                                        iv,
+                                        row,
+                                        format!("{ip}{ik}"),
+                                        problems,
+                                        true,
+                                    );
                                 }
                             }
                             _ => problems.push(Problem {
@@ -495,7 +521,10 @@ mod tests {
             decode(&big5, TextEncoding::Utf8),
             Err(ReadError::DeclaredEncoding("UTF-8"))
         );
-        assert_eq!(decode(&[0xFF, 0xFF, 0x80], TextEncoding::Auto), Err(ReadError::Encoding));
+        assert_eq!(
+            decode(&[0xFF, 0xFF, 0x80], TextEncoding::Auto),
+            Err(ReadError::Encoding)
+        );
     }
 
     #[test]
@@ -517,8 +546,12 @@ mod tests {
     fn csv_rejects_unknown_columns_and_short_rows() {
         let err = read_csv("a.csv", "MessageType,InvoiceNumbr\n", &Defaults::default());
         assert!(matches!(err, Err(ReadError::CsvHeader(m)) if m.contains("InvoiceNumbr")));
-        let (_, entries) =
-            read_csv("a.csv", "MessageType,InvoiceNumber\nF0401\n", &Defaults::default()).unwrap();
+        let (_, entries) = read_csv(
+            "a.csv",
+            "MessageType,InvoiceNumber\nF0401\n",
+            &Defaults::default(),
+        )
+        .unwrap();
         assert_eq!(entries[0].problems[0].row, 2);
     }
 
@@ -529,7 +562,10 @@ mod tests {
         let entries = read_json("a.json", text, &Defaults::default()).unwrap();
         let raw = &entries[0].raw;
         assert_eq!(raw.fields["Seller.Identifier"].value, "28080623");
-        assert_eq!(raw.fields["Seller.Identifier"].display, "Messages[0].Main.Seller.Identifier");
+        assert_eq!(
+            raw.fields["Seller.Identifier"].display,
+            "Messages[0].Main.Seller.Identifier"
+        );
         assert_eq!(raw.fields["TaxRate"].value, "0.05");
         assert_eq!(raw.items[0].fields["Quantity"].value, "2");
     }

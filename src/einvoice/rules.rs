@@ -17,7 +17,10 @@ use super::types::{format_amount, TaxType};
 
 /// Every cross-field problem of a built message. `raw` supplies rows and spellings.
 pub fn check(message: &Message, raw: &RawMessage) -> Vec<Problem> {
-    let mut out = Out { raw, problems: Vec::new() };
+    let mut out = Out {
+        raw,
+        problems: Vec::new(),
+    };
     match message {
         Message::Invoice(m) => invoice(m, &mut out),
         Message::Cancel(m) => {
@@ -49,7 +52,11 @@ impl Out<'_> {
     fn field(&mut self, key: &str, reason: impl Into<String>) {
         let (row, field, value) = match self.raw.get(key) {
             Some(c) => (c.row, c.display.clone(), c.value.clone()),
-            None => (self.raw.row, format!("{}{}", self.raw.display_prefix, key), String::new()),
+            None => (
+                self.raw.row,
+                format!("{}{}", self.raw.display_prefix, key),
+                String::new(),
+            ),
         };
         self.problems.push(Problem {
             row,
@@ -63,7 +70,11 @@ impl Out<'_> {
         let item = &self.raw.items[index];
         let (row, field, value) = match item.fields.get(key) {
             Some(c) => (c.row, c.display.clone(), c.value.clone()),
-            None => (item.row, format!("{}{}", item.display_prefix, key), String::new()),
+            None => (
+                item.row,
+                format!("{}{}", item.display_prefix, key),
+                String::new(),
+            ),
         };
         self.problems.push(Problem {
             row,
@@ -112,10 +123,16 @@ fn invoice(m: &Invoice, out: &mut Out) {
         out.field("NPOBAN", "is only allowed when DonateMark is 1");
     }
     if m.donate && !consumer {
-        out.field("DonateMark", "an invoice to a business (統一編號) cannot be donated");
+        out.field(
+            "DonateMark",
+            "an invoice to a business (統一編號) cannot be donated",
+        );
     }
     if m.donate && m.print {
-        out.field("PrintMark", "a donated invoice is not printed; PrintMark must be N");
+        out.field(
+            "PrintMark",
+            "a donated invoice is not printed; PrintMark must be N",
+        );
     }
     if let Some(c) = &m.carrier {
         if !consumer && c.carrier_type != "3J0002" {
@@ -166,7 +183,10 @@ fn invoice(m: &Invoice, out: &mut Out) {
         }
     }
     if a.tax_type == TaxType::Mixed && buckets.iter().filter(|(_, v)| *v > zero).count() < 2 {
-        out.field("TaxType", "9 (mixed) needs at least two of the sales buckets above 0");
+        out.field(
+            "TaxType",
+            "9 (mixed) needs at least two of the sales buckets above 0",
+        );
     }
     match a.tax_type {
         TaxType::ZeroRated | TaxType::Exempt => {
@@ -188,8 +208,8 @@ fn invoice(m: &Invoice, out: &mut Out) {
             }
         }
     }
-    let zero_rated =
-        a.tax_type == TaxType::ZeroRated || (a.tax_type == TaxType::Mixed && a.zero_tax_sales > zero);
+    let zero_rated = a.tax_type == TaxType::ZeroRated
+        || (a.tax_type == TaxType::Mixed && a.zero_tax_sales > zero);
     if zero_rated && m.customs_clearance_mark.is_none() {
         out.field("CustomsClearanceMark", "is required for zero-rated sales");
     }
@@ -213,7 +233,10 @@ fn invoice(m: &Invoice, out: &mut Out) {
             out.item(
                 i,
                 "Amount",
-                format!("should be Quantity × UnitPrice = {}", format_amount(&expected)),
+                format!(
+                    "should be Quantity × UnitPrice = {}",
+                    format_amount(&expected)
+                ),
             );
         }
         if !seen.insert(it.sequence_number.as_str()) {
@@ -234,7 +257,8 @@ fn invoice(m: &Invoice, out: &mut Out) {
     }
     // A consumer invoice may list tax-inclusive prices: then the taxed lines add up to
     // SalesAmount + TaxAmount instead of SalesAmount.
-    let taxed_ok = under_one(taxed, a.sales) || (consumer && under_one(taxed, a.sales + a.tax_amount));
+    let taxed_ok =
+        under_one(taxed, a.sales) || (consumer && under_one(taxed, a.sales + a.tax_amount));
     if !taxed_ok {
         out.field(
             "SalesAmount",
@@ -250,7 +274,10 @@ fn invoice(m: &Invoice, out: &mut Out) {
     if !under_one(zero_sum, a.zero_tax_sales) {
         out.field(
             "ZeroTaxSalesAmount",
-            format!("the zero-rated lines add up to {}", format_amount(&zero_sum)),
+            format!(
+                "the zero-rated lines add up to {}",
+                format_amount(&zero_sum)
+            ),
         );
     }
 }
@@ -265,11 +292,18 @@ fn allowance(m: &Allowance, out: &mut Out) {
             out.item(
                 i,
                 "Amount",
-                format!("should be Quantity × UnitPrice = {}", format_amount(&expected)),
+                format!(
+                    "should be Quantity × UnitPrice = {}",
+                    format_amount(&expected)
+                ),
             );
         }
         if !seen.insert(it.allowance_sequence_number.as_str()) {
-            out.item(i, "AllowanceSequenceNumber", "is used twice in this allowance");
+            out.item(
+                i,
+                "AllowanceSequenceNumber",
+                "is used twice in this allowance",
+            );
         }
         if it.tax_type != TaxType::Taxable && !it.tax.is_zero() {
             out.item(i, "Tax", "must be 0 for a zero-rated or exempt line");

@@ -299,7 +299,9 @@ impl TaxType {
             "3" => Ok(TaxType::Exempt),
             "4" => Ok(TaxType::Special),
             "9" => Ok(TaxType::Mixed),
-            _ => Err("must be 1 (taxable), 2 (zero-rated), 3 (exempt), 4 (special) or 9 (mixed)".into()),
+            _ => Err(
+                "must be 1 (taxable), 2 (zero-rated), 3 (exempt), 4 (special) or 9 (mixed)".into(),
+            ),
         }
     }
     pub fn code(self) -> &'static str {
@@ -317,7 +319,8 @@ impl TaxType {
 pub fn parse_amount(s: &str, frac: u32) -> Result<Decimal, String> {
     let t = s.trim();
     let shape_ok = !t.is_empty()
-        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         && t.bytes().filter(|&b| b == b'.').count() <= 1;
     if !shape_ok {
         return Err("must be a plain decimal number like 1050 or 12.5".into());
@@ -371,13 +374,22 @@ mod tests {
     fn consumer_buyer_skips_the_checksum() {
         assert_eq!(BuyerId::parse("0000000000"), Ok(BuyerId::Consumer));
         assert!(BuyerId::parse("0000000001").is_err());
-        assert!(matches!(BuyerId::parse("28080623"), Ok(BuyerId::Business(_))));
+        assert!(matches!(
+            BuyerId::parse("28080623"),
+            Ok(BuyerId::Business(_))
+        ));
     }
 
     #[test]
     fn invoice_number_shape() {
         assert!(InvoiceNumber::parse("AB12345678").is_ok());
-        for bad in ["ab12345678", "AB1234567", "A112345678", "AB123456789", "AB1234567X"] {
+        for bad in [
+            "ab12345678",
+            "AB1234567",
+            "A112345678",
+            "AB123456789",
+            "AB1234567X",
+        ] {
             assert!(InvoiceNumber::parse(bad).is_err(), "{bad}");
         }
     }
@@ -402,7 +414,10 @@ mod tests {
     #[test]
     fn amounts_keep_precision_and_reject_bad_shapes() {
         assert_eq!(format_amount(&parse_amount("50.00", 7).unwrap()), "50");
-        assert_eq!(format_amount(&parse_amount("0.1234567", 7).unwrap()), "0.1234567");
+        assert_eq!(
+            format_amount(&parse_amount("0.1234567", 7).unwrap()),
+            "0.1234567"
+        );
         assert!(parse_amount("0.12345678", 7).is_err());
         assert!(parse_amount("12.5", 0).is_err());
         assert!(parse_amount("-1", 7).is_err());

@@ -1,0 +1,239 @@
+//! Helpers shared by the integration tests: fixture paths, schema validation with xmllint,
+//! and a harness that runs the real daemon binary on temporary folders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("fixtures").join(rel)
+}
+
+/// The folder of XSDs the tests validate against: `TURNBRIDGE_XSD_DIR`, or the repo's own.
+/// Point it at the official MOF package to check against that instead.
+pub fn xsd_dir() -> PathBuf {
+    std::env::var_os("TURNBRIDGE_XSD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("schemas/mig41"))
+}
+
+/// Validates an XML file against `<xsd_dir>/<MSG>.xsd` with xmllint; returns xmllint's output
+/// on failure.
+pub fn xmllint(xml: &Path, message_type: &str) -> Result<(), String> {
+    let xsd = xsd_dir().join(format!("{message_type}.xsd"));
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&xsd)
+        .arg(xml)
+        .output()
+        .expect("xmllint is installed (run scripts/install-test-deps)");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Waits until `f` returns true, polling every 20 ms, or panics after `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+/// Files (not folders) directly in `dir`, sorted; an absent folder is empty.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_below(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A daemon on temporary folders: `spool/einvoice`, `state`, and a flat Turnkey tree.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub extra_config: String,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox::with_config("")
+    }
+
+    /// `extra` is appended to the `[einvoice]` section.
+    pub fn with_config(extra: &str) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Sandbox {
+            dir,
+            child: None,
+            extra_config: extra.to_string(),
+        };
+        std::fs::write(sb.config_path(), sb.config_text()).unwrap();
+        sb
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "[paths]\nspool = \"spool\"\nstate = \"state\"\n\
+             [einvoice]\nsettle_ms = 100\nrescan_secs = 1\n{}\n\
+             [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
+             [log]\nlevel = \"debug\"\nformat = \"text\"\n",
+            self.extra_config
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("turnbridge.toml")
+    }
+    pub fn spool(&self) -> PathBuf {
+        self.path().join("spool/einvoice")
+    }
+    pub fn inbox(&self) -> PathBuf {
+        self.path().join("turnkey/INBOX")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    pub fn rejected(&self) -> PathBuf {
+        self.state().join("rejected")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.state().join("work")
+    }
+    pub fn archived(&self) -> Vec<PathBuf> {
+        files_below(&self.state().join("archive"))
+    }
+    pub fn inbox_files(&self) -> Vec<PathBuf> {
+        files_in(&self.inbox())
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.path().join("daemon.log")
+    }
+
+    pub fn start(&mut self) {
+        std::fs::create_dir_all(self.spool()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start turnbridge");
+        self.child = Some(child);
+        wait_for(20, "the daemon to start", || {
+            self.log().contains("starting") || self.exited()
+        });
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Drops a file into the spool the way a careful writer does: write a `.tmp`, rename.
+    pub fn drop_file(&self, name: &str, bytes: &[u8]) {
+        std::fs::create_dir_all(self.spool()).unwrap();
+        let tmp = self.spool().join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, self.spool().join(name)).unwrap();
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.state().join("turnbridge.db")).unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A CSV batch of `n` valid consumer invoices numbered from `first` (one product line each).
+pub fn batch_csv(prefix: &str, first: u32, n: u32) -> String {
+    let mut s = String::from(
+        "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,RandomNumber,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n",
+    );
+    for i in first..first + n {
+        s.push_str(&format!(
+            "F0401,{prefix}{i:08},20261126,10:00:00,28080623,台灣好茶股份有限公司,0000000000,消費者,07,0,Y,{:04},鮮奶茶,2,50,1,100,1,100,0,0,1,0.05,5,105\n",
+            i % 10000
+        ));
+    }
+    s
+}
