@@ -1,0 +1,466 @@
+//! The real daemon, run as a subprocess on temporary folders.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn invoice_number(xml: &str) -> String {
+    let start = xml.find("<InvoiceNumber>").expect("an InvoiceNumber") + "<InvoiceNumber>".len();
+    xml[start..start + 10].to_string()
+}
+
+/// Validates many files with one xmllint run.
+fn xmllint_all(files: &[std::path::PathBuf], ty: &str) {
+    for chunk in files.chunks(500) {
+        let out = std::process::Command::new("xmllint")
+            .arg("--noout")
+            .arg("--schema")
+            .arg(xsd_dir().join(format!("{ty}.xsd")))
+            .args(chunk)
+            .output()
+            .expect("xmllint is installed (run scripts/install-test-deps)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_999_invoice_batch_becomes_999_valid_files_and_a_second_drop_is_a_duplicate() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    let batch = batch_csv("AA", 1, 999);
+    sb.drop_file("big.csv", batch.as_bytes());
+    wait_for(120, "999 files in the inbox", || {
+        sb.inbox_files().len() == 999
+    });
+    wait_for(20, "the source to be archived", || sb.archived().len() == 1);
+    assert!(files_in(&sb.spool()).is_empty());
+    assert!(files_in(&sb.work()).is_empty());
+    xmllint_all(&sb.inbox_files(), "F0401");
+
+    let db = sb.db();
+    let queued: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(queued, 999);
+    let payload: String = db
+        .query_row(
+            "SELECT payload FROM events WHERE event = 'upload.completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(event["success_count"], 999);
+    assert_eq!(event["error_count"], 0);
+
+    // The same bytes again, under another name: reported as a duplicate, nothing written.
+    sb.drop_file("big-again.csv", batch.as_bytes());
+    wait_for(20, "the duplicate report", || {
+        files_in(&sb.rejected())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("big-again.csv.error.txt"))
+    });
+    let report = files_in(&sb.rejected())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("big-again.csv.error.txt"))
+        .unwrap();
+    let text = std::fs::read_to_string(report).unwrap();
+    assert!(text.contains("already processed as job"), "{text}");
+    assert!(text.contains("big.csv"), "{text}");
+    assert_eq!(sb.inbox_files().len(), 999);
+    let dup: String = sb
+        .db()
+        .query_row(
+            "SELECT state FROM jobs WHERE source_name = 'big-again.csv'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dup, "duplicate");
+}
+
+#[test]
+fn bad_rows_are_reported_and_good_rows_go_through() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    let bytes = std::fs::read(fixture("invalid/mixed_batch.csv")).unwrap();
+    sb.drop_file("mixed.csv", &bytes);
+    wait_for(20, "the report", || {
+        files_in(&sb.rejected())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".error.json"))
+    });
+    wait_for(20, "three files in the inbox", || {
+        sb.inbox_files().len() == 3
+    });
+    let numbers: BTreeSet<String> = sb
+        .inbox_files()
+        .iter()
+        .map(|p| invoice_number(&std::fs::read_to_string(p).unwrap()))
+        .collect();
+    assert_eq!(
+        numbers,
+        ["EF00000001", "EF00000003", "EF00000005"]
+            .map(String::from)
+            .into()
+    );
+
+    let rejected = files_in(&sb.rejected());
+    let rows = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("_mixed.csv"))
+        .unwrap();
+    let rows = std::fs::read_to_string(rows).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        3,
+        "header and the two bad rows:\n{rows}"
+    );
+    assert!(rows.contains("EF00000002") && rows.contains("EF00000004"));
+
+    let json = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".error.json"))
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(report["accepted"], 3);
+    assert_eq!(report["rejected"], 2);
+    let problems = report["problems"].as_array().unwrap();
+    assert!(problems
+        .iter()
+        .any(|p| p["row"] == 3 && p["field"] == "PrintMark"));
+    assert!(problems
+        .iter()
+        .any(|p| p["row"] == 6 && p["field"] == "TotalAmount" && p["value"] == "999"));
+    let txt = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".error.txt"))
+        .unwrap();
+    let txt = std::fs::read_to_string(txt).unwrap();
+    assert!(
+        txt.contains("mixed.csv row 6 (F0401 EF00000004), field TotalAmount = \"999\""),
+        "{txt}"
+    );
+    // The whole source is archived, nothing is lost.
+    wait_for(20, "the archive", || sb.archived().len() == 1);
+    assert_eq!(std::fs::read(&sb.archived()[0]).unwrap(), bytes);
+}
+
+/// Records every name that ever appears in a folder until stopped.
+struct Observer {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Observer {
+    fn start(dir: &Path) -> Observer {
+        let dir = dir.to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let (s, n) = (stop.clone(), seen.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    let mut names = n.lock().unwrap();
+                    for e in rd.flatten() {
+                        names.insert(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        });
+        Observer {
+            stop,
+            seen,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn killed_mid_batch_and_restarted_every_invoice_has_exactly_one_file() {
+    let mut sb = Sandbox::new();
+    std::fs::create_dir_all(sb.inbox()).unwrap();
+    let observer = Observer::start(&sb.inbox());
+    sb.start();
+    sb.drop_file("crash.csv", batch_csv("CC", 1, 999).as_bytes());
+    // Kill at several points of the batch: just after the claim, while XML is being staged,
+    // and while it is being renamed into the inbox. Each point is a condition polled every
+    // 200 µs, so the run is reproducible; a point already passed is skipped.
+    let staging = sb.state().join("staging");
+    let (work, inbox) = (sb.work(), sb.inbox());
+    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let points: [(&str, Box<dyn Fn() -> bool>); 5] = [
+        ("claimed", Box::new(|| !files_in(&work).is_empty())),
+        ("staging begun", Box::new(|| count(&staging) >= 1)),
+        ("staging half done", Box::new(|| count(&staging) >= 500)),
+        ("publishing begun", Box::new(|| count(&inbox) >= 1)),
+        ("publishing half done", Box::new(|| count(&inbox) >= 500)),
+    ];
+    let mut hits = 0;
+    for (name, reached) in &points {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !reached() && count(&inbox) < 999 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let before = count(&inbox);
+        sb.kill();
+        if before < 999 {
+            hits += 1;
+        }
+        eprintln!("killed at '{name}' with {before} files in the inbox");
+        sb.start();
+    }
+    assert!(hits >= 3, "at least three kills landed mid-batch");
+    wait_for(120, "999 files in the inbox", || {
+        sb.inbox_files().len() == 999
+    });
+    wait_for(20, "work/ to be empty", || files_in(&sb.work()).is_empty());
+    let seen = observer.finish();
+
+    let mut numbers = BTreeMap::new();
+    for p in sb.inbox_files() {
+        let xml = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            xml.ends_with("</Invoice>\n"),
+            "{} is incomplete",
+            p.display()
+        );
+        *numbers.entry(invoice_number(&xml)).or_insert(0) += 1;
+    }
+    assert_eq!(numbers.len(), 999, "every invoice is there");
+    assert!(numbers.values().all(|&n| n == 1), "no invoice twice");
+    for name in &seen {
+        let ok = name.starts_with("F0401_")
+            && name.ends_with(".xml")
+            && name.len() == "F0401_20261126_00000001.xml".len();
+        assert!(
+            ok,
+            "a name that is not a finished message file appeared in the inbox: {name}"
+        );
+    }
+    assert_eq!(seen.len(), 999, "no name appeared and vanished");
+    assert!(
+        files_in(&sb.state().join("staging")).is_empty(),
+        "staging is empty"
+    );
+    let db = sb.db();
+    let queued: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(queued, 999);
+    let events: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE event = 'invoice.status.updated'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events, 999, "one queued event per invoice");
+    let completed: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE event = 'upload.completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(completed, 1);
+}
+
+#[test]
+fn files_dropped_while_stopped_are_taken_at_start_and_partial_ones_are_left_alone() {
+    let mut sb = Sandbox::new();
+    std::fs::create_dir_all(sb.spool()).unwrap();
+    std::fs::copy(
+        fixture("valid/F0401_b2b.json"),
+        sb.spool().join("early.json"),
+    )
+    .unwrap();
+    std::fs::write(sb.spool().join("later.csv.tmp"), "half a file").unwrap();
+    std::fs::write(sb.spool().join(".hidden.csv"), "not mine").unwrap();
+    sb.start();
+    wait_for(20, "the early file", || sb.inbox_files().len() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<_> = files_in(&sb.spool())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![".hidden.csv", "later.csv.tmp"]);
+    // The writer finishes by renaming: now it is taken.
+    std::fs::write(
+        sb.spool().join("later.csv.tmp"),
+        std::fs::read(fixture("valid/F0401_special.csv")).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(
+        sb.spool().join("later.csv.tmp"),
+        sb.spool().join("later.csv"),
+    )
+    .unwrap();
+    wait_for(20, "the renamed file", || sb.inbox_files().len() == 2);
+    assert_eq!(sb.terminate().code(), Some(0), "SIGTERM exits 0");
+    assert!(sb.log().contains("stopped"));
+}
+
+#[test]
+fn a_hostile_zip_is_rejected_whole_with_a_report() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("../x.csv", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(
+        &mut w,
+        &std::fs::read(fixture("valid/F0401_b2c_print.csv")).unwrap(),
+    )
+    .unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    sb.drop_file("evil.zip", &bytes);
+    wait_for(20, "the report", || {
+        files_in(&sb.rejected())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("evil.zip.error.txt"))
+    });
+    let rejected = files_in(&sb.rejected());
+    let kept = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("_evil.zip"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        bytes,
+        "the file is kept as it came"
+    );
+    let txt = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("evil.zip.error.txt"))
+        .unwrap();
+    assert!(std::fs::read_to_string(txt).unwrap().contains("`..`"));
+    assert!(sb.inbox_files().is_empty());
+    assert!(!sb.log().contains("panicked"));
+}
+
+#[test]
+fn a_message_sent_before_is_not_written_again() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file(
+        "one.csv",
+        std::fs::read(fixture("valid/F0401_b2c_print.csv"))
+            .unwrap()
+            .as_slice(),
+    );
+    wait_for(20, "one file", || sb.inbox_files().len() == 1);
+    // Same invoice, different bytes (another time of day): rejected as already sent.
+    let again = std::fs::read_to_string(fixture("valid/F0401_b2c_print.csv"))
+        .unwrap()
+        .replace("09:30:00", "09:31:00");
+    sb.drop_file("two.csv", again.as_bytes());
+    wait_for(20, "the report", || {
+        files_in(&sb.rejected())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("two.csv.error.txt"))
+    });
+    let txt = files_in(&sb.rejected())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("two.csv.error.txt"))
+        .unwrap();
+    assert!(std::fs::read_to_string(txt)
+        .unwrap()
+        .contains("already sent by job"));
+    assert_eq!(sb.inbox_files().len(), 1);
+}
+
+#[test]
+fn allowances_cannot_take_back_more_than_the_invoice() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file(
+        "inv.csv",
+        &std::fs::read(fixture("valid/F0401_special.csv")).unwrap(),
+    );
+    wait_for(20, "the invoice", || sb.inbox_files().len() == 1);
+    // The invoice's untaxed total is 10000; allow 1500, then try 9000 more.
+    sb.drop_file(
+        "al1.csv",
+        &std::fs::read(fixture("valid/G0401_allowance.csv")).unwrap(),
+    );
+    wait_for(20, "the allowance", || sb.inbox_files().len() == 2);
+    let big = std::fs::read_to_string(fixture("valid/G0401_allowance.csv"))
+        .unwrap()
+        .replace("AL2026112600001", "AL2026112600009")
+        .replace(",10,包,100,1000,50,", ",90,包,100,9000,450,")
+        .replace(",75,1500", ",475,9500");
+    sb.drop_file("al2.csv", big.as_bytes());
+    wait_for(20, "the report", || {
+        files_in(&sb.rejected())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("al2.csv.error.txt"))
+    });
+    let txt = files_in(&sb.rejected())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("al2.csv.error.txt"))
+        .unwrap();
+    let txt = std::fs::read_to_string(txt).unwrap();
+    assert!(txt.contains("above its untaxed total 10000"), "{txt}");
+    assert_eq!(sb.inbox_files().len(), 2);
+}
+
+#[test]
+fn the_sandbox_command_builds_a_working_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb_dir = dir.path().join("sb");
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .arg("sandbox")
+        .arg(&sb_dir)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(20, "the sandbox tree", || {
+        sb_dir.join("state/turnbridge.db").exists()
+    });
+    assert!(sb_dir.join("turnbridge.toml").exists());
+    for ex in files_in(&sb_dir.join("examples")) {
+        std::fs::copy(
+            &ex,
+            sb_dir.join("spool/einvoice").join(ex.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    wait_for(20, "XML in the sandbox inbox", || {
+        files_in(&sb_dir.join("turnkey/INBOX")).len() == 2
+    });
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+}
