@@ -58,6 +58,7 @@ pub fn init(cfg: &Log) -> LogHandle {
     let text = journal.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .boxed()
     });

@@ -249,7 +249,7 @@ impl Pipeline {
             }),
         )?;
         tx.commit().map_err(StoreError::from)?;
-        warn!(job_id, file = name, reason = %reason, "file {state}");
+        warn!(reason = %reason, "file {state}");
         self.finish_move(work, job_id, name, state)
     }
 
@@ -415,7 +415,6 @@ impl Pipeline {
         for (row, path) in &published {
             let md5 = self.xml_md5(row.id)?;
             info!(
-                job_id,
                 tenant_id = %row.tenant,
                 message_type = %row.message_type,
                 invoice_no = %row.number,

@@ -212,7 +212,8 @@ fn killed_mid_batch_and_restarted_every_invoice_has_exactly_one_file() {
     let staging = sb.state().join("staging");
     let (work, inbox) = (sb.work(), sb.inbox());
     let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
-    let points: [(&str, Box<dyn Fn() -> bool>); 5] = [
+    type Point<'a> = (&'a str, Box<dyn Fn() -> bool + 'a>);
+    let points: [Point; 5] = [
         ("claimed", Box::new(|| !files_in(&work).is_empty())),
         ("staging begun", Box::new(|| count(&staging) >= 1)),
         ("staging half done", Box::new(|| count(&staging) >= 500)),
@@ -440,6 +441,7 @@ fn the_sandbox_command_builds_a_working_sandbox() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
         .arg("sandbox")
         .arg(&sb_dir)
+        .stdout(std::process::Stdio::null())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("JOURNAL_STREAM")
         .stderr(log)
@@ -463,4 +465,111 @@ fn the_sandbox_command_builds_a_working_sandbox() {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let mut sb = Sandbox::new();
+    let sock_path = sb.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::fs::create_dir_all(sb.spool()).unwrap();
+    let log = std::fs::File::create(sb.log_path()).unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid; `exec` keeps the shell's pid.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_turnbridge"))
+        .arg(sb.config_path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let mut recv_until = |want: &str, got: &mut String| {
+        while !got.contains(want) {
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|_| panic!("no {want} in {got:?}"));
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            got.push('\n');
+        }
+    };
+    sb.child = Some(child);
+    recv_until("READY=1", &mut got);
+    recv_until("STATUS=", &mut got);
+    recv_until("WATCHDOG=1", &mut got);
+    let pid = sb.child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    recv_until("STOPPING=1", &mut got);
+    assert!(sb.child.take().unwrap().wait().unwrap().success());
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_broken() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    let pid = sb.child.as_ref().unwrap().id() as i32;
+    let good = std::fs::read_to_string(sb.config_path()).unwrap();
+    std::fs::write(
+        sb.config_path(),
+        good.replace("settle_ms = 100", "settle_ms = 150"),
+    )
+    .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(20, "the reload", || {
+        sb.log().contains("configuration reloaded")
+    });
+    std::fs::write(
+        sb.config_path(),
+        good.replace("settle_ms = 100", "settle_ms = \"soon\""),
+    )
+    .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(20, "the refusal", || {
+        sb.log().contains("configuration not reloaded")
+    });
+    assert!(
+        sb.log().contains("einvoice.settle_ms"),
+        "the refusal names the key"
+    );
+    // Still working.
+    sb.drop_file(
+        "after.json",
+        &std::fs::read(fixture("valid/F0401_b2b.json")).unwrap(),
+    );
+    wait_for(20, "a file after the reloads", || {
+        sb.inbox_files().len() == 1
+    });
+}
+
+#[test]
+fn refuses_to_start_when_staging_is_on_another_filesystem() {
+    let shm = Path::new("/dev/shm");
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let other_fs = shm.is_dir()
+        && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(tmp.path()).unwrap().dev();
+    if !other_fs {
+        eprintln!("skipped: /dev/shm is not a separate filesystem here");
+        return;
+    }
+    let staging = tempfile::tempdir_in(shm).unwrap();
+    let mut sb = Sandbox::new();
+    let text = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "[turnkey]\n",
+        &format!("[turnkey]\nstaging = \"{}\"\n", staging.path().display()),
+    );
+    std::fs::write(sb.config_path(), text).unwrap();
+    sb.start();
+    let mut child = sb.child.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(sb.log().contains("another filesystem"), "{}", sb.log());
 }
