@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::einvoice::archive::ZipLimits;
 use crate::einvoice::{valid_tenant, ReadOptions, TextEncoding};
@@ -20,7 +20,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/turnbridge.toml");
 /// Where the packaged service reads its configuration.
 pub const DEFAULT_PATH: &str = "/etc/turnbridge/turnbridge.toml";
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Config {
     pub paths: Paths,
     pub einvoice: Einvoice,
@@ -28,7 +28,7 @@ pub struct Config {
     pub log: Log,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Paths {
     /// Spool root; e-invoice batches go in `<spool>/einvoice/`.
@@ -46,7 +46,7 @@ impl Default for Paths {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Einvoice {
     pub settle_ms: u64,
@@ -72,7 +72,7 @@ impl Default for Einvoice {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Zip {
     pub max_members: usize,
@@ -91,7 +91,7 @@ impl Default for Zip {
 }
 
 /// Which folder layout Turnkey uses (see DESIGN.md, "Folders at run time").
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     #[default]
@@ -99,7 +99,7 @@ pub enum Layout {
     Turnkey,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Turnkey {
     pub layout: Layout,
@@ -123,7 +123,7 @@ impl Default for Turnkey {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -132,7 +132,7 @@ pub enum LogFormat {
     Journald,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Log {
     pub level: String,
@@ -211,6 +211,8 @@ impl Config {
             }]
         })?;
         let mut issues = Vec::new();
+        let known = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        unknown_keys(&table, known.as_table().expect("a table"), "", &mut issues);
         let mut config = Config::default();
         for (key, value) in table {
             match key.as_str() {
@@ -218,10 +220,7 @@ impl Config {
                 "einvoice" => section(&key, value, &mut issues, &mut config.einvoice),
                 "turnkey" => section(&key, value, &mut issues, &mut config.turnkey),
                 "log" => section(&key, value, &mut issues, &mut config.log),
-                _ => issues.push(ConfigIssue {
-                    key,
-                    message: "unknown section (known: paths, einvoice, turnkey, log)".into(),
-                }),
+                _ => {}
             }
         }
         config.check(&mut issues);
@@ -338,24 +337,46 @@ impl Config {
     }
 }
 
-/// Deserializes one section, collecting every unknown key and the first wrong value.
+/// Reports every key of `table` that the schema (`known`, the defaults) does not have.
+fn unknown_keys(
+    table: &toml::Table,
+    known: &toml::Table,
+    prefix: &str,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match (known.get(key), value) {
+            (None, _) => issues.push(ConfigIssue {
+                key: path,
+                message: if prefix.is_empty() {
+                    format!(
+                        "unknown section (known: {})",
+                        known.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                } else {
+                    "unknown key".into()
+                },
+            }),
+            (Some(toml::Value::Table(k)), toml::Value::Table(t)) => {
+                unknown_keys(t, k, &format!("{path}."), issues)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Deserializes one section, reporting the first value of a wrong type with its key path.
+/// Unknown keys were reported already and are ignored here.
 fn section<T: DeserializeOwned>(
     name: &str,
     value: toml::Value,
     issues: &mut Vec<ConfigIssue>,
     out: &mut T,
 ) {
-    let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
-    let result = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()));
-    for path in unknown {
-        issues.push(ConfigIssue {
-            key: format!("{name}.{path}"),
-            message: "unknown key".into(),
-        });
-    }
-    match result {
+    match T::deserialize(de) {
         Ok(v) => *out = v,
         Err(e) => {
             let path = track.path().to_string();
@@ -364,10 +385,8 @@ fn section<T: DeserializeOwned>(
             } else {
                 format!("{name}.{path}")
             };
-            issues.push(ConfigIssue {
-                key,
-                message: e.to_string(),
-            });
+            let message = e.to_string().lines().next().unwrap_or_default().to_string();
+            issues.push(ConfigIssue { key, message });
         }
     }
 }
