@@ -573,3 +573,115 @@ fn refuses_to_start_when_staging_is_on_another_filesystem() {
     assert!(!status.success());
     assert!(sb.log().contains("another filesystem"), "{}", sb.log());
 }
+
+#[test]
+fn sigterm_mid_batch_finishes_the_file_in_hand_and_exits_zero() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file("term.csv", batch_csv("TT", 1, 999).as_bytes());
+    let work = sb.work();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while files_in(&work).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(sb.terminate().code(), Some(0));
+    assert_eq!(
+        sb.inbox_files().len(),
+        999,
+        "the batch in hand was finished"
+    );
+    assert!(files_in(&work).is_empty());
+    assert_eq!(sb.archived().len(), 1);
+}
+
+#[test]
+fn a_zip_with_a_bad_member_sends_the_good_one_and_reports_the_bad_one() {
+    use md5::Digest;
+    let mut sb = Sandbox::new();
+    sb.start();
+    let good = std::fs::read(fixture("valid/F0401_b2c_print.csv")).unwrap();
+    let bad = std::fs::read(fixture("valid/F0401_b2b.json")).unwrap();
+    let hex = |b: &[u8]| turnbridge::einvoice::archive::hex(&md5::Md5::digest(b));
+    let manifest = format!(
+        r#"{{"members":[{{"name":"good.csv","md5":"{}"}},{{"name":"bad.json","md5":"{}"}}]}}"#,
+        hex(&good),
+        hex(b"something else")
+    );
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in [
+        ("good.csv", &good[..]),
+        ("bad.json", &bad[..]),
+        ("manifest.json", manifest.as_bytes()),
+    ] {
+        w.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut w, data).unwrap();
+    }
+    sb.drop_file("batch.zip", &w.finish().unwrap().into_inner());
+    wait_for(20, "the report", || {
+        files_in(&sb.rejected())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("batch.zip.error.txt"))
+    });
+    wait_for(20, "the good member's XML", || sb.inbox_files().len() == 1);
+    let rejected = files_in(&sb.rejected());
+    let member = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("_batch.bad.json"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(member).unwrap(),
+        bad,
+        "the refused member is kept byte for byte"
+    );
+    let txt = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("batch.zip.error.txt"))
+        .unwrap();
+    let txt = std::fs::read_to_string(txt).unwrap();
+    assert!(
+        txt.contains("batch.zip:bad.json") && txt.contains("MD5"),
+        "{txt}"
+    );
+}
+
+#[test]
+fn the_real_turnkey_layout_gets_one_src_folder_per_message_type() {
+    let mut sb = Sandbox::new();
+    let text = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "inbox = \"turnkey/INBOX\"",
+        "layout = \"turnkey\"\ninbox = \"turnkey/{tenant}/UpCast/B2SSTORAGE/{message_type}/SRC\"",
+    );
+    std::fs::write(sb.config_path(), text).unwrap();
+    sb.start();
+    sb.drop_file(
+        "inv.csv",
+        &std::fs::read(fixture("valid/F0401_special.csv")).unwrap(),
+    );
+    sb.drop_file(
+        "al.csv",
+        &std::fs::read(fixture("valid/G0401_allowance.csv")).unwrap(),
+    );
+    sb.drop_file(
+        "cancel.json",
+        &std::fs::read(fixture("valid/G0501_cancel_allowance.json")).unwrap(),
+    );
+    let src = |tenant: &str, ty: &str| {
+        sb.path()
+            .join(format!("turnkey/{tenant}/UpCast/B2SSTORAGE/{ty}/SRC"))
+    };
+    wait_for(20, "three messages", || {
+        files_in(&src("TEN-001", "F0401")).len() == 1
+            && files_in(&src("TEN-001", "G0401")).len() == 1
+            && files_in(&src("default", "G0501")).len() == 1
+    });
+    let name = files_in(&src("TEN-001", "G0401"))[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("G0401_") && name.ends_with(".xml"),
+        "{name}"
+    );
+}

@@ -371,3 +371,17 @@ fn check_config_lists_every_problem_with_its_key() {
     let (code, out) = turnbridge(&["check-config", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_batch_over_999_messages_is_refused_whole() {
+    let text = batch_csv("ZZ", 1, 1000);
+    let err = check_batch("big.csv", text.as_bytes(), &options()).unwrap_err();
+    assert!(err.to_string().contains("at most 999"), "{err}");
+    assert_eq!(
+        check_batch("ok.csv", batch_csv("ZZ", 1, 999).as_bytes(), &options())
+            .unwrap()
+            .accepted
+            .len(),
+        999
+    );
+}
