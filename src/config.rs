@@ -25,7 +25,30 @@ pub struct Config {
     pub paths: Paths,
     pub einvoice: Einvoice,
     pub turnkey: Turnkey,
+    pub simulator: Simulator,
     pub log: Log,
+}
+
+/// The built-in Turnkey stand-in, for the sandbox (see `turnkey::simulator`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Simulator {
+    pub enabled: bool,
+    /// How long a file waits in the pickup folder before the simulator takes it.
+    pub delay_ms: u64,
+    /// Document numbers the platform "rejects": ERROR results (flat) or Failed entries in the
+    /// SummaryResult (turnkey layout).
+    pub reject: Vec<String>,
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Simulator {
+            enabled: false,
+            delay_ms: 500,
+            reject: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -109,6 +132,12 @@ pub struct Turnkey {
     pub error: PathBuf,
     /// Empty means `<state>/staging`.
     pub staging: PathBuf,
+    /// How often the feedback folders are rescanned besides change notifications.
+    pub rescan_secs: u64,
+    /// A message in a non-final state for longer than this raises `invoice.feedback.overdue`.
+    pub overdue_minutes: u64,
+    /// Result files turnbridge keeps are pruned after this many days.
+    pub retention_days: u64,
 }
 
 impl Default for Turnkey {
@@ -119,6 +148,9 @@ impl Default for Turnkey {
             outbox: "/var/lib/turnkey/OUTBOX".into(),
             error: "/var/lib/turnkey/ERROR".into(),
             staging: PathBuf::new(),
+            rescan_secs: 10,
+            overdue_minutes: 1440,
+            retention_days: 30,
         }
     }
 }
@@ -219,6 +251,7 @@ impl Config {
                 "paths" => section(&key, value, &mut issues, &mut config.paths),
                 "einvoice" => section(&key, value, &mut issues, &mut config.einvoice),
                 "turnkey" => section(&key, value, &mut issues, &mut config.turnkey),
+                "simulator" => section(&key, value, &mut issues, &mut config.simulator),
                 "log" => section(&key, value, &mut issues, &mut config.log),
                 _ => {}
             }
@@ -247,6 +280,18 @@ impl Config {
         }
         if e.rescan_secs == 0 {
             bad("einvoice.rescan_secs", "must be at least 1".into());
+        }
+        if self.turnkey.rescan_secs == 0 {
+            bad("turnkey.rescan_secs", "must be at least 1".into());
+        }
+        if self.turnkey.overdue_minutes == 0 {
+            bad("turnkey.overdue_minutes", "must be at least 1".into());
+        }
+        if self.turnkey.retention_days < 30 {
+            bad(
+                "turnkey.retention_days",
+                "must be at least 30 (result files are kept 30 days or more)".into(),
+            );
         }
         if !(1..=999).contains(&e.max_invoices_per_batch) {
             bad("einvoice.max_invoices_per_batch", "must be 1 to 999".into());

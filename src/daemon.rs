@@ -21,6 +21,8 @@ use crate::config::{Config, ConfigError};
 use crate::logging;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::spool::{self, Settler, Wake};
+use crate::turnkey::feedback::{FeedbackError, Tracker};
+use crate::turnkey::simulator::Simulator;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -28,6 +30,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Feedback(#[from] FeedbackError),
     #[error("{0}")]
     Start(String),
 }
@@ -71,6 +75,30 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::Start(format!("start worker: {e}")))?
     };
 
+    let (fb_tx, fb_rx) = mpsc::channel();
+    let fb_heartbeat = Arc::new(AtomicU64::new(0));
+    let feedback = {
+        let tracker = Tracker::open(config.clone())?;
+        let (tx, heartbeat, stop) = (fb_tx.clone(), fb_heartbeat.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("feedback".into())
+            .spawn(move || FeedbackWorker { tracker, wake_tx: tx, heartbeat, stop, started, watcher: None }.run(fb_rx))
+            .map_err(|e| DaemonError::Start(format!("start feedback worker: {e}")))?
+    };
+    let simulator = if config.simulator.enabled {
+        warn!("the Turnkey simulator is enabled: files in the pickup folder are taken and answered by turnbridge itself");
+        let stop = stop.clone();
+        let mut sim = Simulator::new(config.clone());
+        Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                sim.step();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }))
+    } else {
+        None
+    };
+
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |k| signal(k).map_err(|e| DaemonError::Start(format!("signal handler: {e}")));
     let (mut term, mut int, mut hup) = (
@@ -104,6 +132,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                     Ok(new) => {
                         info!(config = %config_path.display(), "configuration reloaded");
                         log.set_level(&new.log.level);
+                        let _ = fb_tx.send(Command::Reload(Box::new(new.clone())));
                         let _ = tx.send(Command::Reload(Box::new(new)));
                     }
                     Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
@@ -111,15 +140,18 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 notify(&[NotifyState::Ready]);
             }
             _ = tick.tick(), if watchdog => {
-                let beat = started + Duration::from_millis(heartbeat.load(Ordering::Relaxed));
-                if beat.elapsed() < Duration::from_micros(watchdog_usec) {
+                let fresh = [&heartbeat, &fb_heartbeat].iter().all(|h| {
+                    let beat = started + Duration::from_millis(h.load(Ordering::Relaxed));
+                    beat.elapsed() < Duration::from_micros(watchdog_usec)
+                });
+                if fresh {
                     notify(&[NotifyState::Watchdog]);
                 } else {
                     warn!("worker heartbeat is stale; not feeding the watchdog");
                 }
             }
         }
-        if worker.is_finished() {
+        if worker.is_finished() || feedback.is_finished() {
             break;
         }
     }
@@ -130,9 +162,15 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     info!("stopping: finishing the file in hand");
     stop.store(true, Ordering::SeqCst);
     let _ = tx.send(Command::Stop);
-    let result = tokio::task::spawn_blocking(move || worker.join())
-        .await
-        .map_err(|e| DaemonError::Start(format!("worker: {e}")))?;
+    let _ = fb_tx.send(Command::Stop);
+    let result = tokio::task::spawn_blocking(move || {
+        let a = worker.join();
+        let b = feedback.join();
+        let c = simulator.map(|s| s.join()).unwrap_or(Ok(()));
+        a.and(b).and(c)
+    })
+    .await
+    .map_err(|e| DaemonError::Start(format!("worker: {e}")))?;
     match result {
         Ok(()) => {
             info!("stopped");
@@ -191,7 +229,7 @@ impl Worker {
                 }
             }
         });
-        match spool::watch(&dir, tx) {
+        match spool::watch(std::slice::from_ref(&dir), false, tx) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => {
                 warn!(spool = %dir.display(), "cannot watch the spool ({e}); relying on rescans");
@@ -354,6 +392,93 @@ impl Worker {
     }
 }
 
+/// The thread that follows queued messages through Turnkey's folders and results.
+struct FeedbackWorker {
+    tracker: Tracker,
+    wake_tx: Sender<Command>,
+    heartbeat: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FeedbackWorker {
+    fn arm_watcher(&mut self) {
+        let dirs = self.tracker.watched_dirs();
+        for d in &dirs {
+            let _ = crate::durable::create_dir_all(d);
+        }
+        let (tx, rx) = mpsc::channel::<Wake>();
+        let forward = self.wake_tx.clone();
+        std::thread::spawn(move || {
+            while let Ok(w) = rx.recv() {
+                if forward.send(Command::Wake(w)).is_err() {
+                    break;
+                }
+            }
+        });
+        self.watcher = match spool::watch(&dirs, true, tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!("cannot watch the Turnkey folders ({e}); relying on rescans");
+                None
+            }
+        };
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        self.arm_watcher();
+        let mut next_prune = Instant::now();
+        let mut next_scan = Instant::now();
+        loop {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.heartbeat.store(ms, Ordering::Relaxed);
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if Instant::now() >= next_scan {
+                if let Err(e) = self.tracker.scan() {
+                    error!("feedback scan failed, retrying later: {e}");
+                }
+                let rescan = Duration::from_secs(self.tracker.config.turnkey.rescan_secs);
+                let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);
+                next_scan = Instant::now() + if self.tracker.pending { settle } else { rescan };
+            }
+            if Instant::now() >= next_prune {
+                if let Err(e) = self.tracker.prune() {
+                    error!("pruning result files failed: {e}");
+                }
+                next_prune = Instant::now() + Duration::from_secs(3600);
+            }
+            let wait = next_scan
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1));
+            match rx.recv_timeout(wait) {
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Command::Wake(_)) => {
+                    // Let the writer finish, then scan once for everything that arrived.
+                    let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);
+                    next_scan = next_scan.min(Instant::now() + settle);
+                    while let Ok(cmd) = rx.try_recv() {
+                        if matches!(cmd, Command::Stop) {
+                            return;
+                        }
+                    }
+                }
+                Ok(Command::Reload(config)) => match Tracker::open(*config) {
+                    Ok(t) => {
+                        self.tracker = t;
+                        self.arm_watcher();
+                        next_scan = Instant::now();
+                    }
+                    Err(e) => error!("feedback keeps its old configuration: {e}"),
+                },
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
 /// Writes a sandbox under `dir` (config, spool, state, a flat Turnkey tree and example
 /// batches) unless it exists, and returns the config path.
 pub fn prepare_sandbox(dir: &Path) -> Result<PathBuf, DaemonError> {
@@ -409,6 +534,7 @@ pub fn sandbox_config() -> String {
             "error = \"/var/lib/turnkey/ERROR\"",
             "error = \"turnkey/ERROR\"",
         ),
+        ("enabled = false", "enabled = true"),
     ];
     let mut text = format!(
         "# turnbridge sandbox: every path below is relative to this folder.\n{}",
@@ -437,5 +563,6 @@ mod tests {
             assert!(p.starts_with("/sb"), "{}", p.display());
         }
         assert!(c.turnkey.inbox.starts_with("/sb/"));
+        assert!(c.simulator.enabled, "the sandbox answers like Turnkey");
     }
 }

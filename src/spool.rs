@@ -41,8 +41,13 @@ pub enum Wake {
     Rescan,
 }
 
-/// Starts watching a spool folder; events are sent to `tx` until the watcher is dropped.
-pub fn watch(dir: &Path, tx: Sender<Wake>) -> notify::Result<notify::RecommendedWatcher> {
+/// Starts watching folders (the spool, or recursively Turnkey's feedback trees); events are
+/// sent to `tx` until the watcher is dropped. Folders that do not exist are skipped.
+pub fn watch(
+    dirs: &[PathBuf],
+    recursive: bool,
+    tx: Sender<Wake>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
         let wake = match res {
             Ok(ev) if ev.need_rescan() => Wake::Rescan,
@@ -59,7 +64,14 @@ pub fn watch(dir: &Path, tx: Sender<Wake>) -> notify::Result<notify::Recommended
         };
         let _ = tx.send(wake);
     })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    let mode = if recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        watcher.watch(dir, mode)?;
+    }
     Ok(watcher)
 }
 

@@ -97,6 +97,39 @@ CREATE TABLE events (
     payload     TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+"#, r#"
+ALTER TABLE messages ADD COLUMN mof_code TEXT;
+ALTER TABLE messages ADD COLUMN status_message TEXT;
+ALTER TABLE messages ADD COLUMN overdue_raised INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_xml_name ON messages(xml_name);
+CREATE INDEX messages_number ON messages(number);
+
+-- Every file read from Turnkey's folders, once: a file seen again (same path and content)
+-- is not applied again.
+CREATE TABLE feedback_files (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    path        TEXT NOT NULL,
+    md5         TEXT NOT NULL,
+    kind        TEXT NOT NULL,   -- bak | err | summary | process | ack | error | daily | foreign | rejected
+    outcome     TEXT NOT NULL,
+    kept_at     TEXT,            -- where turnbridge keeps it (result files), NULL if left in place
+    seen_at     TEXT NOT NULL,
+    UNIQUE (path, md5)
+);
+
+CREATE TABLE summaries (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    feedback_id   INTEGER NOT NULL REFERENCES feedback_files(id),
+    summary_id    TEXT,
+    message_type  TEXT,
+    date          TEXT,
+    expected      INTEGER NOT NULL,
+    total         INTEGER NOT NULL,
+    good          INTEGER NOT NULL,
+    failed        INTEGER NOT NULL,
+    mismatch      TEXT,
+    at            TEXT NOT NULL
+);
 "#];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

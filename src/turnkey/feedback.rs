@@ -1,0 +1,771 @@
+//! Following each message after it is queued: Turnkey's folder moves and the results it and
+//! the platform write back drive the message's state,
+//! `queued → picked_up → acked | error`.
+//!
+//! Evidence, by layout:
+//! - **flat**: a file gone from the pickup folder is `picked_up`; a file in `error` is `error`
+//!   (Turnkey could not process it); `ACK` / `ERROR` files in `outbox` make it `acked` /
+//!   `error`; `DailySummary` files raise a summary event.
+//! - **turnkey**: a file in `<MSG>/BAK/**` is `picked_up`, in `<MSG>/ERR/**` is `error`
+//!   (failed Turnkey's local schema check); `SummaryResult` files in `outbox` make each listed
+//!   invoice `acked` (Good) or `error` (Failed); `ProcessResult` codes do the same for one
+//!   message.
+//!
+//! Every file is applied in one transaction that also records the file (path and MD5) and
+//! writes the events the changes raise, so a file seen again after a restart changes nothing.
+//! States only move forward; a final state never changes. Result files are moved to
+//! `state/archive/feedback/YYYY-MM-DD/` once applied, and pruned after `retention_days`;
+//! files in Turnkey's own BAK/ERR folders are left where they are. A result file that cannot
+//! be read goes to `state/rejected/feedback/` beside a report.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use md5::{Digest, Md5};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::json;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::config::{Config, Layout};
+use crate::durable;
+use crate::einvoice::archive::hex;
+use crate::einvoice::MessageType;
+use crate::spool::{self, Report, ReportEntry};
+use crate::store::{self, Store, StoreError, TxExt};
+use crate::turnkey::results::{self, InvoiceRef, ResultFile};
+use crate::turnkey::InboxTemplate;
+
+#[derive(Debug, Error)]
+pub enum FeedbackError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl From<rusqlite::Error> for FeedbackError {
+    fn from(e: rusqlite::Error) -> Self {
+        FeedbackError::Store(StoreError::Sql(e))
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FeedbackError + 'a {
+    move |source| FeedbackError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Message states in the order they are reached; acked and error are both final.
+fn rank(state: &str) -> u8 {
+    match state {
+        "validated" => 0,
+        "queued" => 1,
+        "picked_up" => 2,
+        _ => 3,
+    }
+}
+
+/// A message row as feedback needs it.
+#[derive(Debug, Clone)]
+struct Target {
+    id: i64,
+    state: String,
+    tenant: String,
+    number: String,
+    message_type: String,
+}
+
+const TARGET_COLUMNS: &str = "id, state, tenant, number, message_type";
+
+fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
+    Ok(Target {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        tenant: r.get(2)?,
+        number: r.get(3)?,
+        message_type: r.get(4)?,
+    })
+}
+
+/// What one applied file changed, for its record and the log.
+#[derive(Debug, Default)]
+struct Applied {
+    changed: usize,
+    unmatched: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Applied {
+    fn outcome(&self) -> String {
+        let mut s = format!("{} message(s) changed", self.changed);
+        if !self.unmatched.is_empty() {
+            s.push_str(&format!("; matched nothing for {}", self.unmatched.join(", ")));
+        }
+        for n in &self.notes {
+            s.push_str("; ");
+            s.push_str(n);
+        }
+        s
+    }
+}
+
+/// Moves a message forward (never back) and raises `invoice.status.updated`, inside `tx`.
+fn advance(
+    tx: &Transaction,
+    t: &Target,
+    to: &str,
+    evidence: &str,
+    mof_code: Option<&str>,
+    message: &str,
+) -> Result<bool, FeedbackError> {
+    if rank(to) <= rank(&t.state) {
+        return Ok(false);
+    }
+    tx.transition(t.id, Some(&t.state), to, Some(evidence))?;
+    tx.execute(
+        "UPDATE messages SET mof_code = ?1, status_message = ?2, overdue_raised = 0 WHERE id = ?3",
+        params![mof_code, message, t.id],
+    )?;
+    tx.add_event(
+        "invoice.status.updated",
+        Some(&t.tenant),
+        &json!({
+            "tenant_id": t.tenant,
+            "invoice_no": t.number,
+            "message_type": t.message_type,
+            "status": to.to_ascii_uppercase(),
+            "mof_code": mof_code,
+            "message": message,
+            "evidence": evidence,
+        }),
+    )?;
+    info!(
+        tenant_id = %t.tenant,
+        invoice_no = %t.number,
+        message_type = %t.message_type,
+        from = %t.state,
+        to,
+        evidence,
+        "message {to}"
+    );
+    Ok(true)
+}
+
+/// Reads Turnkey's folders and results and applies them to the store.
+pub struct Tracker {
+    pub config: Config,
+    pub store: Store,
+    template: InboxTemplate,
+    archive: PathBuf,
+    rejected: PathBuf,
+    /// Set by a scan that saw files still being written: scan again soon.
+    pub pending: bool,
+}
+
+impl Tracker {
+    pub fn open(config: Config) -> Result<Tracker, FeedbackError> {
+        let store = Store::open(&config.database())?;
+        let template = InboxTemplate::parse(&config.turnkey.inbox).map_err(|m| FeedbackError::Io {
+            action: "parse turnkey.inbox",
+            path: config.turnkey.inbox.clone().into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, m),
+        })?;
+        let archive = config.paths.state.join("archive/feedback");
+        let rejected = config.paths.state.join("rejected/feedback");
+        Ok(Tracker {
+            config,
+            store,
+            template,
+            archive,
+            rejected,
+            pending: false,
+        })
+    }
+
+    /// The folders to watch for feedback (recursively).
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.config.turnkey.outbox.clone()];
+        match self.config.turnkey.layout {
+            Layout::Flat => {
+                dirs.push(self.config.turnkey.error.clone());
+                dirs.push(self.template.fixed_root());
+            }
+            Layout::Turnkey => dirs.push(self.template.fixed_root()),
+        }
+        dirs
+    }
+
+    /// Reads every new file in the feedback folders and applies it; returns how many files
+    /// were applied.
+    pub fn scan(&mut self) -> Result<usize, FeedbackError> {
+        let settle = Duration::from_millis(self.config.einvoice.settle_ms);
+        let mut n = 0;
+        let mut young = false;
+        match self.config.turnkey.layout {
+            Layout::Flat => {
+                let error_dir = self.config.turnkey.error.clone();
+                for f in settled_files_noting_young(&error_dir, settle, &mut young) {
+                    n += self.message_file(&f, "err")? as usize;
+                }
+            }
+            Layout::Turnkey => {
+                for base in self.type_dirs()? {
+                    for (sub, kind) in [("ERR", "err"), ("BAK", "bak")] {
+                        for f in settled_files_noting_young(&base.join(sub), settle, &mut young) {
+                            n += self.message_file(&f, kind)? as usize;
+                        }
+                    }
+                }
+            }
+        }
+        let outbox = self.config.turnkey.outbox.clone();
+        for f in settled_files_noting_young(&outbox, settle, &mut young) {
+            n += self.result_file(&f)? as usize;
+        }
+        self.pending = young;
+        if self.config.turnkey.layout == Layout::Flat {
+            self.left_pickup_folder()?;
+        }
+        self.raise_overdue()?;
+        Ok(n)
+    }
+
+    /// `<MSG>/` folders (the parents of SRC) for every message type and known tenant.
+    fn type_dirs(&self) -> Result<BTreeSet<PathBuf>, FeedbackError> {
+        let mut tenants: BTreeSet<String> = {
+            let mut stmt = self.store.conn().prepare("SELECT DISTINCT tenant FROM messages")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tenants.insert(self.config.einvoice.default_tenant.clone());
+        let mut dirs = BTreeSet::new();
+        for ty in MessageType::ALL {
+            for t in &tenants {
+                let src = self.template.resolve(ty, t);
+                if let Some(parent) = src.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+        }
+        Ok(dirs)
+    }
+
+    fn known(&self, path: &Path) -> Result<Option<(String, Option<String>)>, FeedbackError> {
+        Ok(self
+            .store
+            .conn()
+            .query_row(
+                "SELECT md5, kept_at FROM feedback_files WHERE path = ?1 ORDER BY id DESC LIMIT 1",
+                [path.to_string_lossy()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// A message file Turnkey moved (to BAK, ERR or ERROR). Returns whether it was new.
+    fn message_file(&mut self, path: &Path, kind: &str) -> Result<bool, FeedbackError> {
+        if self.known(path)?.is_some() {
+            return Ok(false);
+        }
+        let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let md5 = hex(&Md5::digest(&bytes));
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let evidence = path.to_string_lossy().into_owned();
+        let tx = self.store.transaction()?;
+        let found = tx
+            .query_row(
+                &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE xml_name = ?1"),
+                [&name],
+                target,
+            )
+            .optional()?;
+        let (kind, outcome) = match &found {
+            None => ("foreign", "not a file turnbridge wrote".to_string()),
+            Some(t) => {
+                let changed = if kind == "bak" {
+                    advance(&tx, t, "picked_up", &evidence, None, "taken by Turnkey (BAK)")?
+                } else {
+                    advance(
+                        &tx,
+                        t,
+                        "error",
+                        &evidence,
+                        None,
+                        "rejected by Turnkey's local check",
+                    )?
+                };
+                (kind, format!("{} {}: {}", t.message_type, t.number, if changed { "applied" } else { "no change" }))
+            }
+        };
+        record(&tx, path, &md5, kind, &outcome, None)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// A result file in the outbox. Returns whether it was new.
+    fn result_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
+        let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let md5 = hex(&Md5::digest(&bytes));
+        if let Some((known_md5, kept)) = self.known(path)? {
+            if known_md5 == md5 && kept.is_none() {
+                // Applied before a crash, not yet moved: only the move is left.
+                self.keep(path)?;
+                return Ok(false);
+            }
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let parsed = match results::parse(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = e.to_string();
+                warn!(file = %path.display(), "result file rejected: {reason}");
+                let day = chrono::Local::now().format("%Y%m%d").to_string();
+                let dest = durable::move_into(path, &self.rejected, &format!("{day}_{name}"))
+                    .map_err(io_err("move to rejected", path))?;
+                let report = Report {
+                    job_id: "-".into(),
+                    file: name.clone(),
+                    outcome: "rejected".into(),
+                    summary: format!("This result file from {} was not applied: {reason}", path.display()),
+                    accepted: 0,
+                    rejected: 1,
+                    rejected_files: vec![dest.file_name().unwrap_or_default().to_string_lossy().into_owned()],
+                    problems: vec![ReportEntry {
+                        file: name,
+                        row: 0,
+                        message_type: None,
+                        number: None,
+                        field: String::new(),
+                        value: String::new(),
+                        reason: reason.clone(),
+                    }],
+                };
+                report.write(&dest).map_err(io_err("write report", &dest))?;
+                let tx = self.store.transaction()?;
+                record(&tx, path, &md5, "rejected", &reason, Some(&dest))?;
+                tx.commit()?;
+                return Ok(true);
+            }
+        };
+        let evidence = path.to_string_lossy().into_owned();
+        let tx = self.store.transaction()?;
+        let id = record(&tx, path, &md5, "result", "", None)?;
+        let (kind, applied) = apply(&tx, &parsed, &evidence, id, &self.config)?;
+        let outcome = applied.outcome();
+        tx.execute(
+            "UPDATE feedback_files SET kind = ?1, outcome = ?2 WHERE id = ?3",
+            params![kind, outcome, id],
+        )?;
+        tx.commit()?;
+        if applied.unmatched.is_empty() {
+            info!(file = %path.display(), "{kind} applied: {outcome}");
+        } else {
+            warn!(file = %path.display(), "{kind} applied: {outcome}");
+        }
+        self.keep(path)?;
+        Ok(true)
+    }
+
+    /// Moves an applied result file into the feedback archive.
+    fn keep(&mut self, path: &Path) -> Result<(), FeedbackError> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let day = chrono::Local::now().format("%Y-%m-%d").to_string();
+        let dest = durable::move_into(path, &self.archive.join(day), &name)
+            .map_err(io_err("archive", path))?;
+        self.store.conn().execute(
+            "UPDATE feedback_files SET kept_at = ?1 WHERE path = ?2 AND kept_at IS NULL",
+            params![dest.to_string_lossy(), path.to_string_lossy()],
+        )?;
+        Ok(())
+    }
+
+    /// Flat layout: a queued file that left the pickup folder was taken by Turnkey.
+    fn left_pickup_folder(&mut self) -> Result<(), FeedbackError> {
+        let queued: Vec<(Target, String)> = {
+            let mut stmt = self.store.conn().prepare(&format!(
+                "SELECT {TARGET_COLUMNS}, xml_path FROM messages WHERE state = 'queued' AND xml_path IS NOT NULL"
+            ))?;
+            let rows = stmt.query_map([], |r| Ok((target(r)?, r.get::<_, String>(5)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let gone: Vec<_> = queued
+            .into_iter()
+            .filter(|(_, p)| !Path::new(p).exists())
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let tx = self.store.transaction()?;
+        for (t, p) in &gone {
+            advance(&tx, t, "picked_up", &format!("{p} left the pickup folder"), None, "taken by Turnkey")?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Raises `invoice.feedback.overdue` once for each message waiting too long.
+    pub fn raise_overdue(&mut self) -> Result<usize, FeedbackError> {
+        let minutes = self.config.turnkey.overdue_minutes as i64;
+        let before = (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let tx = self.store.transaction()?;
+        let late: Vec<(Target, String)> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {TARGET_COLUMNS}, updated_at FROM messages
+                 WHERE state IN ('validated', 'queued', 'picked_up') AND overdue_raised = 0 AND updated_at < ?1"
+            ))?;
+            let rows = stmt.query_map([&before], |r| Ok((target(r)?, r.get::<_, String>(5)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (t, since) in &late {
+            tx.execute("UPDATE messages SET overdue_raised = 1 WHERE id = ?1", [t.id])?;
+            tx.add_event(
+                "invoice.feedback.overdue",
+                Some(&t.tenant),
+                &json!({
+                    "tenant_id": t.tenant,
+                    "invoice_no": t.number,
+                    "message_type": t.message_type,
+                    "status": t.state.to_ascii_uppercase(),
+                    "since": since,
+                    "overdue_minutes": minutes,
+                }),
+            )?;
+            warn!(invoice_no = %t.number, message_type = %t.message_type, state = %t.state, since = %since, "no feedback for {minutes} minutes");
+        }
+        tx.commit()?;
+        Ok(late.len())
+    }
+
+    /// Deletes kept result files older than `retention_days`.
+    pub fn prune(&self) -> Result<usize, FeedbackError> {
+        let keep_after = chrono::Local::now().date_naive()
+            - chrono::Duration::days(self.config.turnkey.retention_days as i64);
+        let mut removed = 0;
+        let Ok(days) = fs::read_dir(&self.archive) else {
+            return Ok(0);
+        };
+        for d in days.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Ok(day) = chrono::NaiveDate::parse_from_str(&name, "%Y-%m-%d") else {
+                continue;
+            };
+            if day < keep_after {
+                fs::remove_dir_all(d.path()).map_err(io_err("prune", &d.path()))?;
+                info!(folder = %d.path().display(), "pruned result files older than {} days", self.config.turnkey.retention_days);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn record(
+    tx: &Transaction,
+    path: &Path,
+    md5: &str,
+    kind: &str,
+    outcome: &str,
+    kept_at: Option<&Path>,
+) -> Result<i64, FeedbackError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            path.to_string_lossy(),
+            md5,
+            kind,
+            outcome,
+            kept_at.map(|p| p.to_string_lossy().into_owned()),
+            store::now()
+        ],
+    )?;
+    Ok(tx.query_row(
+        "SELECT id FROM feedback_files WHERE path = ?1 AND md5 = ?2",
+        params![path.to_string_lossy(), md5],
+        |r| r.get(0),
+    )?)
+}
+
+/// Finds the message a file name (with or without `.xml`) is about.
+fn by_file_name(tx: &Transaction, id: &str) -> Result<Option<Target>, FeedbackError> {
+    let name = if id.ends_with(".xml") {
+        id.to_string()
+    } else {
+        format!("{id}.xml")
+    };
+    Ok(tx
+        .query_row(
+            &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE xml_name = ?1"),
+            [name],
+            target,
+        )
+        .optional()?)
+}
+
+/// Finds the message a SummaryResult invoice reference is about. Invoices and allowances match
+/// on number and date; cancels and voids carry the report date, so they match on number only.
+fn by_reference(
+    tx: &Transaction,
+    ty: MessageType,
+    r: &InvoiceRef,
+    seller: Option<&str>,
+) -> Result<Option<Target>, FeedbackError> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {TARGET_COLUMNS}, seller_ban, document_date FROM messages WHERE message_type = ?1 AND number = ?2"
+    ))?;
+    let rows = stmt.query_map(params![ty.as_str(), r.number], |row| {
+        Ok((target(row)?, row.get::<_, String>(5)?, row.get::<_, String>(6)?))
+    })?;
+    let mut candidates: Vec<(Target, String, String)> = rows.collect::<Result<_, _>>()?;
+    if matches!(ty, MessageType::F0401 | MessageType::G0401) {
+        if let Some(d) = &r.date {
+            candidates.retain(|(_, _, date)| date.replace('-', "") == *d);
+        }
+    }
+    if candidates.len() > 1 {
+        if let Some(s) = seller {
+            candidates.retain(|(_, ban, _)| ban == s);
+        }
+    }
+    Ok(if candidates.len() == 1 {
+        candidates.pop().map(|(t, _, _)| t)
+    } else {
+        None
+    })
+}
+
+/// How many messages (of one type, or all) turnbridge queued for Turnkey on a day (YYYYMMDD).
+fn queued_on(tx: &Transaction, ty: Option<&str>, day: &str) -> Result<i64, FeedbackError> {
+    let iso = if day.len() == 8 {
+        format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..])
+    } else {
+        day.to_string()
+    };
+    Ok(tx.query_row(
+        "SELECT count(*) FROM transitions t JOIN messages m ON m.id = t.message_id
+         WHERE t.to_state = 'queued' AND substr(t.at, 1, 10) = ?1 AND (?2 IS NULL OR m.message_type = ?2)",
+        params![iso, ty],
+        |r| r.get(0),
+    )?)
+}
+
+fn apply(
+    tx: &Transaction,
+    file: &ResultFile,
+    evidence: &str,
+    feedback_id: i64,
+    config: &Config,
+) -> Result<(&'static str, Applied), FeedbackError> {
+    let mut applied = Applied::default();
+    let kind = match file {
+        ResultFile::Ack(a) => {
+            match by_file_name(tx, &a.message_id)? {
+                Some(t) => {
+                    let msg = match &a.receipt_no {
+                        Some(r) => format!("acknowledged, receipt {r}"),
+                        None => "acknowledged".to_string(),
+                    };
+                    applied.changed += advance(tx, &t, "acked", evidence, None, &msg)? as usize;
+                }
+                None => applied.unmatched.push(a.message_id.clone()),
+            }
+            "ack"
+        }
+        ResultFile::Error(e) => {
+            match by_file_name(tx, &e.original_message_id)? {
+                Some(t) => {
+                    let msg = e.error_message.clone().unwrap_or_else(|| "error".into());
+                    applied.changed +=
+                        advance(tx, &t, "error", evidence, Some(&e.error_code), &msg)? as usize;
+                }
+                None => applied.unmatched.push(e.original_message_id.clone()),
+            }
+            "error"
+        }
+        ResultFile::Process(p) => {
+            match by_file_name(tx, &p.message_id)? {
+                Some(t) => {
+                    // Codes of zeros mean success; anything else is an error with its code.
+                    let failure = p
+                        .results
+                        .iter()
+                        .find(|i| !i.code.bytes().all(|b| b == b'0'));
+                    let changed = match failure {
+                        None => advance(tx, &t, "acked", evidence, None, "accepted (ProcessResult)")?,
+                        Some(i) => {
+                            let msg = i.description.clone().unwrap_or_else(|| "ProcessResult error".into());
+                            advance(tx, &t, "error", evidence, Some(&i.code), &msg)?
+                        }
+                    };
+                    applied.changed += changed as usize;
+                }
+                None => applied.unmatched.push(p.message_id.clone()),
+            }
+            "process"
+        }
+        ResultFile::Summary(s) => {
+            for m in &s.messages {
+                let ty = MessageType::parse_with_legacy(&m.message_type).ok().map(|(t, _)| t);
+                let mut mismatch = Vec::new();
+                if !m.counts_agree() {
+                    mismatch.push(format!(
+                        "Total {} is not Good {} + Failed {}",
+                        m.total, m.good, m.failed
+                    ));
+                }
+                match ty {
+                    None => mismatch.push(format!("unknown message type {}", m.message_type)),
+                    Some(ty) => {
+                        for (refs, to, text) in [
+                            (&m.good_invoices, "acked", "accepted by the platform"),
+                            (&m.failed_invoices, "error", "failed at the platform"),
+                        ] {
+                            for r in refs {
+                                match by_reference(tx, ty, r, s.from.as_deref())? {
+                                    Some(t) => {
+                                        let msg = format!("{text} (SummaryResult {})", m.id);
+                                        applied.changed += advance(tx, &t, to, evidence, None, &msg)? as usize;
+                                    }
+                                    None => applied.unmatched.push(format!("{ty} {}", r.number)),
+                                }
+                            }
+                        }
+                    }
+                }
+                let date = m.date().map(str::to_string);
+                let expected = match (&date, ty) {
+                    (Some(d), Some(ty)) => queued_on(tx, Some(ty.as_str()), d)?,
+                    _ => 0,
+                };
+                if date.is_some() && expected != m.total as i64 {
+                    mismatch.push(format!(
+                        "turnbridge queued {expected} {} on {}, the summary counts {}",
+                        m.message_type,
+                        date.as_deref().unwrap_or(""),
+                        m.total
+                    ));
+                }
+                summary_event(tx, evidence, feedback_id, Some(&m.id), Some(&m.message_type), date.as_deref(), expected, m.total, m.good, m.failed, &mismatch, config)?;
+                applied.notes.extend(mismatch);
+            }
+            if !applied.unmatched.is_empty() {
+                applied.notes.push(format!("{} reference(s) unknown to turnbridge", applied.unmatched.len()));
+            }
+            "summary"
+        }
+        ResultFile::Daily(d) => {
+            let mut mismatch = Vec::new();
+            if d.total != d.success + d.failed {
+                mismatch.push(format!(
+                    "Total {} is not Success {} + Failed {}",
+                    d.total, d.success, d.failed
+                ));
+            }
+            let expected = queued_on(tx, None, &d.date)?;
+            if expected != d.total as i64 {
+                mismatch.push(format!(
+                    "turnbridge queued {expected} on {}, the summary counts {}",
+                    d.date, d.total
+                ));
+            }
+            summary_event(tx, evidence, feedback_id, None, None, Some(&d.date), expected, d.total, d.success, d.failed, &mismatch, config)?;
+            applied.notes.extend(mismatch);
+            "daily"
+        }
+    };
+    Ok((kind, applied))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary_event(
+    tx: &Transaction,
+    evidence: &str,
+    feedback_id: i64,
+    summary_id: Option<&str>,
+    message_type: Option<&str>,
+    date: Option<&str>,
+    expected: i64,
+    total: u64,
+    good: u64,
+    failed: u64,
+    mismatch: &[String],
+    config: &Config,
+) -> Result<(), FeedbackError> {
+    let mismatch = (!mismatch.is_empty()).then(|| mismatch.join("; "));
+    tx.execute(
+        "INSERT INTO summaries (feedback_id, summary_id, message_type, date, expected, total, good, failed, mismatch, at)
+         VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![summary_id, message_type, date, expected, total as i64, good as i64, failed as i64, mismatch, store::now(), feedback_id],
+    )?;
+    tx.add_event(
+        "turnkey.feedback.daily-summary",
+        Some(&config.einvoice.default_tenant),
+        &json!({
+            "date": date,
+            "summary_id": summary_id,
+            "message_type": message_type,
+            "expected": expected,
+            "total": total,
+            "ack_count": good,
+            "error_count": failed,
+            "mismatch": mismatch,
+            "evidence": evidence,
+        }),
+    )?;
+    if let Some(m) = &mismatch {
+        warn!(date = ?date, "summary does not match the store: {m}");
+    }
+    Ok(())
+}
+
+/// Files below `dir` (recursively) that are complete: not hidden or temporary, and unchanged
+/// for `settle`. A missing folder has none.
+pub fn settled_files(dir: &Path, settle: Duration) -> Vec<PathBuf> {
+    let mut young = false;
+    settled_files_noting_young(dir, settle, &mut young)
+}
+
+/// [`settled_files`], also telling whether some file was too young to take yet.
+pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !spool::is_candidate(&name) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            out.extend(settled_files_noting_young(&path, settle, young));
+        } else if meta.is_file() {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age >= settle);
+            if old {
+                out.push(path);
+            } else {
+                *young = true;
+            }
+        }
+    }
+    out.sort();
+    out
+}
