@@ -45,6 +45,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One document's story: every message about it, its source row, XML file and each state
+    /// change with its time and evidence.
+    History {
+        number: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages per state and type, the oldest still waiting, files waiting for a person, and
+    /// the last Turnkey summary.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file and list every problem with its key path.
     CheckConfig {
         /// The file to check (default: --config).
@@ -59,6 +72,8 @@ pub fn main() -> ExitCode {
         Command::Sandbox { dir } => sandbox(&dir),
         Command::Validate { file, json } => validate(&cli.config, &file, json),
         Command::CheckConfig { path } => check_config(path.as_deref().unwrap_or(&cli.config)),
+        Command::History { number, json } => history(&cli.config, &number, json),
+        Command::Status { json } => status(&cli.config, json),
     };
     match result {
         Ok(code) => code,
@@ -232,4 +247,44 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn open_db(config: &Path) -> anyhow::Result<(Config, rusqlite::Connection)> {
+    let config = Config::load(config)?;
+    let db = config.database();
+    anyhow::ensure!(
+        db.exists(),
+        "no database at {} yet: has the daemon run?",
+        db.display()
+    );
+    let conn = crate::report::open_read_only(&db)?;
+    Ok((config, conn))
+}
+
+fn history(config: &Path, number: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, conn) = open_db(config)?;
+    let stories = crate::report::history(&conn, number)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stories)?);
+    } else if stories.is_empty() {
+        println!("{number}: no message about it in the store");
+    } else {
+        print!("{}", crate::report::history_text(&stories));
+    }
+    Ok(if stories.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (config, conn) = open_db(config)?;
+    let s = crate::report::status(&conn, &config.paths.state)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", crate::report::status_text(&s));
+    }
+    Ok(ExitCode::SUCCESS)
 }

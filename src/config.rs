@@ -36,8 +36,11 @@ pub struct Simulator {
     pub enabled: bool,
     /// How long a file waits in the pickup folder before the simulator takes it.
     pub delay_ms: u64,
-    /// Document numbers the platform "rejects": ERROR results (flat) or Failed entries in the
-    /// SummaryResult (turnkey layout).
+    /// Document numbers whose files fail Turnkey's local check: moved to ERROR (flat) or
+    /// `<MSG>/ERR/...` (turnkey layout), as a file failing the schemas is.
+    pub err: Vec<String>,
+    /// Document numbers the platform rejects after sending: an ERROR result (flat) or a Failed
+    /// entry in the SummaryResult (turnkey layout).
     pub reject: Vec<String>,
 }
 
@@ -46,6 +49,7 @@ impl Default for Simulator {
         Simulator {
             enabled: false,
             delay_ms: 500,
+            err: Vec::new(),
             reject: Vec::new(),
         }
     }

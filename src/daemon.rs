@@ -82,7 +82,17 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let (tx, heartbeat, stop) = (fb_tx.clone(), fb_heartbeat.clone(), stop.clone());
         std::thread::Builder::new()
             .name("feedback".into())
-            .spawn(move || FeedbackWorker { tracker, wake_tx: tx, heartbeat, stop, started, watcher: None }.run(fb_rx))
+            .spawn(move || {
+                FeedbackWorker {
+                    tracker,
+                    wake_tx: tx,
+                    heartbeat,
+                    stop,
+                    started,
+                    watcher: None,
+                }
+                .run(fb_rx)
+            })
             .map_err(|e| DaemonError::Start(format!("start feedback worker: {e}")))?
     };
     let simulator = if config.simulator.enabled {

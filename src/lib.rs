@@ -12,6 +12,9 @@
 //! queued and writes the events it raises in the same transaction; the source file is
 //! archived, and rejected rows land in `rejected/` beside a report.
 //!
+//! After that, [`turnkey::feedback`] follows each message through Turnkey's folders and
+//! results (`queued → picked_up → acked | error`), and [`report`] shows it to operators.
+//!
 //! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
 //! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
 //! rest is built on.
@@ -23,6 +26,7 @@ pub mod durable;
 pub mod einvoice;
 pub mod logging;
 pub mod pipeline;
+pub mod report;
 pub mod spool;
 pub mod store;
 pub mod turnkey;

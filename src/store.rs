@@ -30,7 +30,8 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Schema migrations, applied in order; the index + 1 is the `user_version` after each.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id            TEXT PRIMARY KEY,
     kind          TEXT NOT NULL,
@@ -97,7 +98,8 @@ CREATE TABLE events (
     payload     TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 ALTER TABLE messages ADD COLUMN mof_code TEXT;
 ALTER TABLE messages ADD COLUMN status_message TEXT;
 ALTER TABLE messages ADD COLUMN overdue_raised INTEGER NOT NULL DEFAULT 0;
@@ -130,7 +132,8 @@ CREATE TABLE summaries (
     mismatch      TEXT,
     at            TEXT NOT NULL
 );
-"#];
+"#,
+];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
 pub fn now() -> String {

@@ -57,7 +57,10 @@ impl From<rusqlite::Error> for FeedbackError {
     }
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FeedbackError + 'a {
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FeedbackError + 'a {
     move |source| FeedbackError::Io {
         action,
         path: path.to_path_buf(),
@@ -109,7 +112,10 @@ impl Applied {
     fn outcome(&self) -> String {
         let mut s = format!("{} message(s) changed", self.changed);
         if !self.unmatched.is_empty() {
-            s.push_str(&format!("; matched nothing for {}", self.unmatched.join(", ")));
+            s.push_str(&format!(
+                "; matched nothing for {}",
+                self.unmatched.join(", ")
+            ));
         }
         for n in &self.notes {
             s.push_str("; ");
@@ -175,11 +181,12 @@ pub struct Tracker {
 impl Tracker {
     pub fn open(config: Config) -> Result<Tracker, FeedbackError> {
         let store = Store::open(&config.database())?;
-        let template = InboxTemplate::parse(&config.turnkey.inbox).map_err(|m| FeedbackError::Io {
-            action: "parse turnkey.inbox",
-            path: config.turnkey.inbox.clone().into(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, m),
-        })?;
+        let template =
+            InboxTemplate::parse(&config.turnkey.inbox).map_err(|m| FeedbackError::Io {
+                action: "parse turnkey.inbox",
+                path: config.turnkey.inbox.clone().into(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, m),
+            })?;
         let archive = config.paths.state.join("archive/feedback");
         let rejected = config.paths.state.join("rejected/feedback");
         Ok(Tracker {
@@ -243,7 +250,10 @@ impl Tracker {
     /// `<MSG>/` folders (the parents of SRC) for every message type and known tenant.
     fn type_dirs(&self) -> Result<BTreeSet<PathBuf>, FeedbackError> {
         let mut tenants: BTreeSet<String> = {
-            let mut stmt = self.store.conn().prepare("SELECT DISTINCT tenant FROM messages")?;
+            let mut stmt = self
+                .store
+                .conn()
+                .prepare("SELECT DISTINCT tenant FROM messages")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -279,7 +289,11 @@ impl Tracker {
         }
         let bytes = fs::read(path).map_err(io_err("read", path))?;
         let md5 = hex(&Md5::digest(&bytes));
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let evidence = path.to_string_lossy().into_owned();
         let tx = self.store.transaction()?;
         let found = tx
@@ -293,7 +307,14 @@ impl Tracker {
             None => ("foreign", "not a file turnbridge wrote".to_string()),
             Some(t) => {
                 let changed = if kind == "bak" {
-                    advance(&tx, t, "picked_up", &evidence, None, "taken by Turnkey (BAK)")?
+                    advance(
+                        &tx,
+                        t,
+                        "picked_up",
+                        &evidence,
+                        None,
+                        "taken by Turnkey (BAK)",
+                    )?
                 } else {
                     advance(
                         &tx,
@@ -304,7 +325,15 @@ impl Tracker {
                         "rejected by Turnkey's local check",
                     )?
                 };
-                (kind, format!("{} {}: {}", t.message_type, t.number, if changed { "applied" } else { "no change" }))
+                (
+                    kind,
+                    format!(
+                        "{} {}: {}",
+                        t.message_type,
+                        t.number,
+                        if changed { "applied" } else { "no change" }
+                    ),
+                )
             }
         };
         record(&tx, path, &md5, kind, &outcome, None)?;
@@ -316,14 +345,27 @@ impl Tracker {
     fn result_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
         let bytes = fs::read(path).map_err(io_err("read", path))?;
         let md5 = hex(&Md5::digest(&bytes));
-        if let Some((known_md5, kept)) = self.known(path)? {
-            if known_md5 == md5 && kept.is_none() {
-                // Applied before a crash, not yet moved: only the move is left.
-                self.keep(path)?;
-                return Ok(false);
-            }
+        // The same bytes again (a crash before the move, or the file dropped twice) are the
+        // same result: applying them again would only repeat events.
+        let seen: Option<String> = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err', 'foreign') LIMIT 1",
+                [&md5],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(outcome) = seen {
+            info!(file = %path.display(), "result file seen before ({outcome}); kept without applying it again");
+            self.keep(path)?;
+            return Ok(false);
         }
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let parsed = match results::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -336,10 +378,17 @@ impl Tracker {
                     job_id: "-".into(),
                     file: name.clone(),
                     outcome: "rejected".into(),
-                    summary: format!("This result file from {} was not applied: {reason}", path.display()),
+                    summary: format!(
+                        "This result file from {} was not applied: {reason}",
+                        path.display()
+                    ),
                     accepted: 0,
                     rejected: 1,
-                    rejected_files: vec![dest.file_name().unwrap_or_default().to_string_lossy().into_owned()],
+                    rejected_files: vec![dest
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()],
                     problems: vec![ReportEntry {
                         file: name,
                         row: 0,
@@ -378,7 +427,11 @@ impl Tracker {
 
     /// Moves an applied result file into the feedback archive.
     fn keep(&mut self, path: &Path) -> Result<(), FeedbackError> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let day = chrono::Local::now().format("%Y-%m-%d").to_string();
         let dest = durable::move_into(path, &self.archive.join(day), &name)
             .map_err(io_err("archive", path))?;
@@ -386,6 +439,7 @@ impl Tracker {
             "UPDATE feedback_files SET kept_at = ?1 WHERE path = ?2 AND kept_at IS NULL",
             params![dest.to_string_lossy(), path.to_string_lossy()],
         )?;
+        info!(file = %path.display(), "result file kept at {}", dest.display());
         Ok(())
     }
 
@@ -407,7 +461,14 @@ impl Tracker {
         }
         let tx = self.store.transaction()?;
         for (t, p) in &gone {
-            advance(&tx, t, "picked_up", &format!("{p} left the pickup folder"), None, "taken by Turnkey")?;
+            advance(
+                &tx,
+                t,
+                "picked_up",
+                &format!("{p} left the pickup folder"),
+                None,
+                "taken by Turnkey",
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -428,7 +489,10 @@ impl Tracker {
             rows.collect::<Result<_, _>>()?
         };
         for (t, since) in &late {
-            tx.execute("UPDATE messages SET overdue_raised = 1 WHERE id = ?1", [t.id])?;
+            tx.execute(
+                "UPDATE messages SET overdue_raised = 1 WHERE id = ?1",
+                [t.id],
+            )?;
             tx.add_event(
                 "invoice.feedback.overdue",
                 Some(&t.tenant),
@@ -525,7 +589,11 @@ fn by_reference(
         "SELECT {TARGET_COLUMNS}, seller_ban, document_date FROM messages WHERE message_type = ?1 AND number = ?2"
     ))?;
     let rows = stmt.query_map(params![ty.as_str(), r.number], |row| {
-        Ok((target(row)?, row.get::<_, String>(5)?, row.get::<_, String>(6)?))
+        Ok((
+            target(row)?,
+            row.get::<_, String>(5)?,
+            row.get::<_, String>(6)?,
+        ))
     })?;
     let mut candidates: Vec<(Target, String, String)> = rows.collect::<Result<_, _>>()?;
     if matches!(ty, MessageType::F0401 | MessageType::G0401) {
@@ -602,9 +670,14 @@ fn apply(
                         .iter()
                         .find(|i| !i.code.bytes().all(|b| b == b'0'));
                     let changed = match failure {
-                        None => advance(tx, &t, "acked", evidence, None, "accepted (ProcessResult)")?,
+                        None => {
+                            advance(tx, &t, "acked", evidence, None, "accepted (ProcessResult)")?
+                        }
                         Some(i) => {
-                            let msg = i.description.clone().unwrap_or_else(|| "ProcessResult error".into());
+                            let msg = i
+                                .description
+                                .clone()
+                                .unwrap_or_else(|| "ProcessResult error".into());
                             advance(tx, &t, "error", evidence, Some(&i.code), &msg)?
                         }
                     };
@@ -616,7 +689,9 @@ fn apply(
         }
         ResultFile::Summary(s) => {
             for m in &s.messages {
-                let ty = MessageType::parse_with_legacy(&m.message_type).ok().map(|(t, _)| t);
+                let ty = MessageType::parse_with_legacy(&m.message_type)
+                    .ok()
+                    .map(|(t, _)| t);
                 let mut mismatch = Vec::new();
                 if !m.counts_agree() {
                     mismatch.push(format!(
@@ -635,7 +710,8 @@ fn apply(
                                 match by_reference(tx, ty, r, s.from.as_deref())? {
                                     Some(t) => {
                                         let msg = format!("{text} (SummaryResult {})", m.id);
-                                        applied.changed += advance(tx, &t, to, evidence, None, &msg)? as usize;
+                                        applied.changed +=
+                                            advance(tx, &t, to, evidence, None, &msg)? as usize;
                                     }
                                     None => applied.unmatched.push(format!("{ty} {}", r.number)),
                                 }
@@ -656,11 +732,27 @@ fn apply(
                         m.total
                     ));
                 }
-                summary_event(tx, evidence, feedback_id, Some(&m.id), Some(&m.message_type), date.as_deref(), expected, m.total, m.good, m.failed, &mismatch, config)?;
+                summary_event(
+                    tx,
+                    evidence,
+                    feedback_id,
+                    Some(&m.id),
+                    Some(&m.message_type),
+                    date.as_deref(),
+                    expected,
+                    m.total,
+                    m.good,
+                    m.failed,
+                    &mismatch,
+                    config,
+                )?;
                 applied.notes.extend(mismatch);
             }
             if !applied.unmatched.is_empty() {
-                applied.notes.push(format!("{} reference(s) unknown to turnbridge", applied.unmatched.len()));
+                applied.notes.push(format!(
+                    "{} reference(s) unknown to turnbridge",
+                    applied.unmatched.len()
+                ));
             }
             "summary"
         }
@@ -679,7 +771,20 @@ fn apply(
                     d.date, d.total
                 ));
             }
-            summary_event(tx, evidence, feedback_id, None, None, Some(&d.date), expected, d.total, d.success, d.failed, &mismatch, config)?;
+            summary_event(
+                tx,
+                evidence,
+                feedback_id,
+                None,
+                None,
+                Some(&d.date),
+                expected,
+                d.total,
+                d.success,
+                d.failed,
+                &mismatch,
+                config,
+            )?;
             applied.notes.extend(mismatch);
             "daily"
         }

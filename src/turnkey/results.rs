@@ -56,7 +56,9 @@ impl Node {
     }
 
     pub fn text_at(&self, path: &[&str]) -> Option<&str> {
-        self.at(path).map(|n| n.text.trim()).filter(|t| !t.is_empty())
+        self.at(path)
+            .map(|n| n.text.trim())
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -64,8 +66,12 @@ const MAX_DEPTH: usize = 32;
 
 /// Parses a small XML document into a tree of local names.
 pub fn parse_xml(bytes: &[u8]) -> Result<Node, ResultError> {
-    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(bytes))
-        .map_err(|_| ResultError::NotUtf8)?;
+    let text = std::str::from_utf8(
+        bytes
+            .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+            .unwrap_or(bytes),
+    )
+    .map_err(|_| ResultError::NotUtf8)?;
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
@@ -106,7 +112,9 @@ pub fn parse_xml(bytes: &[u8]) -> Result<Node, ResultError> {
                 }
             }
             Event::End(_) => {
-                let node = stack.pop().ok_or_else(|| ResultError::Xml("unbalanced end tag".into()))?;
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| ResultError::Xml("unbalanced end tag".into()))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
                     None if root.is_none() => root = Some(node),
@@ -118,7 +126,9 @@ pub fn parse_xml(bytes: &[u8]) -> Result<Node, ResultError> {
         }
     }
     if !stack.is_empty() {
-        return Err(ResultError::Xml("the document ends inside an element".into()));
+        return Err(ResultError::Xml(
+            "the document ends inside an element".into(),
+        ));
     }
     root.ok_or_else(|| ResultError::Xml("no root element".into()))
 }
@@ -264,7 +274,9 @@ fn summary(root: &Node) -> Result<SummaryResult, ResultError> {
         .ok_or(ResultError::Missing("DetailList"))?;
     let mut messages = Vec::new();
     for m in list.all("Message") {
-        let info = m.child("Info").ok_or(ResultError::Missing("Message/Info"))?;
+        let info = m
+            .child("Info")
+            .ok_or(ResultError::Missing("Message/Info"))?;
         let rt = m
             .child("ResultType")
             .ok_or(ResultError::Missing("Message/ResultType"))?;
@@ -322,7 +334,9 @@ fn process(root: &Node) -> Result<ProcessResult, ResultError> {
                         code: i.text_at(&["Code"])?.to_string(),
                         description: i.text_at(&["Description"]).map(str::to_string),
                         parameters: (0..5)
-                            .filter_map(|k| i.text_at(&[&format!("Parameter{k}")]).map(str::to_string))
+                            .filter_map(|k| {
+                                i.text_at(&[&format!("Parameter{k}")]).map(str::to_string)
+                            })
                             .collect(),
                     })
                 })
@@ -350,7 +364,8 @@ mod tests {
 
     #[test]
     fn namespaces_are_ignored() {
-        let x = br#"<a:ACK xmlns:a="urn:x"><a:MessageID>F0401_20261126_00000001</a:MessageID></a:ACK>"#;
+        let x =
+            br#"<a:ACK xmlns:a="urn:x"><a:MessageID>F0401_20261126_00000001</a:MessageID></a:ACK>"#;
         match parse(x).unwrap() {
             ResultFile::Ack(a) => assert_eq!(a.message_id, "F0401_20261126_00000001"),
             other => panic!("{other:?}"),

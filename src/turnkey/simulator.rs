@@ -4,9 +4,9 @@
 //! sets.
 //!
 //! What it does with each message file that has waited `delay_ms` in a pickup folder:
-//! - checks it against the MIG 4.1 schemas with `xmllint` (when installed); a file that fails
-//!   goes to `ERROR/` (flat) or `<MSG>/ERR/YYYYMMDD/HH-HH/` (turnkey layout), as Turnkey's
-//!   local check does;
+//! - checks it against the MIG 4.1 schemas with `xmllint` (when installed); a file that fails,
+//!   or whose number is in `[simulator] err`, goes to `ERROR/` (flat) or
+//!   `<MSG>/ERR/YYYYMMDD/HH-HH/` (turnkey layout), as Turnkey's local check does;
 //! - otherwise "sends" it: flat, the file moves to `SENT/` beside the pickup folder and an
 //!   `ACK` (or, for a number in `[simulator] reject`, an `ERROR`) is written to the outbox,
 //!   followed by a `DailySummary`; turnkey layout, the file moves to
@@ -104,11 +104,31 @@ impl Simulator {
     }
 
     fn take(&mut self, dir: &Path, file: &Path) -> std::io::Result<Option<Sent>> {
-        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let ty = name.split('_').next().unwrap_or_default().to_string();
         let xml = fs::read_to_string(file)?;
         let now = chrono::Local::now();
-        if let Err(why) = self.schema_check(file, &ty) {
+        let number = first_text(
+            &xml,
+            &[
+                "InvoiceNumber",
+                "CancelInvoiceNumber",
+                "VoidInvoiceNumber",
+                "AllowanceNumber",
+                "CancelAllowanceNumber",
+            ],
+        )
+        .unwrap_or_default();
+        let local = if self.config.simulator.err.contains(&number) {
+            Err(format!("{number} is listed in [simulator] err"))
+        } else {
+            self.schema_check(file, &ty)
+        };
+        if let Err(why) = local {
             let dest = match self.config.turnkey.layout {
                 Layout::Flat => self.config.turnkey.error.clone(),
                 Layout::Turnkey => {
@@ -124,7 +144,6 @@ impl Simulator {
             info!(file = %name, "simulator: failed the schema check, moved to {}: {why}", dest.display());
             return Ok(None);
         }
-        let number = first_text(&xml, &["InvoiceNumber", "CancelInvoiceNumber", "VoidInvoiceNumber", "AllowanceNumber", "CancelAllowanceNumber"]).unwrap_or_default();
         let date = first_text(&xml, &["InvoiceDate", "AllowanceDate"]).unwrap_or_default();
         let dest = match self.config.turnkey.layout {
             Layout::Flat => dir.parent().unwrap_or(dir).join("SENT"),
@@ -161,7 +180,11 @@ impl Simulator {
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").to_string())
+            Err(String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string())
         }
     }
 
@@ -180,7 +203,10 @@ impl Simulator {
                     };
                     let kind = if s.rejected { "ERROR" } else { "ACK" };
                     durable::create_dir_all(outbox)?;
-                    durable::write_atomic(&outbox.join(format!("{kind}_{stem}.xml")), body.as_bytes())?;
+                    durable::write_atomic(
+                        &outbox.join(format!("{kind}_{stem}.xml")),
+                        body.as_bytes(),
+                    )?;
                 }
                 let day = now.format("%Y%m%d").to_string();
                 let entry = self.sent_today.entry(day.clone()).or_default();
@@ -193,10 +219,15 @@ impl Simulator {
                 }
                 let (good, bad) = *entry;
                 let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DailySummary>\n  <Date>{day}</Date>\n  <Total>{}</Total>\n  <Success>{good}</Success>\n  <Failed>{bad}</Failed>\n</DailySummary>\n", good + bad);
-                durable::write_atomic(&outbox.join(format!("SUMMARY_{day}_{stamp}.xml")), body.as_bytes())?;
+                durable::write_atomic(
+                    &outbox.join(format!("SUMMARY_{day}_{stamp}.xml")),
+                    body.as_bytes(),
+                )?;
             }
             Layout::Turnkey => {
-                let dir = outbox.join(now.format("%Y%m%d").to_string()).join(now.format("%H").to_string());
+                let dir = outbox
+                    .join(now.format("%Y%m%d").to_string())
+                    .join(now.format("%H").to_string());
                 durable::create_dir_all(&dir)?;
                 let mut by_type: BTreeMap<&str, Vec<&Sent>> = BTreeMap::new();
                 for s in sent {
@@ -216,14 +247,22 @@ impl Simulator {
                     };
                     let (good, good_refs) = invoices(false);
                     let (bad, bad_refs) = invoices(true);
-                    let id = format!("4.1-{ty}-{}-{}-{:08x}-0000-4000-8000-000000000000", now.format("%Y%m%d"), now.format("%H%M%S%3f"), rand::random::<u32>());
+                    let id = format!(
+                        "4.1-{ty}-{}-{}-{:08x}-0000-4000-8000-000000000000",
+                        now.format("%Y%m%d"),
+                        now.format("%H%M%S%3f"),
+                        rand::random::<u32>()
+                    );
                     messages.push_str(&format!(
                         "    <Message>\n      <Info><Id>{id}</Id><Size>0</Size><MessageType>{ty}</MessageType><Service>S</Service><Action>C</Action></Info>\n      <ResultType>\n        <Total><ResultDetailType><Count>{}</Count></ResultDetailType></Total>\n        <Good><ResultDetailType><Count>{good}</Count><Invoices>{good_refs}</Invoices></ResultDetailType></Good>\n        <Failed><ResultDetailType><Count>{bad}</Count><Invoices>{bad_refs}</Invoices></ResultDetailType></Failed>\n      </ResultType>\n    </Message>\n",
                         good + bad
                     ));
                 }
                 let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SummaryResult xmlns=\"urn:GEINV:SummaryResult:4.1\">\n  <RoutingInfo><From><PartyId>SIMULATOR</PartyId></From><To><PartyId>SANDBOX</PartyId></To></RoutingInfo>\n  <DetailList>\n{messages}  </DetailList>\n</SummaryResult>\n");
-                durable::write_atomic(&dir.join(format!("SummaryResult_{stamp}.xml")), body.as_bytes())?;
+                durable::write_atomic(
+                    &dir.join(format!("SummaryResult_{stamp}.xml")),
+                    body.as_bytes(),
+                )?;
             }
         }
         Ok(())

@@ -1,0 +1,320 @@
+//! Read-only views of the store for operators: one invoice's story (`turnbridge history`)
+//! and the state of the whole system (`turnbridge status`).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::store::{Result, StoreError};
+
+#[derive(Debug, Serialize)]
+pub struct Transition {
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub evidence: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageStory {
+    pub message_type: String,
+    pub legacy_type: Option<String>,
+    pub seller_ban: String,
+    pub number: String,
+    pub tenant: String,
+    pub state: String,
+    pub mof_code: Option<String>,
+    pub status_message: Option<String>,
+    pub job_id: String,
+    pub source_file: String,
+    pub source_row: i64,
+    pub archived_source: Option<String>,
+    pub xml_path: Option<String>,
+    pub transitions: Vec<Transition>,
+}
+
+/// Every message about a document number, oldest first, each with its transitions.
+pub fn history(conn: &Connection, number: &str) -> Result<Vec<MessageStory>> {
+    let mut stmt = conn.prepare(
+        "SELECT m.id, m.message_type, m.legacy_type, m.seller_ban, m.number, m.tenant, m.state,
+                m.mof_code, m.status_message, m.job_id, m.source_file, m.source_row, j.final_path, m.xml_path
+         FROM messages m JOIN jobs j ON j.id = m.job_id
+         WHERE m.number = ?1 ORDER BY m.id",
+    )?;
+    let rows = stmt.query_map([number], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            MessageStory {
+                message_type: r.get(1)?,
+                legacy_type: r.get(2)?,
+                seller_ban: r.get(3)?,
+                number: r.get(4)?,
+                tenant: r.get(5)?,
+                state: r.get(6)?,
+                mof_code: r.get(7)?,
+                status_message: r.get(8)?,
+                job_id: r.get(9)?,
+                source_file: r.get(10)?,
+                source_row: r.get(11)?,
+                archived_source: r.get(12)?,
+                xml_path: r.get(13)?,
+                transitions: Vec::new(),
+            },
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, mut story) = row?;
+        let mut t = conn.prepare(
+            "SELECT at, from_state, to_state, evidence FROM transitions WHERE message_id = ?1 ORDER BY id",
+        )?;
+        let ts = t.query_map([id], |r| {
+            Ok(Transition {
+                at: r.get(0)?,
+                from: r.get(1)?,
+                to: r.get(2)?,
+                evidence: r.get(3)?,
+            })
+        })?;
+        story.transitions = ts.collect::<Result<_, _>>()?;
+        out.push(story);
+    }
+    Ok(out)
+}
+
+pub fn history_text(stories: &[MessageStory]) -> String {
+    let mut s = String::new();
+    for m in stories {
+        let legacy = m
+            .legacy_type
+            .as_ref()
+            .map(|l| format!(" (from {l})"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{} {}{legacy}  seller {}  tenant {}  state {}\n",
+            m.message_type, m.number, m.seller_ban, m.tenant, m.state
+        ));
+        if m.mof_code.is_some() || m.status_message.is_some() {
+            s.push_str(&format!(
+                "  result   {}{}\n",
+                m.mof_code
+                    .as_deref()
+                    .map(|c| format!("[{c}] "))
+                    .unwrap_or_default(),
+                m.status_message.as_deref().unwrap_or("")
+            ));
+        }
+        s.push_str(&format!(
+            "  source   {} row {} (job {})\n",
+            m.source_file, m.source_row, m.job_id
+        ));
+        if let Some(a) = &m.archived_source {
+            s.push_str(&format!("  archived {a}\n"));
+        }
+        if let Some(x) = &m.xml_path {
+            s.push_str(&format!("  xml      {x}\n"));
+        }
+        for t in &m.transitions {
+            s.push_str(&format!(
+                "  {}  {} → {}  {}\n",
+                t.at,
+                t.from.as_deref().unwrap_or("-"),
+                t.to,
+                t.evidence.as_deref().unwrap_or("")
+            ));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[derive(Debug, Serialize)]
+pub struct Count {
+    pub message_type: String,
+    pub state: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Waiting {
+    pub message_type: String,
+    pub number: String,
+    pub state: String,
+    pub since: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastSummary {
+    pub date: Option<String>,
+    pub message_type: Option<String>,
+    pub summary_id: Option<String>,
+    pub expected: i64,
+    pub total: i64,
+    pub good: i64,
+    pub failed: i64,
+    pub mismatch: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub messages: Vec<Count>,
+    pub oldest_waiting: Option<Waiting>,
+    pub jobs: Vec<(String, i64)>,
+    pub rejected_files: usize,
+    pub rejected_feedback_files: usize,
+    pub last_summary: Option<LastSummary>,
+    pub pending_events: i64,
+}
+
+/// Counts of what sits in `dir` for a person: files that are not reports.
+fn waiting_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_file())
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    !n.ends_with(".error.txt") && !n.ends_with(".error.json") && !n.starts_with('.')
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+pub fn status(conn: &Connection, state_dir: &Path) -> Result<Status> {
+    let mut stmt = conn.prepare(
+        "SELECT message_type, state, count(*) FROM messages GROUP BY message_type, state ORDER BY 1, 2",
+    )?;
+    let messages = stmt
+        .query_map([], |r| {
+            Ok(Count {
+                message_type: r.get(0)?,
+                state: r.get(1)?,
+                count: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let oldest_waiting = conn
+        .query_row(
+            "SELECT message_type, number, state, updated_at FROM messages
+             WHERE state IN ('validated', 'queued', 'picked_up') ORDER BY updated_at LIMIT 1",
+            [],
+            |r| {
+                Ok(Waiting {
+                    message_type: r.get(0)?,
+                    number: r.get(1)?,
+                    state: r.get(2)?,
+                    since: r.get(3)?,
+                })
+            },
+        )
+        .optional()?;
+    let mut stmt = conn.prepare("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY 1")?;
+    let jobs = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let last_summary = conn
+        .query_row(
+            "SELECT date, message_type, summary_id, expected, total, good, failed, mismatch, at
+             FROM summaries ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(LastSummary {
+                    date: r.get(0)?,
+                    message_type: r.get(1)?,
+                    summary_id: r.get(2)?,
+                    expected: r.get(3)?,
+                    total: r.get(4)?,
+                    good: r.get(5)?,
+                    failed: r.get(6)?,
+                    mismatch: r.get(7)?,
+                    at: r.get(8)?,
+                })
+            },
+        )
+        .optional()?;
+    let pending_events = conn.query_row("SELECT count(*) FROM events", params![], |r| r.get(0))?;
+    Ok(Status {
+        messages,
+        oldest_waiting,
+        jobs,
+        rejected_files: waiting_files(&state_dir.join("rejected")),
+        rejected_feedback_files: waiting_files(&state_dir.join("rejected/feedback")),
+        last_summary,
+        pending_events,
+    })
+}
+
+pub fn status_text(s: &Status) -> String {
+    let mut out = String::from("messages\n");
+    let states = ["validated", "queued", "picked_up", "acked", "error"];
+    let mut types: Vec<&str> = s.messages.iter().map(|c| c.message_type.as_str()).collect();
+    types.dedup();
+    out.push_str(&format!("  {:<6}", "type"));
+    for st in states {
+        out.push_str(&format!(" {st:>10}"));
+    }
+    out.push('\n');
+    for ty in types {
+        out.push_str(&format!("  {ty:<6}"));
+        for st in states {
+            let n = s
+                .messages
+                .iter()
+                .find(|c| c.message_type == ty && c.state == st)
+                .map_or(0, |c| c.count);
+            out.push_str(&format!(" {n:>10}"));
+        }
+        out.push('\n');
+    }
+    match &s.oldest_waiting {
+        Some(w) => out.push_str(&format!(
+            "oldest waiting: {} {} {} since {}\n",
+            w.message_type, w.number, w.state, w.since
+        )),
+        None => out.push_str("oldest waiting: none\n"),
+    }
+    let jobs: Vec<String> = s.jobs.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    out.push_str(&format!(
+        "jobs: {}\n",
+        if jobs.is_empty() {
+            "none".into()
+        } else {
+            jobs.join(", ")
+        }
+    ));
+    out.push_str(&format!(
+        "rejected, waiting for a person: {} file(s) in state/rejected, {} result file(s) in state/rejected/feedback\n",
+        s.rejected_files, s.rejected_feedback_files
+    ));
+    match &s.last_summary {
+        Some(l) => out.push_str(&format!(
+            "last summary: {} {} expected {} total {} good {} failed {}{}\n",
+            l.date.as_deref().unwrap_or("?"),
+            l.message_type.as_deref().unwrap_or("all types"),
+            l.expected,
+            l.total,
+            l.good,
+            l.failed,
+            l.mismatch
+                .as_deref()
+                .map(|m| format!("  MISMATCH: {m}"))
+                .unwrap_or_default()
+        )),
+        None => out.push_str("last summary: none yet\n"),
+    }
+    out.push_str(&format!("events in the outbox: {}\n", s.pending_events));
+    out
+}
+
+/// Opens the database read-only for reports.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+        |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        },
+    )
+}

@@ -1,0 +1,535 @@
+//! Turnkey feedback: each result fixture applied to a real store, idempotence across
+//! restarts, Turnkey's folder moves in both layouts, and the sandbox end to end.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use turnbridge::config::Config;
+use turnbridge::pipeline::Pipeline;
+use turnbridge::turnkey::feedback::Tracker;
+
+fn today() -> String {
+    chrono::Local::now().format("%Y%m%d").to_string()
+}
+
+/// A store holding F0401 EF00000001..3, queued as F0401_<today>_0000000{1,2,3}.xml.
+struct World {
+    dir: tempfile::TempDir,
+    config: Config,
+    tracker: Tracker,
+}
+
+impl World {
+    fn new(layout: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = if layout == "flat" {
+            "turnkey/INBOX".to_string()
+        } else {
+            "turnkey/UpCast/B2SSTORAGE/{message_type}/SRC".to_string()
+        };
+        let text = format!(
+            "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
+             [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n"
+        );
+        let config = Config::parse(&text, dir.path()).unwrap();
+        std::fs::create_dir_all(config.einvoice_spool()).unwrap();
+        let mut pipeline = Pipeline::open(config.clone()).unwrap();
+        let batch = config.einvoice_spool().join("b.csv");
+        std::fs::write(&batch, batch_csv("EF", 1, 3)).unwrap();
+        assert_eq!(pipeline.take(&batch).unwrap().queued, 3);
+        let tracker = Tracker::open(config.clone()).unwrap();
+        World {
+            dir,
+            config,
+            tracker,
+        }
+    }
+
+    fn outbox(&self) -> PathBuf {
+        self.dir.path().join("turnkey/OUTBOX")
+    }
+
+    /// Copies a fixture into the outbox with `{TODAY}` filled in.
+    fn deliver(&self, rel: &str, as_name: &str) -> PathBuf {
+        let bytes = std::fs::read(fixture(&format!("feedback/{rel}"))).unwrap();
+        let bytes = match String::from_utf8(bytes.clone()) {
+            Ok(s) => s.replace("{TODAY}", &today()).into_bytes(),
+            Err(_) => bytes,
+        };
+        std::fs::create_dir_all(self.outbox()).unwrap();
+        let p = self.outbox().join(as_name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn state_of(&self, number: &str) -> (String, Option<String>) {
+        self.tracker
+            .store
+            .conn()
+            .query_row(
+                "SELECT state, mof_code FROM messages WHERE number = ?1",
+                [number],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+
+    fn events(&self, kind: &str) -> Vec<Value> {
+        self.tracker.store.events(kind).unwrap()
+    }
+
+    fn xml_path(&self, n: u32) -> PathBuf {
+        let name = format!("F0401_{}_{n:08}.xml", today());
+        let flat = self.dir.path().join("turnkey/INBOX").join(&name);
+        if flat.exists() {
+            flat
+        } else {
+            self.dir
+                .path()
+                .join("turnkey/UpCast/B2SSTORAGE/F0401/SRC")
+                .join(&name)
+        }
+    }
+}
+
+fn run_fixture(rel: &str) {
+    let outcomes: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("feedback/outcomes.json")).unwrap())
+            .unwrap();
+    let want = &outcomes[rel];
+    assert!(
+        want.is_object(),
+        "{rel} has no entry in fixtures/feedback/outcomes.json"
+    );
+    let mut w = World::new("flat");
+    let name = Path::new(rel)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let path = w.deliver(rel, &name);
+    w.tracker.scan().unwrap();
+    assert!(!path.exists(), "{rel}: the file left the outbox");
+
+    if let Some(word) = want.get("rejected") {
+        let dir = w.dir.path().join("state/rejected/feedback");
+        let files = files_in(&dir);
+        let report = files
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(".error.txt"))
+            .unwrap_or_else(|| panic!("{rel}: no report in {files:?}"));
+        let text = std::fs::read_to_string(report).unwrap();
+        assert!(text.contains(word.as_str().unwrap()), "{rel}: {text}");
+        assert!(
+            files.iter().any(|p| p.to_string_lossy().ends_with(&name)),
+            "{rel}: file kept"
+        );
+        for n in ["EF00000001", "EF00000002", "EF00000003"] {
+            assert_eq!(w.state_of(n).0, "queued", "{rel}: nothing applied");
+        }
+        return;
+    }
+    for (number, state) in want["states"].as_object().unwrap() {
+        assert_eq!(
+            w.state_of(number).0,
+            state.as_str().unwrap(),
+            "{rel}: {number}"
+        );
+    }
+    if let Some(codes) = want.get("mof_code") {
+        for (number, code) in codes.as_object().unwrap() {
+            assert_eq!(
+                w.state_of(number).1.as_deref(),
+                code.as_str(),
+                "{rel}: {number} code"
+            );
+        }
+    }
+    let updates = w.events("invoice.status.updated");
+    // Three QUEUED events come from the batch itself.
+    assert_eq!(
+        updates.len() as u64 - 3,
+        want["events"].as_u64().unwrap(),
+        "{rel}: events {updates:#?}"
+    );
+    let summaries = w.events("turnkey.feedback.daily-summary");
+    match want.get("summary") {
+        None => assert!(summaries.is_empty(), "{rel}"),
+        Some(s) => {
+            assert_eq!(summaries.len(), 1, "{rel}");
+            let e = &summaries[0];
+            for k in ["expected", "total", "ack_count", "error_count"] {
+                assert_eq!(e[k], s[k], "{rel}: {k} in {e}");
+            }
+            assert_eq!(
+                !e["mismatch"].is_null(),
+                s["mismatch"].as_bool().unwrap(),
+                "{rel}: {e}"
+            );
+        }
+    }
+    let kept = files_below(&w.dir.path().join("state/archive/feedback"));
+    assert_eq!(kept.len(), 1, "{rel}: kept in the feedback archive");
+}
+
+macro_rules! fixture_tests {
+    ($($name:ident => $rel:expr),* $(,)?) => {
+        $(#[test] fn $name() { run_fixture($rel); })*
+    };
+}
+
+fixture_tests! {
+    ack => "ack.xml",
+    error => "error.xml",
+    daily_summary => "daily_summary.xml",
+    summary_all_good => "summary_all_good.xml",
+    summary_some_failed => "summary_some_failed.xml",
+    summary_count_mismatch => "summary_count_mismatch.xml",
+    process_result_ok => "process_result_ok.xml",
+    process_result_error => "process_result_error.xml",
+    malformed_truncated => "malformed/truncated.xml",
+    malformed_xxe => "malformed/xxe.xml",
+    malformed_billion_laughs => "malformed/billion_laughs.xml",
+    malformed_unknown_root => "malformed/unknown_root.xml",
+    malformed_bad_count => "malformed/bad_count.xml",
+    malformed_not_utf8 => "malformed/not_utf8.xml",
+}
+
+#[test]
+fn every_feedback_fixture_has_a_test() {
+    let outcomes: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("feedback/outcomes.json")).unwrap())
+            .unwrap();
+    let mut listed: Vec<String> = outcomes
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "_comment")
+        .cloned()
+        .collect();
+    listed.sort();
+    let mut on_disk: Vec<String> = files_below(&fixture("feedback"))
+        .iter()
+        .map(|p| {
+            p.strip_prefix(fixture("feedback"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|p| p != "outcomes.json")
+        .collect();
+    on_disk.sort();
+    assert_eq!(listed, on_disk);
+}
+
+#[test]
+fn a_result_applied_twice_changes_nothing_twice() {
+    let mut w = World::new("flat");
+    w.deliver("summary_some_failed.xml", "S1.xml");
+    w.tracker.scan().unwrap();
+    let transitions = |w: &World| -> i64 {
+        w.tracker
+            .store
+            .conn()
+            .query_row("SELECT count(*) FROM transitions", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (t1, e1) = (
+        transitions(&w),
+        w.tracker
+            .store
+            .events("invoice.status.updated")
+            .unwrap()
+            .len(),
+    );
+    // The same bytes again under another name, and again under the same name.
+    w.deliver("summary_some_failed.xml", "S2.xml");
+    w.deliver("summary_some_failed.xml", "S1.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(transitions(&w), t1);
+    assert_eq!(
+        w.tracker
+            .store
+            .events("invoice.status.updated")
+            .unwrap()
+            .len(),
+        e1
+    );
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+    assert!(files_in(&w.outbox()).is_empty(), "repeats are kept too");
+    // A later verdict cannot move a final state back.
+    w.deliver("ack.xml", "A.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    w.deliver("error.xml", "E.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000002").0, "acked", "acked is final");
+}
+
+#[test]
+fn a_crash_between_applying_and_keeping_a_result_repeats_nothing() {
+    let mut w = World::new("flat");
+    let path = w.deliver("summary_all_good.xml", "S.xml");
+    let bytes = std::fs::read(&path).unwrap();
+    w.tracker.scan().unwrap();
+    let events = w
+        .tracker
+        .store
+        .events("invoice.status.updated")
+        .unwrap()
+        .len();
+    // As if the process died after the commit and before the move: the file is back.
+    std::fs::write(&path, &bytes).unwrap();
+    let mut again = Tracker::open(w.config.clone()).unwrap();
+    again.scan().unwrap();
+    assert!(!path.exists());
+    assert_eq!(
+        again.store.events("invoice.status.updated").unwrap().len(),
+        events
+    );
+    assert_eq!(
+        again
+            .store
+            .events("turnkey.feedback.daily-summary")
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn turnkey_layout_bak_and_err_moves_drive_the_state() {
+    let mut w = World::new("turnkey");
+    let base = w.dir.path().join("turnkey/UpCast/B2SSTORAGE/F0401");
+    let bak = base.join(format!("BAK/{}/10", today()));
+    let err = base.join(format!("ERR/{}/10-11", today()));
+    std::fs::create_dir_all(&bak).unwrap();
+    std::fs::create_dir_all(&err).unwrap();
+    let (one, two) = (w.xml_path(1), w.xml_path(2));
+    std::fs::rename(&one, bak.join(one.file_name().unwrap())).unwrap();
+    std::fs::rename(&two, err.join(two.file_name().unwrap())).unwrap();
+    // A file that is not turnbridge's is left alone.
+    std::fs::write(bak.join("OTHER_SYSTEM.xml"), "<x/>").unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "picked_up");
+    assert_eq!(w.state_of("EF00000002").0, "error");
+    assert_eq!(w.state_of("EF00000003").0, "queued");
+    assert!(bak.join("OTHER_SYSTEM.xml").exists() && bak.join(one.file_name().unwrap()).exists());
+    let before = w.events("invoice.status.updated").len();
+    w.tracker.scan().unwrap();
+    assert_eq!(
+        w.events("invoice.status.updated").len(),
+        before,
+        "a rescan applies nothing twice"
+    );
+    let err_event = w
+        .events("invoice.status.updated")
+        .into_iter()
+        .find(|e| e["invoice_no"] == "EF00000002" && e["status"] == "ERROR")
+        .unwrap();
+    assert!(err_event["evidence"].as_str().unwrap().contains("/ERR/"));
+    assert_eq!(err_event["tenant_id"], "default");
+}
+
+#[test]
+fn flat_layout_files_leaving_the_inbox_are_picked_up_and_error_folder_files_are_errors() {
+    let mut w = World::new("flat");
+    let error_dir = w.dir.path().join("turnkey/ERROR");
+    std::fs::create_dir_all(&error_dir).unwrap();
+    let (one, two) = (w.xml_path(1), w.xml_path(2));
+    std::fs::remove_file(&one).unwrap();
+    std::fs::rename(&two, error_dir.join(two.file_name().unwrap())).unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "picked_up");
+    assert_eq!(w.state_of("EF00000002").0, "error");
+    assert_eq!(w.state_of("EF00000003").0, "queued");
+}
+
+#[test]
+fn a_message_waiting_too_long_raises_overdue_once() {
+    let mut w = World::new("flat");
+    assert_eq!(w.tracker.raise_overdue().unwrap(), 0);
+    w.tracker
+        .store
+        .conn()
+        .execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000Z' WHERE number = 'EF00000003'", [])
+        .unwrap();
+    assert_eq!(w.tracker.raise_overdue().unwrap(), 1);
+    assert_eq!(w.tracker.raise_overdue().unwrap(), 0, "once");
+    let e = w.events("invoice.feedback.overdue");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["invoice_no"], "EF00000003");
+}
+
+#[test]
+fn kept_result_files_are_pruned_after_the_retention() {
+    let w = World::new("flat");
+    let archive = w.dir.path().join("state/archive/feedback");
+    let old = archive.join("2000-01-01");
+    let recent = archive.join(chrono::Local::now().format("%Y-%m-%d").to_string());
+    for d in [&old, &recent] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("ACK_x.xml"), "<ACK/>").unwrap();
+    }
+    assert_eq!(w.tracker.prune().unwrap(), 1);
+    assert!(!old.exists() && recent.exists());
+}
+
+fn sandbox_config(dir: &Path, layout: &str) -> PathBuf {
+    let inbox = if layout == "flat" {
+        "turnkey/INBOX"
+    } else {
+        "turnkey/UpCast/B2SSTORAGE/{message_type}/SRC"
+    };
+    let outbox = if layout == "flat" {
+        "turnkey/OUTBOX"
+    } else {
+        "turnkey/Unpack/BAK/SummaryResult"
+    };
+    let text = format!(
+        "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 100\n\
+         [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"{outbox}\"\nerror = \"turnkey/ERROR\"\nrescan_secs = 1\n\
+         [simulator]\nenabled = true\ndelay_ms = 100\nerr = [\"EF00000002\"]\nreject = [\"EF00000003\"]\n\
+         [log]\nformat = \"text\"\n"
+    );
+    let path = dir.join("turnbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn cli(config: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn end_to_end(layout: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sandbox_config(dir.path(), layout);
+    std::fs::create_dir_all(dir.path().join("spool/einvoice")).unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(child);
+    let batch = dir.path().join("spool/einvoice/b.csv.tmp");
+    std::fs::write(&batch, batch_csv("EF", 1, 4)).unwrap();
+    std::fs::rename(&batch, dir.path().join("spool/einvoice/b.csv")).unwrap();
+    let db = dir.path().join("state/turnbridge.db");
+    let states = || -> Vec<(String, String)> {
+        let Ok(conn) = rusqlite::Connection::open(&db) else {
+            return vec![];
+        };
+        let Ok(mut stmt) = conn.prepare("SELECT number, state FROM messages ORDER BY number")
+        else {
+            return vec![];
+        };
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let want: Vec<(String, String)> = [
+        ("EF00000001", "acked"),
+        ("EF00000002", "error"),
+        ("EF00000003", "error"),
+        ("EF00000004", "acked"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    wait_for(30, &format!("final states in the {layout} layout"), || {
+        states() == want
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let events: Vec<Value> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT payload FROM events WHERE event = 'invoice.status.updated' ORDER BY id",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+            .collect()
+    };
+    let statuses = |n: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["invoice_no"] == n)
+            .map(|e| e["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(statuses("EF00000001"), ["QUEUED", "PICKED_UP", "ACKED"]);
+    let two = statuses("EF00000002");
+    assert_eq!(two.last().unwrap(), "ERROR", "{two:?}");
+    assert_eq!(statuses("EF00000003"), ["QUEUED", "PICKED_UP", "ERROR"]);
+    let summaries: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE event = 'turnkey.feedback.daily-summary'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(summaries >= 1);
+
+    let history = cli(&config, &["history", "EF00000003"]);
+    assert!(
+        history.contains("F0401 EF00000003") && history.contains("picked_up → error"),
+        "{history}"
+    );
+    assert!(history.contains("b.csv row 4"), "{history}");
+    let status = cli(&config, &["status"]);
+    assert!(status.contains("F0401"), "{status}");
+    assert!(
+        status.contains("last summary:") && !status.contains("last summary: none"),
+        "{status}"
+    );
+    let json: Value = serde_json::from_str(&cli(&config, &["status", "--json"])).unwrap();
+    let acked = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["state"] == "acked")
+        .unwrap();
+    assert_eq!(acked["count"], 2);
+    drop(guard);
+}
+
+#[test]
+fn end_to_end_flat_layout_with_the_simulator() {
+    end_to_end("flat");
+}
+
+#[test]
+fn end_to_end_turnkey_layout_with_the_simulator() {
+    end_to_end("turnkey");
+}
