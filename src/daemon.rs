@@ -63,6 +63,16 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION")
     );
 
+    // Signals are caught from here on, so a SIGTERM during start-up still lets the file in
+    // hand finish.
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| DaemonError::Start(format!("signal handler: {e}")));
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
+
     let (tx, rx) = mpsc::channel();
     let heartbeat = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -109,13 +119,6 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         None
     };
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| signal(k).map_err(|e| DaemonError::Start(format!("signal handler: {e}")));
-    let (mut term, mut int, mut hup) = (
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::hangup())?,
-    );
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("watching the spool"),
@@ -129,6 +132,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         Duration::from_secs(3600)
     };
     let mut tick = tokio::time::interval(period);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -149,6 +153,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
                 notify(&[NotifyState::Ready]);
             }
+            _ = check.tick() => {}
             _ = tick.tick(), if watchdog => {
                 let fresh = [&heartbeat, &fb_heartbeat].iter().all(|h| {
                     let beat = started + Duration::from_millis(h.load(Ordering::Relaxed));
@@ -162,6 +167,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             }
         }
         if worker.is_finished() || feedback.is_finished() {
+            error!("a worker thread ended unexpectedly; stopping so the service manager restarts turnbridge");
             break;
         }
     }
@@ -210,6 +216,7 @@ impl Worker {
         stop: Arc<AtomicBool>,
         started: Instant,
     ) -> Worker {
+        let pipeline = with_progress(pipeline, &heartbeat, started);
         Worker {
             pipeline,
             wake_tx,
@@ -313,7 +320,7 @@ impl Worker {
                     || self.pipeline.config.turnkey != config.turnkey;
                 if paths_changed {
                     match Pipeline::open((*config).clone()) {
-                        Ok(p) => self.pipeline = p,
+                        Ok(p) => self.pipeline = with_progress(p, &self.heartbeat, self.started),
                         Err(e) => {
                             error!("new folders cannot be used, keeping the old ones: {e}");
                             return true;
@@ -322,12 +329,33 @@ impl Worker {
                 } else {
                     self.pipeline.config = *config;
                 }
-                if self.pipeline.config.einvoice_spool() != old_spool {
+                if paths_changed || self.pipeline.config.einvoice_spool() != old_spool {
                     let _ = crate::durable::create_dir_all(&self.pipeline.config.einvoice_spool());
                     self.arm_watcher();
                     self.resume();
                 }
                 true
+            }
+        }
+    }
+
+    /// Processes a claimed file; a bug that panics on one file sets that file aside in
+    /// `rejected/` instead of stopping every file after it.
+    fn process_guarded(&mut self, work: &Path) -> Result<crate::pipeline::Outcome, PipelineError> {
+        let pipeline = &mut self.pipeline;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.process(work))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                error!(file = %work.display(), "internal error while processing: {what}");
+                self.pipeline.quarantine(
+                    work,
+                    format!("turnbridge hit an internal error on this file ({what}); it was set aside so other files keep flowing. Please report it."),
+                )
             }
         }
     }
@@ -346,7 +374,7 @@ impl Worker {
                 return;
             }
             info!(file = %path.display(), "resuming a file left in work/");
-            let result = self.pipeline.process(&path);
+            let result = self.process_guarded(&path);
             self.report(&path, result);
         }
     }
@@ -372,7 +400,15 @@ impl Worker {
                 "processing {}",
                 path.file_name().unwrap_or_default().to_string_lossy()
             ))]);
-            let result = self.pipeline.take(&path);
+            let job_id = spool::new_job_id();
+            let result = match spool::claim(&path, &self.pipeline.dirs.work, &job_id) {
+                Ok(work) => self.process_guarded(&work),
+                Err(e) => Err(PipelineError::Io {
+                    action: "claim",
+                    path: path.clone(),
+                    source: e,
+                }),
+            };
             self.report(&path, result);
         }
         pending
@@ -400,6 +436,14 @@ impl Worker {
             self.processed
         ))]);
     }
+}
+
+fn with_progress(mut pipeline: Pipeline, heartbeat: &Arc<AtomicU64>, started: Instant) -> Pipeline {
+    let beat = heartbeat.clone();
+    pipeline.progress = Some(Box::new(move || {
+        beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }));
+    pipeline
 }
 
 /// The thread that follows queued messages through Turnkey's folders and results.

@@ -3,22 +3,24 @@
 //!
 //! Every step can be repeated after a crash without repeating its effect:
 //!
-//! 1. **Record** — each accepted message gets a row (state `validated`, XML name fixed) in one
-//!    transaction. A row that already exists for this job is reused; one from another job
+//! 1. **Record** — each accepted message gets a row (state `validated`, its rendered XML, and
+//!    its XML name fixed) in one transaction. A row that already exists for this job is reused; one from another job
 //!    makes the row a duplicate.
 //! 2. **Reject** — rejected rows and their reports are written to `state/rejected/`.
 //! 3. **Stage** — each message's XML is written and fsynced in the staging folder; one
 //!    transaction then marks them all `staged`.
-//! 4. **Publish** — each staged file is renamed into the pickup folder and the folders are
+//! 4. **Publish** — each staged file is moved (link, then unlink; never replacing a file) into
+//!    the pickup folder and the folders are
 //!    synced; one transaction marks the messages `queued`, raises their
 //!    `invoice.status.updated` events, finishes the job and raises `upload.completed`. A staged
 //!    message whose staging file is gone was already renamed: it is never written again.
 //! 5. **Archive** — the source moves from `work/` to `archive/YYYY-MM-DD/`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use rust_decimal::Decimal;
@@ -29,7 +31,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::durable;
 use crate::einvoice::archive::hex;
-use crate::einvoice::{self, Accepted, Message, Problem, Rejected, Source, Verdict};
+use crate::einvoice::{self, Message, Problem, Rejected, Source, Verdict};
 use crate::spool::{self, Report, ReportEntry};
 use crate::store::{self, NewMessage, Store, StoreError, TxExt};
 use crate::turnkey::{self, Pickup, PickupError};
@@ -104,9 +106,17 @@ pub struct Pipeline {
     pub store: Store,
     pub pickup: Pickup,
     pub dirs: StateDirs,
+    /// Called as work progresses (per message), so a watchdog sees a long batch is alive.
+    pub progress: Option<Box<dyn Fn() + Send>>,
 }
 
 impl Pipeline {
+    fn tick(&self) {
+        if let Some(p) = &self.progress {
+            p();
+        }
+    }
+
     pub fn open(config: Config) -> Result<Pipeline, PipelineError> {
         let dirs = StateDirs::new(&config.paths.state);
         dirs.create()
@@ -118,6 +128,7 @@ impl Pipeline {
             store,
             pickup,
             dirs,
+            progress: None,
         })
     }
 
@@ -147,6 +158,12 @@ impl Pipeline {
         let span = tracing::info_span!("job", job_id = %job_id, file = %name);
         let _enter = span.enter();
 
+        if let Some(job) = self.store.job(&job_id)? {
+            if job.state != "claimed" {
+                // Finished before a crash; only the move out of work/ was left.
+                return self.finish_move(work, &job_id, &name, &job.state);
+            }
+        }
         let size = fs::metadata(work).map_err(io_err("stat", work))?.len();
         if size > self.config.einvoice.max_file_bytes {
             self.ensure_job(&job_id, &name, "", size)?;
@@ -156,13 +173,9 @@ impl Pipeline {
             );
             return self.refuse(work, &job_id, &name, "rejected", reason, None);
         }
-        let bytes = fs::read(work).map_err(io_err("read", work))?;
+        let bytes = read_settled(work, Duration::from_millis(self.config.einvoice.settle_ms))?;
         let md5 = hex(&Md5::digest(&bytes));
-        let job = self.ensure_job(&job_id, &name, &md5, size)?;
-        if job.state != "claimed" {
-            // Finished before a crash; only the move out of work/ was left.
-            return self.finish_move(work, &job_id, &name, &job.state);
-        }
+        self.ensure_job(&job_id, &name, &md5, size)?;
         if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
             let reason = format!(
                 "the same bytes (MD5 {md5}) were already processed as job {} from {}",
@@ -170,11 +183,32 @@ impl Pipeline {
             );
             return self.refuse(work, &job_id, &name, "duplicate", reason, Some(&first.id));
         }
+        let recorded = !self.store.messages_of_job(&job_id)?.is_empty();
         let verdict = match einvoice::check_batch(&name, &bytes, &self.config.read_options()) {
             Ok(v) => v,
+            Err(e) if recorded => {
+                // Recorded before a restart under another config: finish what was recorded.
+                warn!("the file no longer reads under the current configuration ({e}); finishing the messages recorded before");
+                Verdict::default()
+            }
             Err(e) => return self.refuse(work, &job_id, &name, "rejected", e.to_string(), None),
         };
         self.run(work, &job_id, &name, verdict)
+    }
+
+    /// Sets a claimed file aside in `rejected/` with `reason`, whatever state its job is in.
+    pub fn quarantine(&mut self, work: &Path, reason: String) -> Result<Outcome, PipelineError> {
+        let work_name = work
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let (job_id, name) = spool::parse_work_name(&work_name)
+            .map(|(j, n)| (j.to_string(), n.to_string()))
+            .unwrap_or_else(|| (spool::new_job_id(), work_name.clone()));
+        let size = fs::metadata(work).map(|m| m.len()).unwrap_or(0);
+        self.ensure_job(&job_id, &name, "", size)?;
+        self.refuse(work, &job_id, &name, "rejected", reason, None)
     }
 
     fn ensure_job(
@@ -304,11 +338,6 @@ impl Pipeline {
     ) -> Result<Outcome, PipelineError> {
         // 1. Record.
         self.record(job_id, &mut verdict)?;
-        let accepted: HashMap<(String, String, String), &Accepted> = verdict
-            .accepted
-            .iter()
-            .map(|a| (key(&a.message), a))
-            .collect();
 
         // 2. Reject.
         let rejected_count = verdict.rejected.len() + verdict.refused_members.len();
@@ -316,30 +345,28 @@ impl Pipeline {
             self.write_rejected(job_id, name, &verdict)?;
         }
 
-        // 3. Stage.
+        // 3. Stage, from the XML recorded with each message.
         let rows = self.store.messages_of_job(job_id)?;
         let mut staged_now = Vec::new();
         for row in rows.iter().filter(|r| r.state == "validated" && !r.staged) {
-            let k = (
-                row.message_type.clone(),
-                row.seller_ban.clone(),
-                row.number.clone(),
-            );
-            let Some(a) = accepted.get(&k) else {
-                warn!(message_id = row.id, "message recorded by an earlier run is not in the file any more; left as validated");
-                continue;
-            };
-            let xml = einvoice::render::render(&a.message);
+            let xml: Vec<u8> = self
+                .store
+                .conn()
+                .query_row("SELECT xml FROM messages WHERE id = ?1", [row.id], |r| {
+                    r.get(0)
+                })
+                .map_err(StoreError::from)?;
             self.pickup.stage(&row.xml_name, &xml)?;
-            staged_now.push((row.id, hex(&Md5::digest(&xml))));
+            staged_now.push((row.id, self.pickup.staging_path(&row.xml_name)));
+            self.tick();
         }
         if !staged_now.is_empty() {
             self.pickup.sync_staging()?;
             let tx = self.store.transaction()?;
-            for (id, md5) in &staged_now {
+            for (id, path) in &staged_now {
                 tx.execute(
-                    "UPDATE messages SET staged = 1, xml_md5 = ?1 WHERE id = ?2",
-                    rusqlite::params![md5, id],
+                    "UPDATE messages SET staged = 1, staged_path = ?1 WHERE id = ?2",
+                    rusqlite::params![path.to_string_lossy(), id],
                 )
                 .map_err(StoreError::from)?;
             }
@@ -356,13 +383,24 @@ impl Pipeline {
         let mut published = Vec::new();
         for row in &ready {
             let ty: einvoice::MessageType = row.message_type.parse().expect("stored type is valid");
-            let dir = self.pickup.inbox_dir(ty, &row.tenant);
-            let path = match self.pickup.publish(&row.xml_name, ty, &row.tenant)? {
-                Some(p) => p,
-                None => dir.join(&row.xml_name),
-            };
-            dirs.insert(dir);
+            let staged = row
+                .staged_path
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| self.pickup.staging_path(&row.xml_name));
+            let (path, moved) = self
+                .pickup
+                .publish(&staged, &row.xml_name, ty, &row.tenant)?;
+            if !moved && !path.exists() {
+                info!(
+                    invoice_no = %row.number,
+                    "{} was moved into the pickup folder before a restart and has since left it",
+                    row.xml_name
+                );
+            }
+            dirs.insert(path.parent().unwrap_or(Path::new("/")).to_path_buf());
             published.push((*row, path));
+            self.tick();
         }
         self.pickup.sync_dirs(&dirs)?;
         let queued_total = rows.iter().filter(|r| r.state != "validated").count() + published.len();
@@ -370,7 +408,7 @@ impl Pipeline {
         for (row, path) in &published {
             let p = path.to_string_lossy();
             tx.execute(
-                "UPDATE messages SET xml_path = ?1 WHERE id = ?2",
+                "UPDATE messages SET xml_path = ?1, xml = NULL WHERE id = ?2",
                 rusqlite::params![p, row.id],
             )
             .map_err(StoreError::from)?;
@@ -413,7 +451,7 @@ impl Pipeline {
         )?;
         tx.commit().map_err(StoreError::from)?;
         for (row, path) in &published {
-            let md5 = self.xml_md5(row.id)?;
+            let md5 = row.xml_md5.as_deref().unwrap_or("");
             info!(
                 tenant_id = %row.tenant,
                 message_type = %row.message_type,
@@ -433,18 +471,6 @@ impl Pipeline {
 
         // 5. Archive.
         self.finish_move(work, job_id, name, "done")
-    }
-
-    fn xml_md5(&self, id: i64) -> Result<String, PipelineError> {
-        Ok(self
-            .store
-            .conn()
-            .query_row(
-                "SELECT COALESCE(xml_md5, '') FROM messages WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::from)?)
     }
 
     /// Step 1: one transaction records every accepted message not yet recorded; messages the
@@ -486,6 +512,8 @@ impl Pipeline {
                     continue;
                 }
             }
+            let xml = einvoice::render::render(m);
+            let xml_md5 = hex(&Md5::digest(&xml));
             let new = NewMessage {
                 job_id,
                 message_type: ty.as_str(),
@@ -497,9 +525,14 @@ impl Pipeline {
                 source_file: &a.file,
                 source_row: a.row,
                 amount: m.untaxed_amount().map(|d| d.normalize().to_string()),
+                xml: &xml,
+                xml_md5: &xml_md5,
             };
             let date = chrono::Local::now().date_naive();
             let id = tx.insert_message(&new, |id| turnkey::file_name(ty, date, id))?;
+            if let Some(p) = &self.progress {
+                p();
+            }
             if let Message::Allowance(al) = m {
                 for it in &al.items {
                     tx.add_allowance_line(
@@ -627,14 +660,6 @@ impl Pipeline {
     }
 }
 
-fn key(m: &Message) -> (String, String, String) {
-    (
-        m.message_type().to_string(),
-        m.seller().to_string(),
-        m.number().to_string(),
-    )
-}
-
 /// The name of a file of rejected rows: `<job>_<batch name>`, or for a ZIP member
 /// `<job>_<zip stem>.<member name>` with folders flattened.
 fn rejected_name(job_id: &str, batch: &str, file: &str) -> String {
@@ -676,19 +701,45 @@ fn allowance_over_invoice(
             .allowed_so_far(seller, invoice)?
             .iter()
             .filter_map(|s| s.parse::<Decimal>().ok())
-            .sum();
-        if before + this > total {
+            .fold(Decimal::ZERO, |a, b| {
+                a.checked_add(b).unwrap_or(Decimal::MAX)
+            });
+        let after = before.checked_add(this).unwrap_or(Decimal::MAX);
+        if after > total {
             return Ok(Some(Problem {
                 row,
                 field: "TotalAmount".into(),
                 value: this.normalize().to_string(),
                 reason: format!(
                     "allowances on invoice {invoice} would reach {}, above its untaxed total {}",
-                    (before + this).normalize(),
+                    after.normalize(),
                     total.normalize()
                 ),
             }));
         }
     }
     Ok(None)
+}
+
+/// Reads a claimed file, making sure no writer is still appending to it: the size and
+/// modification time must be the same before and after the read.
+fn read_settled(path: &Path, settle: Duration) -> Result<Vec<u8>, PipelineError> {
+    let stamp = |p: &Path| fs::metadata(p).map(|m| (m.len(), m.modified().ok()));
+    for _ in 0..5 {
+        let before = stamp(path).map_err(io_err("stat", path))?;
+        let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let after = stamp(path).map_err(io_err("stat", path))?;
+        if before == after && after.0 == bytes.len() as u64 {
+            return Ok(bytes);
+        }
+        std::thread::sleep(settle.max(Duration::from_millis(50)));
+    }
+    Err(PipelineError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the file is still being written; retrying later",
+        ),
+    })
 }

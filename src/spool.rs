@@ -26,10 +26,16 @@ use crate::durable;
 /// Whether a name in the spool is a file to take (not hidden, not being written).
 pub fn is_candidate(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    !(name.starts_with('.')
-        || lower.ends_with(".tmp")
-        || lower.ends_with(".part")
-        || lower.ends_with('~'))
+    let partial = [
+        ".tmp",
+        ".part",
+        ".partial",
+        ".filepart",
+        ".crdownload",
+        ".swp",
+        "~",
+    ];
+    !(name.starts_with('.') || partial.iter().any(|s| lower.ends_with(s)))
 }
 
 /// What the watcher tells the scanner.
@@ -114,11 +120,15 @@ impl Settler {
             let old_enough = SystemTime::now()
                 .duration_since(mtime)
                 .is_ok_and(|age| age >= settle);
-            let done = if self.renamed_in.contains(&path) || old_enough {
+            // Taken on arrival by rename; otherwise only after a second look finds it
+            // unchanged, `settle` after the first (sooner if it was already old then).
+            let done = if self.renamed_in.contains(&path) {
                 true
             } else {
                 match self.seen.get(&path) {
-                    Some(&(s, m, since)) if s == size && m == mtime => now - since >= settle,
+                    Some(&(s, m, since)) if s == size && m == mtime => {
+                        old_enough || now - since >= settle
+                    }
                     _ => {
                         self.seen.insert(path.clone(), (size, mtime, now));
                         false
@@ -153,9 +163,23 @@ pub fn new_job_id() -> String {
     )
 }
 
-/// The name of a claimed file in `work/`: `<job id>_<original name>`.
+/// The name of a claimed file in `work/`: `<job id>_<original name>`. Names are cut to fit
+/// the 255-byte limit of most filesystems (keeping the extension), with room for the
+/// `.error.json` suffix of a report.
 pub fn work_name(job_id: &str, name: &str) -> String {
-    format!("{job_id}_{name}")
+    const MAX_NAME: usize = 200;
+    if name.len() <= MAX_NAME {
+        return format!("{job_id}_{name}");
+    }
+    let ext = name
+        .rfind('.')
+        .filter(|&i| name.len() - i <= 10)
+        .map_or("", |i| &name[i..]);
+    let mut cut = MAX_NAME - ext.len();
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{job_id}_{}{ext}", &name[..cut])
 }
 
 /// Splits a `work/` name back into job id and original name.
@@ -305,5 +329,14 @@ mod tests {
         s.note_renamed_in(moved.clone());
         let (ready, _) = s.ready(dir.path(), settle).unwrap();
         assert!(ready.contains(&moved));
+    }
+
+    #[test]
+    fn long_names_are_cut_to_fit() {
+        let long = format!("{}.csv", "甲".repeat(100));
+        let name = work_name(&new_job_id(), &long);
+        assert!(name.len() <= 230 && name.ends_with(".csv"), "{name}");
+        let (_, rest) = parse_work_name(&name).unwrap();
+        assert!(rest.starts_with("甲"));
     }
 }

@@ -133,6 +133,12 @@ CREATE TABLE summaries (
     at            TEXT NOT NULL
 );
 "#,
+    r#"
+-- The rendered XML is kept until the message is queued, so a resumed job stages exactly what
+-- was recorded; staged_path is where it was staged.
+ALTER TABLE messages ADD COLUMN xml BLOB;
+ALTER TABLE messages ADD COLUMN staged_path TEXT;
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -166,6 +172,8 @@ pub struct MessageRow {
     pub xml_path: Option<String>,
     pub source_file: String,
     pub source_row: i64,
+    pub staged_path: Option<String>,
+    pub xml_md5: Option<String>,
 }
 
 /// A new message to record.
@@ -181,6 +189,8 @@ pub struct NewMessage<'a> {
     pub source_file: &'a str,
     pub source_row: usize,
     pub amount: Option<String>,
+    pub xml: &'a [u8],
+    pub xml_md5: &'a str,
 }
 
 pub struct Store {
@@ -293,7 +303,7 @@ impl Store {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, job_id, message_type, seller_ban, number, tenant, state, staged, xml_name, xml_path, source_file, source_row";
+const MESSAGE_COLUMNS: &str = "id, job_id, message_type, seller_ban, number, tenant, state, staged, xml_name, xml_path, source_file, source_row, staged_path, xml_md5";
 
 fn job_from_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
     Ok(Job {
@@ -320,6 +330,8 @@ fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
         xml_path: r.get(9)?,
         source_file: r.get(10)?,
         source_row: r.get(11)?,
+        staged_path: r.get(12)?,
+        xml_md5: r.get(13)?,
     })
 }
 
@@ -358,8 +370,9 @@ impl TxExt for Transaction<'_> {
         let at = now();
         self.execute(
             "INSERT INTO messages (job_id, message_type, legacy_type, seller_ban, number,
-                 document_date, tenant, source_file, source_row, amount, state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'validated', ?11, ?11)",
+                 document_date, tenant, source_file, source_row, amount, state, created_at, updated_at,
+                 xml, xml_md5)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'validated', ?11, ?11, ?12, ?13)",
             params![
                 m.job_id,
                 m.message_type,
@@ -371,7 +384,9 @@ impl TxExt for Transaction<'_> {
                 m.source_file,
                 m.source_row as i64,
                 m.amount,
-                at
+                at,
+                m.xml,
+                m.xml_md5
             ],
         )?;
         let id = self.last_insert_rowid();

@@ -65,6 +65,8 @@ pub enum BatchError {
     Read(#[from] ReadError),
     #[error("the batch holds {count} messages; at most {max} are allowed in one batch")]
     TooMany { count: usize, max: usize },
+    #[error("the batch holds no messages")]
+    NoMessages,
 }
 
 /// A message that passed every check, ready to render.
@@ -156,6 +158,9 @@ pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdi
             }
             entries = es;
         }
+    }
+    if entries.is_empty() && verdict.refused_members.is_empty() {
+        return Err(BatchError::NoMessages);
     }
     if entries.len() > opts.max_invoices {
         return Err(BatchError::TooMany {

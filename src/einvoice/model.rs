@@ -232,9 +232,11 @@ impl Message {
     /// The untaxed amount the store keeps: an invoice's sales, an allowance's total.
     pub fn untaxed_amount(&self) -> Option<Decimal> {
         match self {
-            Message::Invoice(m) => {
-                Some(m.amount.sales + m.amount.free_tax_sales + m.amount.zero_tax_sales)
-            }
+            Message::Invoice(m) => m
+                .amount
+                .sales
+                .checked_add(m.amount.free_tax_sales)?
+                .checked_add(m.amount.zero_tax_sales),
             Message::Allowance(m) => Some(m.total_amount),
             _ => None,
         }
@@ -376,6 +378,8 @@ fn text(s: &str, max: usize) -> Result<String, String> {
         Err(format!("is {n} characters long, at most {max} are allowed"))
     } else if s.chars().any(|c| c.is_control() && c != '\t') {
         Err("contains a control character".into())
+    } else if s.chars().any(|c| c == '\u{FFFE}' || c == '\u{FFFF}') {
+        Err("contains a character XML does not allow (U+FFFE or U+FFFF)".into())
     } else {
         Ok(s.to_string())
     }
@@ -555,7 +559,15 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
     let total = f.amount("TotalAmount");
     let discount = f.opt("DiscountAmount", |s| parse_amount(s, 7));
     let orig_currency = f.opt("OriginalCurrencyAmount", |s| parse_amount(s, 7));
-    let exchange = f.opt("ExchangeRate", |s| parse_amount(s, 5));
+    let exchange = f.opt("ExchangeRate", |s| {
+        let d = parse_amount(s, 5)?;
+        let int_digits = d.trunc().to_string().trim_start_matches('0').len();
+        if int_digits + d.scale() as usize > 13 {
+            Err("has more than 13 digits (at most 8 before the point and 5 after)".to_string())
+        } else {
+            Ok(d)
+        }
+    });
     let currency = f.opt("Currency", |s| {
         if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) {
             Ok(s.to_string())
@@ -782,9 +794,10 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
         let tax = f.req("Tax", |s| parse_amount(s, 7));
         let seq = f.text("AllowanceSequenceNumber", 4);
         let tax_type = f.req("TaxType", |s| match TaxType::parse(s)? {
-            TaxType::Mixed | TaxType::Special => {
-                Err("an allowance line is 1 (taxable), 2 (zero-rated) or 3 (exempt)".to_string())
-            }
+            TaxType::Mixed => Err(
+                "an allowance line is 1 (taxable), 2 (zero-rated), 3 (exempt) or 4 (special)"
+                    .to_string(),
+            ),
             t => Ok(t),
         });
         f.finish(MessageType::G0401);

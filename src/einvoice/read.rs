@@ -136,14 +136,17 @@ pub fn read_csv(
 
     let mut entries: Vec<Entry> = Vec::new();
     let mut open: Option<(String, Entry)> = None;
+    // The csv crate's line numbers skip blank lines; count newlines to name the line a person
+    // sees in an editor.
+    let mut lines = LineCounter::new(text);
     for rec in records {
         let (line, values) = match rec {
             Ok(r) => (
-                r.position().map_or(0, |p| p.line() as usize),
+                r.position().map_or(0, |p| lines.line_at(p.byte() as usize)),
                 r.iter().map(str::to_string).collect::<Vec<_>>(),
             ),
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line() as usize);
+                let line = e.position().map_or(0, |p| lines.line_at(p.byte() as usize));
                 entries.extend(open.take().map(|(_, e)| e));
                 entries.push(broken_row(file, line, Vec::new(), e.to_string()));
                 continue;
@@ -229,6 +232,41 @@ pub fn read_csv(
     }
     entries.extend(open.take().map(|(_, e)| e));
     Ok((header, entries))
+}
+
+/// Turns byte offsets (in increasing order) into 1-based line numbers.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            text: text.as_bytes(),
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, byte: usize) -> usize {
+        let mut byte = byte.min(self.text.len());
+        // A record's position includes the blank lines skipped before it.
+        while byte < self.text.len() && matches!(self.text[byte], b'\n' | b'\r') {
+            byte += 1;
+        }
+        if byte < self.pos {
+            self.pos = 0;
+            self.line = 1;
+        }
+        self.line += self.text[self.pos..byte]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.pos = byte;
+        self.line
+    }
 }
 
 fn broken_row(file: &str, line: usize, values: Vec<String>, reason: String) -> Entry {
@@ -540,6 +578,14 @@ mod tests {
         assert_eq!(entries[0].raw.row, 2);
         assert_eq!(entries[1].raw.row, 4);
         assert!(entries.iter().all(|e| e.problems.is_empty()));
+    }
+
+    #[test]
+    fn csv_rows_are_numbered_as_an_editor_shows_them() {
+        let text = "MessageType,InvoiceNumber\n\nF0501,AB00000001\n\"F0501\",\"AB0000\n0002\"\nF0501,AB00000003\n";
+        let (_, entries) = read_csv("a.csv", text, &Defaults::default()).unwrap();
+        let rows: Vec<usize> = entries.iter().map(|e| e.raw.row).collect();
+        assert_eq!(rows, vec![3, 4, 6]);
     }
 
     #[test]

@@ -85,8 +85,13 @@ impl Out<'_> {
     }
 }
 
+/// Quantity × unit price, or `None` when it does not fit a decimal (a hostile or broken row).
+fn product(q: Decimal, p: Decimal) -> Option<Decimal> {
+    q.checked_mul(p)
+}
+
 fn near(a: Decimal, b: Decimal, tolerance: Decimal) -> bool {
-    (a - b).abs() <= tolerance
+    a.checked_sub(b).is_some_and(|d| d.abs() <= tolerance)
 }
 
 fn half() -> Decimal {
@@ -94,7 +99,7 @@ fn half() -> Decimal {
 }
 
 fn under_one(a: Decimal, b: Decimal) -> bool {
-    (a - b).abs() < Decimal::ONE
+    a.checked_sub(b).is_some_and(|d| d.abs() < Decimal::ONE)
 }
 
 fn is_mobile_barcode(s: &str) -> bool {
@@ -195,7 +200,7 @@ fn invoice(m: &Invoice, out: &mut Out) {
             }
         }
         _ => {
-            let expected = a.sales * a.tax_rate;
+            let expected = a.sales.checked_mul(a.tax_rate).unwrap_or(Decimal::MAX);
             let inclusive_b2c = consumer && a.tax_amount.is_zero();
             if !under_one(a.tax_amount, expected) && !inclusive_b2c {
                 out.field(
@@ -213,7 +218,15 @@ fn invoice(m: &Invoice, out: &mut Out) {
     if zero_rated && m.customs_clearance_mark.is_none() {
         out.field("CustomsClearanceMark", "is required for zero-rated sales");
     }
-    let expected_total = a.sales + a.free_tax_sales + a.zero_tax_sales + a.tax_amount;
+    let expected_total = a
+        .sales
+        .checked_add(a.free_tax_sales)
+        .and_then(|v| v.checked_add(a.zero_tax_sales))
+        .and_then(|v| v.checked_add(a.tax_amount));
+    let Some(expected_total) = expected_total else {
+        out.field("TotalAmount", "the amounts are too large to add up");
+        return;
+    };
     if a.total != expected_total {
         out.field(
             "TotalAmount",
@@ -228,16 +241,21 @@ fn invoice(m: &Invoice, out: &mut Out) {
     let mut seen = BTreeSet::new();
     let (mut taxed, mut free, mut zero_sum) = (zero, zero, zero);
     for (i, it) in m.items.iter().enumerate() {
-        let expected = it.quantity * it.unit_price;
-        if !near(it.amount, expected, half()) {
-            out.item(
+        match product(it.quantity, it.unit_price) {
+            None => out.item(
+                i,
+                "Quantity",
+                "Quantity × UnitPrice is too large to compute",
+            ),
+            Some(expected) if !near(it.amount, expected, half()) => out.item(
                 i,
                 "Amount",
                 format!(
                     "should be Quantity × UnitPrice = {}",
                     format_amount(&expected)
                 ),
-            );
+            ),
+            Some(_) => {}
         }
         if !seen.insert(it.sequence_number.as_str()) {
             out.item(i, "SequenceNumber", "is used twice in this invoice");
@@ -249,16 +267,23 @@ fn invoice(m: &Invoice, out: &mut Out) {
                 format!("must match the invoice's TaxType {}", a.tax_type.code()),
             );
         }
-        match it.tax_type {
-            TaxType::Taxable | TaxType::Special | TaxType::Mixed => taxed += it.amount,
-            TaxType::Exempt => free += it.amount,
-            TaxType::ZeroRated => zero_sum += it.amount,
+        let bucket = match it.tax_type {
+            TaxType::Taxable | TaxType::Special | TaxType::Mixed => &mut taxed,
+            TaxType::Exempt => &mut free,
+            TaxType::ZeroRated => &mut zero_sum,
+        };
+        match bucket.checked_add(it.amount) {
+            Some(sum) => *bucket = sum,
+            None => {
+                out.item(i, "Amount", "the lines add up to more than can be computed");
+                return;
+            }
         }
     }
     // A consumer invoice may list tax-inclusive prices: then the taxed lines add up to
     // SalesAmount + TaxAmount instead of SalesAmount.
-    let taxed_ok =
-        under_one(taxed, a.sales) || (consumer && under_one(taxed, a.sales + a.tax_amount));
+    let inclusive = a.sales.checked_add(a.tax_amount).unwrap_or(Decimal::MAX);
+    let taxed_ok = under_one(taxed, a.sales) || (consumer && under_one(taxed, inclusive));
     if !taxed_ok {
         out.field(
             "SalesAmount",
@@ -287,16 +312,21 @@ fn allowance(m: &Allowance, out: &mut Out) {
     let mut seen = BTreeSet::new();
     let (mut amount, mut tax) = (zero, zero);
     for (i, it) in m.items.iter().enumerate() {
-        let expected = it.quantity * it.unit_price;
-        if !near(it.amount, expected, half()) {
-            out.item(
+        match product(it.quantity, it.unit_price) {
+            None => out.item(
+                i,
+                "Quantity",
+                "Quantity × UnitPrice is too large to compute",
+            ),
+            Some(expected) if !near(it.amount, expected, half()) => out.item(
                 i,
                 "Amount",
                 format!(
                     "should be Quantity × UnitPrice = {}",
                     format_amount(&expected)
                 ),
-            );
+            ),
+            Some(_) => {}
         }
         if !seen.insert(it.allowance_sequence_number.as_str()) {
             out.item(
@@ -305,14 +335,19 @@ fn allowance(m: &Allowance, out: &mut Out) {
                 "is used twice in this allowance",
             );
         }
-        if it.tax_type != TaxType::Taxable && !it.tax.is_zero() {
+        if matches!(it.tax_type, TaxType::ZeroRated | TaxType::Exempt) && !it.tax.is_zero() {
             out.item(i, "Tax", "must be 0 for a zero-rated or exempt line");
         }
         if it.original_invoice_date > m.date {
             out.item(i, "OriginalInvoiceDate", "is after the allowance date");
         }
-        amount += it.amount;
-        tax += it.tax;
+        match (amount.checked_add(it.amount), tax.checked_add(it.tax)) {
+            (Some(a), Some(t)) => (amount, tax) = (a, t),
+            _ => {
+                out.item(i, "Amount", "the lines add up to more than can be computed");
+                return;
+            }
+        }
     }
     if !under_one(m.total_amount, amount) {
         out.field(
@@ -325,5 +360,29 @@ fn allowance(m: &Allowance, out: &mut Out) {
             "TaxAmount",
             format!("the lines' Tax add up to {}", format_amount(&tax)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::einvoice::{check_batch, ReadOptions, TextEncoding};
+
+    #[test]
+    fn huge_amounts_are_a_row_problem_not_a_panic() {
+        let csv = "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n\
+                   F0401,AB00000001,20261126,10:00:00,28080623,S,0000000000,B,07,0,Y,x,99999999999999,999999999999999,1,99999999999999999999,1,99999999999999999999,99999999999999999999,0,9,0.05,1,1\n";
+        let opts = ReadOptions {
+            encoding: TextEncoding::Auto,
+            zip: crate::einvoice::archive::ZipLimits {
+                max_members: 1,
+                max_member_bytes: 1,
+                max_total_bytes: 1,
+            },
+            max_invoices: 999,
+            default_tenant: "t".into(),
+        };
+        let v = check_batch("a.csv", csv.as_bytes(), &opts).unwrap();
+        assert_eq!(v.accepted.len(), 0);
+        assert!(!v.rejected[0].problems.is_empty());
     }
 }

@@ -18,6 +18,10 @@ use crate::einvoice::MessageType;
 
 #[derive(Debug, Error)]
 pub enum PickupError {
+    #[error("{0} already exists in the pickup folder and is not ours; refusing to replace it (was the database reset?)")]
+    NameTaken(PathBuf),
+    #[error("staging folder {staging} is inside the pickup tree {inbox}; Turnkey could see half-written files")]
+    StagingInsideInbox { staging: PathBuf, inbox: PathBuf },
     #[error("staging folder {staging} is on another filesystem than the Turnkey pickup folder {inbox}; set turnkey.staging to a folder on the pickup folder's filesystem")]
     CrossDevice { staging: PathBuf, inbox: PathBuf },
     #[error("{action} {path}: {source}")]
@@ -113,6 +117,13 @@ impl Pickup {
         durable::create_dir_all(staging).map_err(io_err("create staging folder", staging))?;
         let root = template.fixed_root();
         durable::create_dir_all(&root).map_err(io_err("create pickup folder", &root))?;
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        if canon(staging).starts_with(canon(&root)) {
+            return Err(PickupError::StagingInsideInbox {
+                staging: staging.to_path_buf(),
+                inbox: root,
+            });
+        }
         let device = durable::device_of(staging).map_err(io_err("stat", staging))?;
         let pickup = Pickup {
             template,
@@ -153,25 +164,48 @@ impl Pickup {
         durable::fsync_dir(&self.staging).map_err(io_err("sync", &self.staging))
     }
 
-    /// Renames a staged file into its pickup folder. Returns the final path, or `None` when the
-    /// staged file is gone because an earlier run already moved it (Turnkey may since have
-    /// taken it, so it must not be written again). Call [`Pickup::sync_dirs`] afterwards.
+    /// Moves a staged file into its pickup folder without ever replacing a file there: it is
+    /// linked under its final name (which fails if the name is taken) and then unlinked from
+    /// staging. Returns the final path, and whether this call moved it; `false` means an
+    /// earlier run already did (Turnkey may since have taken it, so it must not be written
+    /// again). Call [`Pickup::sync_dirs`] afterwards.
     pub fn publish(
         &self,
+        staged: &Path,
         name: &str,
         ty: MessageType,
         tenant: &str,
-    ) -> Result<Option<PathBuf>, PickupError> {
+    ) -> Result<(PathBuf, bool), PickupError> {
         let dir = self.inbox_dir(ty, tenant);
-        let src = self.staging_path(name);
         let dest = dir.join(name);
-        if !src.exists() {
-            return Ok(None);
-        }
+        let Ok(src_meta) = std::fs::metadata(staged) else {
+            return Ok((dest, false));
+        };
         durable::create_dir_all(&dir).map_err(io_err("create pickup folder", &dir))?;
         self.check_device(&dir)?;
-        std::fs::rename(&src, &dest).map_err(io_err("rename into pickup folder", &dest))?;
-        Ok(Some(dest))
+        match std::fs::hard_link(staged, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                use std::os::unix::fs::MetadataExt;
+                let same = std::fs::metadata(&dest)
+                    .is_ok_and(|d| d.ino() == src_meta.ino() && d.dev() == src_meta.dev());
+                if !same {
+                    return Err(PickupError::NameTaken(dest));
+                }
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EOPNOTSUPP)) => {
+                // A filesystem without hard links: rename, after checking the name is free.
+                if dest.exists() {
+                    return Err(PickupError::NameTaken(dest));
+                }
+                std::fs::rename(staged, &dest)
+                    .map_err(io_err("rename into pickup folder", &dest))?;
+                return Ok((dest, true));
+            }
+            Err(e) => return Err(io_err("link into pickup folder", &dest)(e)),
+        }
+        std::fs::remove_file(staged).map_err(io_err("remove staged file", staged))?;
+        Ok((dest, true))
     }
 
     /// Makes the renames of a run of [`Pickup::publish`] durable.
@@ -197,6 +231,47 @@ mod tests {
         assert_eq!(t.fixed_root(), PathBuf::from("/tk/UpCast/B2SSTORAGE"));
         assert!(InboxTemplate::parse("/tk/{msg}").is_err());
         assert!(InboxTemplate::parse("/tk/{tenant").is_err());
+    }
+
+    #[test]
+    fn staging_inside_the_pickup_tree_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("INBOX");
+        let err = Pickup::open(inbox.to_str().unwrap(), &inbox.join(".staging")).unwrap_err();
+        assert!(
+            matches!(err, PickupError::StagingInsideInbox { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn publishing_never_replaces_a_file_and_is_safe_to_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("INBOX");
+        let p = Pickup::open(inbox.to_str().unwrap(), &dir.path().join("staging")).unwrap();
+        let ty = MessageType::F0401;
+        p.stage("a.xml", b"<ours/>").unwrap();
+        let staged = p.staging_path("a.xml");
+        // A crash between link and unlink leaves both names: publishing again finishes it.
+        std::fs::create_dir_all(&inbox).unwrap();
+        std::fs::hard_link(&staged, inbox.join("a.xml")).unwrap();
+        assert_eq!(
+            p.publish(&staged, "a.xml", ty, "t").unwrap(),
+            (inbox.join("a.xml"), true)
+        );
+        assert!(!staged.exists());
+        assert_eq!(
+            p.publish(&staged, "a.xml", ty, "t").unwrap(),
+            (inbox.join("a.xml"), false)
+        );
+        // Someone else's file under the same name is never replaced.
+        p.stage("b.xml", b"<ours/>").unwrap();
+        std::fs::write(inbox.join("b.xml"), b"<theirs/>").unwrap();
+        let err = p
+            .publish(&p.staging_path("b.xml"), "b.xml", ty, "t")
+            .unwrap_err();
+        assert!(matches!(err, PickupError::NameTaken(_)));
+        assert_eq!(std::fs::read(inbox.join("b.xml")).unwrap(), b"<theirs/>");
     }
 
     #[test]
