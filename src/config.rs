@@ -26,7 +26,144 @@ pub struct Config {
     pub einvoice: Einvoice,
     pub turnkey: Turnkey,
     pub simulator: Simulator,
+    pub http: Http,
+    pub nextengine: NextEngine,
+    pub company_webhook: CompanyWebhook,
     pub log: Log,
+}
+
+/// A secret from the config: compared in constant time by its users, never printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// The embedded HTTP listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Http {
+    /// Address to listen on; empty turns the listener off.
+    pub listen: String,
+    /// Separate address for `/healthz` and `/metrics`; empty serves them on `listen`.
+    pub monitor_listen: String,
+    /// `Authorization: Bearer` token for the monitoring routes; empty turns them off.
+    pub admin_token: Secret,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub header_timeout_ms: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:8780".into(),
+            monitor_listen: String::new(),
+            admin_token: Secret::default(),
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
+            request_timeout_ms: 10_000,
+            header_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A NextEngine shop whose stock callbacks are accepted.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default)]
+pub struct Shop {
+    pub store_account: String,
+    pub auth_key: Secret,
+}
+
+/// Where an accepted stock level goes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StockSink {
+    /// Recorded in the store only.
+    #[default]
+    Record,
+    /// Recorded and marked pending, for forwarding to other platforms.
+    Forward,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NextEngine {
+    pub updatestock_path: String,
+    pub ts_utc_offset: String,
+    pub ts_max_age_secs: u64,
+    pub ts_max_ahead_secs: u64,
+    pub stock_sink: StockSink,
+    pub shops: Vec<Shop>,
+}
+
+impl Default for NextEngine {
+    fn default() -> Self {
+        NextEngine {
+            updatestock_path: "/UpdateStock.php".into(),
+            ts_utc_offset: "+09:00".into(),
+            ts_max_age_secs: 3600,
+            ts_max_ahead_secs: 26 * 3600,
+            stock_sink: StockSink::Record,
+            shops: Vec::new(),
+        }
+    }
+}
+
+impl NextEngine {
+    pub fn offset(&self) -> chrono::FixedOffset {
+        parse_offset(&self.ts_utc_offset)
+            .unwrap_or_else(|| chrono::FixedOffset::east_opt(9 * 3600).expect("valid"))
+    }
+}
+
+impl crate::nextengine::stock_callback::ShopKeys for NextEngine {
+    fn auth_key(&self, store_account: &str) -> Option<&str> {
+        self.shops
+            .iter()
+            .find(|s| s.store_account == store_account)
+            .map(|s| s.auth_key.expose())
+    }
+}
+
+fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    if h > 14 || m > 59 {
+        return None;
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+/// The company system's webhook receiver.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default)]
+pub struct CompanyWebhook {
+    /// The `X-Webhook-Secret` value; empty turns the route off.
+    pub secret: Secret,
 }
 
 /// The built-in Turnkey stand-in, for the sandbox (see `turnkey::simulator`).
@@ -256,6 +393,9 @@ impl Config {
                 "einvoice" => section(&key, value, &mut issues, &mut config.einvoice),
                 "turnkey" => section(&key, value, &mut issues, &mut config.turnkey),
                 "simulator" => section(&key, value, &mut issues, &mut config.simulator),
+                "http" => section(&key, value, &mut issues, &mut config.http),
+                "nextengine" => section(&key, value, &mut issues, &mut config.nextengine),
+                "company_webhook" => section(&key, value, &mut issues, &mut config.company_webhook),
                 "log" => section(&key, value, &mut issues, &mut config.log),
                 _ => {}
             }
@@ -329,6 +469,57 @@ impl Config {
         ] {
             if p.as_os_str().is_empty() {
                 bad(key, "must not be empty".into());
+            }
+        }
+        let h = &self.http;
+        for (key, addr) in [
+            ("http.listen", &h.listen),
+            ("http.monitor_listen", &h.monitor_listen),
+        ] {
+            if !addr.is_empty() && addr.parse::<std::net::SocketAddr>().is_err() {
+                bad(
+                    key,
+                    format!("`{addr}` is not an address like 127.0.0.1:8780"),
+                );
+            }
+        }
+        if h.max_header_bytes < 8192 {
+            bad("http.max_header_bytes", "must be at least 8192".into());
+        }
+        if h.max_body_bytes == 0 {
+            bad("http.max_body_bytes", "must be above 0".into());
+        }
+        if h.request_timeout_ms == 0 || h.header_timeout_ms == 0 {
+            bad("http.request_timeout_ms", "timeouts must be above 0".into());
+        }
+        let ne = &self.nextengine;
+        if !ne.updatestock_path.starts_with('/') {
+            bad("nextengine.updatestock_path", "must start with /".into());
+        }
+        if parse_offset(&ne.ts_utc_offset).is_none() {
+            bad("nextengine.ts_utc_offset", "must look like +09:00".into());
+        }
+        for (i, shop) in ne.shops.iter().enumerate() {
+            if shop.store_account.is_empty() {
+                bad(
+                    &format!("nextengine.shops[{i}].store_account"),
+                    "must not be empty".into(),
+                );
+            }
+            if shop.auth_key.is_empty() {
+                bad(
+                    &format!("nextengine.shops[{i}].auth_key"),
+                    "must not be empty".into(),
+                );
+            }
+            if ne.shops[..i]
+                .iter()
+                .any(|s| s.store_account == shop.store_account)
+            {
+                bad(
+                    &format!("nextengine.shops[{i}].store_account"),
+                    "is listed twice".into(),
+                );
             }
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {

@@ -119,6 +119,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         None
     };
 
+    let server = crate::http::start(&config)
+        .await
+        .map_err(|e| DaemonError::Start(e.to_string()))?;
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("watching the spool"),
@@ -147,6 +150,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                         info!(config = %config_path.display(), "configuration reloaded");
                         log.set_level(&new.log.level);
                         let _ = fb_tx.send(Command::Reload(Box::new(new.clone())));
+                        if let Some(s) = &server {
+                            s.reload(new.clone());
+                        }
                         let _ = tx.send(Command::Reload(Box::new(new)));
                     }
                     Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
@@ -177,6 +183,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     ]);
     info!("stopping: finishing the file in hand");
     stop.store(true, Ordering::SeqCst);
+    if let Some(s) = server {
+        s.stop(Duration::from_secs(10)).await;
+    }
     let _ = tx.send(Command::Stop);
     let _ = fb_tx.send(Command::Stop);
     let result = tokio::task::spawn_blocking(move || {
@@ -419,6 +428,10 @@ impl Worker {
         match result {
             Ok(o) => {
                 self.processed += 1;
+                crate::metrics::inc(
+                    "turnbridge_spool_files_total",
+                    &[("kind", "einvoice"), ("outcome", &o.state)],
+                );
                 info!(
                     job_id = %o.job_id,
                     outcome = %o.state,
@@ -429,7 +442,13 @@ impl Worker {
                     o.final_path.display()
                 );
             }
-            Err(e) => error!(file = %path.display(), "file left for a retry: {e}"),
+            Err(e) => {
+                crate::metrics::inc(
+                    "turnbridge_spool_files_total",
+                    &[("kind", "einvoice"), ("outcome", "retry")],
+                );
+                error!(file = %path.display(), "file left for a retry: {e}")
+            }
         }
         notify(&[NotifyState::Status(&format!(
             "watching the spool; {} file(s) processed since start",
@@ -589,6 +608,15 @@ pub fn sandbox_config() -> String {
             "error = \"turnkey/ERROR\"",
         ),
         ("enabled = false", "enabled = true"),
+        (
+            "admin_token = \"\"",
+            "admin_token = \"sandbox-admin-token\"",
+        ),
+        ("secret = \"\"", "secret = \"sandbox-webhook-secret\""),
+        (
+            "# [[nextengine.shops]]\n# store_account = \"samplestore\"\n# auth_key = \"...\"",
+            "[[nextengine.shops]]\nstore_account = \"samplestore\"\nauth_key = \"aaa\"",
+        ),
     ];
     let mut text = format!(
         "# turnbridge sandbox: every path below is relative to this folder.\n{}",
@@ -618,5 +646,7 @@ mod tests {
         }
         assert!(c.turnkey.inbox.starts_with("/sb/"));
         assert!(c.simulator.enabled, "the sandbox answers like Turnkey");
+        assert_eq!(c.nextengine.shops.len(), 1);
+        assert!(!c.company_webhook.secret.is_empty() && !c.http.admin_token.is_empty());
     }
 }

@@ -15,6 +15,10 @@
 //! After that, [`turnkey::feedback`] follows each message through Turnkey's folders and
 //! results (`queued → picked_up → acked | error`), and [`report`] shows it to operators.
 //!
+//! Beside the spool, [`http`] is the embedded listener: NextEngine's stock callback
+//! ([`nextengine::stock_callback`]), the company system's webhook ([`webhook::inbound`]),
+//! monitoring routes and [`metrics`].
+//!
 //! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
 //! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
 //! rest is built on.
@@ -24,9 +28,13 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod einvoice;
+pub mod http;
 pub mod logging;
+pub mod metrics;
+pub mod nextengine;
 pub mod pipeline;
 pub mod report;
 pub mod spool;
 pub mod store;
 pub mod turnkey;
+pub mod webhook;

@@ -139,6 +139,54 @@ CREATE TABLE summaries (
 ALTER TABLE messages ADD COLUMN xml BLOB;
 ALTER TABLE messages ADD COLUMN staged_path TEXT;
 "#,
+    r#"
+-- NextEngine stock callbacks: every accepted level once (a replayed ts + signature is refused).
+CREATE TABLE stock_updates (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    store_account TEXT NOT NULL,
+    code          TEXT NOT NULL,
+    stock         INTEGER,          -- NULL: sent empty (made-to-order, unlimited)
+    ts            TEXT NOT NULL,
+    sig           TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    sink_state    TEXT NOT NULL,    -- recorded | pending (to forward)
+    UNIQUE (store_account, ts, sig)
+);
+-- Every callback request, accepted or not.
+CREATE TABLE inventory_logs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id    TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    remote        TEXT,
+    store_account TEXT,
+    code          TEXT,
+    stock         TEXT,
+    ts            TEXT,
+    outcome       TEXT NOT NULL,
+    processed     INTEGER NOT NULL,
+    reason        TEXT
+);
+-- Company-system pushes, each stored once.
+CREATE TABLE company_events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_type    TEXT NOT NULL,
+    business_key  TEXT NOT NULL,
+    content_md5   TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    UNIQUE (event_type, business_key, content_md5)
+);
+CREATE TABLE audit (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    action      TEXT NOT NULL,
+    subject     TEXT,
+    detail      TEXT,
+    request_id  TEXT,
+    at          TEXT NOT NULL
+);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

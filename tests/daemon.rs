@@ -437,6 +437,11 @@ fn allowances_cannot_take_back_more_than_the_invoice() {
 fn the_sandbox_command_builds_a_working_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let sb_dir = dir.path().join("sb");
+    // The sandbox keeps a config it finds; use a free port instead of the default one.
+    std::fs::create_dir_all(&sb_dir).unwrap();
+    let text = turnbridge::daemon::sandbox_config()
+        .replace("listen = \"127.0.0.1:8780\"", "listen = \"127.0.0.1:0\"");
+    std::fs::write(sb_dir.join("turnbridge.toml"), text).unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
         .arg("sandbox")

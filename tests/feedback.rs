@@ -33,7 +33,8 @@ impl World {
         };
         let text = format!(
             "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
-             [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n"
+             [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
+             [http]\nlisten = \"\"\n"
         );
         let config = Config::parse(&text, dir.path()).unwrap();
         std::fs::create_dir_all(config.einvoice_spool()).unwrap();
@@ -394,7 +395,7 @@ fn sandbox_config(dir: &Path, layout: &str) -> PathBuf {
         "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 100\n\
          [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"{outbox}\"\nerror = \"turnkey/ERROR\"\nrescan_secs = 1\n\
          [simulator]\nenabled = true\ndelay_ms = 100\nerr = [\"EF00000002\"]\nreject = [\"EF00000003\"]\n\
-         [log]\nformat = \"text\"\n"
+         [http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n"
     );
     let path = dir.join("turnbridge.toml");
     std::fs::write(&path, text).unwrap();

@@ -338,6 +338,7 @@ impl Tracker {
         };
         record(&tx, path, &md5, kind, &outcome, None)?;
         tx.commit()?;
+        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
         Ok(true)
     }
 
@@ -403,6 +404,7 @@ impl Tracker {
                 let tx = self.store.transaction()?;
                 record(&tx, path, &md5, "rejected", &reason, Some(&dest))?;
                 tx.commit()?;
+                crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "rejected")]);
                 return Ok(true);
             }
         };
@@ -416,6 +418,7 @@ impl Tracker {
             params![kind, outcome, id],
         )?;
         tx.commit()?;
+        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
         if applied.unmatched.is_empty() {
             info!(file = %path.display(), "{kind} applied: {outcome}");
         } else {

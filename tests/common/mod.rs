@@ -112,6 +112,7 @@ impl Sandbox {
             "[paths]\nspool = \"spool\"\nstate = \"state\"\n\
              [einvoice]\nsettle_ms = 100\nrescan_secs = 1\n{}\n\
              [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
              [log]\nlevel = \"debug\"\nformat = \"text\"\n",
             self.extra_config
         )

@@ -1,0 +1,775 @@
+//! The embedded listener: one hyper server (plus, optionally, a second address for
+//! `/healthz` and `/metrics`).
+//!
+//! | route | auth | what |
+//! | --- | --- | --- |
+//! | `GET <nextengine.updatestock_path>` | NextEngine `.sig` | stock callback, EUC-JP XML reply |
+//! | `POST /api/sync/company/webhook` | `X-Webhook-Secret` | company-system pushes |
+//! | `GET /api/inventory/status`, `/updates`, `/logs`, `/api/webhook/status` | `Bearer` admin token | monitoring |
+//! | `GET /healthz`, `/metrics` | none | liveness, Prometheus metrics |
+//!
+//! Every request gets an id (`X-Request-Id`, and `request_id` in every log line of it), a
+//! deadline (`http.request_timeout_ms`), a header deadline and size cap (431 beyond), and a
+//! body cap (413). Errors are JSON with a stable `code`. A request is answered only after what
+//! it changed is committed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::{Config, StockSink};
+use crate::metrics::{self, Gauge};
+use crate::nextengine::stock_callback::{self, StockQuery};
+use crate::store::{self, Store, StoreError};
+use crate::webhook::inbound;
+
+#[derive(Debug, Error)]
+pub enum HttpError {
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Body = Full<Bytes>;
+
+/// What the handlers share: the live config (replaced on reload) and one store connection.
+pub struct AppState {
+    config: RwLock<Arc<Config>>,
+    db: Mutex<Store>,
+}
+
+impl AppState {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A running listener: its bound addresses and how to stop it.
+pub struct Server {
+    pub addrs: Vec<SocketAddr>,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Applies a reloaded config (shops, secrets, limits). Addresses need a restart.
+    pub fn reload(&self, config: Config) {
+        let old = self.state.config();
+        if old.http.listen != config.http.listen
+            || old.http.monitor_listen != config.http.monitor_listen
+        {
+            warn!("http.listen / http.monitor_listen changes take effect at the next restart");
+        }
+        *self.state.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// Stops accepting, lets requests in flight finish (at most `grace`), and returns.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(grace, t).await;
+        }
+    }
+}
+
+/// Binds the configured addresses and starts serving. Returns `None` when `http.listen` is
+/// empty.
+pub async fn start(config: &Config) -> Result<Option<Server>, HttpError> {
+    if config.http.listen.is_empty() {
+        return Ok(None);
+    }
+    let state = Arc::new(AppState {
+        config: RwLock::new(Arc::new(config.clone())),
+        db: Mutex::new(Store::open(&config.database())?),
+    });
+    let (tx, rx) = watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    let mut listeners = vec![(config.http.listen.clone(), Role::Main)];
+    if !config.http.monitor_listen.is_empty() {
+        listeners.push((config.http.monitor_listen.clone(), Role::Monitor));
+    }
+    for (addr, role) in listeners {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| HttpError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        info!(addr = %local, role = ?role, "http listening on http://{local}");
+        addrs.push(local);
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            role,
+            state.clone(),
+            rx.clone(),
+        )));
+    }
+    Ok(Some(Server {
+        addrs,
+        state,
+        shutdown: tx,
+        tasks,
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Everything (and `/healthz`, `/metrics` when there is no monitor address).
+    Main,
+    /// Only `/healthz` and `/metrics`.
+    Monitor,
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    role: Role,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let cfg = state.config();
+                let st = state.clone();
+                let service = service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, Infallible>(handle(st, role, req, remote).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(cfg.http.header_timeout_ms))
+                    .max_buf_size(cfg.http.max_header_bytes)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%remote, "connection ended: {e}");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    json_response(status, json!({"code": code, "message": message.into()}))
+}
+
+/// The route name used in metrics (never the raw path, to keep label values few).
+fn route_name(path: &str, cfg: &Config) -> &'static str {
+    match path {
+        p if p == cfg.nextengine.updatestock_path => "updatestock",
+        "/api/sync/company/webhook" => "company_webhook",
+        "/api/inventory/status"
+        | "/api/inventory/updates"
+        | "/api/inventory/logs"
+        | "/api/webhook/status" => "monitoring",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    role: Role,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let cfg = state.config();
+    let route = route_name(req.uri().path(), &cfg);
+    let span = tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.uri().path(), remote = %remote);
+    let started = Instant::now();
+    let deadline = Duration::from_millis(cfg.http.request_timeout_ms);
+    let mut resp = match tokio::time::timeout(
+        deadline,
+        dispatch(state, cfg.clone(), role, req, remote, request_id.clone())
+            .instrument(span.clone()),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request was not completed in time",
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::inc(
+        "turnbridge_http_requests_total",
+        &[("route", route), ("status", &status)],
+    );
+    metrics::observe(
+        "turnbridge_http_request_duration_seconds",
+        &[("route", route)],
+        started.elapsed().as_secs_f64(),
+    );
+    span.in_scope(
+        || debug!(status = %status, elapsed_ms = started.elapsed().as_millis() as u64, "answered"),
+    );
+    resp
+}
+
+/// Reads a body up to the configured cap; `Err` is the response to send.
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Response<Body>> {
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > max {
+            return Err(too_big());
+        }
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_big())
+        }
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "body_unreadable",
+            e.to_string(),
+        )),
+    }
+}
+
+async fn dispatch(
+    state: Arc<AppState>,
+    cfg: Arc<Config>,
+    role: Role,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    request_id: String,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let monitor_here = role == Role::Monitor || cfg.http.monitor_listen.is_empty();
+    match (role, req.method(), path.as_str()) {
+        (_, &Method::GET, "/healthz") if monitor_here => {
+            json_response(StatusCode::OK, json!({"status": "ok"}))
+        }
+        (_, &Method::GET, "/metrics") if monitor_here => metrics_response(&state).await,
+        (Role::Monitor, _, _) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this address serves /healthz and /metrics only",
+        ),
+        (_, &Method::GET, p) if p == cfg.nextengine.updatestock_path => {
+            let query = req.uri().query().unwrap_or("").to_string();
+            updatestock(state, cfg, query, remote, request_id).await
+        }
+        (_, _, p) if p == cfg.nextengine.updatestock_path => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        ),
+        (_, &Method::POST, "/api/sync/company/webhook") => {
+            company_webhook(state, cfg, req, request_id).await
+        }
+        (_, _, "/api/sync/company/webhook") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST",
+        ),
+        (
+            _,
+            &Method::GET,
+            "/api/inventory/status"
+            | "/api/inventory/updates"
+            | "/api/inventory/logs"
+            | "/api/webhook/status",
+        ) => {
+            if let Some(denied) = check_admin(&cfg, &req) {
+                return denied;
+            }
+            let limit = query_limit(req.uri().query());
+            monitoring(state, path, limit).await
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        ),
+    }
+}
+
+fn check_admin(cfg: &Config, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let token = cfg.http.admin_token.expose();
+    if token.is_empty() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "set http.admin_token to use the monitoring routes",
+        ));
+    }
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if inbound::secret_matches(token, given) {
+        None
+    } else {
+        metrics::inc(
+            "turnbridge_signature_failures_total",
+            &[("route", "monitoring")],
+        );
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid Bearer token is required",
+        ))
+    }
+}
+
+fn query_limit(query: Option<&str>) -> i64 {
+    stock_callback::form_pairs(query.unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 1000)
+}
+
+/// Runs a store operation off the async threads.
+async fn with_db<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut db = st.db.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut db)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(
+            Box::new(e),
+        )))
+    })
+}
+
+fn xml_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=EUC-JP"),
+    );
+    r
+}
+
+async fn updatestock(
+    state: Arc<AppState>,
+    cfg: Arc<Config>,
+    query: String,
+    remote: SocketAddr,
+    request_id: String,
+) -> Response<Body> {
+    let q = StockQuery::parse(&query);
+    let log_row = |outcome: &'static str, processed: i32, reason: Option<String>| {
+        let (q, request_id) = (q.clone(), request_id.clone());
+        move |db: &mut Store| -> Result<(), StoreError> {
+            db.conn().execute(
+                "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![request_id, store::now(), remote.to_string(), q.store_account, q.code, q.stock, q.ts, outcome, processed, reason],
+            )?;
+            Ok(())
+        }
+    };
+    if q.is_connection_check() {
+        info!("NextEngine connection check (接続を確認)");
+        metrics::inc(
+            "turnbridge_stock_updates_total",
+            &[("outcome", "connection_check")],
+        );
+        let _ = with_db(&state, log_row("connection_check", 0, None)).await;
+        return xml_response(StatusCode::OK, stock_callback::reply(&q, 0));
+    }
+    let ne = &cfg.nextengine;
+    let verdict = stock_callback::verify(
+        &q,
+        ne,
+        chrono::Utc::now(),
+        ne.offset(),
+        chrono::Duration::seconds(ne.ts_max_age_secs as i64),
+        chrono::Duration::seconds(ne.ts_max_ahead_secs as i64),
+    );
+    let update = match verdict {
+        Ok(u) => u,
+        Err(refusal) => {
+            let reason = refusal.reason();
+            let status = if refusal.is_signature() {
+                metrics::inc(
+                    "turnbridge_signature_failures_total",
+                    &[("route", "updatestock")],
+                );
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "refused")]);
+            warn!(store_account = ?q.store_account, code = ?q.code, "stock callback refused: {reason}");
+            let _ = with_db(&state, log_row("refused", -2, Some(reason))).await;
+            return xml_response(status, stock_callback::reply(&q, -2));
+        }
+    };
+    let sink = match ne.stock_sink {
+        StockSink::Record => "recorded",
+        StockSink::Forward => "pending",
+    };
+    let (u, rid, q2) = (update.clone(), request_id.clone(), q.clone());
+    let result = with_db(&state, move |db| {
+        let tx = db.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO stock_updates (store_account, code, stock, ts, sig, request_id, received_at, sink_state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![u.store_account, u.code, u.stock, u.ts, u.sig, rid, store::now(), sink],
+        )?;
+        let (outcome, processed, reason) = if inserted == 1 {
+            ("accepted", 0, None)
+        } else {
+            ("replayed", -2, Some("this ts and signature were already used".to_string()))
+        };
+        tx.execute(
+            "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![rid, store::now(), remote.to_string(), q2.store_account, q2.code, q2.stock, q2.ts, outcome, processed, reason],
+        )?;
+        tx.commit()?;
+        Ok(inserted == 1)
+    })
+    .await;
+    match result {
+        Ok(true) => {
+            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "accepted")]);
+            info!(store_account = %update.store_account, code = %update.code, stock = ?update.stock, ts = %update.ts, "stock level accepted");
+            xml_response(StatusCode::OK, stock_callback::reply(&q, 0))
+        }
+        Ok(false) => {
+            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "replayed")]);
+            warn!(store_account = %update.store_account, code = %update.code, ts = %update.ts, "stock callback refused: replayed");
+            xml_response(StatusCode::CONFLICT, stock_callback::reply(&q, -2))
+        }
+        Err(e) => {
+            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "error")]);
+            warn!("stock callback could not be recorded: {e}");
+            xml_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                stock_callback::reply(&q, -3),
+            )
+        }
+    }
+}
+
+async fn company_webhook(
+    state: Arc<AppState>,
+    cfg: Arc<Config>,
+    req: Request<Incoming>,
+    request_id: String,
+) -> Response<Body> {
+    let secret = cfg.company_webhook.secret.expose().to_string();
+    if secret.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "set company_webhook.secret to receive company webhooks",
+        );
+    }
+    let given = req
+        .headers()
+        .get("x-webhook-secret")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !inbound::secret_matches(&secret, &given) {
+        metrics::inc(
+            "turnbridge_signature_failures_total",
+            &[("route", "company_webhook")],
+        );
+        metrics::inc(
+            "turnbridge_company_webhooks_total",
+            &[("type", "unknown"), ("outcome", "unauthorized")],
+        );
+        warn!("company webhook refused: missing or wrong X-Webhook-Secret");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong X-Webhook-Secret",
+        );
+    }
+    let body = match read_body(req, cfg.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => {
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", "unknown"), ("outcome", "too_large")],
+            );
+            return resp;
+        }
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", "unknown"), ("outcome", "malformed")],
+            );
+            return error(StatusCode::BAD_REQUEST, "malformed_json", e.to_string());
+        }
+    };
+    let accepted = match inbound::validate(&value) {
+        Ok(a) => a,
+        Err(inv) => {
+            let ty = value
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let label = if inbound::EVENT_TYPES.contains(&ty.as_str()) {
+                ty.as_str()
+            } else {
+                "unknown"
+            };
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", label), ("outcome", "invalid")],
+            );
+            warn!(event_type = %ty, field = %inv.field, "company webhook refused: {}", inv.reason);
+            let (rid, detail) = (
+                request_id.clone(),
+                json!({"type": ty, "field": inv.field, "reason": inv.reason}).to_string(),
+            );
+            let _ = with_db(&state, move |db| {
+                db.conn().execute(
+                    "INSERT INTO audit (action, subject, detail, request_id, at) VALUES ('WEBHOOK_REJECTED', ?1, ?2, ?3, ?4)",
+                    params![ty, detail, rid, store::now()],
+                )?;
+                Ok(())
+            })
+            .await;
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"code": inv.code, "field": inv.field, "message": inv.reason}),
+            );
+        }
+    };
+    let (a, rid) = (accepted.clone(), request_id.clone());
+    let stored = with_db(&state, move |db| {
+        let tx = db.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO company_events (event_type, business_key, content_md5, payload, request_id, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.event_type, a.key, a.content_md5, a.payload.to_string(), rid, store::now()],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM company_events WHERE event_type = ?1 AND business_key = ?2 AND content_md5 = ?3",
+            params![a.event_type, a.key, a.content_md5],
+            |r| r.get(0),
+        )?;
+        let action = if inserted == 1 { "WEBHOOK_RECEIVED" } else { "WEBHOOK_DUPLICATE" };
+        tx.execute(
+            "INSERT INTO audit (action, subject, detail, request_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![action, format!("{} {}", a.event_type, a.key), json!({"event_id": id}).to_string(), rid, store::now()],
+        )?;
+        tx.commit()?;
+        Ok((inserted == 1, id))
+    })
+    .await;
+    match stored {
+        Ok((new, id)) => {
+            let outcome = if new { "stored" } else { "duplicate" };
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", &accepted.event_type), ("outcome", outcome)],
+            );
+            info!(event_type = %accepted.event_type, key = %accepted.key, "company webhook {outcome}");
+            json_response(
+                StatusCode::OK,
+                json!({"status": outcome, "id": id, "request_id": request_id}),
+            )
+        }
+        Err(e) => {
+            warn!("company webhook could not be stored: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                "the event could not be stored; send it again",
+            )
+        }
+    }
+}
+
+fn rows_as_json(conn: &Connection, sql: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let rows = stmt.query_map([limit], |r| {
+        let mut o = serde_json::Map::new();
+        for (i, n) in names.iter().enumerate() {
+            let v = match r.get_ref(i)? {
+                rusqlite::types::ValueRef::Null => Value::Null,
+                rusqlite::types::ValueRef::Integer(x) => json!(x),
+                rusqlite::types::ValueRef::Real(x) => json!(x),
+                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                rusqlite::types::ValueRef::Blob(_) => Value::Null,
+            };
+            o.insert(n.clone(), v);
+        }
+        Ok(Value::Object(o))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+async fn monitoring(state: Arc<AppState>, path: String, limit: i64) -> Response<Body> {
+    let cfg = state.config();
+    let shops: Vec<String> = cfg
+        .nextengine
+        .shops
+        .iter()
+        .map(|s| s.store_account.clone())
+        .collect();
+    let updatestock_path = cfg.nextengine.updatestock_path.clone();
+    let result = with_db(&state, move |db| {
+        let c = db.conn();
+        Ok(match path.as_str() {
+            "/api/inventory/updates" => json!({"updates": rows_as_json(c, "SELECT id, store_account, code, stock, ts, request_id, received_at, sink_state FROM stock_updates ORDER BY id DESC LIMIT ?1", limit)?}),
+            "/api/inventory/logs" => json!({"logs": rows_as_json(c, "SELECT id, request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason FROM inventory_logs ORDER BY id DESC LIMIT ?1", limit)?}),
+            "/api/inventory/status" => {
+                let count = |sql: &str| -> Result<i64, StoreError> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
+                let last = rows_as_json(c, "SELECT store_account, code, stock, ts, received_at FROM stock_updates ORDER BY id DESC LIMIT ?1", 1)?;
+                json!({
+                    "updatestock_path": updatestock_path,
+                    "shops": shops,
+                    "accepted": count("SELECT count(*) FROM stock_updates")?,
+                    "refused": count("SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')")?,
+                    "requests": count("SELECT count(*) FROM inventory_logs")?,
+                    "pending_forward": count("SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'")?,
+                    "signature_failures_since_start": metrics::counter("turnbridge_signature_failures_total", &[("route", "updatestock")]),
+                    "last_update": last.into_iter().next(),
+                })
+            }
+            _ => {
+                let by_type = rows_as_json(c, "SELECT event_type, count(*) AS stored, max(received_at) AS last_received FROM company_events GROUP BY event_type LIMIT ?1", 100)?;
+                let rejected: i64 = c.query_row("SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'", [], |r| r.get(0))?;
+                let last: Option<String> = c
+                    .query_row("SELECT max(at) FROM audit WHERE action LIKE 'WEBHOOK_%'", [], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                json!({"event_types": inbound::EVENT_TYPES, "stored": by_type, "rejected": rejected, "last_activity": last})
+            }
+        })
+    })
+    .await;
+    match result {
+        Ok(v) => json_response(StatusCode::OK, v),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn metrics_response(state: &Arc<AppState>) -> Response<Body> {
+    let gauges = with_db(state, |db| {
+        let c = db.conn();
+        let mut gauges = Vec::new();
+        let mut stmt =
+            c.prepare("SELECT message_type, state, count(*) FROM messages GROUP BY 1, 2")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (ty, st, n) = row?;
+            gauges.push(Gauge {
+                name: "turnbridge_messages",
+                labels: vec![("message_type".into(), ty), ("state".into(), st)],
+                value: n as f64,
+            });
+        }
+        let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        gauges.push(Gauge {
+            name: "turnbridge_events_outbox",
+            labels: vec![],
+            value: events as f64,
+        });
+        Ok(gauges)
+    })
+    .await
+    .unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(metrics::render(&gauges))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
