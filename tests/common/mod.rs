@@ -88,6 +88,8 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub extra_config: String,
+    /// Whole sections appended to the config.
+    pub tail: String,
 }
 
 impl Sandbox {
@@ -97,11 +99,17 @@ impl Sandbox {
 
     /// `extra` is appended to the `[einvoice]` section.
     pub fn with_config(extra: &str) -> Sandbox {
+        Sandbox::with_sections(extra, "")
+    }
+
+    /// `extra` goes into `[einvoice]`; `tail` (whole sections) at the end of the config.
+    pub fn with_sections(extra: &str, tail: &str) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let sb = Sandbox {
             dir,
             child: None,
             extra_config: extra.to_string(),
+            tail: tail.to_string(),
         };
         std::fs::write(sb.config_path(), sb.config_text()).unwrap();
         sb
@@ -112,9 +120,10 @@ impl Sandbox {
             "[paths]\nspool = \"spool\"\nstate = \"state\"\n\
              [einvoice]\nsettle_ms = 100\nrescan_secs = 1\n{}\n\
              [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\
-             [log]\nlevel = \"debug\"\nformat = \"text\"\n",
-            self.extra_config
+             [log]\nlevel = \"debug\"\nformat = \"text\"\n{}{}",
+            self.extra_config,
+            if self.tail.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" },
+            self.tail
         )
     }
 
@@ -214,6 +223,20 @@ impl Sandbox {
         std::fs::rename(&tmp, self.spool().join(name)).unwrap();
     }
 
+    /// The address the daemon's listener bound (it is configured with port 0).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let mut addr = None;
+        wait_for(20, "the listener address in the log", || {
+            addr = self.log().lines().find_map(|l| {
+                let i = l.find("http listening on http://")?;
+                let rest = &l[i + "http listening on http://".len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.state().join("turnbridge.db")).unwrap()
     }
@@ -237,4 +260,83 @@ pub fn batch_csv(prefix: &str, first: u32, n: u32) -> String {
         ));
     }
     s
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw request bytes on a new connection (the request should say `Connection: close`)
+/// and reads the whole response.
+pub fn http_raw(addr: std::net::SocketAddr, request: &[u8]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf)
+}
+
+pub fn parse_response(buf: &[u8]) -> HttpResponse {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    }
+}
+
+/// `GET path` with optional extra header lines.
+pub fn http_get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    http_raw(addr, req.as_bytes())
+}
+
+/// `POST path` with a body and optional extra header lines.
+pub fn http_post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    http_raw(addr, &bytes)
 }
