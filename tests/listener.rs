@@ -25,7 +25,9 @@ fn listener_sandbox(ts_max_age_secs: u64) -> Sandbox {
 
 /// The published algorithm, written again here so the test does not trust the product's.
 fn sign(account: &str, code: &str, stock: &str, ts: &str, key: &str) -> String {
-    let d = Md5::digest(format!("StoreAccount={account}&Code={code}&Stock={stock}&ts={ts}{key}").as_bytes());
+    let d = Md5::digest(
+        format!("StoreAccount={account}&Code={code}&Stock={stock}&ts={ts}{key}").as_bytes(),
+    );
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -51,7 +53,10 @@ fn ts_ahead(hours: i64) -> String {
 }
 
 fn stock_path(code: &str, stock: &str, ts: &str, sig: Option<&str>) -> String {
-    let mut p = format!("/UpdateStock.php?StoreAccount=samplestore&Code={}&Stock={stock}&ts={ts}", pct(code));
+    let mut p = format!(
+        "/UpdateStock.php?StoreAccount=samplestore&Code={}&Stock={stock}&ts={ts}",
+        pct(code)
+    );
     if let Some(sig) = sig {
         p.push_str(&format!("&.sig={sig}"));
     }
@@ -74,13 +79,29 @@ fn the_manuals_sample_request_gets_the_exact_euc_jp_reply() {
     let sb = listener_sandbox(20 * 365 * 86400);
     let addr = sb.http_addr();
     let sig = sign("samplestore", "test-aaa", "10", "201801150830", "aaa");
-    assert_eq!(sig, "6a4812f93d36aece5559a9c271fab5a2", "the manual's vector");
-    let r = http_get(addr, &stock_path("test-aaa", "10", "201801150830", Some(&sig)), &[]);
+    assert_eq!(
+        sig, "6a4812f93d36aece5559a9c271fab5a2",
+        "the manual's vector"
+    );
+    let r = http_get(
+        addr,
+        &stock_path("test-aaa", "10", "201801150830", Some(&sig)),
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.body, std::fs::read(root().join("tests/data/updatestock_response_success.xml")).unwrap());
+    assert_eq!(
+        r.body,
+        std::fs::read(root().join("tests/data/updatestock_response_success.xml")).unwrap()
+    );
     assert!(r.header("content-type").unwrap().contains("EUC-JP"));
     assert!(r.header("x-request-id").is_some());
-    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates WHERE code = 'test-aaa' AND stock = 10"), 1);
+    assert_eq!(
+        count(
+            &sb,
+            "SELECT count(*) FROM stock_updates WHERE code = 'test-aaa' AND stock = 10"
+        ),
+        1
+    );
 }
 
 #[test]
@@ -102,9 +123,21 @@ fn a_valid_callback_is_recorded_and_answered_in_euc_jp() {
     let sig = sign("samplestore", "made-to-order", "", &ts, "aaa");
     let r = http_get(addr, &stock_path("made-to-order", "", &ts, Some(&sig)), &[]);
     assert_eq!((r.status, processed(&r.body)), (200, "0".to_string()));
-    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates WHERE code = 'made-to-order' AND stock IS NULL"), 1);
+    assert_eq!(
+        count(
+            &sb,
+            "SELECT count(*) FROM stock_updates WHERE code = 'made-to-order' AND stock IS NULL"
+        ),
+        1
+    );
     assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 2);
-    assert_eq!(count(&sb, "SELECT count(*) FROM inventory_logs WHERE outcome = 'accepted'"), 2);
+    assert_eq!(
+        count(
+            &sb,
+            "SELECT count(*) FROM inventory_logs WHERE outcome = 'accepted'"
+        ),
+        2
+    );
 }
 
 #[test]
@@ -121,25 +154,65 @@ fn tampered_expired_replayed_and_unsigned_callbacks_are_refused_and_counted() {
     assert_eq!((r.status, processed(&r.body)), (401, "-2".to_string()));
     // Expired: two hours ago, outside the one-hour window.
     let old = ts_ahead(-2);
-    let r = http_get(addr, &stock_path("sku-1", "5", &old, Some(&sign("samplestore", "sku-1", "5", &old, "aaa"))), &[]);
+    let r = http_get(
+        addr,
+        &stock_path(
+            "sku-1",
+            "5",
+            &old,
+            Some(&sign("samplestore", "sku-1", "5", &old, "aaa")),
+        ),
+        &[],
+    );
     assert_eq!((r.status, processed(&r.body)), (400, "-2".to_string()));
     // Signed with another shop's key.
-    let r = http_get(addr, &stock_path("sku-1", "5", &ts, Some(&sign("samplestore", "sku-1", "5", &ts, "bbb"))), &[]);
+    let r = http_get(
+        addr,
+        &stock_path(
+            "sku-1",
+            "5",
+            &ts,
+            Some(&sign("samplestore", "sku-1", "5", &ts, "bbb")),
+        ),
+        &[],
+    );
     assert_eq!(r.status, 401);
-    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 0, "nothing stored for refused requests");
+    assert_eq!(
+        count(&sb, "SELECT count(*) FROM stock_updates"),
+        0,
+        "nothing stored for refused requests"
+    );
     // Replayed: the first is accepted, the same ts + sig again is refused.
     let good = stock_path("sku-1", "5", &ts, Some(&sig));
     assert_eq!(http_get(addr, &good, &[]).status, 200);
     let r = http_get(addr, &good, &[]);
     assert_eq!((r.status, processed(&r.body)), (409, "-2".to_string()));
     assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 1);
-    assert_eq!(count(&sb, "SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')"), 5);
+    assert_eq!(
+        count(
+            &sb,
+            "SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')"
+        ),
+        5
+    );
 
     let metrics = http_get(addr, "/metrics", &[]).text();
-    assert!(metrics.contains("turnbridge_signature_failures_total{route=\"updatestock\"} 3"), "{metrics}");
-    assert!(metrics.contains("turnbridge_stock_updates_total{outcome=\"refused\"} 4"), "{metrics}");
-    assert!(metrics.contains("turnbridge_stock_updates_total{outcome=\"replayed\"} 1"), "{metrics}");
-    assert!(metrics.contains("turnbridge_stock_updates_total{outcome=\"accepted\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("turnbridge_signature_failures_total{route=\"updatestock\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("turnbridge_stock_updates_total{outcome=\"refused\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("turnbridge_stock_updates_total{outcome=\"replayed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("turnbridge_stock_updates_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -149,12 +222,24 @@ fn the_connection_check_button_gets_a_well_formed_reply() {
     assert_eq!(r.status, 200);
     assert_eq!(processed(&r.body), "0");
     let (text, _, bad) = encoding_rs::EUC_JP.decode(&r.body);
-    assert!(!bad && text.starts_with("<?xml version=\"1.0\" encoding=\"EUC-JP\"?>\n<ShoppingUpdateStock version=\"1.0\">"));
-    assert!(turnbridge::turnkey::results::parse_xml(text.as_bytes()).is_ok(), "well-formed");
+    assert!(
+        !bad && text.starts_with(
+            "<?xml version=\"1.0\" encoding=\"EUC-JP\"?>\n<ShoppingUpdateStock version=\"1.0\">"
+        )
+    );
+    assert!(
+        turnbridge::turnkey::results::parse_xml(text.as_bytes()).is_ok(),
+        "well-formed"
+    );
 }
 
 fn post_webhook(sb: &Sandbox, secret: &str, body: &str) -> HttpResponse {
-    http_post(sb.http_addr(), "/api/sync/company/webhook", &[("X-Webhook-Secret", secret)], body.as_bytes())
+    http_post(
+        sb.http_addr(),
+        "/api/sync/company/webhook",
+        &[("X-Webhook-Secret", secret)],
+        body.as_bytes(),
+    )
 }
 
 #[test]
@@ -176,26 +261,73 @@ fn company_webhooks_are_stored_once_and_refused_with_their_reason() {
         assert_eq!(again.json()["status"], "duplicate", "{body}");
     }
     assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 6);
-    assert_eq!(count(&sb, "SELECT count(DISTINCT event_type) FROM company_events"), 6);
-    assert_eq!(count(&sb, "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_RECEIVED'"), 6);
+    assert_eq!(
+        count(&sb, "SELECT count(DISTINCT event_type) FROM company_events"),
+        6
+    );
+    assert_eq!(
+        count(
+            &sb,
+            "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_RECEIVED'"
+        ),
+        6
+    );
 
     let r = post_webhook(&sb, "wrong-secret", bodies[0]);
-    assert_eq!((r.status, r.json()["code"].as_str().unwrap()), (401, "unauthorized"));
-    let r = http_post(sb.http_addr(), "/api/sync/company/webhook", &[], bodies[0].as_bytes());
+    assert_eq!(
+        (r.status, r.json()["code"].as_str().unwrap()),
+        (401, "unauthorized")
+    );
+    let r = http_post(
+        sb.http_addr(),
+        "/api/sync/company/webhook",
+        &[],
+        bodies[0].as_bytes(),
+    );
     assert_eq!(r.status, 401, "no secret header");
     let r = post_webhook(&sb, SECRET, "{\"type\": \"order.created\", ");
-    assert_eq!((r.status, r.json()["code"].as_str().unwrap()), (400, "malformed_json"));
-    let big = format!("{{\"type\":\"order.created\",\"order\":{{\"orderNo\":\"X\",\"note\":\"{}\"}}}}", "x".repeat(5000));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str().unwrap()),
+        (400, "malformed_json")
+    );
+    let big = format!(
+        "{{\"type\":\"order.created\",\"order\":{{\"orderNo\":\"X\",\"note\":\"{}\"}}}}",
+        "x".repeat(5000)
+    );
     let r = post_webhook(&sb, SECRET, &big);
-    assert_eq!((r.status, r.json()["code"].as_str().unwrap()), (413, "body_too_large"));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str().unwrap()),
+        (413, "body_too_large")
+    );
     let r = post_webhook(&sb, SECRET, r#"{"type":"refund.created","refund":{}}"#);
-    assert_eq!((r.status, r.json()["code"].as_str().unwrap()), (422, "unknown_event_type"));
-    let r = post_webhook(&sb, SECRET, r#"{"type":"order.created","order":{"orderNo":"X","items":[{"productName":"a","quantity":"many"}]}}"#);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str().unwrap()),
+        (422, "unknown_event_type")
+    );
+    let r = post_webhook(
+        &sb,
+        SECRET,
+        r#"{"type":"order.created","order":{"orderNo":"X","items":[{"productName":"a","quantity":"many"}]}}"#,
+    );
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["field"], "order.items[0].quantity");
-    assert_eq!(count(&sb, "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'"), 2, "422s are audited");
-    assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 6, "nothing else stored");
-    assert!(!sb.log().contains(SECRET), "the secret never reaches the log");
+    assert_eq!(
+        count(
+            &sb,
+            "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'"
+        ),
+        2,
+        "422s are audited"
+    );
+    assert_eq!(
+        count(&sb, "SELECT count(*) FROM company_events"),
+        6,
+        "nothing else stored"
+    );
+    assert!(
+        !sb.log().contains(SECRET),
+        "the secret never reaches the log"
+    );
 }
 
 #[test]
@@ -203,7 +335,8 @@ fn a_slow_client_is_cut_off_without_hurting_others() {
     let sb = listener_sandbox(3600);
     let addr = sb.http_addr();
     let mut slow = std::net::TcpStream::connect(addr).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     // Others are served while the slow one dawdles.
     let t = Instant::now();
     for _ in 0..5 {
@@ -214,7 +347,10 @@ fn a_slow_client_is_cut_off_without_hurting_others() {
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
-    assert!(started.elapsed() < Duration::from_secs(4), "the slow connection was closed by the server");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the slow connection was closed by the server"
+    );
     let head = String::from_utf8_lossy(&buf);
     assert!(buf.is_empty() || head.starts_with("HTTP/1.1 408"), "{head}");
 }
@@ -227,20 +363,42 @@ fn oversized_headers_get_431_and_monitoring_needs_the_token() {
     let r = http_get(addr, "/healthz", &[("X-Filler", &huge)]);
     assert_eq!(r.status, 431);
     assert_eq!(http_get(addr, "/healthz", &[]).json()["status"], "ok");
-    for path in ["/api/inventory/status", "/api/inventory/updates", "/api/inventory/logs", "/api/webhook/status"] {
+    for path in [
+        "/api/inventory/status",
+        "/api/inventory/updates",
+        "/api/inventory/logs",
+        "/api/webhook/status",
+    ] {
         assert_eq!(http_get(addr, path, &[]).status, 401, "{path}");
-        assert_eq!(http_get(addr, path, &[("Authorization", "Bearer nope")]).status, 401, "{path}");
+        assert_eq!(
+            http_get(addr, path, &[("Authorization", "Bearer nope")]).status,
+            401,
+            "{path}"
+        );
         let r = http_get(addr, path, &[("Authorization", &format!("Bearer {ADMIN}"))]);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         r.json();
     }
     let ts = ts_ahead(24);
     let sig = sign("samplestore", "sku-9", "3", &ts, "aaa");
-    assert_eq!(http_get(addr, &stock_path("sku-9", "3", &ts, Some(&sig)), &[]).status, 200);
-    let status = http_get(addr, "/api/inventory/status", &[("Authorization", &format!("Bearer {ADMIN}"))]).json();
+    assert_eq!(
+        http_get(addr, &stock_path("sku-9", "3", &ts, Some(&sig)), &[]).status,
+        200
+    );
+    let status = http_get(
+        addr,
+        "/api/inventory/status",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .json();
     assert_eq!(status["accepted"], 1);
     assert_eq!(status["last_update"]["code"], "sku-9");
-    let updates = http_get(addr, "/api/inventory/updates?limit=5", &[("Authorization", &format!("Bearer {ADMIN}"))]).json();
+    let updates = http_get(
+        addr,
+        "/api/inventory/updates?limit=5",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .json();
     assert_eq!(updates["updates"][0]["stock"], 3);
     assert_eq!(http_get(addr, "/nope", &[]).json()["code"], "not_found");
 }
@@ -249,13 +407,25 @@ fn oversized_headers_get_431_and_monitoring_needs_the_token() {
 fn metrics_pass_promtool_when_it_is_installed() {
     let sb = listener_sandbox(3600);
     let addr = sb.http_addr();
-    sb.drop_file("b.json", &std::fs::read(fixture("valid/F0401_b2b.json")).unwrap());
+    sb.drop_file(
+        "b.json",
+        &std::fs::read(fixture("valid/F0401_b2b.json")).unwrap(),
+    );
     wait_for(20, "the invoice", || sb.inbox_files().len() == 1);
     http_get(addr, "/healthz", &[]);
     let text = http_get(addr, "/metrics", &[]).text();
-    assert!(text.contains("turnbridge_messages{message_type=\"F0401\",state=\"queued\"} 1"), "{text}");
-    assert!(text.contains("turnbridge_spool_files_total{kind=\"einvoice\",outcome=\"done\"} 1"), "{text}");
-    assert!(text.contains("turnbridge_http_requests_total{route=\"healthz\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains("turnbridge_messages{message_type=\"F0401\",state=\"queued\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("turnbridge_spool_files_total{kind=\"einvoice\",outcome=\"done\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("turnbridge_http_requests_total{route=\"healthz\",status=\"200\"} 1"),
+        "{text}"
+    );
     let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -263,11 +433,22 @@ fn metrics_pass_promtool_when_it_is_installed() {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        eprintln!("skipped the promtool check: promtool is not installed (apt-get install prometheus)");
+        eprintln!(
+            "skipped the promtool check: promtool is not installed (apt-get install prometheus)"
+        );
         return;
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }
