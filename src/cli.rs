@@ -58,10 +58,86 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Outbound webhook endpoints (the same as /api/v1/webhooks).
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
+    /// The dead-letter queue of webhook deliveries that failed for good.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
     /// Check a configuration file and list every problem with its key path.
     CheckConfig {
         /// The file to check (default: --config).
         path: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCmd {
+    /// Register an endpoint; prints its id and its secret (shown this once).
+    Add {
+        url: String,
+        /// Event names, comma-separated (`upload.completed,invoice.status.updated`), `invoice.*`
+        /// for a family, or `*` for all.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// At least 24 characters; a random `whsec_` secret when left out.
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List endpoints (never their secrets).
+    List,
+    /// Change an endpoint.
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        /// New random secret; the old one keeps signing for webhooks.secret_overlap_hours.
+        #[arg(long)]
+        rotate_secret: bool,
+    },
+    /// Remove an endpoint; its pending deliveries are cancelled.
+    Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCmd {
+    /// List dead deliveries.
+    List {
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// RFC 3339 bounds on when the delivery was created.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resend dead deliveries (same delivery id, fresh schedule): the ones named, or all of an
+    /// endpoint or a time range.
+    Resend {
+        ids: Vec<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Resend every dead delivery.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -74,6 +150,8 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(path.as_deref().unwrap_or(&cli.config)),
         Command::History { number, json } => history(&cli.config, &number, json),
         Command::Status { json } => status(&cli.config, json),
+        Command::Webhooks(cmd) => webhooks(&cli.config, cmd),
+        Command::Dlq(cmd) => dlq(&cli.config, cmd),
     };
     match result {
         Ok(code) => code,
@@ -287,4 +365,190 @@ fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", crate::report::status_text(&s));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(config: &Path) -> anyhow::Result<(Config, crate::store::Store)> {
+    let config = Config::load(config)?;
+    std::fs::create_dir_all(&config.paths.state)
+        .with_context(|| format!("create {}", config.paths.state.display()))?;
+    let store = crate::store::Store::open(&config.database())?;
+    Ok((config, store))
+}
+
+fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
+    use crate::webhook::outbound as ob;
+    let (config, mut store) = open_store(config)?;
+    match cmd {
+        WebhooksCmd::Add {
+            url,
+            events,
+            secret,
+            description,
+        } => {
+            match ob::add_endpoint(
+                store.conn(),
+                &url,
+                &events,
+                secret.as_deref(),
+                description.as_deref(),
+            )? {
+                Ok((ep, secret)) => {
+                    println!("id      {}\nurl     {}\nevents  {}\nsecret  {secret}\n(the secret is shown only now)", ep.id, ep.url, ep.events.join(","));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(inv) => {
+                    eprintln!("{}: {}", inv.field, inv.reason);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        WebhooksCmd::List => {
+            for ep in ob::list_endpoints(store.conn())? {
+                let state = if ep.enabled {
+                    "enabled".to_string()
+                } else {
+                    format!("disabled ({})", ep.disabled_reason.unwrap_or_default())
+                };
+                println!(
+                    "{}  {}  [{}]  {}  {}",
+                    ep.id,
+                    ep.url,
+                    ep.events.join(","),
+                    state,
+                    ep.description.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WebhooksCmd::Update {
+            id,
+            url,
+            events,
+            description,
+            enable,
+            disable,
+            rotate_secret,
+        } => {
+            let u = ob::Update {
+                url,
+                events,
+                description,
+                enabled: if enable {
+                    Some(true)
+                } else if disable {
+                    Some(false)
+                } else {
+                    None
+                },
+                rotate_secret,
+            };
+            match ob::update_endpoint(
+                store.conn_mut(),
+                &id,
+                &u,
+                config.webhooks.secret_overlap_hours,
+            )? {
+                Ok(Some((ep, secret))) => {
+                    println!(
+                        "{} updated: {} [{}] {}",
+                        ep.id,
+                        ep.url,
+                        ep.events.join(","),
+                        if ep.enabled { "enabled" } else { "disabled" }
+                    );
+                    if let Some(s) = secret {
+                        println!(
+                            "new secret  {s}\n(the old one keeps signing for {} hours)",
+                            config.webhooks.secret_overlap_hours
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(None) => {
+                    eprintln!("no webhook {id}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(inv) => {
+                    eprintln!("{}: {}", inv.field, inv.reason);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        WebhooksCmd::Remove { id } => {
+            if ob::remove_endpoint(store.conn_mut(), &id)? {
+                println!("{id} removed");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("no webhook {id}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
+    use crate::webhook::outbound as ob;
+    let (_, mut store) = open_store(config)?;
+    match cmd {
+        DlqCmd::List {
+            endpoint,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let f = ob::Filter {
+                endpoint,
+                since,
+                until,
+                ..Default::default()
+            };
+            let rows = ob::list_deliveries(store.conn(), &f, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for d in &rows {
+                    println!(
+                        "{}  {}  endpoint {}  attempts {}  last {}  created {}",
+                        d.delivery_id,
+                        d.event,
+                        d.endpoint_id,
+                        d.attempts,
+                        d.last_error.as_deref().unwrap_or("-"),
+                        d.created_at
+                    );
+                }
+                println!("{} dead deliveries", rows.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCmd::Resend {
+            ids,
+            endpoint,
+            since,
+            until,
+            all,
+        } => {
+            anyhow::ensure!(
+                all || !ids.is_empty() || endpoint.is_some() || since.is_some() || until.is_some(),
+                "name deliveries, or use --endpoint, --since/--until, or --all"
+            );
+            let f = ob::Filter {
+                ids,
+                endpoint,
+                since,
+                until,
+                state: None,
+            };
+            let resent = ob::resend(store.conn_mut(), &f)?;
+            for id in &resent {
+                println!("{id} queued again");
+            }
+            println!(
+                "{} deliveries queued again; the running daemon sends them now",
+                resent.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

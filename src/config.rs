@@ -29,6 +29,7 @@ pub struct Config {
     pub http: Http,
     pub nextengine: NextEngine,
     pub company_webhook: CompanyWebhook,
+    pub webhooks: Webhooks,
     pub log: Log,
 }
 
@@ -156,6 +157,36 @@ fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
         return None;
     }
     chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+/// Outbound webhook delivery.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Webhooks {
+    /// Delay before each attempt, from the event (the first) or the previous failure, in ms.
+    /// After the last one fails the delivery is dead (DLQ).
+    pub retry_schedule_ms: Vec<u64>,
+    pub timeout_ms: u64,
+    /// Deliveries in flight at once, in all and per endpoint.
+    pub max_in_flight: usize,
+    pub max_in_flight_per_endpoint: usize,
+    /// How long a rotated-out secret still signs, beside the new one.
+    pub secret_overlap_hours: u64,
+    /// How often the outbox is polled for new events and due attempts.
+    pub poll_ms: u64,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            retry_schedule_ms: vec![0, 60_000, 300_000, 900_000],
+            timeout_ms: 15_000,
+            max_in_flight: 64,
+            max_in_flight_per_endpoint: 4,
+            secret_overlap_hours: 24,
+            poll_ms: 200,
+        }
+    }
 }
 
 /// The company system's webhook receiver.
@@ -396,6 +427,7 @@ impl Config {
                 "http" => section(&key, value, &mut issues, &mut config.http),
                 "nextengine" => section(&key, value, &mut issues, &mut config.nextengine),
                 "company_webhook" => section(&key, value, &mut issues, &mut config.company_webhook),
+                "webhooks" => section(&key, value, &mut issues, &mut config.webhooks),
                 "log" => section(&key, value, &mut issues, &mut config.log),
                 _ => {}
             }
@@ -521,6 +553,19 @@ impl Config {
                     "is listed twice".into(),
                 );
             }
+        }
+        let w = &self.webhooks;
+        if w.retry_schedule_ms.is_empty() {
+            bad(
+                "webhooks.retry_schedule_ms",
+                "needs at least one attempt".into(),
+            );
+        }
+        if w.timeout_ms == 0 || w.poll_ms == 0 {
+            bad("webhooks.timeout_ms", "timeouts must be above 0".into());
+        }
+        if w.max_in_flight == 0 || w.max_in_flight_per_endpoint == 0 {
+            bad("webhooks.max_in_flight", "must be above 0".into());
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             bad(

@@ -122,6 +122,13 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let server = crate::http::start(&config)
         .await
         .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let deliverer = Arc::new(crate::webhook::deliver::Deliverer::new(
+        crate::store::Store::open(&config.database())
+            .map_err(|e| DaemonError::Start(e.to_string()))?,
+        config.webhooks.clone(),
+    ));
+    let (deliver_stop, deliver_rx) = tokio::sync::watch::channel(false);
+    let delivering = tokio::spawn(deliverer.clone().run(deliver_rx));
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("watching the spool"),
@@ -153,6 +160,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                         if let Some(s) = &server {
                             s.reload(new.clone());
                         }
+                        deliverer.reload(new.webhooks.clone());
                         let _ = tx.send(Command::Reload(Box::new(new)));
                     }
                     Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
@@ -186,6 +194,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     if let Some(s) = server {
         s.stop(Duration::from_secs(10)).await;
     }
+    let _ = deliver_stop.send(true);
+    let _ = delivering.await;
     let _ = tx.send(Command::Stop);
     let _ = fb_tx.send(Command::Stop);
     let result = tokio::task::spawn_blocking(move || {

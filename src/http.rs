@@ -211,6 +211,7 @@ fn route_name(path: &str, cfg: &Config) -> &'static str {
         | "/api/inventory/updates"
         | "/api/inventory/logs"
         | "/api/webhook/status" => "monitoring",
+        p if p.starts_with("/api/v1/") => "admin",
         "/healthz" => "healthz",
         "/metrics" => "metrics",
         _ => "other",
@@ -334,6 +335,17 @@ async fn dispatch(
             "method_not_allowed",
             "use POST",
         ),
+        (_, _, p)
+            if p == "/api/v1/webhooks"
+                || p.starts_with("/api/v1/webhooks/")
+                || p.starts_with("/api/v1/deliveries")
+                || p == "/api/v1/dlq/resend" =>
+        {
+            if let Some(denied) = check_admin(&cfg, &req) {
+                return denied;
+            }
+            admin_webhooks(state, cfg, req).await
+        }
         (
             _,
             &Method::GET,
@@ -756,6 +768,21 @@ async fn metrics_response(state: &Arc<AppState>) -> Response<Body> {
                 value: n as f64,
             });
         }
+        let mut stmt = c.prepare("SELECT state, count(*) FROM deliveries GROUP BY 1")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (st, n) = row?;
+            gauges.push(Gauge {
+                name: "webhook_deliveries",
+                labels: vec![("state".into(), st)],
+                value: n as f64,
+            });
+        }
+        gauges.push(Gauge {
+            name: "webhook_delivery_success_rate",
+            labels: vec![],
+            value: crate::webhook::deliver::success_rate(c)?,
+        });
         let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
         gauges.push(Gauge {
             name: "turnbridge_events_outbox",
@@ -772,4 +799,230 @@ async fn metrics_response(state: &Arc<AppState>) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+fn filter_from_query(query: Option<&str>) -> (crate::webhook::outbound::Filter, i64) {
+    let mut f = crate::webhook::outbound::Filter::default();
+    for (k, v) in stock_callback::form_pairs(query.unwrap_or("")) {
+        match k.as_str() {
+            "endpoint" => f.endpoint = Some(v),
+            "since" => f.since = Some(v),
+            "until" => f.until = Some(v),
+            "state" => f.state = Some(v),
+            _ => {}
+        }
+    }
+    (f, query_limit(query))
+}
+
+fn json_strings(v: Option<&Value>) -> Option<Vec<String>> {
+    v?.as_array()?
+        .iter()
+        .map(|e| e.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The webhook registry and DLQ admin API (`/api/v1/...`, Bearer admin token).
+async fn admin_webhooks(
+    state: Arc<AppState>,
+    cfg: Arc<Config>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    use crate::webhook::outbound as ob;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let body = if method == Method::POST || method == Method::PATCH {
+        match read_body(req, cfg.http.max_body_bytes).await {
+            Ok(b) if b.is_empty() => Value::Object(Default::default()),
+            Ok(b) => match serde_json::from_slice::<Value>(&b) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        "the body must be a JSON object",
+                    )
+                }
+                Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+            },
+            Err(resp) => return resp,
+        }
+    } else {
+        Value::Null
+    };
+    let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    let overlap = cfg.webhooks.secret_overlap_hours;
+    let result = match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["webhooks"]) => {
+            with_db(&state, |db| {
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({"webhooks": ob::list_endpoints(db.conn())?}),
+                ))
+            })
+            .await
+        }
+        (Method::POST, ["webhooks"]) => {
+            let url = body
+                .get("url")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let events = json_strings(body.get("events")).unwrap_or_default();
+            let secret = body
+                .get("secret")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            let description = body
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            with_db(&state, move |db| {
+                Ok(match ob::add_endpoint(db.conn(), &url, &events, secret.as_deref(), description.as_deref())? {
+                    Ok((ep, secret)) => {
+                        info!(endpoint = %ep.id, url = %ep.url, "webhook endpoint registered");
+                        let mut v = json!(ep);
+                        v["secret"] = json!(secret);
+                        json_response(StatusCode::CREATED, v)
+                    }
+                    Err(inv) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"code": "invalid_webhook", "field": inv.field, "message": inv.reason})),
+                })
+            })
+            .await
+        }
+        (Method::PATCH, ["webhooks", id]) => {
+            let id = id.to_string();
+            let u = ob::Update {
+                url: body.get("url").and_then(Value::as_str).map(str::to_string),
+                events: json_strings(body.get("events")),
+                description: body
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                enabled: body.get("enabled").and_then(Value::as_bool),
+                rotate_secret: body
+                    .get("rotate_secret")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            };
+            with_db(&state, move |db| {
+                Ok(match ob::update_endpoint(db.conn_mut(), &id, &u, overlap)? {
+                    Ok(Some((ep, secret))) => {
+                        let mut v = json!(ep);
+                        if let Some(s) = secret {
+                            v["secret"] = json!(s);
+                        }
+                        json_response(StatusCode::OK, v)
+                    }
+                    Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such webhook"),
+                    Err(inv) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"code": "invalid_webhook", "field": inv.field, "message": inv.reason})),
+                })
+            })
+            .await
+        }
+        (Method::DELETE, ["webhooks", id]) => {
+            let id = id.to_string();
+            with_db(&state, move |db| {
+                Ok(if ob::remove_endpoint(db.conn_mut(), &id)? {
+                    json_response(StatusCode::OK, json!({"deleted": id}))
+                } else {
+                    error(StatusCode::NOT_FOUND, "not_found", "no such webhook")
+                })
+            })
+            .await
+        }
+        (Method::GET, ["deliveries"]) => {
+            let (f, limit) = filter_from_query(query.as_deref());
+            with_db(&state, move |db| {
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({"deliveries": ob::list_deliveries(db.conn(), &f, limit)?}),
+                ))
+            })
+            .await
+        }
+        (Method::GET, ["deliveries", id]) => {
+            let id = id.to_string();
+            with_db(&state, move |db| {
+                let f = ob::Filter {
+                    ids: vec![id.clone()],
+                    ..Default::default()
+                };
+                let mut rows = Vec::new();
+                for st in ["pending", "succeeded", "dead", "cancelled"] {
+                    let f = ob::Filter {
+                        state: Some(st.into()),
+                        ..f.clone()
+                    };
+                    rows.extend(ob::list_deliveries(db.conn(), &f, 100_000)?);
+                }
+                Ok(match rows.into_iter().next() {
+                    Some(d) => json_response(
+                        StatusCode::OK,
+                        json!({"delivery": d, "attempts": ob::attempts(db.conn(), &id)?}),
+                    ),
+                    None => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
+                })
+            })
+            .await
+        }
+        (Method::POST, ["deliveries", id, "resend"]) => {
+            let f = ob::Filter {
+                ids: vec![id.to_string()],
+                ..Default::default()
+            };
+            with_db(&state, move |db| {
+                let ids = ob::resend(db.conn_mut(), &f)?;
+                Ok(if ids.is_empty() {
+                    error(
+                        StatusCode::CONFLICT,
+                        "not_dead",
+                        "no dead delivery with this id",
+                    )
+                } else {
+                    json_response(StatusCode::ACCEPTED, json!({"resent": ids}))
+                })
+            })
+            .await
+        }
+        (Method::POST, ["dlq", "resend"]) => {
+            let f = ob::Filter {
+                ids: json_strings(body.get("ids")).unwrap_or_default(),
+                endpoint: body
+                    .get("endpoint")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                since: body
+                    .get("since")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                until: body
+                    .get("until")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                state: None,
+            };
+            with_db(&state, move |db| {
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    json!({"resent": ob::resend(db.conn_mut(), &f)?}),
+                ))
+            })
+            .await
+        }
+        _ => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        )
+    })
 }

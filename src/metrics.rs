@@ -52,9 +52,44 @@ const METRICS: &[(&str, &str, &str)] = &[
         "E-invoice messages in the store, by message type and state.",
     ),
     ("turnbridge_events_outbox", "gauge", "Events in the outbox."),
+    (
+        "webhook_delivery_attempts_total",
+        "counter",
+        "Outbound webhook attempts, by outcome (success, failure, error, gone).",
+    ),
+    (
+        "webhook_dlq_total",
+        "counter",
+        "Outbound webhook deliveries that failed for good and went to the dead-letter queue.",
+    ),
+    (
+        "webhook_delivery_latency_ms",
+        "histogram",
+        "Time from sending a webhook to its answer, in milliseconds.",
+    ),
+    (
+        "webhook_delivery_success_rate",
+        "gauge",
+        "Share of webhook attempts in the last five minutes that succeeded.",
+    ),
+    (
+        "webhook_deliveries",
+        "gauge",
+        "Outbound webhook deliveries in the store, by state.",
+    ),
 ];
 
 const BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+const BUCKETS_MS: [f64; 9] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0, 15000.0];
+
+/// Seconds buckets, or millisecond buckets for a metric named `..._ms`.
+fn buckets(name: &str) -> &'static [f64; 9] {
+    if name.ends_with("_ms") {
+        &BUCKETS_MS
+    } else {
+        &BUCKETS
+    }
+}
 
 type Labels = Vec<(String, String)>;
 
@@ -96,7 +131,7 @@ pub fn inc(name: &'static str, l: &[(&str, &str)]) {
 pub fn observe(name: &'static str, l: &[(&str, &str)], seconds: f64) {
     let mut inner = global().0.lock().unwrap_or_else(|e| e.into_inner());
     let h = inner.histograms.entry((name, labels(l))).or_default();
-    for (i, b) in BUCKETS.iter().enumerate() {
+    for (i, b) in buckets(name).iter().enumerate() {
         if seconds <= *b {
             h.counts[i] += 1;
         }
@@ -165,7 +200,7 @@ pub fn render(gauges: &[Gauge]) -> String {
                     if n != name {
                         continue;
                     }
-                    for (i, b) in BUCKETS.iter().enumerate() {
+                    for (i, b) in buckets(name).iter().enumerate() {
                         let le = b.to_string();
                         let _ = writeln!(
                             out,

@@ -187,6 +187,53 @@ CREATE TABLE audit (
     at          TEXT NOT NULL
 );
 "#,
+    r#"
+-- Outbound webhooks: endpoints, one delivery per (event, endpoint), every attempt.
+ALTER TABLE events ADD COLUMN fanned_out INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_fan ON events(fanned_out);
+CREATE TABLE webhook_endpoints (
+    id                TEXT PRIMARY KEY,
+    url               TEXT NOT NULL,
+    events            TEXT NOT NULL,     -- JSON array of event names; ["*"] for all
+    secret            TEXT NOT NULL,
+    old_secret        TEXT,              -- still signs until old_secret_until (rotation)
+    old_secret_until  TEXT,
+    description       TEXT,
+    enabled           INTEGER NOT NULL DEFAULT 1,
+    disabled_reason   TEXT,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+    id               TEXT PRIMARY KEY,   -- delivery_id, the same on every attempt
+    event_id         INTEGER NOT NULL REFERENCES events(id),
+    endpoint_id      TEXT NOT NULL,
+    event            TEXT NOT NULL,
+    tenant           TEXT,
+    payload          TEXT NOT NULL,      -- the exact body sent
+    state            TEXT NOT NULL,      -- pending | succeeded | dead | cancelled
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT,
+    last_status      INTEGER,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (event_id, endpoint_id)
+);
+CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+CREATE TABLE delivery_attempts (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id  TEXT NOT NULL REFERENCES deliveries(id),
+    attempt      INTEGER NOT NULL,
+    trigger      TEXT NOT NULL,          -- scheduled | manual
+    started_at   TEXT NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    status       INTEGER,
+    error        TEXT,
+    response     TEXT                    -- first 2 KiB of the response body
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -283,6 +330,10 @@ impl Store {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {

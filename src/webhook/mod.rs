@@ -1,4 +1,7 @@
-//! Webhooks. Inbound for now: the company system's pushes ([`inbound`]). Outbound delivery of
-//! the events outbox comes later.
+//! Webhooks. Inbound: the company system's pushes ([`inbound`]). Outbound: the endpoint
+//! registry, signing and the dead-letter queue ([`outbound`]), and the worker that delivers
+//! the events outbox ([`deliver`]).
 
+pub mod deliver;
 pub mod inbound;
+pub mod outbound;

@@ -1,0 +1,399 @@
+//! The delivery worker: fans new events out, sends every due attempt, records it, and
+//! schedules the next one or moves the delivery to the dead-letter queue.
+//!
+//! Schedules live in the store (`deliveries.next_attempt_at`), so a restart neither forgets
+//! nor repeats an attempt before it is due. 2xx is success; anything else (a redirect is not
+//! followed), a timeout or a refused connection is a failure with its status and error
+//! recorded. 410 Gone disables the endpoint. 429 and 503 with `Retry-After` wait that long,
+//! within [the scheduled delay, twice it]. At most `max_in_flight` attempts run at once, and
+//! at most `max_in_flight_per_endpoint` to one endpoint, so a slow receiver holds back only
+//! its own deliveries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use rusqlite::params;
+use tokio::sync::{watch, Semaphore};
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::Webhooks;
+use crate::metrics;
+use crate::store::{self, Store, StoreError};
+use crate::webhook::outbound;
+
+/// A due attempt with what is needed to send it.
+#[derive(Debug, Clone)]
+struct Due {
+    id: String,
+    endpoint_id: String,
+    event: String,
+    payload: String,
+    attempts: i64,
+    url: String,
+    secret: String,
+    old_secret: Option<String>,
+    old_until: Option<String>,
+    earlier_attempts: i64,
+}
+
+/// What came back from one attempt.
+#[derive(Debug)]
+struct Answer {
+    status: Option<u16>,
+    error: Option<String>,
+    response: Option<String>,
+    retry_after: Option<Duration>,
+    elapsed: Duration,
+}
+
+pub struct Deliverer {
+    db: Arc<Mutex<Store>>,
+    config: Arc<Mutex<Webhooks>>,
+    client: reqwest::Client,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    per_endpoint: Arc<Mutex<HashMap<String, usize>>>,
+    slots: Arc<Semaphore>,
+}
+
+fn at_ms_from_now(ms: u64) -> String {
+    (Utc::now() + chrono::Duration::milliseconds(ms as i64))
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Deliverer {
+    pub fn new(store: Store, config: Webhooks) -> Deliverer {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("turnbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client");
+        Deliverer {
+            db: Arc::new(Mutex::new(store)),
+            slots: Arc::new(Semaphore::new(config.max_in_flight)),
+            config: Arc::new(Mutex::new(config)),
+            client,
+            in_flight: Arc::default(),
+            per_endpoint: Arc::default(),
+        }
+    }
+
+    /// Applies a reloaded `[webhooks]` section (the in-flight cap applies after a restart).
+    pub fn reload(&self, config: Webhooks) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    fn cfg(&self) -> Webhooks {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .expect("store task")
+    }
+
+    /// Runs until `shutdown` turns true, then waits for attempts in flight (bounded by the
+    /// request timeout).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let cfg = self.cfg();
+            if let Err(e) = self
+                .with_db(|db| outbound::fan_out(db.conn_mut(), 500))
+                .await
+            {
+                error!("webhook fan-out failed: {e}");
+            }
+            if let Err(e) = self.dispatch_due(&cfg).await {
+                error!("webhook dispatch failed: {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(cfg.poll_ms)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        let total = self.cfg().max_in_flight as u32;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(self.cfg().timeout_ms + 1000),
+            self.slots.acquire_many(total),
+        )
+        .await;
+    }
+
+    async fn dispatch_due(self: &Arc<Self>, cfg: &Webhooks) -> Result<(), StoreError> {
+        let now = store::now();
+        let limit = (cfg.max_in_flight * 2) as i64;
+        let due: Vec<Due> = self
+            .with_db(move |db| {
+                let mut stmt = db.conn().prepare(
+                    "SELECT d.id, d.endpoint_id, d.event, d.payload, d.attempts, e.url, e.secret, e.old_secret, e.old_secret_until,
+                            (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
+                     FROM deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1
+                     ORDER BY d.next_attempt_at, d.created_at LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now, limit], |r| {
+                    Ok(Due {
+                        id: r.get(0)?,
+                        endpoint_id: r.get(1)?,
+                        event: r.get(2)?,
+                        payload: r.get(3)?,
+                        attempts: r.get(4)?,
+                        url: r.get(5)?,
+                        secret: r.get(6)?,
+                        old_secret: r.get(7)?,
+                        old_until: r.get(8)?,
+                        earlier_attempts: r.get(9)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        for d in due {
+            if self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&d.id)
+            {
+                continue;
+            }
+            {
+                let mut per = self.per_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+                let n = per.entry(d.endpoint_id.clone()).or_default();
+                if *n >= cfg.max_in_flight_per_endpoint {
+                    continue;
+                }
+                let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                *n += 1;
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(d.id.clone());
+                let me = self.clone();
+                let cfg = cfg.clone();
+                let span = tracing::info_span!("delivery", delivery_id = %d.id, event = %d.event, endpoint = %d.endpoint_id);
+                tokio::spawn(
+                    async move {
+                        me.attempt(d.clone(), &cfg).await;
+                        me.in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&d.id);
+                        let mut per = me.per_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(n) = per.get_mut(&d.endpoint_id) {
+                            *n = n.saturating_sub(1);
+                        }
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, d: &Due, timeout: Duration) -> Answer {
+        let ts = Utc::now().timestamp();
+        let body = d.payload.as_bytes();
+        let mut standard = outbound::sign_standard(&d.secret, &d.id, ts, body);
+        let overlap = d
+            .old_until
+            .as_deref()
+            .is_some_and(|until| until > store::now().as_str());
+        if let (Some(old), true) = (&d.old_secret, overlap) {
+            standard.push(' ');
+            standard.push_str(&outbound::sign_standard(old, &d.id, ts, body));
+        }
+        let started = Instant::now();
+        let result = self
+            .client
+            .post(&d.url)
+            .timeout(timeout)
+            .header("content-type", "application/json")
+            .header("x-turnbridge-event", &d.event)
+            .header("x-turnbridge-delivery-id", &d.id)
+            .header("x-turnbridge-timestamp", ts.to_string())
+            .header(
+                "x-turnbridge-signature",
+                outbound::sign_turnbridge(&d.secret, body),
+            )
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", standard)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = resp.bytes().await.map(|b| {
+                    let cut = &b[..b.len().min(2048)];
+                    String::from_utf8_lossy(cut).into_owned()
+                });
+                Answer {
+                    status: Some(status),
+                    error: None,
+                    response: text.ok(),
+                    retry_after,
+                    elapsed: started.elapsed(),
+                }
+            }
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                Answer {
+                    status: None,
+                    error: Some(format!("{kind}: {e}")),
+                    response: None,
+                    retry_after: None,
+                    elapsed: started.elapsed(),
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, d: Due, cfg: &Webhooks) {
+        let answer = self.send(&d, Duration::from_millis(cfg.timeout_ms)).await;
+        let ms = answer.elapsed.as_millis() as u64;
+        metrics::observe("webhook_delivery_latency_ms", &[], ms as f64);
+        let success = answer.status.is_some_and(|s| (200..300).contains(&s));
+        let gone = answer.status == Some(410);
+        let attempts = d.attempts + 1;
+        let schedule = cfg.retry_schedule_ms.clone();
+        let dead = !success && (gone || attempts as usize >= schedule.len());
+        let next = if success || dead {
+            None
+        } else {
+            let base = schedule[attempts as usize];
+            let throttled = matches!(answer.status, Some(429) | Some(503));
+            let delay = match (throttled, answer.retry_after) {
+                (true, Some(ra)) => {
+                    (ra.as_millis() as u64).clamp(base, base.saturating_mul(2).max(base))
+                }
+                _ => base,
+            };
+            Some(at_ms_from_now(delay))
+        };
+        let outcome = if success {
+            "success"
+        } else if gone {
+            "gone"
+        } else if answer.status.is_none() {
+            "error"
+        } else {
+            "failure"
+        };
+        metrics::inc("webhook_delivery_attempts_total", &[("outcome", outcome)]);
+        let state = if success {
+            "succeeded"
+        } else if dead {
+            "dead"
+        } else {
+            "pending"
+        };
+        let trigger = if d.attempts == 0 && d.earlier_attempts > 0 {
+            "manual"
+        } else {
+            "scheduled"
+        };
+        let started_at = (Utc::now() - chrono::Duration::milliseconds(ms as i64))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let (id, endpoint_id, status, error, response, next2) = (
+            d.id.clone(),
+            d.endpoint_id.clone(),
+            answer.status,
+            answer.error.clone(),
+            answer.response.clone(),
+            next.clone(),
+        );
+        let recorded = self
+            .with_db(move |db| {
+                let tx = db.transaction()?;
+                tx.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, trigger, started_at, duration_ms, status, error, response)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![id, attempts, trigger, started_at, ms as i64, status, error, response],
+                )?;
+                let last_error = error.clone().or_else(|| status.map(|s| format!("HTTP {s}")));
+                tx.execute(
+                    "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, last_status = ?4,
+                            last_error = CASE WHEN ?1 = 'succeeded' THEN NULL ELSE ?5 END, updated_at = ?6
+                     WHERE id = ?7",
+                    params![state, attempts, next2, status, last_error, store::now(), id],
+                )?;
+                if gone {
+                    tx.execute(
+                        "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', updated_at = ?1 WHERE id = ?2",
+                        params![store::now(), endpoint_id],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            error!("attempt {attempts} could not be recorded (it will be made again): {e}");
+            return;
+        }
+        match state {
+            "succeeded" => {
+                info!(attempt = attempts, status = ?answer.status, elapsed_ms = ms, "delivered")
+            }
+            "dead" => {
+                metrics::inc("webhook_dlq_total", &[]);
+                error!(
+                    attempt = attempts,
+                    status = ?answer.status,
+                    error = ?answer.error,
+                    "delivery failed for good and is in the dead-letter queue; resend it with `turnbridge dlq resend {}`",
+                    d.id
+                );
+                if gone {
+                    warn!(endpoint = %d.endpoint_id, "endpoint disabled: the receiver answered 410 Gone");
+                }
+            }
+            _ => {
+                warn!(attempt = attempts, status = ?answer.status, error = ?answer.error, next = ?next, "delivery attempt failed; will retry")
+            }
+        }
+    }
+}
+
+/// The share of attempts in the last five minutes that succeeded (1 when there were none).
+pub fn success_rate(conn: &rusqlite::Connection) -> Result<f64, StoreError> {
+    let since =
+        (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let (all, ok): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(CASE WHEN status BETWEEN 200 AND 299 THEN 1 ELSE 0 END), 0)
+         FROM delivery_attempts WHERE started_at >= ?1",
+        [since],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(if all == 0 {
+        1.0
+    } else {
+        ok as f64 / all as f64
+    })
+}
