@@ -214,13 +214,16 @@ pub struct Update {
     pub rotate_secret: bool,
 }
 
+/// An updated endpoint and, if its secret was rotated, the new secret (shown once).
+pub type Updated = (Endpoint, Option<String>);
+
 /// Applies an update. Returns the endpoint and, if rotated, its new secret; `None` if unknown.
 pub fn update_endpoint(
     conn: &mut Connection,
     id: &str,
     u: &Update,
     overlap_hours: u64,
-) -> Result<Result<Option<(Endpoint, Option<String>)>, Invalid>, StoreError> {
+) -> Result<Result<Option<Updated>, Invalid>, StoreError> {
     if let Some(url) = &u.url {
         if let Err(e) = check_url(url) {
             return Ok(Err(e));
