@@ -1,0 +1,373 @@
+//! Outbound webhooks against a throwaway receiver on 127.0.0.1: signatures checked by an
+//! independent verifier, the retry schedule and the dead-letter queue, resend, and restarts.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use common::*;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "webhook-test-admin-token";
+
+fn sandbox(schedule: &str) -> Sandbox {
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
+         [webhooks]\nretry_schedule_ms = {schedule}\ntimeout_ms = 2000\npoll_ms = 20\n"
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    sb
+}
+
+fn register(sb: &Sandbox, url: &str, events: &[&str], secret: Option<&str>) -> (String, String) {
+    let mut body = json!({"url": url, "events": events, "description": "test receiver"});
+    if let Some(s) = secret {
+        body["secret"] = json!(s);
+    }
+    let r = http_post(
+        sb.http_addr(),
+        "/api/v1/webhooks",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn delivery_state(sb: &Sandbox, id: &str) -> Option<String> {
+    sb.db()
+        .query_row("SELECT state FROM deliveries WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .ok()
+}
+
+#[test]
+fn deliveries_verify_with_both_signature_schemes() {
+    let rx = Receiver::start(200);
+    let sb = sandbox("[0, 300, 600, 900]");
+    let (_, secret) = register(&sb, &format!("http://{}/hook", rx.addr), &["*"], None);
+    assert!(secret.starts_with("whsec_"));
+    sb.drop_file("b.csv", batch_csv("WH", 1, 2).as_bytes());
+    wait_for(20, "three deliveries", || rx.received().len() >= 3);
+    let got = rx.received();
+    let mut events = BTreeMap::new();
+    for r in &got {
+        let id = r.header("x-turnbridge-delivery-id").unwrap();
+        let ts = r.header("x-turnbridge-timestamp").unwrap();
+        // The seed's scheme: HMAC over the raw body, keyed with the secret string as shown.
+        let hex: String = hmac_sha256(secret.as_bytes(), &r.body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            r.header("x-turnbridge-signature").unwrap(),
+            format!("sha256={hex}")
+        );
+        // Standard Webhooks: the decoded key over "id.timestamp.body".
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(&secret["whsec_".len()..])
+            .unwrap();
+        let mut signed = format!("{id}.{ts}.").into_bytes();
+        signed.extend_from_slice(&r.body);
+        let want = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &signed))
+        );
+        assert_eq!(r.header("webhook-signature").unwrap(), want);
+        assert_eq!(r.header("webhook-id").unwrap(), id);
+        assert_eq!(r.header("webhook-timestamp").unwrap(), ts);
+        let age = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - ts.parse::<i64>().unwrap();
+        assert!((0..60).contains(&age), "the timestamp is the attempt's");
+        let body = r.json();
+        assert_eq!(body["delivery_id"], id);
+        assert_eq!(body["event"], r.header("x-turnbridge-event").unwrap());
+        assert!(body["timestamp"].is_string() && body.get("tenant_id").is_some());
+        assert_eq!(r.header("content-type").unwrap(), "application/json");
+        *events
+            .entry(body["event"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(events.get("invoice.status.updated"), Some(&2));
+    assert_eq!(events.get("upload.completed"), Some(&1));
+    let upload = got
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["event"] == "upload.completed")
+        .unwrap();
+    assert_eq!(upload["success_count"], 2);
+    assert_eq!(upload["error_count"], 0);
+    assert!(upload["import_id"].is_string());
+    assert!(
+        !sb.log().contains(&secret),
+        "the secret never reaches the log"
+    );
+}
+
+#[test]
+fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_resend() {
+    let rx = Receiver::start(500);
+    let sb = sandbox("[0, 300, 600, 900]");
+    let (endpoint, _) = register(
+        &sb,
+        &format!("http://{}/hook", rx.addr),
+        &["upload.completed"],
+        Some("a-shared-secret-of-24-chars!"),
+    );
+    sb.drop_file("b.csv", batch_csv("DL", 1, 1).as_bytes());
+    wait_for(20, "the first attempt", || !rx.received().is_empty());
+    let id = rx.received()[0]
+        .header("x-turnbridge-delivery-id")
+        .unwrap()
+        .to_string();
+    wait_for(20, "the DLQ", || {
+        delivery_state(&sb, &id).as_deref() == Some("dead")
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let got = rx.received();
+    assert_eq!(got.len(), 4, "exactly four attempts");
+    assert!(got
+        .iter()
+        .all(|r| r.header("x-turnbridge-delivery-id") == Some(id.as_str())));
+    for (i, want) in [300u64, 600, 900].iter().enumerate() {
+        let gap = got[i + 1].at.duration_since(got[i].at).unwrap();
+        assert!(
+            gap >= Duration::from_millis(*want),
+            "attempt {} came {gap:?} after the one before, before its {want} ms",
+            i + 2
+        );
+    }
+    let db = sb.db();
+    let (attempts, last_status): (i64, i64) = db
+        .query_row(
+            "SELECT attempts, last_status FROM deliveries WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((attempts, last_status), (4, 500));
+    let logged: i64 = db
+        .query_row(
+            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = ?1 AND status = 500",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged, 4, "every attempt is logged");
+    assert!(
+        sb.log().contains("dead-letter queue"),
+        "an operator alert in the log"
+    );
+
+    // The DLQ, from the CLI and the admin API.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(["dlq", "list", "--json", "--config"])
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["delivery_id"], id);
+    assert_eq!(listed[0]["endpoint_id"], endpoint);
+    assert_eq!(listed[0]["last_status"], 500);
+    assert_eq!(listed[0]["payload"]["event"], "upload.completed");
+    let detail = http_get(
+        sb.http_addr(),
+        &format!("/api/v1/deliveries/{id}"),
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .json();
+    assert_eq!(detail["attempts"].as_array().unwrap().len(), 4);
+
+    // Fixed receiver, resend: the same delivery id arrives and succeeds.
+    rx.set_status(200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(["dlq", "resend", &id, "--config"])
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(20, "the resend", || {
+        delivery_state(&sb, &id).as_deref() == Some("succeeded")
+    });
+    let last = rx.received().pop().unwrap();
+    assert_eq!(last.header("x-turnbridge-delivery-id"), Some(id.as_str()));
+    assert_eq!(last.answered, 200);
+    let manual: i64 = sb
+        .db()
+        .query_row(
+            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = ?1 AND trigger = 'manual'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(manual, 1);
+}
+
+#[test]
+fn receiver_down_across_a_kill_every_delivery_arrives_once_and_none_early() {
+    // A port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sb = sandbox("[0, 1500, 3000, 6000]");
+    register(&sb, &format!("http://127.0.0.1:{port}/hook"), &["*"], None);
+    sb.drop_file("b.csv", batch_csv("KD", 1, 3).as_bytes());
+    wait_for(20, "four failed first attempts", || {
+        sb.db()
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE attempts = 1 AND state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 4
+    });
+    let due: BTreeMap<String, String> = {
+        let db = sb.db();
+        let mut stmt = db
+            .prepare("SELECT id, next_attempt_at FROM deliveries")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    sb.kill();
+    let rx = Receiver::start_on(&format!("127.0.0.1:{port}"), 200);
+    sb.start();
+    wait_for(30, "every delivery to succeed", || {
+        sb.db()
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE state = 'succeeded'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 4
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut per_id: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
+    for r in rx.received() {
+        per_id
+            .entry(r.header("x-turnbridge-delivery-id").unwrap().to_string())
+            .or_default()
+            .push(r.at);
+    }
+    assert_eq!(per_id.len(), 4, "every delivery arrived");
+    for (id, times) in &per_id {
+        assert_eq!(times.len(), 1, "{id} arrived once");
+        let due: chrono::DateTime<chrono::Utc> = due[id].parse().unwrap();
+        let at: chrono::DateTime<chrono::Utc> = times[0].into();
+        assert!(
+            at >= due,
+            "{id} arrived at {at}, before its attempt was due at {due}"
+        );
+    }
+}
+
+#[test]
+fn gone_disables_the_endpoint_and_the_registry_round_trips() {
+    let rx = Receiver::start(410);
+    let sb = sandbox("[0, 300, 600, 900]");
+    let auth = format!("Bearer {ADMIN}");
+    let (id, _) = register(
+        &sb,
+        &format!("http://{}/gone", rx.addr),
+        &["upload.completed"],
+        None,
+    );
+    sb.drop_file("b.csv", batch_csv("GO", 1, 1).as_bytes());
+    wait_for(20, "the endpoint to be disabled", || {
+        let list = http_get(
+            sb.http_addr(),
+            "/api/v1/webhooks",
+            &[("Authorization", &auth)],
+        )
+        .json();
+        list["webhooks"][0]["enabled"] == false
+    });
+    assert_eq!(rx.received().len(), 1, "410 is not retried");
+    let list = http_get(
+        sb.http_addr(),
+        "/api/v1/webhooks",
+        &[("Authorization", &auth)],
+    )
+    .json();
+    assert!(
+        list["webhooks"][0].get("secret").is_none(),
+        "listings never show secrets"
+    );
+    assert!(list["webhooks"][0]["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .contains("410"));
+    // Re-enable, change events, rotate the secret, then delete.
+    let r = http_send(
+        sb.http_addr(),
+        "PATCH",
+        &format!("/api/v1/webhooks/{id}"),
+        &[("Authorization", &auth)],
+        br#"{"enabled":true,"events":["invoice.*"],"rotate_secret":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["events"], json!(["invoice.*"]));
+    assert!(v["secret"].as_str().unwrap().starts_with("whsec_"));
+    let r = http_send(
+        sb.http_addr(),
+        "DELETE",
+        &format!("/api/v1/webhooks/{id}"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let bad = http_post(
+        sb.http_addr(),
+        "/api/v1/webhooks",
+        &[("Authorization", &auth)],
+        br#"{"url":"ftp://x","events":["*"]}"#,
+    );
+    assert_eq!(
+        (bad.status, bad.json()["field"].as_str().unwrap()),
+        (422, "url")
+    );
+    let short = http_post(
+        sb.http_addr(),
+        "/api/v1/webhooks",
+        &[("Authorization", &auth)],
+        br#"{"url":"http://x.test/","events":["*"],"secret":"short"}"#,
+    );
+    assert_eq!(
+        (short.status, short.json()["field"].as_str().unwrap()),
+        (422, "secret")
+    );
+    assert_eq!(
+        http_get(sb.http_addr(), "/api/v1/webhooks", &[]).status,
+        401
+    );
+}
