@@ -341,8 +341,19 @@ pub fn http_post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
+    http_send(addr, "POST", path, headers, body)
+}
+
+/// Any method, with a JSON body and optional extra header lines.
+pub fn http_send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
