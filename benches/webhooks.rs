@@ -1,0 +1,117 @@
+//! Benchmark: delivering an outbox of `EVENTS` (default 10,000) events to a local receiver.
+//!
+//! The events are written to a temporary store, one endpoint subscribes to all of them, and
+//! the real delivery worker fans them out, signs and sends each, and records every attempt
+//! (SQLite, `synchronous=FULL`). Prints deliveries per second and the process's peak RSS.
+//!
+//! `cargo bench --bench webhooks` (env: `EVENTS`; `PER_ENDPOINT`, default 16 in flight).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::json;
+use turnbridge::config::Webhooks;
+use turnbridge::store::{Store, TxExt};
+use turnbridge::webhook::{deliver::Deliverer, outbound};
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let events: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let per_endpoint: usize = std::env::var("PER_ENDPOINT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let received = Arc::new(AtomicU64::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("bench.db");
+        let mut store = Store::open(&db).unwrap();
+        outbound::add_endpoint(store.conn(), &format!("http://{addr}/hook"), &["*".to_string()], None, None)
+            .unwrap()
+            .unwrap();
+        let tx = store.transaction().unwrap();
+        for i in 0..events {
+            tx.add_event(
+                "invoice.status.updated",
+                Some("bench"),
+                &json!({"tenant_id": "bench", "invoice_no": format!("BM{i:08}"), "status": "ACKED", "mof_code": null, "message": "acknowledged"}),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+
+        let config = Webhooks {
+            max_in_flight: 64,
+            max_in_flight_per_endpoint: per_endpoint,
+            poll_ms: 20,
+            ..Webhooks::default()
+        };
+        let deliverer = Arc::new(Deliverer::new(Store::open(&db).unwrap(), config));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let started = Instant::now();
+        let task = tokio::spawn(deliverer.run(rx));
+        let check = Store::open(&db).unwrap();
+        loop {
+            let done: i64 = check
+                .conn()
+                .query_row("SELECT count(*) FROM deliveries WHERE state = 'succeeded'", [], |r| r.get(0))
+                .unwrap();
+            if done as usize >= events {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = started.elapsed();
+        let _ = stop.send(true);
+        let _ = task.await;
+        let attempts: i64 = check.conn().query_row("SELECT count(*) FROM delivery_attempts", [], |r| r.get(0)).unwrap();
+        println!(
+            "{events} events delivered in {:.2} s = {:.0} deliveries/s ({per_endpoint} in flight to the endpoint; {attempts} attempts recorded, {} requests received); peak RSS {:.1} MiB",
+            elapsed.as_secs_f64(),
+            events as f64 / elapsed.as_secs_f64(),
+            received.load(Ordering::Relaxed),
+            peak_rss_mib()
+        );
+    });
+}
