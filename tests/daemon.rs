@@ -82,15 +82,16 @@ fn a_999_invoice_batch_becomes_999_valid_files_and_a_second_drop_is_a_duplicate(
     assert!(text.contains("already processed as job"), "{text}");
     assert!(text.contains("big.csv"), "{text}");
     assert_eq!(sb.inbox_files().len(), 999);
-    let dup: String = sb
-        .db()
-        .query_row(
-            "SELECT state FROM jobs WHERE source_name = 'big-again.csv'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(dup, "duplicate");
+    // The report is written before the job's state is committed.
+    wait_for(20, "the job to be marked a duplicate", || {
+        sb.db()
+            .query_row(
+                "SELECT state FROM jobs WHERE source_name = 'big-again.csv'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .is_ok_and(|s| s == "duplicate")
+    });
 }
 
 #[test]
@@ -343,10 +344,15 @@ fn a_hostile_zip_is_rejected_whole_with_a_report() {
     .unwrap();
     let bytes = w.finish().unwrap().into_inner();
     sb.drop_file("evil.zip", &bytes);
-    wait_for(20, "the report", || {
-        files_in(&sb.rejected())
+    // The report is written first, then the file is moved beside it.
+    wait_for(20, "the report and the file", || {
+        let files = files_in(&sb.rejected());
+        files
             .iter()
             .any(|p| p.to_string_lossy().ends_with("evil.zip.error.txt"))
+            && files
+                .iter()
+                .any(|p| p.to_string_lossy().ends_with("_evil.zip"))
     });
     let rejected = files_in(&sb.rejected());
     let kept = rejected
