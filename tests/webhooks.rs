@@ -371,3 +371,53 @@ fn gone_disables_the_endpoint_and_the_registry_round_trips() {
         401
     );
 }
+
+#[test]
+fn a_slow_receiver_holds_back_only_its_own_deliveries() {
+    let slow = Receiver::start(200);
+    slow.delay_ms
+        .store(1500, std::sync::atomic::Ordering::SeqCst);
+    let fast = Receiver::start(200);
+    let sb = sandbox("[0, 300, 600, 900]");
+    register(&sb, &format!("http://{}/slow", slow.addr), &["*"], None);
+    register(&sb, &format!("http://{}/fast", fast.addr), &["*"], None);
+    // 13 events: 12 invoices and the upload.
+    sb.drop_file("b.csv", batch_csv("SL", 1, 12).as_bytes());
+    let started = std::time::Instant::now();
+    wait_for(20, "every delivery to the fast receiver", || {
+        fast.received().len() == 13
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "the fast receiver waited for the slow one: {:?}",
+        started.elapsed()
+    );
+    // The slow one gets at most max_in_flight_per_endpoint (4) at a time.
+    assert!(slow.received().len() <= 4, "{}", slow.received().len());
+    wait_for(30, "the slow receiver to catch up", || {
+        slow.received().len() == 13
+    });
+}
+
+#[test]
+fn retry_after_is_honoured_within_bounds() {
+    let rx = Receiver::start(429);
+    *rx.extra.lock().unwrap() = "Retry-After: 1\r\n".into();
+    let sb = sandbox("[0, 300, 600, 900]");
+    register(
+        &sb,
+        &format!("http://{}/hook", rx.addr),
+        &["upload.completed"],
+        None,
+    );
+    sb.drop_file("b.csv", batch_csv("RA", 1, 1).as_bytes());
+    wait_for(20, "two attempts", || rx.received().len() >= 2);
+    rx.set_status(200);
+    let got = rx.received();
+    let gap = got[1].at.duration_since(got[0].at).unwrap();
+    // Retry-After 1 s is clamped into [300 ms, 600 ms]: later than the schedule, not 1 s.
+    assert!(
+        gap >= Duration::from_millis(600) && gap < Duration::from_millis(1000),
+        "{gap:?}"
+    );
+}

@@ -392,6 +392,10 @@ pub struct Receiver {
     pub addr: std::net::SocketAddr,
     pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// Milliseconds to wait before answering.
+    pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Extra header lines sent with every answer (e.g. `Retry-After: 1`).
+    pub extra: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Receiver {
@@ -406,10 +410,12 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(status));
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (st, g) = (status.clone(), got.clone());
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let extra = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (st, g, dl, ex) = (status.clone(), got.clone(), delay_ms.clone(), extra.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (st, g) = (st.clone(), g.clone());
+                let (st, g, dl, ex) = (st.clone(), g.clone(), dl.clone(), ex.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut stream = stream;
@@ -444,7 +450,10 @@ impl Receiver {
                             body,
                             answered: code,
                         });
-                        let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok");
+                        std::thread::sleep(Duration::from_millis(dl.load(Ordering::SeqCst)));
+                        let extra = ex.lock().unwrap().clone();
+                        let reply =
+                            format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n{extra}\r\nok");
                         if stream.write_all(reply.as_bytes()).is_err() {
                             return;
                         }
@@ -452,7 +461,13 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, status, got }
+        Receiver {
+            addr,
+            status,
+            got,
+            delay_ms,
+            extra,
+        }
     }
 
     pub fn set_status(&self, code: u16) {
