@@ -421,3 +421,114 @@ fn retry_after_is_honoured_within_bounds() {
         "{gap:?}"
     );
 }
+
+fn cli(sb: &Sandbox, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(args)
+        .arg("--config")
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_cli_manages_endpoints_rotates_secrets_and_resends_by_endpoint() {
+    let rx = Receiver::start(500);
+    let sb = sandbox("[0]");
+    let url = format!("http://{}/cli", rx.addr);
+    let (ok, out) = cli(
+        &sb,
+        &[
+            "webhooks",
+            "add",
+            &url,
+            "--events",
+            "upload.completed",
+            "--description",
+            "erp",
+        ],
+    );
+    assert!(ok, "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let old_secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (ok, list) = cli(&sb, &["webhooks", "list"]);
+    assert!(
+        ok && list.contains(&id) && list.contains(&url) && !list.contains(&old_secret),
+        "{list}"
+    );
+    let (ok, out) = cli(&sb, &["webhooks", "update", &id, "--rotate-secret"]);
+    assert!(ok, "{out}");
+    let new_secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("new secret"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(new_secret, old_secret);
+
+    // One attempt only ([0]): the delivery is dead at once. It was signed with both secrets.
+    sb.drop_file("b.csv", batch_csv("CL", 1, 1).as_bytes());
+    wait_for(20, "a dead delivery", || {
+        sb.db()
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE state = 'dead'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 1
+    });
+    let r = rx.received().pop().unwrap();
+    let sigs: Vec<&str> = r.header("webhook-signature").unwrap().split(' ').collect();
+    assert_eq!(
+        sigs.len(),
+        2,
+        "new and old secret both sign during the overlap"
+    );
+    let (id_h, ts) = (
+        r.header("webhook-id").unwrap(),
+        r.header("webhook-timestamp").unwrap(),
+    );
+    for secret in [&new_secret, &old_secret] {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(&secret["whsec_".len()..])
+            .unwrap();
+        let mut signed = format!("{id_h}.{ts}.").into_bytes();
+        signed.extend_from_slice(&r.body);
+        let want = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &signed))
+        );
+        assert!(sigs.contains(&want.as_str()));
+    }
+
+    rx.set_status(200);
+    let (ok, out) = cli(&sb, &["dlq", "resend", "--endpoint", &id]);
+    assert!(ok && out.contains("1 deliveries queued again"), "{out}");
+    wait_for(20, "the resent delivery", || {
+        rx.received().iter().any(|r| r.answered == 200)
+    });
+    let (ok, _) = cli(&sb, &["webhooks", "remove", &id]);
+    assert!(ok);
+    let (ok, list) = cli(&sb, &["webhooks", "list"]);
+    assert!(ok && !list.contains(&id));
+    let (ok, out) = cli(&sb, &["dlq", "resend"]);
+    assert!(
+        !ok && out.contains("--all"),
+        "a bare resend asks what to resend: {out}"
+    );
+}
