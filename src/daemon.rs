@@ -180,7 +180,11 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
             }
         }
-        if worker.is_finished() || feedback.is_finished() {
+        if worker.is_finished()
+            || feedback.is_finished()
+            || delivering.is_finished()
+            || server.as_ref().is_some_and(|s| s.is_dead())
+        {
             error!("a worker thread ended unexpectedly; stopping so the service manager restarts turnbridge");
             break;
         }
@@ -509,6 +513,17 @@ impl FeedbackWorker {
         };
     }
 
+    fn reload(&mut self, config: Config, next_scan: &mut Instant) {
+        match Tracker::open(config) {
+            Ok(t) => {
+                self.tracker = t;
+                self.arm_watcher();
+                *next_scan = Instant::now();
+            }
+            Err(e) => error!("feedback keeps its old configuration: {e}"),
+        }
+    }
+
     fn run(mut self, rx: Receiver<Command>) {
         self.arm_watcher();
         let mut next_prune = Instant::now();
@@ -543,19 +558,14 @@ impl FeedbackWorker {
                     let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);
                     next_scan = next_scan.min(Instant::now() + settle);
                     while let Ok(cmd) = rx.try_recv() {
-                        if matches!(cmd, Command::Stop) {
-                            return;
+                        match cmd {
+                            Command::Stop => return,
+                            Command::Reload(config) => self.reload(*config, &mut next_scan),
+                            Command::Wake(_) => {}
                         }
                     }
                 }
-                Ok(Command::Reload(config)) => match Tracker::open(*config) {
-                    Ok(t) => {
-                        self.tracker = t;
-                        self.arm_watcher();
-                        next_scan = Instant::now();
-                    }
-                    Err(e) => error!("feedback keeps its old configuration: {e}"),
-                },
+                Ok(Command::Reload(config)) => self.reload(*config, &mut next_scan),
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }

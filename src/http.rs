@@ -87,6 +87,11 @@ impl Server {
     }
 
     /// Stops accepting, lets requests in flight finish (at most `grace`), and returns.
+    /// Whether an accept loop has ended (it should only on shutdown).
+    pub fn is_dead(&self) -> bool {
+        self.tasks.iter().any(|t| t.is_finished())
+    }
+
     pub async fn stop(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
@@ -225,6 +230,7 @@ async fn handle(
     remote: SocketAddr,
 ) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let cfg = state.config();
     let route = route_name(req.uri().path(), &cfg);
     let span = tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.uri().path(), remote = %remote);
@@ -238,6 +244,11 @@ async fn handle(
     .await
     {
         Ok(r) => r,
+        // NextEngine reads XML: it gets the internal-error reply (-3) in its own format.
+        Err(_) if route == "updatestock" => xml_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            stock_callback::reply(&StockQuery::parse(&query), -3),
+        ),
         Err(_) => error(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
@@ -882,7 +893,9 @@ async fn admin_webhooks(
             with_db(&state, move |db| {
                 Ok(match ob::add_endpoint(db.conn(), &url, &events, secret.as_deref(), description.as_deref())? {
                     Ok((ep, secret)) => {
-                        info!(endpoint = %ep.id, url = %ep.url, "webhook endpoint registered");
+                        // The URL may carry a token: log its host only.
+                        let host = reqwest::Url::parse(&ep.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+                        info!(endpoint = %ep.id, host = %host, "webhook endpoint registered");
                         let mut v = json!(ep);
                         v["secret"] = json!(secret);
                         json_response(StatusCode::CREATED, v)
@@ -988,8 +1001,45 @@ async fn admin_webhooks(
             .await
         }
         (Method::POST, ["dlq", "resend"]) => {
+            let ids = match body.get("ids") {
+                None => Some(Vec::new()),
+                Some(v) => json_strings(Some(v)),
+            };
+            let Some(ids) = ids else {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_filter",
+                    "ids must be a list of delivery ids",
+                );
+            };
+            for key in ["since", "until"] {
+                if let Some(v) = body.get(key) {
+                    if v.as_str()
+                        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                        .is_none()
+                    {
+                        return error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_filter",
+                            format!("{key} must be an RFC 3339 time"),
+                        );
+                    }
+                }
+            }
+            let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
+            let named = !ids.is_empty()
+                || ["endpoint", "since", "until"]
+                    .iter()
+                    .any(|k| body.get(*k).is_some());
+            if !all && !named {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_filter",
+                    "name ids, an endpoint or a time range, or set \"all\": true",
+                );
+            }
             let f = ob::Filter {
-                ids: json_strings(body.get("ids")).unwrap_or_default(),
+                ids,
                 endpoint: body
                     .get("endpoint")
                     .and_then(Value::as_str)

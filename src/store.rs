@@ -336,8 +336,13 @@ impl Store {
         &mut self.conn
     }
 
+    /// A write transaction. It takes the write lock at once (`BEGIN IMMEDIATE`), so a
+    /// transaction that reads before it writes waits for another writer instead of failing
+    /// with "database is locked".
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
-        Ok(self.conn.transaction()?)
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
 
     pub fn job(&self, id: &str) -> Result<Option<Job>> {

@@ -192,6 +192,8 @@ fixture_tests! {
     summary_count_mismatch => "summary_count_mismatch.xml",
     process_result_ok => "process_result_ok.xml",
     process_result_error => "process_result_error.xml",
+    process_result_pack_id => "process_result_pack_id.xml",
+    malformed_daily_bad_date => "malformed/daily_bad_date.xml",
     malformed_truncated => "malformed/truncated.xml",
     malformed_xxe => "malformed/xxe.xml",
     malformed_billion_laughs => "malformed/billion_laughs.xml",

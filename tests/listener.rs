@@ -426,29 +426,5 @@ fn metrics_pass_promtool_when_it_is_installed() {
         text.contains("turnbridge_http_requests_total{route=\"healthz\",status=\"200\"} 1"),
         "{text}"
     );
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!(
-            "skipped the promtool check: promtool is not installed (apt-get install prometheus)"
-        );
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
+    promtool_check(&text);
 }

@@ -23,6 +23,9 @@ pub struct StockQuery {
     pub stock: Option<String>,
     pub ts: Option<String>,
     pub sig: Option<String>,
+    /// The signed values as the bytes NextEngine sent (percent-decoded), so a code sent in
+    /// EUC-JP is signed as EUC-JP, not as its UTF-8 reading.
+    raw: [Vec<u8>; 4],
 }
 
 impl StockQuery {
@@ -30,14 +33,23 @@ impl StockQuery {
     /// as PHP-style proxies rename it.
     pub fn parse(query: &str) -> StockQuery {
         let mut q = StockQuery::default();
-        for (k, v) in form_pairs(query) {
-            match k.as_str() {
-                "StoreAccount" => q.store_account = Some(v),
-                "Code" => q.code = Some(v),
-                "Stock" => q.stock = Some(v),
-                "ts" => q.ts = Some(v),
-                ".sig" | "_sig" => q.sig = Some(v),
-                _ => {}
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let (key, bytes) = (text(decode_bytes(k)), decode_bytes(v));
+            let slot = match key.as_str() {
+                "StoreAccount" => Some((0, &mut q.store_account)),
+                "Code" => Some((1, &mut q.code)),
+                "Stock" => Some((2, &mut q.stock)),
+                "ts" => Some((3, &mut q.ts)),
+                ".sig" | "_sig" => {
+                    q.sig = Some(text(bytes.clone()));
+                    None
+                }
+                _ => None,
+            };
+            if let Some((i, field)) = slot {
+                *field = Some(text(bytes.clone()));
+                q.raw[i] = bytes;
             }
         }
         q
@@ -56,12 +68,20 @@ pub fn form_pairs(query: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
+            (text(decode_bytes(k)), text(decode_bytes(v)))
         })
         .collect()
 }
 
-fn decode(s: &str) -> String {
+/// Reads decoded bytes as text: UTF-8, or EUC-JP (NextEngine is a Japanese system).
+fn text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => EUC_JP.decode(e.as_bytes()).0.into_owned(),
+    }
+}
+
+fn decode_bytes(s: &str) -> Vec<u8> {
     let hexval = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -80,23 +100,56 @@ fn decode(s: &str) -> String {
         }
         i += 1;
     }
-    match String::from_utf8(out) {
-        Ok(s) => s,
-        // NextEngine is a Japanese system: a value that is not UTF-8 is read as EUC-JP.
-        Err(e) => EUC_JP.decode(e.as_bytes()).0.into_owned(),
-    }
+    out
 }
 
 /// The signature NextEngine computes for a callback.
 pub fn signature(store_account: &str, code: &str, stock: &str, ts: &str, auth_key: &str) -> String {
-    let text = format!("StoreAccount={store_account}&Code={code}&Stock={stock}&ts={ts}{auth_key}");
-    hex(&Md5::digest(text.as_bytes()))
+    signature_bytes(
+        store_account.as_bytes(),
+        code.as_bytes(),
+        stock.as_bytes(),
+        ts.as_bytes(),
+        auth_key,
+    )
+}
+
+/// [`signature`] over the bytes as received.
+pub fn signature_bytes(
+    account: &[u8],
+    code: &[u8],
+    stock: &[u8],
+    ts: &[u8],
+    auth_key: &str,
+) -> String {
+    let mut m = Md5::new();
+    for part in [
+        b"StoreAccount=".as_slice(),
+        account,
+        b"&Code=",
+        code,
+        b"&Stock=",
+        stock,
+        b"&ts=",
+        ts,
+        auth_key.as_bytes(),
+    ] {
+        m.update(part);
+    }
+    hex(&m.finalize())
 }
 
 /// Compares a received signature with the expected one in constant time.
 pub fn signature_matches(expected: &str, received: &str) -> bool {
     let received = received.to_ascii_lowercase();
-    expected.len() == received.len() && bool::from(expected.as_bytes().ct_eq(received.as_bytes()))
+    let padded = |s: &str| {
+        let mut b = [0u8; 32];
+        let n = s.len().min(32);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        b
+    };
+    // Both sides are fixed-size, so the comparison takes the same time whatever was sent.
+    received.len() == 32 && bool::from(padded(expected).ct_eq(&padded(&received)))
 }
 
 /// Parses `ts` (`YYYYMMDDhhmmss` or `YYYYMMDDhhmm`) in the given offset.
@@ -184,7 +237,8 @@ pub fn verify(
     let ts = q.ts.as_deref().ok_or(Refusal::Missing("ts"))?;
     let sig = q.sig.as_deref().ok_or(Refusal::Missing(".sig"))?;
     let key = shops.auth_key(account).ok_or(Refusal::UnknownShop)?;
-    if !signature_matches(&signature(account, code, stock, ts, key), sig) {
+    let [a, c, st, t] = &q.raw;
+    if !signature_matches(&signature_bytes(a, c, st, t, key), sig) {
         return Err(Refusal::BadSignature);
     }
     let at = parse_ts(ts, offset).ok_or(Refusal::BadTs)?;
@@ -273,13 +327,10 @@ mod tests {
             .with_timezone(&jst)
             .format("%Y%m%d%H%M%S")
             .to_string();
-        let q = StockQuery {
-            store_account: Some("samplestore".into()),
-            code: Some("test-aaa".into()),
-            stock: Some("".into()),
-            sig: Some(signature("samplestore", "test-aaa", "", &ts, "aaa")),
-            ts: Some(ts),
-        };
+        let sig = signature("samplestore", "test-aaa", "", &ts, "aaa");
+        let q = StockQuery::parse(&format!(
+            "StoreAccount=samplestore&Code=test-aaa&Stock=&ts={ts}&.sig={sig}"
+        ));
         let hour = chrono::Duration::hours(1);
         let u = verify(&q, &One, now, jst, hour, chrono::Duration::hours(26)).unwrap();
         assert_eq!(u.stock, None);
@@ -288,12 +339,28 @@ mod tests {
             verify(&q, &One, late, jst, hour, hour),
             Err(Refusal::TsOutsideWindow)
         );
-        let mut bad = q.clone();
-        bad.code = Some("test-bbb".into());
+        let bad = StockQuery::parse(&format!(
+            "StoreAccount=samplestore&Code=test-bbb&Stock=&ts={ts}&.sig={sig}"
+        ));
         assert_eq!(
             verify(&bad, &One, now, jst, hour, hour * 26),
             Err(Refusal::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_code_sent_in_euc_jp_is_signed_as_sent() {
+        let (euc, _, _) = EUC_JP.encode("商品");
+        let pct: String = euc.iter().map(|b| format!("%{b:02X}")).collect();
+        let sig = signature_bytes(b"samplestore", &euc, b"1", b"20180115083010", "aaa");
+        let q = StockQuery::parse(&format!(
+            "StoreAccount=samplestore&Code={pct}&Stock=1&ts=20180115083010&.sig={sig}"
+        ));
+        assert_eq!(q.code.as_deref(), Some("商品"));
+        let jst = FixedOffset::east_opt(9 * 3600).unwrap();
+        let at = parse_ts("20180115083010", jst).unwrap();
+        let hour = chrono::Duration::hours(1);
+        assert!(verify(&q, &One, at, jst, hour, hour).is_ok());
     }
 
     #[test]

@@ -237,7 +237,20 @@ impl Tracker {
         }
         let outbox = self.config.turnkey.outbox.clone();
         for f in settled_files_noting_young(&outbox, settle, &mut young) {
-            n += self.result_file(&f)? as usize;
+            // A bug that panics on one file sets that file aside instead of stopping feedback.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.result_file(&f))) {
+                Ok(r) => n += r? as usize,
+                Err(_) => {
+                    let md5 = fs::read(&f)
+                        .map(|b| hex(&Md5::digest(&b)))
+                        .unwrap_or_default();
+                    self.reject_result(
+                        &f,
+                        &md5,
+                        "turnbridge hit an internal error on this file; please report it",
+                    )?;
+                }
+            }
         }
         self.pending = young;
         if self.config.turnkey.layout == Layout::Flat {
@@ -348,63 +361,45 @@ impl Tracker {
         let md5 = hex(&Md5::digest(&bytes));
         // The same bytes again (a crash before the move, or the file dropped twice) are the
         // same result: applying them again would only repeat events.
-        let seen: Option<String> = self
+        let seen: Option<(String, String)> = self
             .store
             .conn()
             .query_row(
-                "SELECT outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err', 'foreign') LIMIT 1",
+                "SELECT kind, outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err') LIMIT 1",
                 [&md5],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if let Some(outcome) = seen {
+        if let Some((kind, outcome)) = seen {
+            if kind == "foreign" || kind == "rejected" {
+                // Left in Turnkey's folder on purpose (turnkey layout); nothing to do.
+                return Ok(false);
+            }
             info!(file = %path.display(), "result file seen before ({outcome}); kept without applying it again");
             self.keep(path)?;
             return Ok(false);
         }
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
         let parsed = match results::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
-                let reason = e.to_string();
-                warn!(file = %path.display(), "result file rejected: {reason}");
-                let day = chrono::Local::now().format("%Y%m%d").to_string();
-                let dest = durable::move_into(path, &self.rejected, &format!("{day}_{name}"))
-                    .map_err(io_err("move to rejected", path))?;
-                let report = Report {
-                    job_id: "-".into(),
-                    file: name.clone(),
-                    outcome: "rejected".into(),
-                    summary: format!(
-                        "This result file from {} was not applied: {reason}",
-                        path.display()
-                    ),
-                    accepted: 0,
-                    rejected: 1,
-                    rejected_files: vec![dest
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned()],
-                    problems: vec![ReportEntry {
-                        file: name,
-                        row: 0,
-                        message_type: None,
-                        number: None,
-                        field: String::new(),
-                        value: String::new(),
-                        reason: reason.clone(),
-                    }],
-                };
-                report.write(&dest).map_err(io_err("write report", &dest))?;
-                let tx = self.store.transaction()?;
-                record(&tx, path, &md5, "rejected", &reason, Some(&dest))?;
-                tx.commit()?;
-                crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "rejected")]);
+                // In the turnkey layout the outbox is Turnkey's own folder: files that are not
+                // results (E0501 allocations, …) are left there, untouched.
+                if self.config.turnkey.layout == Layout::Turnkey {
+                    if let results::ResultError::Unknown(root) = &e {
+                        let tx = self.store.transaction()?;
+                        record(
+                            &tx,
+                            path,
+                            &md5,
+                            "foreign",
+                            &format!("root element {root}; left in place"),
+                            None,
+                        )?;
+                        tx.commit()?;
+                        return Ok(true);
+                    }
+                }
+                self.reject_result(path, &md5, &e.to_string())?;
                 return Ok(true);
             }
         };
@@ -426,6 +421,60 @@ impl Tracker {
         }
         self.keep(path)?;
         Ok(true)
+    }
+
+    /// Sets aside a result file that cannot be applied, beside a report: moved in the flat
+    /// layout (the outbox is turnbridge's), copied in the turnkey layout (the folder is
+    /// Turnkey's). Recorded, so it is not read again.
+    fn reject_result(&mut self, path: &Path, md5: &str, reason: &str) -> Result<(), FeedbackError> {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        warn!(file = %path.display(), "result file rejected: {reason}");
+        let day = chrono::Local::now().format("%Y%m%d").to_string();
+        let dest = if self.config.turnkey.layout == Layout::Turnkey {
+            durable::create_dir_all(&self.rejected).map_err(io_err("create", &self.rejected))?;
+            let dest = durable::free_name(&self.rejected, &format!("{day}_{name}"));
+            let bytes = fs::read(path).map_err(io_err("read", path))?;
+            durable::write_atomic(&dest, &bytes).map_err(io_err("copy to rejected", &dest))?;
+            dest
+        } else {
+            durable::move_into(path, &self.rejected, &format!("{day}_{name}"))
+                .map_err(io_err("move to rejected", path))?
+        };
+        let report = Report {
+            job_id: "-".into(),
+            file: name.clone(),
+            outcome: "rejected".into(),
+            summary: format!(
+                "This result file from {} was not applied: {reason}",
+                path.display()
+            ),
+            accepted: 0,
+            rejected: 1,
+            rejected_files: vec![dest
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()],
+            problems: vec![ReportEntry {
+                file: name,
+                row: 0,
+                message_type: None,
+                number: None,
+                field: String::new(),
+                value: String::new(),
+                reason: reason.to_string(),
+            }],
+        };
+        report.write(&dest).map_err(io_err("write report", &dest))?;
+        let tx = self.store.transaction()?;
+        record(&tx, path, md5, "rejected", reason, Some(&dest))?;
+        tx.commit()?;
+        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "rejected")]);
+        Ok(())
     }
 
     /// Moves an applied result file into the feedback archive.
@@ -601,7 +650,8 @@ fn by_reference(
     let mut candidates: Vec<(Target, String, String)> = rows.collect::<Result<_, _>>()?;
     if matches!(ty, MessageType::F0401 | MessageType::G0401) {
         if let Some(d) = &r.date {
-            candidates.retain(|(_, _, date)| date.replace('-', "") == *d);
+            let want = d.replace('-', "");
+            candidates.retain(|(_, _, date)| date.replace('-', "") == want);
         }
     }
     if candidates.len() > 1 {
@@ -616,17 +666,59 @@ fn by_reference(
     })
 }
 
-/// How many messages (of one type, or all) turnbridge queued for Turnkey on a day (YYYYMMDD).
+/// The message a ProcessResult names through an invoice number in its parameters.
+fn by_parameters(
+    tx: &Transaction,
+    p: &results::ProcessResult,
+) -> Result<Option<Target>, FeedbackError> {
+    let types: Vec<MessageType> = match p
+        .message_type
+        .as_deref()
+        .and_then(|t| MessageType::parse_with_legacy(t).ok())
+    {
+        Some((t, _)) => vec![t],
+        None => MessageType::ALL.to_vec(),
+    };
+    for number in p.results.iter().flat_map(|i| i.parameters.iter()) {
+        if crate::einvoice::InvoiceNumber::parse(number).is_err() {
+            continue;
+        }
+        for ty in &types {
+            let r = InvoiceRef {
+                number: number.clone(),
+                date: None,
+            };
+            if let Some(found) = by_reference(tx, *ty, &r, None)? {
+                return Ok(Some(found));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// How many messages (of one type, or all) turnbridge queued for Turnkey on a local day
+/// (`YYYYMMDD`); transitions are stored in UTC, so the day's bounds are converted.
 fn queued_on(tx: &Transaction, ty: Option<&str>, day: &str) -> Result<i64, FeedbackError> {
-    let iso = if day.len() == 8 {
-        format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..])
-    } else {
-        day.to_string()
+    use chrono::TimeZone;
+    let Ok(date) = chrono::NaiveDate::parse_from_str(day, "%Y%m%d") else {
+        return Ok(0);
+    };
+    let bound = |d: chrono::NaiveDate| {
+        chrono::Local
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            })
+    };
+    let (Some(start), Some(end)) = (bound(date), date.succ_opt().and_then(bound)) else {
+        return Ok(0);
     };
     Ok(tx.query_row(
         "SELECT count(*) FROM transitions t JOIN messages m ON m.id = t.message_id
-         WHERE t.to_state = 'queued' AND substr(t.at, 1, 10) = ?1 AND (?2 IS NULL OR m.message_type = ?2)",
-        params![iso, ty],
+         WHERE t.to_state = 'queued' AND t.at >= ?1 AND t.at < ?2 AND (?3 IS NULL OR m.message_type = ?3)",
+        params![start, end, ty],
         |r| r.get(0),
     )?)
 }
@@ -665,7 +757,13 @@ fn apply(
             "error"
         }
         ResultFile::Process(p) => {
-            match by_file_name(tx, &p.message_id)? {
+            // MessageInfo/Id may be turnbridge's file name, or Turnkey's own pack id: then an
+            // invoice number among the results' parameters names the message.
+            let found = match by_file_name(tx, &p.message_id)? {
+                Some(t) => Some(t),
+                None => by_parameters(tx, p)?,
+            };
+            match found {
                 Some(t) => {
                     // Codes of zeros mean success; anything else is an error with its code.
                     let failure = p
@@ -692,6 +790,7 @@ fn apply(
         }
         ResultFile::Summary(s) => {
             for m in &s.messages {
+                let unmatched_before = applied.unmatched.len() as i64;
                 let ty = MessageType::parse_with_legacy(&m.message_type)
                     .ok()
                     .map(|(t, _)| t);
@@ -722,16 +821,18 @@ fn apply(
                         }
                     }
                 }
+                // A SummaryResult message covers one pack: what turnbridge expected is the
+                // listed invoices it knows; listed invoices it does not know are a mismatch.
                 let date = m.date().map(str::to_string);
-                let expected = match (&date, ty) {
-                    (Some(d), Some(ty)) => queued_on(tx, Some(ty.as_str()), d)?,
-                    _ => 0,
-                };
-                if date.is_some() && expected != m.total as i64 {
+                let listed = (m.good_invoices.len() + m.failed_invoices.len()) as i64;
+                let unknown = applied.unmatched.len() as i64 - unmatched_before;
+                let expected = listed - unknown;
+                if unknown > 0 {
+                    mismatch.push(format!("{unknown} listed invoice(s) unknown to turnbridge"));
+                }
+                if listed > 0 && listed != m.total as i64 {
                     mismatch.push(format!(
-                        "turnbridge queued {expected} {} on {}, the summary counts {}",
-                        m.message_type,
-                        date.as_deref().unwrap_or(""),
+                        "{listed} invoice(s) listed, Total says {}",
                         m.total
                     ));
                 }
@@ -761,7 +862,7 @@ fn apply(
         }
         ResultFile::Daily(d) => {
             let mut mismatch = Vec::new();
-            if d.total != d.success + d.failed {
+            if d.success.checked_add(d.failed) != Some(d.total) {
                 mismatch.push(format!(
                     "Total {} is not Success {} + Failed {}",
                     d.total, d.success, d.failed

@@ -30,6 +30,8 @@ pub enum ResultError {
     Unknown(String),
     #[error("{0} is missing")]
     Missing(&'static str),
+    #[error("Date is not YYYYMMDD: {0:?}")]
+    BadDate(String),
     #[error("{field} is not a count: {value:?}")]
     BadCount { field: &'static str, value: String },
 }
@@ -156,7 +158,7 @@ pub struct SummaryMessage {
 impl SummaryMessage {
     /// Total = Good + Failed, as the platform promises.
     pub fn counts_agree(&self) -> bool {
-        self.total == self.good + self.failed
+        self.good.checked_add(self.failed) == Some(self.total)
     }
 
     /// The date in the message id (`YYYYMMDD`), if the id has the usual shape.
@@ -253,7 +255,13 @@ pub fn parse(bytes: &[u8]) -> Result<ResultFile, ResultError> {
             error_message: root.text_at(&["ErrorMessage"]).map(str::to_string),
         })),
         "dailysummary" => Ok(ResultFile::Daily(DailySummary {
-            date: required(&root, &["Date"], "Date")?,
+            date: {
+                let d = required(&root, &["Date"], "Date")?;
+                if d.len() != 8 || !d.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ResultError::BadDate(d));
+                }
+                d
+            },
             total: count(root.child("Total"), "Total")?,
             success: count(root.child("Success"), "Success")?,
             failed: count(root.child("Failed"), "Failed")?,

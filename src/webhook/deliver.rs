@@ -131,16 +131,21 @@ impl Deliverer {
     async fn dispatch_due(self: &Arc<Self>, cfg: &Webhooks) -> Result<(), StoreError> {
         let now = store::now();
         let limit = (cfg.max_in_flight * 2) as i64;
+        // Each endpoint contributes at most its own cap, so one endpoint's backlog never
+        // fills the window and holds back the others.
+        let per_endpoint = cfg.max_in_flight_per_endpoint as i64;
         let due: Vec<Due> = self
             .with_db(move |db| {
                 let mut stmt = db.conn().prepare(
                     "SELECT d.id, d.endpoint_id, d.event, d.payload, d.attempts, e.url, e.secret, e.old_secret, e.old_secret_until,
                             (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
-                     FROM deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                     WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1
+                     FROM (SELECT *, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, created_at) AS n
+                           FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1) d
+                     JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                     WHERE e.enabled = 1 AND d.n <= ?3
                      ORDER BY d.next_attempt_at, d.created_at LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![now, limit], |r| {
+                let rows = stmt.query_map(params![now, limit, per_endpoint], |r| {
                     Ok(Due {
                         id: r.get(0)?,
                         endpoint_id: r.get(1)?,
@@ -243,14 +248,19 @@ impl Deliverer {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let text = resp.bytes().await.map(|b| {
-                    let cut = &b[..b.len().min(2048)];
-                    String::from_utf8_lossy(cut).into_owned()
-                });
+                // Keep the first 2 KiB of the answer; never read more than that.
+                let mut resp = resp;
+                let mut kept = Vec::new();
+                while kept.len() < 2048 {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => kept.extend_from_slice(&c[..c.len().min(2048 - kept.len())]),
+                        _ => break,
+                    }
+                }
                 Answer {
                     status: Some(status),
                     error: None,
-                    response: text.ok(),
+                    response: Some(String::from_utf8_lossy(&kept).into_owned()),
                     retry_after,
                     elapsed: started.elapsed(),
                 }
@@ -263,6 +273,8 @@ impl Deliverer {
                 } else {
                     "request failed"
                 };
+                // The URL may carry a token: keep it out of the error text.
+                let e = e.without_url();
                 Answer {
                     status: None,
                     error: Some(format!("{kind}: {e}")),
@@ -277,7 +289,11 @@ impl Deliverer {
     async fn attempt(&self, d: Due, cfg: &Webhooks) {
         let answer = self.send(&d, Duration::from_millis(cfg.timeout_ms)).await;
         let ms = answer.elapsed.as_millis() as u64;
-        metrics::observe("webhook_delivery_latency_ms", &[], ms as f64);
+        metrics::observe(
+            "webhook_delivery_latency_seconds",
+            &[],
+            answer.elapsed.as_secs_f64(),
+        );
         let success = answer.status.is_some_and(|s| (200..300).contains(&s));
         let gone = answer.status == Some(410);
         let attempts = d.attempts + 1;
@@ -348,6 +364,13 @@ impl Deliverer {
                         "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', updated_at = ?1 WHERE id = ?2",
                         params![store::now(), endpoint_id],
                     )?;
+                    // Its other deliveries would wait forever: they go to the DLQ too, to be
+                    // resent once the endpoint is enabled again.
+                    tx.execute(
+                        "UPDATE deliveries SET state = 'dead', next_attempt_at = NULL, last_error = 'endpoint disabled: 410 Gone', updated_at = ?1
+                         WHERE endpoint_id = ?2 AND state = 'pending'",
+                        params![store::now(), endpoint_id],
+                    )?;
                 }
                 tx.commit()?;
                 Ok(())
@@ -355,6 +378,8 @@ impl Deliverer {
             .await;
         if let Err(e) = recorded {
             error!("attempt {attempts} could not be recorded (it will be made again): {e}");
+            // Do not resend on every poll while the store is failing.
+            tokio::time::sleep(Duration::from_secs(30)).await;
             return;
         }
         match state {

@@ -431,7 +431,11 @@ pub fn list_deliveries(
 pub fn resend(conn: &mut Connection, f: &Filter) -> Result<Vec<String>, StoreError> {
     let mut f = f.clone();
     f.state = Some("dead".into());
-    let rows = filtered(conn, &f, 100_000)?;
+    // A delivery whose endpoint was removed has nowhere to go.
+    let rows: Vec<DeliveryRow> = filtered(conn, &f, 100_000)?
+        .into_iter()
+        .filter(|d| endpoint(conn, &d.endpoint_id).ok().flatten().is_some())
+        .collect();
     let tx = conn.transaction()?;
     let now = store::now();
     for d in &rows {

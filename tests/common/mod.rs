@@ -478,3 +478,35 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 }
+
+/// Runs `promtool check metrics` on a scrape; `false` (with a printed reason) when promtool is
+/// not installed, panics when it finds a problem.
+pub fn promtool_check(text: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "skipped the promtool check: promtool is not installed (apt-get install prometheus)"
+        );
+        return false;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+    true
+}
