@@ -64,6 +64,13 @@ enum Command {
     /// The dead-letter queue of webhook deliveries that failed for good.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Write the man page or shell completions (used by packaging/build).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "completions"])]
+        what: String,
+        dir: PathBuf,
+    },
     /// Check a configuration file and list every problem with its key path.
     CheckConfig {
         /// The file to check (default: --config).
@@ -151,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::History { number, json } => history(&cli.config, &number, json),
         Command::Status { json } => status(&cli.config, json),
         Command::Webhooks(cmd) => webhooks(&cli.config, cmd),
+        Command::Generate { what, dir } => generate(&what, &dir),
         Command::Dlq(cmd) => dlq(&cli.config, cmd),
     };
     match result {
@@ -551,4 +559,21 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn generate(what: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    if what == "man" {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        std::fs::write(dir.join("turnbridge.1"), page)?;
+    } else {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            clap_complete::generate_to(shell, &mut cmd, "turnbridge", dir)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
