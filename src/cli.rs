@@ -11,7 +11,6 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon;
 use crate::einvoice;
-use crate::spool::ReportEntry;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -230,31 +229,7 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::from(2));
         }
     };
-    let mut problems = Vec::new();
-    for m in &verdict.refused_members {
-        problems.push(ReportEntry {
-            file: format!("{name}:{}", m.name),
-            row: 0,
-            message_type: None,
-            number: None,
-            field: String::new(),
-            value: String::new(),
-            reason: m.reason.clone(),
-        });
-    }
-    for r in &verdict.rejected {
-        for p in &r.problems {
-            problems.push(ReportEntry {
-                file: r.file.clone(),
-                row: p.row,
-                message_type: r.message_type.clone(),
-                number: r.number.clone(),
-                field: p.field.clone(),
-                value: p.value.clone(),
-                reason: p.reason.clone(),
-            });
-        }
-    }
+    let problems = crate::pipeline::report_entries(&name, &verdict);
     if json {
         let accepted: Vec<_> = verdict
             .accepted

@@ -259,16 +259,7 @@ impl Worker {
 
     fn arm_watcher(&mut self) {
         let dir = self.pipeline.config.einvoice_spool();
-        let (tx, rx) = mpsc::channel::<Wake>();
-        let forward = self.wake_tx.clone();
-        // Bridge the watcher's channel into the command channel.
-        std::thread::spawn(move || {
-            while let Ok(w) = rx.recv() {
-                if forward.send(Command::Wake(w)).is_err() {
-                    break;
-                }
-            }
-        });
+        let tx = bridge(self.wake_tx.clone());
         match spool::watch(std::slice::from_ref(&dir), false, tx) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => {
@@ -471,6 +462,19 @@ impl Worker {
     }
 }
 
+/// A sender for a watcher whose notifications arrive as commands on a worker's channel.
+fn bridge(commands: Sender<Command>) -> Sender<Wake> {
+    let (tx, rx) = mpsc::channel::<Wake>();
+    std::thread::spawn(move || {
+        while let Ok(w) = rx.recv() {
+            if commands.send(Command::Wake(w)).is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
+
 fn with_progress(mut pipeline: Pipeline, heartbeat: &Arc<AtomicU64>, started: Instant) -> Pipeline {
     let beat = heartbeat.clone();
     pipeline.progress = Some(Box::new(move || {
@@ -495,15 +499,7 @@ impl FeedbackWorker {
         for d in &dirs {
             let _ = crate::durable::create_dir_all(d);
         }
-        let (tx, rx) = mpsc::channel::<Wake>();
-        let forward = self.wake_tx.clone();
-        std::thread::spawn(move || {
-            while let Ok(w) = rx.recv() {
-                if forward.send(Command::Wake(w)).is_err() {
-                    break;
-                }
-            }
-        });
+        let tx = bridge(self.wake_tx.clone());
         self.watcher = match spool::watch(&dirs, true, tx) {
             Ok(w) => Some(w),
             Err(e) => {

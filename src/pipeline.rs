@@ -601,31 +601,7 @@ impl Pipeline {
             durable::write_atomic(&path, &m.bytes).map_err(io_err("write", &path))?;
             files.push(out_name);
         }
-        let mut problems = Vec::new();
-        for m in &verdict.refused_members {
-            problems.push(ReportEntry {
-                file: format!("{name}:{}", m.name),
-                row: 0,
-                message_type: None,
-                number: None,
-                field: String::new(),
-                value: String::new(),
-                reason: m.reason.clone(),
-            });
-        }
-        for r in &verdict.rejected {
-            for p in &r.problems {
-                problems.push(ReportEntry {
-                    file: r.file.clone(),
-                    row: p.row,
-                    message_type: r.message_type.clone(),
-                    number: r.number.clone(),
-                    field: p.field.clone(),
-                    value: p.value.clone(),
-                    reason: p.reason.clone(),
-                });
-            }
-        }
+        let problems = report_entries(name, verdict);
         let rejected = verdict.rejected.len();
         let summary = format!(
             "{} message(s) were sent to Turnkey; {} message(s){} were rejected.",
@@ -658,6 +634,31 @@ impl Pipeline {
         );
         Ok(())
     }
+}
+
+/// Every problem of a verdict as report lines: refused archive members, then rejected rows.
+pub fn report_entries(batch: &str, verdict: &Verdict) -> Vec<ReportEntry> {
+    let members = verdict.refused_members.iter().map(|m| ReportEntry {
+        file: format!("{batch}:{}", m.name),
+        row: 0,
+        message_type: None,
+        number: None,
+        field: String::new(),
+        value: String::new(),
+        reason: m.reason.clone(),
+    });
+    let rows = verdict.rejected.iter().flat_map(|r| {
+        r.problems.iter().map(move |p| ReportEntry {
+            file: r.file.clone(),
+            row: p.row,
+            message_type: r.message_type.clone(),
+            number: r.number.clone(),
+            field: p.field.clone(),
+            value: p.value.clone(),
+            reason: p.reason.clone(),
+        })
+    });
+    members.chain(rows).collect()
 }
 
 /// The name of a file of rejected rows: `<job>_<batch name>`, or for a ZIP member
