@@ -70,6 +70,8 @@ pub struct Http {
     pub max_header_bytes: usize,
     pub request_timeout_ms: u64,
     pub header_timeout_ms: u64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 impl Default for Http {
@@ -82,6 +84,7 @@ impl Default for Http {
             max_header_bytes: 16 << 10,
             request_timeout_ms: 10_000,
             header_timeout_ms: 5_000,
+            max_connections: 512,
         }
     }
 }
@@ -517,6 +520,9 @@ impl Config {
         }
         if h.max_header_bytes < 8192 {
             bad("http.max_header_bytes", "must be at least 8192".into());
+        }
+        if h.max_connections == 0 {
+            bad("http.max_connections", "must be above 0".into());
         }
         if h.max_body_bytes == 0 {
             bad("http.max_body_bytes", "must be above 0".into());

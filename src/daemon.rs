@@ -542,6 +542,9 @@ impl FeedbackWorker {
                 if let Err(e) = self.tracker.prune() {
                     error!("pruning result files failed: {e}");
                 }
+                if let Err(e) = self.tracker.prune_logs() {
+                    error!("pruning old log rows failed: {e}");
+                }
                 next_prune = Instant::now() + Duration::from_secs(3600);
             }
             let wait = next_scan

@@ -159,7 +159,16 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        state.config().http.max_connections,
+    ));
     loop {
+        // A connection is accepted only when there is room for it, so a flood of clients
+        // waits in the kernel's queue instead of exhausting the daemon.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, remote) = match accepted {
@@ -186,6 +195,7 @@ async fn accept_loop(
                     if let Err(e) = conn.await {
                         debug!(%remote, "connection ended: {e}");
                     }
+                    drop(permit);
                 });
             }
             _ = shutdown.changed() => break,

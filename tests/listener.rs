@@ -428,3 +428,23 @@ fn metrics_pass_promtool_when_it_is_installed() {
     );
     promtool_check(&text);
 }
+
+#[test]
+fn connections_beyond_the_cap_wait_their_turn() {
+    let tail = "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\nheader_timeout_ms = 600\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    sb.start();
+    let addr = sb.http_addr();
+    // Two clients hold both slots without sending anything.
+    let _a = std::net::TcpStream::connect(addr).unwrap();
+    let _b = std::net::TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let r = http_get(addr, "/healthz", &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "the third client was served before a slot freed up ({:?})",
+        t.elapsed()
+    );
+}

@@ -563,6 +563,32 @@ impl Tracker {
         Ok(late.len())
     }
 
+    /// Deletes request and attempt logs older than `retention_days` (the rows that only
+    /// grow: every stock callback request, and the attempts of finished deliveries).
+    pub fn prune_logs(&mut self) -> Result<usize, FeedbackError> {
+        let before = (chrono::Utc::now()
+            - chrono::Duration::days(self.config.turnkey.retention_days as i64))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let tx = self.store.transaction()?;
+        let mut n = tx.execute(
+            "DELETE FROM inventory_logs WHERE received_at < ?1",
+            [&before],
+        )?;
+        n += tx.execute(
+            "DELETE FROM delivery_attempts WHERE started_at < ?1
+             AND delivery_id IN (SELECT id FROM deliveries WHERE state IN ('succeeded', 'cancelled'))",
+            [&before],
+        )?;
+        tx.commit()?;
+        if n > 0 {
+            info!(
+                "pruned {n} log rows older than {} days",
+                self.config.turnkey.retention_days
+            );
+        }
+        Ok(n)
+    }
+
     /// Deletes kept result files older than `retention_days`.
     pub fn prune(&self) -> Result<usize, FeedbackError> {
         let keep_after = chrono::Local::now().date_naive()
