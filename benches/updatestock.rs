@@ -108,7 +108,11 @@ fn main() {
                     [http]\nlisten = \"127.0.0.1:0\"\n[[nextengine.shops]]\nstore_account = \"bench\"\nauth_key = \"k3y\"\n";
         let config = Config::parse(text, dir.path()).unwrap();
         std::fs::create_dir_all(config.paths.state.clone()).unwrap();
-        let server = turnbridge::http::start(&config).await.unwrap().unwrap();
+        let ne = std::sync::Arc::new(turnbridge::nextengine::client::Client::new(
+            config.nextengine.clone(),
+            turnbridge::store::Store::open(&config.database()).unwrap(),
+        ));
+        let server = turnbridge::http::start(&config, ne).await.unwrap().unwrap();
         let addr = server.addrs[0];
         let jst = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
         let ts = (chrono::Utc::now() + chrono::Duration::hours(24)).with_timezone(&jst).format("%Y%m%d%H%M%S").to_string();

@@ -63,6 +63,9 @@ enum Command {
     /// The dead-letter queue of webhook deliveries that failed for good.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// NextEngine accounts.
+    #[command(subcommand)]
+    Nextengine(NextengineCmd),
     /// Write the man page or shell completions (used by packaging/build).
     #[command(hide = true)]
     Generate {
@@ -116,6 +119,18 @@ enum WebhooksCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum NextengineCmd {
+    /// Print the sign-in URL that connects an account (NextEngine then calls the listener's
+    /// /auth/callback, which stores the account's tokens).
+    Login,
+    /// Accounts: token expiry times, last call, last error (never the tokens).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DlqCmd {
     /// List dead deliveries.
     List {
@@ -159,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Webhooks(cmd) => webhooks(&cli.config, cmd),
         Command::Generate { what, dir } => generate(&what, &dir),
         Command::Dlq(cmd) => dlq(&cli.config, cmd),
+        Command::Nextengine(cmd) => nextengine(&cli.config, cmd),
     };
     match result {
         Ok(code) => code,
@@ -551,4 +567,50 @@ fn generate(what: &str, dir: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
+    use crate::nextengine::client;
+    match cmd {
+        NextengineCmd::Login => {
+            let config = Config::load(config)?;
+            println!("{}", client::login_url(&config.nextengine)?);
+            eprintln!(
+                "Open this URL, sign in, and NextEngine sends you back to {} to finish.",
+                config.nextengine.redirect_uri
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        NextengineCmd::Status { json } => {
+            let (_, store) = open_store(config)?;
+            let list = client::accounts(store.conn())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no NextEngine account connected; run `turnbridge nextengine login`");
+            } else {
+                for a in &list {
+                    println!(
+                        "{}  {}  access until {}  refresh until {}{}  last call {} {}{}",
+                        a.id,
+                        a.company_name.as_deref().unwrap_or("-"),
+                        a.access_expires_at,
+                        a.refresh_expires_at,
+                        if a.needs_login {
+                            "  NEEDS A NEW LOGIN"
+                        } else {
+                            ""
+                        },
+                        a.last_call_at.as_deref().unwrap_or("-"),
+                        a.last_call.as_deref().unwrap_or(""),
+                        a.last_error
+                            .as_deref()
+                            .map(|e| format!("  last error: {e}"))
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

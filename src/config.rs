@@ -117,6 +117,20 @@ pub struct NextEngine {
     pub ts_max_ahead_secs: u64,
     pub stock_sink: StockSink,
     pub shops: Vec<Shop>,
+    /// The app's credentials from NextEngine's developer network; empty turns the API off.
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Where NextEngine sends the user back after sign-in (the app's registered Redirect URI,
+    /// ending in /auth/callback on this listener behind the reverse proxy).
+    pub redirect_uri: String,
+    pub api_base: String,
+    pub login_base: String,
+    /// An authenticated call this often keeps the 3-day refresh token alive on a quiet system.
+    pub keepalive_minutes: u64,
+    /// Busy answers (003001 / 003002) are retried this many times, doubling from 1 s.
+    pub busy_retries: u32,
+    pub busy_backoff_ms: u64,
+    pub timeout_ms: u64,
 }
 
 impl Default for NextEngine {
@@ -128,6 +142,15 @@ impl Default for NextEngine {
             ts_max_ahead_secs: 26 * 3600,
             stock_sink: StockSink::Record,
             shops: Vec::new(),
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            redirect_uri: String::new(),
+            api_base: "https://api.next-engine.org".into(),
+            login_base: "https://base.next-engine.org".into(),
+            keepalive_minutes: 360,
+            busy_retries: 3,
+            busy_backoff_ms: 1000,
+            timeout_ms: 60_000,
         }
     }
 }

@@ -119,9 +119,27 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         None
     };
 
-    let server = crate::http::start(&config)
+    let nextengine = Arc::new(crate::nextengine::client::Client::new(
+        config.nextengine.clone(),
+        crate::store::Store::open(&config.database())
+            .map_err(|e| DaemonError::Start(e.to_string()))?,
+    ));
+    let server = crate::http::start(&config, nextengine.clone())
         .await
         .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let keepalive = {
+        let ne = nextengine.clone();
+        let every = Duration::from_secs(config.nextengine.keepalive_minutes.max(1) * 60);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = ne.keep_alive().await {
+                    warn!("NextEngine keep-alive: {e}");
+                }
+            }
+        })
+    };
     let deliverer = Arc::new(crate::webhook::deliver::Deliverer::new(
         crate::store::Store::open(&config.database())
             .map_err(|e| DaemonError::Start(e.to_string()))?,
@@ -161,6 +179,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                             s.reload(new.clone());
                         }
                         deliverer.reload(new.webhooks.clone());
+                        nextengine.reload(new.nextengine.clone());
                         let _ = tx.send(Command::Reload(Box::new(new)));
                     }
                     Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
@@ -200,6 +219,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     let _ = deliver_stop.send(true);
     let _ = delivering.await;
+    keepalive.abort();
     let _ = tx.send(Command::Stop);
     let _ = fb_tx.send(Command::Stop);
     let result = tokio::task::spawn_blocking(move || {
@@ -631,7 +651,10 @@ pub fn sandbox_config() -> String {
             "admin_token = \"\"",
             "admin_token = \"sandbox-admin-token\"",
         ),
-        ("secret = \"\"", "secret = \"sandbox-webhook-secret\""),
+        (
+            "\n[company_webhook]\n# The X-Webhook-Secret the company system sends; empty turns /api/sync/company/webhook off.\nsecret = \"\"",
+            "\n[company_webhook]\n# The X-Webhook-Secret the company system sends; empty turns /api/sync/company/webhook off.\nsecret = \"sandbox-webhook-secret\"",
+        ),
         (
             "# [[nextengine.shops]]\n# store_account = \"samplestore\"\n# auth_key = \"...\"",
             "[[nextengine.shops]]\nstore_account = \"samplestore\"\nauth_key = \"aaa\"",
@@ -667,5 +690,9 @@ mod tests {
         assert!(c.simulator.enabled, "the sandbox answers like Turnkey");
         assert_eq!(c.nextengine.shops.len(), 1);
         assert!(!c.company_webhook.secret.is_empty() && !c.http.admin_token.is_empty());
+        assert!(
+            c.nextengine.client_secret.is_empty(),
+            "only the webhook secret is set"
+        );
     }
 }

@@ -55,6 +55,7 @@ type Body = Full<Bytes>;
 pub struct AppState {
     config: RwLock<Arc<Config>>,
     db: Mutex<Store>,
+    nextengine: Arc<crate::nextengine::client::Client>,
 }
 
 impl AppState {
@@ -102,13 +103,17 @@ impl Server {
 
 /// Binds the configured addresses and starts serving. Returns `None` when `http.listen` is
 /// empty.
-pub async fn start(config: &Config) -> Result<Option<Server>, HttpError> {
+pub async fn start(
+    config: &Config,
+    nextengine: Arc<crate::nextengine::client::Client>,
+) -> Result<Option<Server>, HttpError> {
     if config.http.listen.is_empty() {
         return Ok(None);
     }
     let state = Arc::new(AppState {
         config: RwLock::new(Arc::new(config.clone())),
         db: Mutex::new(Store::open(&config.database())?),
+        nextengine,
     });
     let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
@@ -348,6 +353,44 @@ async fn dispatch(
             "method_not_allowed",
             "use GET",
         ),
+        (_, &Method::GET, "/auth/ne") => {
+            match crate::nextengine::client::login_url(&cfg.nextengine) {
+                Ok(url) => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::FOUND;
+                    if let Ok(v) = HeaderValue::from_str(&url) {
+                        r.headers_mut().insert(hyper::header::LOCATION, v);
+                    }
+                    r
+                }
+                Err(e) => error(StatusCode::NOT_FOUND, "not_configured", e.to_string()),
+            }
+        }
+        (_, &Method::GET, "/auth/callback") => {
+            let pairs = stock_callback::form_pairs(req.uri().query().unwrap_or(""));
+            let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let (Some(uid), Some(st)) = (get("uid"), get("state")) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "missing_parameters",
+                    "uid and state are required",
+                );
+            };
+            match state.nextengine.connect(&uid, &st).await {
+                Ok(a) => json_response(
+                    StatusCode::OK,
+                    json!({"status": "connected", "account": a.id, "company": a.company_name, "refresh_expires_at": a.refresh_expires_at}),
+                ),
+                Err(e) => {
+                    warn!("NextEngine sign-in could not be completed: {e}");
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        "nextengine_login_failed",
+                        e.to_string(),
+                    )
+                }
+            }
+        }
         (_, &Method::POST, "/api/sync/company/webhook") => {
             company_webhook(state, cfg, req, request_id).await
         }

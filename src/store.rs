@@ -234,6 +234,27 @@ CREATE TABLE delivery_attempts (
 );
 CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id);
 "#,
+    r#"
+-- NextEngine accounts and their tokens. Tokens are stored as NextEngine returns them, after
+-- every response that carries them (errors included), before anything else happens.
+CREATE TABLE nextengine_accounts (
+    id                      TEXT PRIMARY KEY,   -- company_ne_id (or uid when absent)
+    uid                     TEXT,
+    company_name            TEXT,
+    access_token            TEXT NOT NULL,
+    refresh_token           TEXT NOT NULL,
+    access_token_end_date   TEXT,               -- as returned ("YYYY-MM-DD HH:MM:SS", JST)
+    refresh_token_end_date  TEXT,
+    access_expires_at       TEXT NOT NULL,      -- RFC 3339 UTC, from the dates or issue time + 1 day
+    refresh_expires_at      TEXT NOT NULL,      -- ... or issue time + 3 days
+    needs_login             INTEGER NOT NULL DEFAULT 0,
+    last_call_at            TEXT,
+    last_call               TEXT,
+    last_error              TEXT,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL
+);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

@@ -1,0 +1,557 @@
+//! The NextEngine API client and the keeping of each account's tokens.
+//!
+//! NextEngine has no refresh endpoint: every call sends both tokens, and a call made with an
+//! expired access token (and a live refresh token) succeeds and returns a new pair, which
+//! replaces the old one on NextEngine's side at once. So:
+//! - tokens from **any** response that carries both (errors included) are stored before
+//!   anything else happens, as the strings NextEngine sent;
+//! - calls for one account never overlap (a per-account lock), so two calls never race on a
+//!   rotation;
+//! - `002002`, `002004` and a `redirect` result mean the account needs a new login: it is
+//!   marked, `nextengine.auth.required` is raised (in the same transaction), and it is not
+//!   used again until someone logs in; those calls are never retried;
+//! - `003001` / `003002` (busy) are retried with a doubling back-off;
+//! - expiry comes from the returned end dates (Japan time), or from the time of issue + 1 day
+//!   (access) / + 3 days (refresh) when they are missing or malformed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use serde_json::{json, Value};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::config::NextEngine as Settings;
+use crate::store::{self, Store, StoreError, TxExt};
+
+#[derive(Debug, Error)]
+pub enum NeError {
+    #[error("NextEngine is not configured (nextengine.client_id / client_secret)")]
+    NotConfigured,
+    #[error("no NextEngine account {0}; connect one with `turnbridge nextengine login`")]
+    UnknownAccount(String),
+    #[error("NextEngine account {0} needs a new login (run `turnbridge nextengine login`)")]
+    AuthRequired(String),
+    #[error("NextEngine error {code}: {message}")]
+    Api { code: String, message: String },
+    #[error("NextEngine stayed busy ({0}) after every retry")]
+    Busy(String),
+    #[error("NextEngine could not be reached: {0}")]
+    Http(String),
+    #[error("NextEngine answered something that is not its JSON: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for NeError {
+    fn from(e: rusqlite::Error) -> Self {
+        NeError::Store(StoreError::Sql(e))
+    }
+}
+
+/// What `turnbridge nextengine status` shows of an account (never its tokens).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AccountStatus {
+    pub id: String,
+    pub company_name: Option<String>,
+    pub access_expires_at: String,
+    pub refresh_expires_at: String,
+    pub needs_login: bool,
+    pub last_call_at: Option<String>,
+    pub last_call: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// The sign-in URL a person opens to connect an account.
+pub fn login_url(s: &Settings) -> Result<String, NeError> {
+    if s.client_id.is_empty() {
+        return Err(NeError::NotConfigured);
+    }
+    let mut url = reqwest::Url::parse(&format!(
+        "{}/users/sign_in/",
+        s.login_base.trim_end_matches('/')
+    ))
+    .map_err(|e| NeError::Malformed(e.to_string()))?;
+    url.query_pairs_mut().append_pair("client_id", &s.client_id);
+    if !s.redirect_uri.is_empty() {
+        url.query_pairs_mut()
+            .append_pair("redirect_uri", &s.redirect_uri);
+    }
+    Ok(url.to_string())
+}
+
+/// Parses NextEngine's `YYYY-MM-DD HH:MM:SS` (Japan time).
+fn parse_end_date(s: &str) -> Option<DateTime<Utc>> {
+    let naive = NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
+    let jst = chrono::FixedOffset::east_opt(9 * 3600)?;
+    jst.from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Tokens found in a response, with their expiry worked out.
+struct Tokens {
+    access: String,
+    refresh: String,
+    access_end: Option<String>,
+    refresh_end: Option<String>,
+    access_expires: DateTime<Utc>,
+    refresh_expires: DateTime<Utc>,
+}
+
+fn str_field(v: &Value, k: &str) -> Option<String> {
+    match v.get(k)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Both tokens, or nothing: a response without them leaves the stored pair alone.
+fn tokens_of(v: &Value, now: DateTime<Utc>) -> Option<Tokens> {
+    let access = str_field(v, "access_token")?;
+    let refresh = str_field(v, "refresh_token")?;
+    let access_end = str_field(v, "access_token_end_date");
+    let refresh_end = str_field(v, "refresh_token_end_date");
+    let access_expires = access_end
+        .as_deref()
+        .and_then(parse_end_date)
+        .unwrap_or(now + chrono::Duration::days(1));
+    let refresh_expires = refresh_end
+        .as_deref()
+        .and_then(parse_end_date)
+        .unwrap_or(now + chrono::Duration::days(3));
+    Some(Tokens {
+        access,
+        refresh,
+        access_end,
+        refresh_end,
+        access_expires,
+        refresh_expires,
+    })
+}
+
+/// Talks to NextEngine for every connected account.
+pub struct Client {
+    settings: Arc<Mutex<Settings>>,
+    db: Arc<Mutex<Store>>,
+    http: reqwest::Client,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Client {
+    pub fn new(settings: Settings, store: Store) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .user_agent(concat!("turnbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client");
+        Client {
+            settings: Arc::new(Mutex::new(settings)),
+            db: Arc::new(Mutex::new(store)),
+            http,
+            locks: Mutex::default(),
+        }
+    }
+
+    pub fn reload(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, NeError> {
+        let db = self.db.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            f(&mut db.lock().unwrap_or_else(|e| e.into_inner()))
+        })
+        .await
+        .expect("store task")?)
+    }
+
+    fn lock_for(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(account.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn post(&self, path: &str, form: &[(String, String)]) -> Result<Value, NeError> {
+        let s = self.settings();
+        let url = format!("{}{path}", s.api_base.trim_end_matches('/'));
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| NeError::Http(e.without_url().to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| NeError::Http(e.without_url().to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| NeError::Malformed(e.to_string()))
+    }
+
+    /// Exchanges the `uid` and `state` of a sign-in for tokens and stores the account.
+    pub async fn connect(&self, uid: &str, state: &str) -> Result<AccountStatus, NeError> {
+        let s = self.settings();
+        if s.client_id.is_empty() || s.client_secret.is_empty() {
+            return Err(NeError::NotConfigured);
+        }
+        let form = vec![
+            ("uid".to_string(), uid.to_string()),
+            ("state".to_string(), state.to_string()),
+            ("client_id".to_string(), s.client_id.clone()),
+            (
+                "client_secret".to_string(),
+                s.client_secret.expose().to_string(),
+            ),
+        ];
+        let v = self.post("/api_neauth", &form).await?;
+        let now = Utc::now();
+        let Some(t) = tokens_of(&v, now) else {
+            return Err(NeError::Api {
+                code: str_field(&v, "code").unwrap_or_default(),
+                message: str_field(&v, "message")
+                    .unwrap_or_else(|| "no tokens in the answer".into()),
+            });
+        };
+        let id = str_field(&v, "company_ne_id").unwrap_or_else(|| uid.to_string());
+        let company = str_field(&v, "company_name");
+        let (uid, id2) = (uid.to_string(), id.clone());
+        self.with_db(move |db| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "INSERT INTO nextengine_accounts (id, uid, company_name, access_token, refresh_token, access_token_end_date,
+                     refresh_token_end_date, access_expires_at, refresh_expires_at, needs_login, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10)
+                 ON CONFLICT(id) DO UPDATE SET uid = ?2, company_name = ?3, access_token = ?4, refresh_token = ?5,
+                     access_token_end_date = ?6, refresh_token_end_date = ?7, access_expires_at = ?8,
+                     refresh_expires_at = ?9, needs_login = 0, last_error = NULL, updated_at = ?10",
+                params![id2, uid, company, t.access, t.refresh, t.access_end, t.refresh_end,
+                    rfc3339(t.access_expires), rfc3339(t.refresh_expires), store::now()],
+            )?;
+            tx.add_event("nextengine.account.connected", None, &json!({"account_id": id2}))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        info!(account = %id, "NextEngine account connected");
+        self.status(&id).await?.ok_or(NeError::UnknownAccount(id))
+    }
+
+    pub async fn status(&self, account: &str) -> Result<Option<AccountStatus>, NeError> {
+        let account = account.to_string();
+        self.with_db(move |db| status(db.conn(), &account)).await
+    }
+
+    /// Calls an API path for an account, with both tokens; returns the whole JSON answer of a
+    /// `success`. `wait` sets NextEngine's `wait_flag`.
+    pub async fn call(
+        &self,
+        account: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        wait: bool,
+    ) -> Result<Value, NeError> {
+        let lock = self.lock_for(account);
+        let _one_at_a_time = lock.lock().await;
+        let s = self.settings();
+        let mut delay = Duration::from_millis(s.busy_backoff_ms);
+        let mut attempt = 0;
+        loop {
+            let acc = account.to_string();
+            let row: Option<(String, String, bool)> = self
+                .with_db(move |db| {
+                    Ok(db
+                        .conn()
+                        .query_row(
+                            "SELECT access_token, refresh_token, needs_login FROM nextengine_accounts WHERE id = ?1",
+                            [&acc],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
+                        )
+                        .optional()?)
+                })
+                .await?;
+            let Some((access, refresh, needs_login)) = row else {
+                return Err(NeError::UnknownAccount(account.to_string()));
+            };
+            if needs_login {
+                return Err(NeError::AuthRequired(account.to_string()));
+            }
+            let mut form: Vec<(String, String)> = vec![
+                ("access_token".into(), access),
+                ("refresh_token".into(), refresh),
+                ("wait_flag".into(), if wait { "1" } else { "0" }.into()),
+            ];
+            form.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let answer = match self.post(path, &form).await {
+                Ok(v) => v,
+                Err(e) => {
+                    self.note(account, path, Some(e.to_string())).await?;
+                    return Err(e);
+                }
+            };
+            // Tokens first: NextEngine has already replaced the old pair.
+            self.keep_tokens(account, &answer).await?;
+            let result = str_field(&answer, "result").unwrap_or_default();
+            let code = str_field(&answer, "code").unwrap_or_default();
+            let message = str_field(&answer, "message").unwrap_or_default();
+            match (result.as_str(), code.as_str()) {
+                ("success", _) => {
+                    self.note(account, path, None).await?;
+                    return Ok(answer);
+                }
+                ("redirect", _) | (_, "002002") | (_, "002004") => {
+                    self.needs_login(account, path, &code, &message).await?;
+                    return Err(NeError::AuthRequired(account.to_string()));
+                }
+                (_, "003001") | (_, "003002") if attempt < s.busy_retries => {
+                    attempt += 1;
+                    warn!(account, path, code = %code, attempt, "NextEngine is busy; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                (_, "003001") | (_, "003002") => {
+                    self.note(account, path, Some(format!("{code} {message}")))
+                        .await?;
+                    return Err(NeError::Busy(code));
+                }
+                _ => {
+                    self.note(account, path, Some(format!("{code} {message}")))
+                        .await?;
+                    return Err(NeError::Api { code, message });
+                }
+            }
+        }
+    }
+
+    async fn keep_tokens(&self, account: &str, answer: &Value) -> Result<(), NeError> {
+        let Some(t) = tokens_of(answer, Utc::now()) else {
+            return Ok(());
+        };
+        let account = account.to_string();
+        self.with_db(move |db| {
+            db.conn().execute(
+                "UPDATE nextengine_accounts SET access_token = ?1, refresh_token = ?2, access_token_end_date = ?3,
+                     refresh_token_end_date = ?4, access_expires_at = ?5, refresh_expires_at = ?6, updated_at = ?7
+                 WHERE id = ?8",
+                params![t.access, t.refresh, t.access_end, t.refresh_end, rfc3339(t.access_expires),
+                    rfc3339(t.refresh_expires), store::now(), account],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn note(&self, account: &str, path: &str, error: Option<String>) -> Result<(), NeError> {
+        let (account, path) = (account.to_string(), path.to_string());
+        self.with_db(move |db| {
+            db.conn().execute(
+                "UPDATE nextengine_accounts SET last_call_at = ?1, last_call = ?2, last_error = ?3 WHERE id = ?4",
+                params![store::now(), path, error, account],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn needs_login(
+        &self,
+        account: &str,
+        path: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<(), NeError> {
+        warn!(
+            account,
+            path, code, "NextEngine account needs a new login; it is not used until then"
+        );
+        let (account, path) = (account.to_string(), path.to_string());
+        let reason = if code.is_empty() {
+            "redirect".to_string()
+        } else {
+            format!("{code} {message}")
+        };
+        self.with_db(move |db| {
+            let tx = db.transaction()?;
+            let changed = tx.execute(
+                "UPDATE nextengine_accounts SET needs_login = 1, last_call_at = ?1, last_call = ?2, last_error = ?3
+                 WHERE id = ?4 AND needs_login = 0",
+                params![store::now(), path, reason, account],
+            )?;
+            if changed == 1 {
+                tx.add_event(
+                    "nextengine.auth.required",
+                    None,
+                    &json!({"account_id": account, "reason": reason}),
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One cheap authenticated call per usable account, so the refresh token never lapses on
+    /// a quiet system; warns (and raises `nextengine.auth.expiring` once a day) when an
+    /// account is within a day of needing a new login.
+    pub async fn keep_alive(&self) -> Result<usize, NeError> {
+        let ids: Vec<(String, String)> = self
+            .with_db(|db| {
+                let mut stmt = db.conn().prepare(
+                    "SELECT id, refresh_expires_at FROM nextengine_accounts WHERE needs_login = 0",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        let mut ok = 0;
+        for (id, _) in &ids {
+            match self.call(id, "/api_v1_login_user/info", &[], false).await {
+                Ok(_) => ok += 1,
+                Err(e) => warn!(account = %id, "NextEngine keep-alive failed: {e}"),
+            }
+        }
+        let soon = rfc3339(Utc::now() + chrono::Duration::days(1));
+        let expiring: Vec<String> = self
+            .with_db(move |db| {
+                let mut stmt = db.conn().prepare(
+                    "SELECT id FROM nextengine_accounts WHERE needs_login = 0 AND refresh_expires_at < ?1",
+                )?;
+                let rows = stmt.query_map([soon], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        for id in expiring {
+            warn!(account = %id, "NextEngine refresh token expires within a day; it needs a new login soon");
+            let id2 = id.clone();
+            self.with_db(move |db| {
+                let tx = db.transaction()?;
+                tx.add_event(
+                    "nextengine.auth.expiring",
+                    None,
+                    &json!({"account_id": id2}),
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(ok)
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The status of one account (never its tokens).
+pub fn status(conn: &rusqlite::Connection, id: &str) -> Result<Option<AccountStatus>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, company_name, access_expires_at, refresh_expires_at, needs_login, last_call_at, last_call, last_error
+             FROM nextengine_accounts WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(AccountStatus {
+                    id: r.get(0)?,
+                    company_name: r.get(1)?,
+                    access_expires_at: r.get(2)?,
+                    refresh_expires_at: r.get(3)?,
+                    needs_login: r.get::<_, i64>(4)? != 0,
+                    last_call_at: r.get(5)?,
+                    last_call: r.get(6)?,
+                    last_error: r.get(7)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Every account's status.
+pub fn accounts(conn: &rusqlite::Connection) -> Result<Vec<AccountStatus>, StoreError> {
+    let ids: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT id FROM nextengine_accounts ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        out.extend(status(conn, &id)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_from_dates_or_from_issue_time() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+        let v = json!({"access_token": "a", "refresh_token": "r",
+            "access_token_end_date": "2026-11-27 09:00:00", "refresh_token_end_date": "garbage"});
+        let t = tokens_of(&v, now).unwrap();
+        assert_eq!(
+            rfc3339(t.access_expires),
+            "2026-11-27T00:00:00.000Z",
+            "Japan time"
+        );
+        assert_eq!(
+            t.refresh_expires,
+            now + chrono::Duration::days(3),
+            "malformed: issue + 3 days"
+        );
+        assert!(
+            tokens_of(&json!({"access_token": "a"}), now).is_none(),
+            "both or nothing"
+        );
+    }
+
+    #[test]
+    fn the_sign_in_url_carries_only_client_id_and_redirect_uri() {
+        let s = Settings {
+            client_id: "cid".into(),
+            redirect_uri: "https://x.example/auth/callback".into(),
+            client_secret: crate::config::Secret::new("never in the URL"),
+            ..Settings::default()
+        };
+        let url = login_url(&s).unwrap();
+        assert_eq!(url, "https://base.next-engine.org/users/sign_in/?client_id=cid&redirect_uri=https%3A%2F%2Fx.example%2Fauth%2Fcallback");
+    }
+}

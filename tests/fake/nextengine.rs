@@ -1,0 +1,196 @@
+//! A fake NextEngine API server for the tests: it speaks NextEngine's JSON (`result`
+//! success / error / redirect, codes, both tokens and their end dates on every answer that
+//! has them) and follows its token rules: a call with an expired access token and a live
+//! refresh token succeeds and rotates both; the old pair is dead at once.
+#![allow(dead_code)]
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+#[derive(Default)]
+pub struct State {
+    pub live_access: HashSet<String>,
+    pub expired_access: HashSet<String>,
+    pub live_refresh: HashSet<String>,
+    pub issued: u32,
+    /// Answers to give instead of the normal behaviour, first in first out.
+    pub scripted: VecDeque<Value>,
+    pub calls: Vec<(String, Vec<(String, String)>)>,
+    pub in_flight: u32,
+    pub max_in_flight: u32,
+    pub delay_ms: u64,
+}
+
+pub struct FakeNextEngine {
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<Mutex<State>>,
+}
+
+fn form(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                let s = s.replace('+', " ");
+                let b = s.as_bytes();
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i] == b'%' && i + 2 < b.len() {
+                        out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                        i += 3;
+                    } else {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+                String::from_utf8(out).unwrap()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+impl FakeNextEngine {
+    pub fn start() -> FakeNextEngine {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let st = st.clone();
+                std::thread::spawn(move || serve(stream, st));
+            }
+        });
+        FakeNextEngine { addr, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+fn tokens(st: &mut State) -> (String, String) {
+    st.issued += 1;
+    let (a, r) = (
+        format!("access-{}", st.issued),
+        format!("refresh-{}", st.issued),
+    );
+    st.live_access.insert(a.clone());
+    st.live_refresh.insert(r.clone());
+    (a, r)
+}
+
+fn with_tokens(mut v: Value, a: &str, r: &str) -> Value {
+    v["access_token"] = json!(a);
+    v["refresh_token"] = json!(r);
+    v["access_token_end_date"] = json!("2099-01-02 09:00:00");
+    v["refresh_token_end_date"] = json!("2099-01-04 09:00:00");
+    v
+}
+
+fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
+    let get = |k: &str| {
+        f.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    if path.starts_with("/api_neauth") {
+        if get("uid").is_empty() || get("state").is_empty() || get("client_secret").is_empty() {
+            return json!({"result": "error", "code": "001001", "message": "uid missing"});
+        }
+        let (a, r) = tokens(st);
+        return with_tokens(
+            json!({"result": "success", "company_ne_id": "NE123456", "company_name": "テスト株式会社", "uid": get("uid")}),
+            &a,
+            &r,
+        );
+    }
+    if let Some(v) = st.scripted.pop_front() {
+        return v;
+    }
+    let (access, refresh) = (get("access_token"), get("refresh_token"));
+    if st.live_access.contains(&access) {
+        return with_tokens(
+            json!({"result": "success", "count": "1", "data": [{"pic_ne_id": "1"}]}),
+            &access,
+            &refresh,
+        );
+    }
+    if st.expired_access.contains(&access) && st.live_refresh.contains(&refresh) {
+        // Rotation: the old pair dies, the call completes with new tokens.
+        st.expired_access.remove(&access);
+        st.live_refresh.remove(&refresh);
+        let (a, r) = tokens(st);
+        return with_tokens(
+            json!({"result": "success", "count": "1", "data": []}),
+            &a,
+            &r,
+        );
+    }
+    if st.expired_access.contains(&access) {
+        return json!({"result": "error", "code": "002004", "message": "refresh_token is invalid"});
+    }
+    json!({"result": "error", "code": "002002", "message": "access_token is invalid"})
+}
+
+fn serve(stream: std::net::TcpStream, st: Arc<Mutex<State>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        let f = form(&String::from_utf8_lossy(&body));
+        let delay = {
+            let mut s = st.lock().unwrap();
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+            s.calls.push((path.clone(), f.clone()));
+            s.delay_ms
+        };
+        std::thread::sleep(Duration::from_millis(delay));
+        let v = {
+            let mut s = st.lock().unwrap();
+            s.in_flight -= 1;
+            answer(&path, &f, &mut s)
+        };
+        let body = v.to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

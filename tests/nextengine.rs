@@ -1,0 +1,332 @@
+//! The NextEngine client against a fake NextEngine on 127.0.0.1: login, token keeping on
+//! every answer, one call at a time per account, rotation, re-login required, busy retries.
+
+mod common;
+#[path = "fake/nextengine.rs"]
+mod fake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use fake::FakeNextEngine;
+use serde_json::json;
+use turnbridge::config::{NextEngine, Secret};
+use turnbridge::nextengine::client::{Client, NeError};
+use turnbridge::store::Store;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    client: Arc<Client>,
+    fake: FakeNextEngine,
+    rt: tokio::runtime::Runtime,
+}
+
+fn settings(fake: &FakeNextEngine) -> NextEngine {
+    NextEngine {
+        client_id: "client-1".into(),
+        client_secret: Secret::new("client-secret-1"),
+        redirect_uri: "https://example.test/auth/callback".into(),
+        api_base: fake.base(),
+        busy_backoff_ms: 20,
+        ..NextEngine::default()
+    }
+}
+
+fn setup() -> Setup {
+    let fake = FakeNextEngine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let client = Arc::new(Client::new(settings(&fake), Store::open(&db).unwrap()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    Setup {
+        _dir: dir,
+        db,
+        client,
+        fake,
+        rt,
+    }
+}
+
+impl Setup {
+    fn tokens(&self) -> (String, String, bool) {
+        rusqlite::Connection::open(&self.db)
+            .unwrap()
+            .query_row(
+                "SELECT access_token, refresh_token, needs_login FROM nextengine_accounts WHERE id = 'NE123456'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
+            )
+            .unwrap()
+    }
+    fn connect(&self) {
+        let a = self
+            .rt
+            .block_on(self.client.connect("uid-1", "state-1"))
+            .unwrap();
+        assert_eq!(a.id, "NE123456");
+    }
+    fn events(&self, kind: &str) -> i64 {
+        rusqlite::Connection::open(&self.db)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM events WHERE event = ?1",
+                [kind],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+}
+
+#[test]
+fn login_stores_the_tokens_and_every_call_sends_both() {
+    let s = setup();
+    s.connect();
+    assert_eq!(s.tokens(), ("access-1".into(), "refresh-1".into(), false));
+    let auth = s.fake.calls().pop().unwrap();
+    assert!(auth
+        .1
+        .contains(&("client_secret".into(), "client-secret-1".into())));
+    s.rt.block_on(
+        s.client
+            .call("NE123456", "/api_v1_login_user/info", &[], false),
+    )
+    .unwrap();
+    let (path, form) = s.fake.calls().pop().unwrap();
+    assert_eq!(path, "/api_v1_login_user/info");
+    assert!(form.contains(&("access_token".into(), "access-1".into())));
+    assert!(form.contains(&("refresh_token".into(), "refresh-1".into())));
+    assert!(form.contains(&("wait_flag".into(), "0".into())));
+    let status = s.rt.block_on(s.client.status("NE123456")).unwrap().unwrap();
+    assert_eq!(
+        status.refresh_expires_at, "2099-01-04T00:00:00.000Z",
+        "end dates are Japan time"
+    );
+    assert_eq!(status.last_call.as_deref(), Some("/api_v1_login_user/info"));
+}
+
+#[test]
+fn tokens_from_an_error_answer_are_kept() {
+    let s = setup();
+    s.connect();
+    s.fake.state.lock().unwrap().scripted.push_back(json!({
+        "result": "error", "code": "012005", "message": "FTPユーザ名またはパスワードが違います",
+        "access_token": "access-9", "refresh_token": "refresh-9",
+        "access_token_end_date": "2099-01-02 09:00:00", "refresh_token_end_date": "2099-01-04 09:00:00"
+    }));
+    let err =
+        s.rt.block_on(
+            s.client
+                .call("NE123456", "/api_v1_master_shop/checkconnect", &[], false),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, NeError::Api { ref code, .. } if code == "012005"),
+        "{err}"
+    );
+    assert_eq!(s.tokens(), ("access-9".into(), "refresh-9".into(), false));
+    // An error without tokens leaves the stored pair alone.
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(json!({"result": "error", "code": "999999", "message": "system"}));
+    let _ = s.rt.block_on(
+        s.client
+            .call("NE123456", "/api_v1_login_user/info", &[], false),
+    );
+    assert_eq!(s.tokens().0, "access-9");
+}
+
+#[test]
+fn calls_for_one_account_never_overlap() {
+    let s = setup();
+    s.connect();
+    s.fake.state.lock().unwrap().delay_ms = 40;
+    s.rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let c = s.client.clone();
+            tasks.push(tokio::spawn(async move {
+                c.call("NE123456", "/api_v1_login_user/info", &[], false)
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    });
+    let st = s.fake.state.lock().unwrap();
+    assert_eq!(st.calls.len(), 9);
+    assert_eq!(st.max_in_flight, 1, "calls overlapped");
+}
+
+#[test]
+fn an_expired_access_token_with_a_live_refresh_token_completes_the_job() {
+    let s = setup();
+    s.connect();
+    {
+        let mut st = s.fake.state.lock().unwrap();
+        st.live_access.remove("access-1");
+        st.expired_access.insert("access-1".into());
+    }
+    s.rt.block_on(s.client.call(
+        "NE123456",
+        "/api_v1_master_goods/search",
+        &[("goods_id-eq", "A1")],
+        true,
+    ))
+    .unwrap();
+    assert_eq!(
+        s.tokens(),
+        ("access-2".into(), "refresh-2".into(), false),
+        "the rotated pair is kept"
+    );
+    // The next call uses the new pair and works (the old one is dead on NextEngine's side).
+    s.rt.block_on(
+        s.client
+            .call("NE123456", "/api_v1_login_user/info", &[], false),
+    )
+    .unwrap();
+    let (_, form) = s.fake.calls().pop().unwrap();
+    assert!(form.contains(&("access_token".into(), "access-2".into())));
+}
+
+#[test]
+fn an_expired_refresh_token_marks_the_account_and_raises_the_event_once() {
+    let s = setup();
+    s.connect();
+    {
+        let mut st = s.fake.state.lock().unwrap();
+        st.live_access.clear();
+        st.live_refresh.clear();
+        st.expired_access.insert("access-1".into());
+    }
+    let err =
+        s.rt.block_on(
+            s.client
+                .call("NE123456", "/api_v1_login_user/info", &[], false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, NeError::AuthRequired(_)), "{err}");
+    assert!(s.tokens().2, "marked as needing a login");
+    let before = s.fake.calls().len();
+    let err =
+        s.rt.block_on(
+            s.client
+                .call("NE123456", "/api_v1_login_user/info", &[], false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, NeError::AuthRequired(_)));
+    assert_eq!(s.fake.calls().len(), before, "a marked account is not used");
+    assert_eq!(s.events("nextengine.auth.required"), 1);
+    // A new login brings it back.
+    s.connect();
+    assert!(!s.tokens().2);
+    s.rt.block_on(
+        s.client
+            .call("NE123456", "/api_v1_login_user/info", &[], false),
+    )
+    .unwrap();
+}
+
+#[test]
+fn redirect_also_means_a_new_login() {
+    let s = setup();
+    s.connect();
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(json!({"result": "redirect"}));
+    let err =
+        s.rt.block_on(
+            s.client
+                .call("NE123456", "/api_v1_login_user/info", &[], false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, NeError::AuthRequired(_)));
+    assert_eq!(s.events("nextengine.auth.required"), 1);
+}
+
+#[test]
+fn busy_answers_are_retried_with_backoff() {
+    let s = setup();
+    s.connect();
+    {
+        let mut st = s.fake.state.lock().unwrap();
+        st.scripted
+            .push_back(json!({"result": "error", "code": "003002", "message": "busy"}));
+        st.scripted
+            .push_back(json!({"result": "error", "code": "003001", "message": "busy"}));
+    }
+    let t = std::time::Instant::now();
+    s.rt.block_on(
+        s.client
+            .call("NE123456", "/api_v1_login_user/info", &[], true),
+    )
+    .unwrap();
+    assert_eq!(s.fake.calls().len(), 4, "login, two busy answers, success");
+    assert!(
+        t.elapsed() >= Duration::from_millis(60),
+        "20 ms then 40 ms of back-off"
+    );
+    // Busy beyond the retries is an error, not an endless loop.
+    {
+        let mut st = s.fake.state.lock().unwrap();
+        for _ in 0..4 {
+            st.scripted
+                .push_back(json!({"result": "error", "code": "003002", "message": "busy"}));
+        }
+    }
+    let err =
+        s.rt.block_on(
+            s.client
+                .call("NE123456", "/api_v1_login_user/info", &[], false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, NeError::Busy(_)), "{err}");
+}
+
+#[test]
+fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
+    let fake = FakeNextEngine::start();
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\nredirect_uri = \"https://example.test/auth/callback\"\napi_base = \"{}\"\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let addr = sb.http_addr();
+    let r = http_get(addr, "/auth/ne", &[]);
+    assert_eq!(r.status, 302);
+    assert!(r.header("location").unwrap().starts_with(
+        "https://base.next-engine.org/users/sign_in/?client_id=client-1&redirect_uri="
+    ));
+    let r = http_get(addr, "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["account"], "NE123456");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(["nextengine", "status", "--json", "--config"])
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v[0]["id"], "NE123456");
+    assert!(
+        !text.contains("access-1") && !text.contains("refresh-1"),
+        "tokens never shown: {text}"
+    );
+    assert!(
+        !sb.log().contains("access-1") && !sb.log().contains("client-secret-1"),
+        "nor logged"
+    );
+}
