@@ -330,3 +330,72 @@ fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
         "nor logged"
     );
 }
+
+#[test]
+fn uploads_send_the_exact_csv_and_the_queue_verdict_comes_back() {
+    use turnbridge::nextengine::client::UploadKind;
+    use turnbridge::nextengine::upload::{self, QueueState};
+    let s = setup();
+    s.connect();
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    let (csv, _) = upload::goods_csv(&goods).unwrap();
+    let que =
+        s.rt.block_on(
+            s.client
+                .upload("NE123456", UploadKind::Goods, &csv.unwrap()),
+        )
+        .unwrap();
+    assert_eq!(que, "1");
+    // Absolute levels become differences against what NextEngine holds now.
+    {
+        let mut st = s.fake.state.lock().unwrap();
+        st.stock.insert("TEST_0001".into(), 10);
+        st.stock.insert("TEST_0002".into(), 40);
+        st.queue_status.insert("2".into(), "-1".into());
+    }
+    let (levels, _) = upload::stock_levels(
+        "syohin_code,stock\nTEST_0001,60\nTEST_0002,10\n",
+        "基本拠点",
+    )
+    .unwrap();
+    let codes: Vec<String> = levels.iter().map(|l| l.code.clone()).collect();
+    let current =
+        s.rt.block_on(s.client.warehouse_levels("NE123456", "基本拠点", &codes))
+            .unwrap();
+    let csv = upload::stock_csv(&levels, &current).unwrap();
+    let que2 =
+        s.rt.block_on(
+            s.client
+                .upload("NE123456", UploadKind::WarehouseStock, &csv),
+        )
+        .unwrap();
+    let uploads = s.fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(
+        uploads[0],
+        ("/api_v1_master_goods/upload".to_string(), goods)
+    );
+    assert_eq!(uploads[1].0, "/api_v1_warehouse_stock/upload");
+    assert_eq!(
+        uploads[1].1,
+        std::fs::read_to_string(root().join("tests/data/warehouse_stock_upload.csv")).unwrap()
+    );
+    assert_eq!(
+        s.rt.block_on(s.client.queue("NE123456", &que)).unwrap(),
+        QueueState::Done
+    );
+    assert_eq!(
+        s.rt.block_on(s.client.queue("NE123456", &que2)).unwrap(),
+        QueueState::Failed("行エラーがあります".into())
+    );
+    let (_, form) = s
+        .fake
+        .calls()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("/upload"))
+        .unwrap();
+    assert!(
+        form.contains(&("data_type".into(), "csv".into()))
+            && form.contains(&("wait_flag".into(), "1".into()))
+    );
+}

@@ -468,6 +468,128 @@ impl Client {
     }
 }
 
+/// Which upload API a CSV goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadKind {
+    Goods,
+    WarehouseStock,
+}
+
+impl Client {
+    /// Sends an upload CSV; returns NextEngine's queue id (the upload runs later: poll
+    /// [`Client::queue`]).
+    pub async fn upload(
+        &self,
+        account: &str,
+        kind: UploadKind,
+        csv: &[u8],
+    ) -> Result<String, NeError> {
+        let path = match kind {
+            UploadKind::Goods => "/api_v1_master_goods/upload",
+            UploadKind::WarehouseStock => "/api_v1_warehouse_stock/upload",
+        };
+        let text = String::from_utf8_lossy(csv).into_owned();
+        let answer = self
+            .call(
+                account,
+                path,
+                &[("data_type", "csv"), ("data", &text)],
+                true,
+            )
+            .await?;
+        str_field(&answer, "que_id")
+            .ok_or_else(|| NeError::Malformed("an upload answer without que_id".into()))
+    }
+
+    /// What the upload queue says of an upload.
+    pub async fn queue(
+        &self,
+        account: &str,
+        que_id: &str,
+    ) -> Result<super::upload::QueueState, NeError> {
+        let answer = self
+            .call(
+                account,
+                "/api_v1_system_que/search",
+                &[
+                    ("fields", "que_id,que_status_id,que_message"),
+                    ("que_id-eq", que_id),
+                ],
+                false,
+            )
+            .await?;
+        let row = answer
+            .get("data")
+            .and_then(|d| d.get(0))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let status = str_field(&row, "que_status_id").unwrap_or_default();
+        let message = str_field(&row, "que_message").unwrap_or_default();
+        if status.is_empty() {
+            return Ok(super::upload::QueueState::Unknown(
+                "no such queue entry".into(),
+            ));
+        }
+        Ok(super::upload::queue_state(&status, &message))
+    }
+
+    /// Current free stock of goods in one warehouse (by its name), keyed as
+    /// [`super::upload::stock_csv`] wants it. Goods NextEngine does not list count as 0.
+    pub async fn warehouse_levels(
+        &self,
+        account: &str,
+        warehouse: &str,
+        codes: &[String],
+    ) -> Result<std::collections::BTreeMap<(String, String), i64>, NeError> {
+        let bases = self
+            .call(
+                account,
+                "/api_v1_warehouse_base/search",
+                &[("fields", "warehouse_id,warehouse_name")],
+                false,
+            )
+            .await?;
+        let id = bases
+            .get("data")
+            .and_then(Value::as_array)
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|r| str_field(r, "warehouse_name").as_deref() == Some(warehouse))
+            })
+            .and_then(|r| str_field(r, "warehouse_id"))
+            .ok_or_else(|| NeError::Api {
+                code: "warehouse".into(),
+                message: format!("NextEngine has no warehouse named {warehouse}"),
+            })?;
+        let mut out = std::collections::BTreeMap::new();
+        for code in codes {
+            let answer = self
+                .call(
+                    account,
+                    "/api_v1_warehouse_stock/search",
+                    &[
+                        (
+                            "fields",
+                            "warehouse_stock_goods_id,warehouse_stock_free_quantity",
+                        ),
+                        ("warehouse_stock_warehouse_id-eq", &id),
+                        ("warehouse_stock_goods_id-eq", code),
+                    ],
+                    false,
+                )
+                .await?;
+            let level = answer
+                .get("data")
+                .and_then(|d| d.get(0))
+                .and_then(|r| str_field(r, "warehouse_stock_free_quantity"))
+                .and_then(|q| q.parse::<i64>().ok())
+                .unwrap_or(0);
+            out.insert((warehouse.to_string(), code.clone()), level);
+        }
+        Ok(out)
+    }
+}
+
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

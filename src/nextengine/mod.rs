@@ -4,3 +4,4 @@
 
 pub mod client;
 pub mod stock_callback;
+pub mod upload;

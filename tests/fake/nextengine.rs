@@ -23,6 +23,12 @@ pub struct State {
     pub in_flight: u32,
     pub max_in_flight: u32,
     pub delay_ms: u64,
+    /// Uploads received: (path, CSV text), in order; the queue id is the position + 1.
+    pub uploads: Vec<(String, String)>,
+    /// que_status_id to report per queue id (default "2").
+    pub queue_status: std::collections::HashMap<String, String>,
+    /// Free stock per goods code in 基本拠点 (warehouse id 1).
+    pub stock: std::collections::HashMap<String, i64>,
 }
 
 pub struct FakeNextEngine {
@@ -122,8 +128,47 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
     }
     let (access, refresh) = (get("access_token"), get("refresh_token"));
     if st.live_access.contains(&access) {
+        let data = match path {
+            p if p.ends_with("/upload") => {
+                st.uploads.push((p.to_string(), get("data")));
+                let id = st.uploads.len().to_string();
+                return with_tokens(
+                    json!({"result": "success", "que_id": id}),
+                    &access,
+                    &refresh,
+                );
+            }
+            "/api_v1_system_que/search" => {
+                let id = get("que_id-eq");
+                let status = st
+                    .queue_status
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| "2".into());
+                let message = if status == "-1" {
+                    "行エラーがあります"
+                } else {
+                    ""
+                };
+                json!([{"que_id": id, "que_status_id": status, "que_message": message}])
+            }
+            "/api_v1_warehouse_base/search" => {
+                json!([{"warehouse_id": "1", "warehouse_name": "基本拠点"}])
+            }
+            "/api_v1_warehouse_stock/search" => {
+                let code = get("warehouse_stock_goods_id-eq");
+                match st.stock.get(&code) {
+                    Some(n) => {
+                        json!([{"warehouse_stock_goods_id": code, "warehouse_stock_free_quantity": n.to_string()}])
+                    }
+                    None => json!([]),
+                }
+            }
+            _ => json!([{"pic_ne_id": "1"}]),
+        };
+        let count = data.as_array().map_or(0, |a| a.len()).to_string();
         return with_tokens(
-            json!({"result": "success", "count": "1", "data": [{"pic_ne_id": "1"}]}),
+            json!({"result": "success", "count": count, "data": data}),
             &access,
             &refresh,
         );
