@@ -131,6 +131,10 @@ pub struct NextEngine {
     pub busy_retries: u32,
     pub busy_backoff_ms: u64,
     pub timeout_ms: u64,
+    /// Warehouse (拠点) of stock rows that name none.
+    pub default_warehouse: String,
+    /// How often spool files are taken and queued uploads polled.
+    pub poll_ms: u64,
 }
 
 impl Default for NextEngine {
@@ -151,6 +155,8 @@ impl Default for NextEngine {
             busy_retries: 3,
             busy_backoff_ms: 1000,
             timeout_ms: 60_000,
+            default_warehouse: "基本拠点".into(),
+            poll_ms: 5000,
         }
     }
 }

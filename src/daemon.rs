@@ -127,6 +127,25 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let server = crate::http::start(&config, nextengine.clone())
         .await
         .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let ne_jobs = {
+        let mut jobs = crate::nextengine::jobs::Jobs::new(
+            config.clone(),
+            nextengine.clone(),
+            crate::store::Store::open(&config.database())
+                .map_err(|e| DaemonError::Start(e.to_string()))?,
+        );
+        let every = Duration::from_millis(config.nextengine.poll_ms.max(50));
+        let enabled = !config.nextengine.client_id.is_empty();
+        tokio::spawn(async move {
+            if !enabled {
+                return std::future::pending::<()>().await;
+            }
+            loop {
+                jobs.step().await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
     let keepalive = {
         let ne = nextengine.clone();
         let every = Duration::from_secs(config.nextengine.keepalive_minutes.max(1) * 60);
@@ -220,6 +239,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let _ = deliver_stop.send(true);
     let _ = delivering.await;
     keepalive.abort();
+    ne_jobs.abort();
     let _ = tx.send(Command::Stop);
     let _ = fb_tx.send(Command::Stop);
     let result = tokio::task::spawn_blocking(move || {

@@ -255,6 +255,23 @@ CREATE TABLE nextengine_accounts (
     updated_at              TEXT NOT NULL
 );
 "#,
+    r#"
+-- NextEngine spool jobs: a goods or stock file, its upload CSV, and NextEngine's queue id.
+CREATE TABLE ne_jobs (
+    id                 TEXT PRIMARY KEY,
+    kind               TEXT NOT NULL,        -- goods | stock
+    source_name        TEXT NOT NULL,
+    state              TEXT NOT NULL,        -- claimed | uploading | queued | done | failed | unknown | rejected
+    csv                BLOB,
+    csv_md5            TEXT,
+    upload_started_at  TEXT,
+    que_id             TEXT,
+    rejected_rows      INTEGER NOT NULL DEFAULT 0,
+    result             TEXT,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL
+);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

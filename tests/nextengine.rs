@@ -399,3 +399,132 @@ fn uploads_send_the_exact_csv_and_the_queue_verdict_comes_back() {
             && form.contains(&("wait_flag".into(), "1".into()))
     );
 }
+
+fn daemon_with_fake(fake: &FakeNextEngine) -> Sandbox {
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\napi_base = \"{}\"\npoll_ms = 100\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    sb
+}
+
+fn drop_into(sb: &Sandbox, kind: &str, name: &str, text: &str) {
+    let dir = sb.path().join("spool/nextengine").join(kind);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.tmp")), text).unwrap();
+    std::fs::rename(dir.join(format!("{name}.tmp")), dir.join(name)).unwrap();
+}
+
+fn job_states(sb: &Sandbox) -> Vec<(String, String)> {
+    let db = sb.db();
+    let mut stmt = db
+        .prepare("SELECT source_name, state FROM ne_jobs ORDER BY source_name")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn spooled_goods_and_stock_files_become_uploads_followed_to_the_queue_verdict() {
+    let fake = FakeNextEngine::start();
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.stock.insert("TEST_0001".into(), 10);
+        st.stock.insert("TEST_0002".into(), 40);
+    }
+    let sb = daemon_with_fake(&fake);
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    drop_into(&sb, "goods", "goods.csv", &goods);
+    drop_into(
+        &sb,
+        "stock",
+        "levels.csv",
+        "syohin_code,stock\nTEST_0001,60\nTEST_0002,10\nTEST_0003,0\n,5\n",
+    );
+    wait_for(30, "both jobs done", || {
+        job_states(&sb)
+            == vec![
+                ("goods.csv".to_string(), "done".to_string()),
+                ("levels.csv".to_string(), "done".to_string()),
+            ]
+    });
+    let uploads = fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads.len(), 2);
+    let goods_upload = uploads.iter().find(|(p, _)| p.contains("goods")).unwrap();
+    assert_eq!(goods_upload.1, goods, "exact goods CSV");
+    let stock_upload = uploads
+        .iter()
+        .find(|(p, _)| p.contains("warehouse"))
+        .unwrap();
+    assert_eq!(
+        stock_upload.1,
+        std::fs::read_to_string(root().join("tests/data/warehouse_stock_upload.csv")).unwrap(),
+        "exact stock CSV: +50, -30, and nothing for a level already at 0"
+    );
+    let rejected = files_in(&sb.rejected());
+    let report = rejected
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("levels.csv.error.txt"))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(report).unwrap().contains("row 5"),
+        "the row without a code is reported"
+    );
+    let events: i64 = sb
+        .db()
+        .query_row(
+            "SELECT count(*) FROM events WHERE event = 'nextengine.upload.completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events, 2);
+    assert_eq!(sb.archived().len(), 2);
+}
+
+#[test]
+fn killed_mid_upload_the_file_is_neither_lost_nor_uploaded_twice() {
+    let fake = FakeNextEngine::start();
+    let mut sb = daemon_with_fake(&fake);
+    fake.state.lock().unwrap().delay_ms = 3000;
+    drop_into(
+        &sb,
+        "goods",
+        "slow.csv",
+        "syohin_code,baika_tnk\nTEST_0001,1800\n",
+    );
+    wait_for(30, "the upload to reach NextEngine", || {
+        fake.state.lock().unwrap().uploads.len() == 1
+    });
+    sb.kill(); // before NextEngine's answer (and its queue id) came back
+    assert_eq!(
+        job_states(&sb),
+        vec![("slow.csv".to_string(), "uploading".to_string())]
+    );
+    fake.state.lock().unwrap().delay_ms = 0;
+    sb.start();
+    wait_for(30, "the job to finish", || {
+        job_states(&sb) == vec![("slow.csv".to_string(), "done".to_string())]
+    });
+    assert_eq!(
+        fake.state.lock().unwrap().uploads.len(),
+        1,
+        "not uploaded twice"
+    );
+    let que: String = sb
+        .db()
+        .query_row("SELECT que_id FROM ne_jobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        que, "1",
+        "the queue id found in NextEngine's queue was adopted"
+    );
+    assert_eq!(sb.archived().len(), 1, "the file was not lost");
+}

@@ -138,6 +138,15 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
                     &refresh,
                 );
             }
+            "/api_v1_system_que/search" if !get("que_creation_date-gte").is_empty() => {
+                // Uploads since a time: this fake reports the latest one.
+                match st.uploads.len() {
+                    0 => json!([]),
+                    n => {
+                        json!([{"que_id": n.to_string(), "que_creation_date": "2026-11-26 12:00:00"}])
+                    }
+                }
+            }
             "/api_v1_system_que/search" => {
                 let id = get("que_id-eq");
                 let status = st
@@ -216,19 +225,18 @@ fn serve(stream: std::net::TcpStream, st: Arc<Mutex<State>>) {
         let mut body = vec![0; len];
         reader.read_exact(&mut body).unwrap();
         let f = form(&String::from_utf8_lossy(&body));
-        let delay = {
+        // The answer is decided (and an upload recorded) when the request arrives; the reply
+        // goes out after the delay, so a client killed meanwhile never sees it.
+        let (delay, v) = {
             let mut s = st.lock().unwrap();
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
             s.calls.push((path.clone(), f.clone()));
-            s.delay_ms
+            let v = answer(&path, &f, &mut s);
+            (s.delay_ms, v)
         };
         std::thread::sleep(Duration::from_millis(delay));
-        let v = {
-            let mut s = st.lock().unwrap();
-            s.in_flight -= 1;
-            answer(&path, &f, &mut s)
-        };
+        st.lock().unwrap().in_flight -= 1;
         let body = v.to_string();
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -1,0 +1,502 @@
+//! Goods and stock files from the spool, taken to NextEngine and followed to the upload
+//! queue's verdict.
+//!
+//! `spool/nextengine/goods/*.csv` (NextEngine's goods columns) and
+//! `spool/nextengine/stock/*.csv` (`syohin_code`, `stock` = the level to reach, optional
+//! `kyoten_mei`, `nyusyukko_riyu`) are claimed into `state/work/nextengine/`, checked (bad
+//! rows go to `state/rejected/` beside a report), turned into the upload CSV, and sent.
+//!
+//! A job's steps are recorded so a restart neither loses a file nor uploads it twice:
+//! `uploading` (CSV fixed, send time noted) → `queued` (NextEngine's queue id) → `done` |
+//! `failed` | `unknown`. A job found in `uploading` after a crash may or may not have reached
+//! NextEngine: the upload queue is searched for an entry created since the send, and its id is
+//! adopted if there is one; only otherwise is the CSV sent again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use rusqlite::{params, OptionalExtension};
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use super::client::{Client, NeError, UploadKind};
+use super::upload::{self, QueueState, RowProblem};
+use crate::config::Config;
+use crate::durable;
+use crate::einvoice::archive::hex;
+use crate::spool::{self, Report, ReportEntry, Settler};
+use crate::store::{self, Store, StoreError, TxExt};
+
+/// The two spool kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Goods,
+    Stock,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Goods => "goods",
+            Kind::Stock => "stock",
+        }
+    }
+    fn upload(self) -> UploadKind {
+        match self {
+            Kind::Goods => UploadKind::Goods,
+            Kind::Stock => UploadKind::WarehouseStock,
+        }
+    }
+}
+
+/// kind, state, queue id, CSV, upload start time.
+type JobRow = (String, String, Option<String>, Option<Vec<u8>>, Option<String>);
+
+/// Runs NextEngine spool jobs; one per daemon.
+pub struct Jobs {
+    config: Config,
+    client: Arc<Client>,
+    db: Arc<Mutex<Store>>,
+    settlers: [Settler; 2],
+}
+
+impl Jobs {
+    pub fn new(config: Config, client: Arc<Client>, store: Store) -> Jobs {
+        Jobs {
+            config,
+            client,
+            db: Arc::new(Mutex::new(store)),
+            settlers: [Settler::default(), Settler::default()],
+        }
+    }
+
+    fn spool_dir(&self, kind: Kind) -> PathBuf {
+        self.config.paths.spool.join("nextengine").join(kind.name())
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.config.paths.state.join("work/nextengine")
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .expect("store task")
+    }
+
+    /// The account uploads go to: the only connected one (or the first, by id).
+    async fn account(&self) -> Result<Option<String>, StoreError> {
+        self.db(|db| {
+            Ok(db
+                .conn()
+                .query_row(
+                    "SELECT id FROM nextengine_accounts WHERE needs_login = 0 ORDER BY id LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// One pass: resume jobs in flight, take settled spool files, poll queued uploads.
+    pub async fn step(&mut self) {
+        for kind in [Kind::Goods, Kind::Stock] {
+            let _ = durable::create_dir_all(&self.spool_dir(kind));
+        }
+        let _ = durable::create_dir_all(&self.work_dir());
+        let Ok(Some(account)) = self.account().await else {
+            return; // Nothing to do until an account is connected.
+        };
+        // Files claimed earlier (crash or error) first.
+        if let Ok(files) = spool::in_flight(&self.work_dir()) {
+            for f in files {
+                if let Err(e) = self.process(&account, &f).await {
+                    error!(file = %f.display(), "NextEngine job left for a retry: {e}");
+                }
+            }
+        }
+        let settle = Duration::from_millis(self.config.einvoice.settle_ms);
+        for (i, kind) in [Kind::Goods, Kind::Stock].into_iter().enumerate() {
+            let dir = self.spool_dir(kind);
+            let Ok((ready, _)) = self.settlers[i].ready(&dir, settle) else {
+                continue;
+            };
+            for path in ready {
+                self.settlers[i].forget(&path);
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let job_id = spool::new_job_id();
+                let work = match spool::claim(&path, &self.work_dir(), &job_id) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        error!(file = %name, "cannot claim: {e}");
+                        continue;
+                    }
+                };
+                let (kind_name, job) = (kind.name(), job_id.clone());
+                let _ = self
+                    .db(move |db| {
+                        db.conn().execute(
+                            "INSERT OR IGNORE INTO ne_jobs (id, kind, source_name, state, created_at, updated_at)
+                             VALUES (?1, ?2, ?3, 'claimed', ?4, ?4)",
+                            params![job, kind_name, name, store::now()],
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = self.process(&account, &work).await {
+                    error!(file = %work.display(), "NextEngine job left for a retry: {e}");
+                }
+            }
+        }
+        if let Err(e) = self.poll(&account).await {
+            warn!("NextEngine queue poll: {e}");
+        }
+    }
+
+    async fn process(&mut self, account: &str, work: &Path) -> Result<(), NeError> {
+        let work_name = work
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let Some((job_id, name)) =
+            spool::parse_work_name(&work_name).map(|(a, b)| (a.to_string(), b.to_string()))
+        else {
+            return Ok(());
+        };
+        let id = job_id.clone();
+        let job: Option<JobRow> = self
+            .db(move |db| {
+                Ok(db
+                    .conn()
+                    .query_row(
+                        "SELECT kind, state, que_id, csv, upload_started_at FROM ne_jobs WHERE id = ?1",
+                        [&id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        let Some((kind, state, que_id, csv, started)) = job else {
+            return Ok(());
+        };
+        let kind = if kind == "stock" {
+            Kind::Stock
+        } else {
+            Kind::Goods
+        };
+        match state.as_str() {
+            "claimed" => {
+                let text = std::fs::read(work)
+                    .map_err(|e| NeError::Http(format!("read {}: {e}", work.display())))?;
+                let text =
+                    match crate::einvoice::read::decode(&text, crate::einvoice::TextEncoding::Auto)
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return self.reject(&job_id, &name, work, &e.to_string(), &[]).await
+                        }
+                    };
+                let built = match kind {
+                    Kind::Goods => upload::goods_csv(&text),
+                    Kind::Stock => {
+                        match upload::stock_levels(&text, &self.config.nextengine.default_warehouse)
+                        {
+                            Err(e) => Err(e),
+                            Ok((levels, problems)) => {
+                                let mut current = std::collections::BTreeMap::new();
+                                let mut by_wh: std::collections::BTreeMap<String, Vec<String>> =
+                                    Default::default();
+                                for l in &levels {
+                                    by_wh
+                                        .entry(l.warehouse.clone())
+                                        .or_default()
+                                        .push(l.code.clone());
+                                }
+                                for (wh, codes) in by_wh {
+                                    current.extend(
+                                        self.client.warehouse_levels(account, &wh, &codes).await?,
+                                    );
+                                }
+                                Ok((upload::stock_csv(&levels, &current), problems))
+                            }
+                        }
+                    }
+                };
+                let (csv, problems) = match built {
+                    Ok(b) => b,
+                    Err(reason) => return self.reject(&job_id, &name, work, &reason, &[]).await,
+                };
+                if !problems.is_empty() {
+                    self.write_report(&job_id, &name, &problems).await?;
+                }
+                let Some(csv) = csv else {
+                    return self
+                        .finish(
+                            &job_id,
+                            &name,
+                            work,
+                            "done",
+                            None,
+                            "nothing to change",
+                            problems.len(),
+                        )
+                        .await;
+                };
+                let (id, csv2, md5) = (job_id.clone(), csv.clone(), hex(&Md5::digest(&csv)));
+                let n = problems.len() as i64;
+                self.db(move |db| {
+                    db.conn().execute(
+                        "UPDATE ne_jobs SET state = 'uploading', csv = ?1, csv_md5 = ?2, rejected_rows = ?3,
+                             upload_started_at = ?4, updated_at = ?4 WHERE id = ?5",
+                        params![csv2, md5, n, store::now(), id],
+                    )?;
+                    Ok(())
+                })
+                .await?;
+                self.send(account, kind, &job_id, &csv).await
+            }
+            "uploading" => {
+                // Did the upload reach NextEngine before the crash? Look for it in the queue.
+                if let Some(q) = self.find_in_queue(account, started.as_deref()).await? {
+                    info!(job_id = %job_id, que_id = %q, "the upload before the restart reached NextEngine; following it");
+                    return self.queued(&job_id, &q).await;
+                }
+                self.send(account, kind, &job_id, &csv.unwrap_or_default())
+                    .await
+            }
+            "queued" => Ok(()), // poll() follows it
+            other => {
+                let q = que_id.clone();
+                self.finish(&job_id, &name, work, other, q.as_deref(), "", 0)
+                    .await
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        account: &str,
+        kind: Kind,
+        job_id: &str,
+        csv: &[u8],
+    ) -> Result<(), NeError> {
+        let q = self.client.upload(account, kind.upload(), csv).await?;
+        info!(job_id, que_id = %q, kind = kind.name(), "uploaded to NextEngine");
+        self.queued(job_id, &q).await
+    }
+
+    async fn queued(&self, job_id: &str, que_id: &str) -> Result<(), NeError> {
+        let (id, q) = (job_id.to_string(), que_id.to_string());
+        self.db(move |db| {
+            db.conn().execute(
+                "UPDATE ne_jobs SET state = 'queued', que_id = ?1, updated_at = ?2 WHERE id = ?3",
+                params![q, store::now(), id],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A queue entry created since `since` (the send time of an upload in doubt).
+    async fn find_in_queue(
+        &self,
+        account: &str,
+        since: Option<&str>,
+    ) -> Result<Option<String>, NeError> {
+        let Some(since) = since else { return Ok(None) };
+        let since_jst = chrono::DateTime::parse_from_rfc3339(since)
+            .map(|t| t.with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("JST")))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let answer = self
+            .client
+            .call(
+                account,
+                "/api_v1_system_que/search",
+                &[
+                    ("fields", "que_id,que_creation_date"),
+                    ("que_creation_date-gte", &since_jst),
+                ],
+                false,
+            )
+            .await?;
+        Ok(answer
+            .get("data")
+            .and_then(|d| d.get(0))
+            .and_then(|r| r.get("que_id"))
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+            }))
+    }
+
+    /// Follows queued uploads to NextEngine's verdict.
+    async fn poll(&self, account: &str) -> Result<(), NeError> {
+        let queued: Vec<(String, String, String)> = self
+            .db(|db| {
+                let mut stmt = db.conn().prepare(
+                    "SELECT id, source_name, que_id FROM ne_jobs WHERE state = 'queued'",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        for (job_id, name, que_id) in queued {
+            let verdict = self.client.queue(account, &que_id).await?;
+            let (state, result) = match &verdict {
+                QueueState::Pending => continue,
+                QueueState::Done => ("done", "processed by NextEngine".to_string()),
+                QueueState::Failed(m) => ("failed", m.clone()),
+                QueueState::Unknown(s) => {
+                    warn!(job_id = %job_id, que_id = %que_id, "NextEngine queue status {s} is not documented; no longer polled");
+                    ("unknown", format!("queue status {s}"))
+                }
+            };
+            let work = self.work_dir().join(spool::work_name(&job_id, &name));
+            self.finish(&job_id, &name, &work, state, Some(&que_id), &result, 0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        job_id: &str,
+        name: &str,
+        work: &Path,
+        state: &str,
+        que_id: Option<&str>,
+        result: &str,
+        rejected_rows: usize,
+    ) -> Result<(), NeError> {
+        let (id, st, res, q) = (
+            job_id.to_string(),
+            state.to_string(),
+            result.to_string(),
+            que_id.map(str::to_string),
+        );
+        let file = name.to_string();
+        self.db(move |db| {
+            let tx = db.transaction()?;
+            let (kind, rejected): (String, i64) = tx.query_row(
+                "SELECT kind, rejected_rows + ?2 FROM ne_jobs WHERE id = ?1",
+                params![id, rejected_rows as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let changed = tx.execute(
+                "UPDATE ne_jobs SET state = ?1, result = ?2, rejected_rows = ?3, updated_at = ?4 WHERE id = ?5 AND state IN ('claimed', 'uploading', 'queued')",
+                params![st, res, rejected, store::now(), id],
+            )?;
+            if changed == 1 {
+                tx.add_event(
+                    "nextengine.upload.completed",
+                    None,
+                    &json!({"import_id": id, "file": file, "kind": kind, "status": st, "que_id": q, "result": res, "rejected_rows": rejected}),
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        if work.exists() {
+            let day = chrono::Local::now().format("%Y-%m-%d").to_string();
+            let dest = self.config.paths.state.join("archive").join(day);
+            durable::move_into(work, &dest, &spool::work_name(job_id, name))
+                .map_err(|e| NeError::Http(format!("archive {}: {e}", work.display())))?;
+        }
+        info!(job_id, file = name, state, "NextEngine job finished");
+        Ok(())
+    }
+
+    async fn write_report(
+        &self,
+        job_id: &str,
+        name: &str,
+        problems: &[RowProblem],
+    ) -> Result<(), NeError> {
+        let report = Report {
+            job_id: job_id.into(),
+            file: name.into(),
+            outcome: "partial".into(),
+            summary: format!("{} row(s) were not sent to NextEngine.", problems.len()),
+            accepted: 0,
+            rejected: problems.len(),
+            rejected_files: vec![],
+            problems: problems
+                .iter()
+                .map(|p| ReportEntry {
+                    file: name.into(),
+                    row: p.row,
+                    message_type: None,
+                    number: None,
+                    field: p.field.clone(),
+                    value: p.value.clone(),
+                    reason: p.reason.clone(),
+                })
+                .collect(),
+        };
+        let base = self
+            .config
+            .paths
+            .state
+            .join("rejected")
+            .join(spool::work_name(job_id, name));
+        report
+            .write(&base)
+            .map_err(|e| NeError::Http(format!("write report: {e}")))
+    }
+
+    async fn reject(
+        &self,
+        job_id: &str,
+        name: &str,
+        work: &Path,
+        reason: &str,
+        rows: &[RowProblem],
+    ) -> Result<(), NeError> {
+        warn!(job_id, file = name, "NextEngine file refused: {reason}");
+        let mut problems = rows.to_vec();
+        problems.push(RowProblem {
+            row: 0,
+            field: String::new(),
+            value: String::new(),
+            reason: reason.into(),
+        });
+        self.write_report(job_id, name, &problems).await?;
+        let dest = self.config.paths.state.join("rejected");
+        durable::move_into(work, &dest, &spool::work_name(job_id, name))
+            .map_err(|e| NeError::Http(format!("move to rejected: {e}")))?;
+        let (id, res) = (job_id.to_string(), reason.to_string());
+        self.db(move |db| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "UPDATE ne_jobs SET state = 'rejected', result = ?1, updated_at = ?2 WHERE id = ?3",
+                params![res, store::now(), id],
+            )?;
+            tx.add_event(
+                "nextengine.upload.completed",
+                None,
+                &json!({"import_id": id, "status": "rejected", "result": res}),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+}
