@@ -53,6 +53,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("turnbridge_events_outbox", "gauge", "Events in the outbox."),
     (
+        "turnbridge_nextengine_calls_total",
+        "counter",
+        "NextEngine API calls, by path and result.",
+    ),
+    (
         "webhook_delivery_attempts_total",
         "counter",
         "Outbound webhook attempts, by outcome (success, failure, error, gone).",

@@ -528,3 +528,41 @@ fn killed_mid_upload_the_file_is_neither_lost_nor_uploaded_twice() {
     );
     assert_eq!(sb.archived().len(), 1, "the file was not lost");
 }
+
+#[test]
+fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
+    let fake = FakeNextEngine::start();
+    let sb = daemon_with_fake(&fake);
+    fake.state.lock().unwrap().scripted_upload.push_back(json!({
+        "result": "error", "code": "020010", "message": "CSVの形式が正しくありません",
+        "access_token": "access-1", "refresh_token": "refresh-1"
+    }));
+    drop_into(
+        &sb,
+        "goods",
+        "bad.json",
+        r#"[{"syohin_code":"TEST_0001","baika_tnk":1800}]"#,
+    );
+    wait_for(30, "the job to fail", || {
+        job_states(&sb) == vec![("bad.json".to_string(), "failed".to_string())]
+    });
+    let result: String = sb
+        .db()
+        .query_row("SELECT result FROM ne_jobs", [], |r| r.get(0))
+        .unwrap();
+    assert!(result.contains("020010"), "{result}");
+    drop_into(
+        &sb,
+        "goods",
+        "good.json",
+        r#"[{"syohin_code":"TEST_0001","baika_tnk":1800}]"#,
+    );
+    wait_for(30, "the JSON job", || {
+        job_states(&sb)
+            .iter()
+            .any(|(n, s)| n == "good.json" && s == "done")
+    });
+    let uploads = fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads.len(), 1, "the refused upload was not retried");
+    assert_eq!(uploads[0].1, "syohin_code,baika_tnk\nTEST_0001,1800\n");
+}

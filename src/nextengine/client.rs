@@ -311,13 +311,43 @@ impl Client {
                 ("wait_flag".into(), if wait { "1" } else { "0" }.into()),
             ];
             form.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let started = std::time::Instant::now();
             let answer = match self.post(path, &form).await {
                 Ok(v) => v,
                 Err(e) => {
+                    crate::metrics::inc(
+                        "turnbridge_nextengine_calls_total",
+                        &[("path", path), ("result", "unreachable")],
+                    );
+                    warn!(
+                        account,
+                        path,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "NextEngine call failed: {e}"
+                    );
                     self.note(account, path, Some(e.to_string())).await?;
                     return Err(e);
                 }
             };
+            {
+                let result = str_field(&answer, "result").unwrap_or_default();
+                let label = match result.as_str() {
+                    "success" | "error" | "redirect" => result.as_str(),
+                    _ => "other",
+                };
+                crate::metrics::inc(
+                    "turnbridge_nextengine_calls_total",
+                    &[("path", path), ("result", label)],
+                );
+                info!(
+                    account,
+                    path,
+                    result = %result,
+                    code = %str_field(&answer, "code").unwrap_or_default(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "NextEngine call"
+                );
+            }
             // Tokens first: NextEngine has already replaced the old pair.
             self.keep_tokens(account, &answer).await?;
             let result = str_field(&answer, "result").unwrap_or_default();

@@ -52,7 +52,13 @@ impl Kind {
 }
 
 /// kind, state, queue id, CSV, upload start time.
-type JobRow = (String, String, Option<String>, Option<Vec<u8>>, Option<String>);
+type JobRow = (
+    String,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+);
 
 /// Runs NextEngine spool jobs; one per daemon.
 pub struct Jobs {
@@ -208,6 +214,15 @@ impl Jobs {
                             return self.reject(&job_id, &name, work, &e.to_string(), &[]).await
                         }
                     };
+                // JSON files (an array of objects with the same keys) read like CSV.
+                let text = if name.to_ascii_lowercase().ends_with(".json") {
+                    match upload::json_to_csv(&text) {
+                        Ok(t) => t,
+                        Err(e) => return self.reject(&job_id, &name, work, &e, &[]).await,
+                    }
+                } else {
+                    text
+                };
                 let built = match kind {
                     Kind::Goods => upload::goods_csv(&text),
                     Kind::Stock => {
@@ -292,9 +307,37 @@ impl Jobs {
         job_id: &str,
         csv: &[u8],
     ) -> Result<(), NeError> {
-        let q = self.client.upload(account, kind.upload(), csv).await?;
-        info!(job_id, que_id = %q, kind = kind.name(), "uploaded to NextEngine");
-        self.queued(job_id, &q).await
+        match self.client.upload(account, kind.upload(), csv).await {
+            Ok(q) => {
+                info!(job_id, que_id = %q, kind = kind.name(), "uploaded to NextEngine");
+                self.queued(job_id, &q).await
+            }
+            // NextEngine refused the upload itself: record its code and message; sending the
+            // same CSV again would be refused again. Network trouble and busy answers are
+            // retried on the next pass instead.
+            Err(NeError::Api { code, message }) => {
+                let name = self.source_name(job_id).await?;
+                let work = self.work_dir().join(spool::work_name(job_id, &name));
+                let result = format!("NextEngine refused the upload: {code} {message}");
+                warn!(job_id, "{result}");
+                self.finish(job_id, &name, &work, "failed", None, &result, 0)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn source_name(&self, job_id: &str) -> Result<String, NeError> {
+        let id = job_id.to_string();
+        Ok(self
+            .db(move |db| {
+                Ok(db.conn().query_row(
+                    "SELECT source_name FROM ne_jobs WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?)
     }
 
     async fn queued(&self, job_id: &str, que_id: &str) -> Result<(), NeError> {

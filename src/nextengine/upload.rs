@@ -325,6 +325,41 @@ pub fn stock_csv(levels: &[Level], current: &BTreeMap<(String, String), i64>) ->
     (!rows.is_empty()).then(|| write_csv(&header, &rows))
 }
 
+/// Turns a JSON array of objects (the same keys as the CSV columns) into CSV text, so JSON
+/// spool files go through the same checks. Keys keep their first-seen order.
+pub fn json_to_csv(text: &str) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let rows = v.as_array().ok_or("expected an array of objects")?;
+    let mut header: Vec<String> = Vec::new();
+    for r in rows {
+        let o = r.as_object().ok_or("every element must be an object")?;
+        for k in o.keys() {
+            if !header.contains(k) {
+                header.push(k.clone());
+            }
+        }
+    }
+    let cell = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(other) => Err(format!("{other} is not a string or a number")),
+    };
+    let mut out = Vec::new();
+    for r in rows {
+        let o = r.as_object().expect("checked");
+        out.push(
+            header
+                .iter()
+                .map(|k| cell(o.get(k)))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    let h: Vec<&str> = header.iter().map(String::as_str).collect();
+    String::from_utf8(write_csv(&h, &out)).map_err(|e| e.to_string())
+}
+
 /// What the upload queue says of an upload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueueState {
@@ -402,6 +437,13 @@ mod tests {
         assert_eq!(stock_csv(&levels[2..], &unchanged), None);
         let (_, problems) = stock_levels("syohin_code,stock\nA,-1\nB,x\n", "w").unwrap();
         assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn json_input_reads_like_csv() {
+        let csv = json_to_csv(r#"[{"syohin_code":"TEST_0001","baika_tnk":1800}]"#).unwrap();
+        assert_eq!(csv, PRICE_UPDATE);
+        assert!(json_to_csv(r#"{"syohin_code":"x"}"#).is_err());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct State {
     pub issued: u32,
     /// Answers to give instead of the normal behaviour, first in first out.
     pub scripted: VecDeque<Value>,
+    /// The same, for upload calls only.
+    pub scripted_upload: VecDeque<Value>,
     pub calls: Vec<(String, Vec<(String, String)>)>,
     pub in_flight: u32,
     pub max_in_flight: u32,
@@ -122,6 +124,11 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
             &a,
             &r,
         );
+    }
+    if path.ends_with("/upload") {
+        if let Some(v) = st.scripted_upload.pop_front() {
+            return v;
+        }
     }
     if let Some(v) = st.scripted.pop_front() {
         return v;
