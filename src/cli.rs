@@ -128,6 +128,23 @@ enum NextengineCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Search shops, goods, stock or orders of the connected account.
+    Shops(SearchArgs),
+    Goods(SearchArgs),
+    Stock(SearchArgs),
+    /// Order lines, with a stock-allocation summary per order.
+    Orders(SearchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    /// One goods code (goods, stock) or order id (orders).
+    #[arg(long)]
+    code: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -571,7 +588,87 @@ fn generate(what: &str, dir: &Path) -> anyhow::Result<ExitCode> {
 
 fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
     use crate::nextengine::client;
+    let search = |what: &str, a: SearchArgs| -> anyhow::Result<ExitCode> {
+        let (cfg, store) = open_store(config)?;
+        let account = client::default_account(store.conn())?
+            .context("no usable NextEngine account; run `turnbridge nextengine login`")?;
+        let (path, fields, key) = match what {
+            "shops" => ("/api_v1_master_shop/search", "shop_id,shop_name,shop_abbreviated_name,shop_note", None),
+            "goods" => ("/api_v1_master_goods/search", "goods_id,goods_name,stock_quantity,goods_selling_price", Some("goods_id-eq")),
+            "stock" => (
+                "/api_v1_master_stock/search",
+                "stock_goods_id,stock_quantity,stock_allocation_quantity,stock_free_quantity,stock_advance_order_quantity",
+                Some("stock_goods_id-eq"),
+            ),
+            _ => (
+                "/api_v1_receiveorder_row/search",
+                "receive_order_row_receive_order_id,receive_order_row_no,receive_order_row_goods_id,receive_order_row_quantity,receive_order_row_cancel_flag,receive_order_row_stock_allocation_quantity",
+                Some("receive_order_row_receive_order_id-eq"),
+            ),
+        };
+        let limit = a.limit.to_string();
+        let mut params: Vec<(&str, &str)> = vec![("fields", fields), ("limit", &limit)];
+        if let (Some(k), Some(code)) = (key, a.code.as_deref()) {
+            params.push((k, code));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let c = client::Client::new(cfg.nextengine.clone(), store);
+        let answer = rt.block_on(c.call(&account, path, &params, false))?;
+        let rows = answer
+            .get("data")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let out = if what == "orders" {
+            serde_json::json!({"rows": rows, "orders": client::allocation_summary(&rows)})
+        } else {
+            serde_json::json!({"rows": rows})
+        };
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            for r in &rows {
+                let line: Vec<String> = r
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| {
+                                format!(
+                                    "{k}={}",
+                                    v.as_str()
+                                        .map(str::to_string)
+                                        .unwrap_or_else(|| v.to_string())
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!("{}", line.join("  "));
+            }
+            if let Some(orders) = out.get("orders").and_then(|o| o.as_array()) {
+                println!();
+                for o in orders {
+                    println!(
+                        "order {}  lines {}  quantity {}  allocated {}  {}",
+                        o["receive_order_id"].as_str().unwrap_or(""),
+                        o["lines"],
+                        o["quantity"],
+                        o["allocated"],
+                        o["status"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            println!("{} row(s)", rows.len());
+        }
+        Ok(ExitCode::SUCCESS)
+    };
     match cmd {
+        NextengineCmd::Shops(a) => search("shops", a),
+        NextengineCmd::Goods(a) => search("goods", a),
+        NextengineCmd::Stock(a) => search("stock", a),
+        NextengineCmd::Orders(a) => search("orders", a),
         NextengineCmd::Login => {
             let config = Config::load(config)?;
             println!("{}", client::login_url(&config.nextengine)?);

@@ -566,3 +566,34 @@ fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
     assert_eq!(uploads.len(), 1, "the refused upload was not retried");
     assert_eq!(uploads[0].1, "syohin_code,baika_tnk\nTEST_0001,1800\n");
 }
+
+#[test]
+fn the_orders_command_summarizes_stock_allocation() {
+    let fake = FakeNextEngine::start();
+    fake.state.lock().unwrap().rows.insert(
+        "/api_v1_receiveorder_row/search".into(),
+        json!([
+            {"receive_order_row_receive_order_id": "101", "receive_order_row_quantity": "2", "receive_order_row_stock_allocation_quantity": "2"},
+            {"receive_order_row_receive_order_id": "102", "receive_order_row_quantity": "3", "receive_order_row_stock_allocation_quantity": "1"}
+        ]),
+    );
+    let sb = daemon_with_fake(&fake);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(["nextengine", "orders", "--json", "--config"])
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["orders"][0]["status"], "引当済");
+    assert_eq!(v["orders"][1]["status"], "一部引当");
+    let (path, form) = fake.calls().pop().unwrap();
+    assert_eq!(path, "/api_v1_receiveorder_row/search");
+    assert!(form
+        .iter()
+        .any(|(k, v)| k == "fields" && v.contains("receive_order_row_stock_allocation_quantity")));
+}

@@ -186,6 +186,47 @@ impl Client {
         .expect("store task")?)
     }
 
+    /// An exclusive `flock` on `<database>.nextengine-<account>.lock`, held until dropped.
+    async fn file_lock(&self, account: &str) -> Result<Option<std::fs::File>, NeError> {
+        let db_path = {
+            let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+            db.conn().path().map(str::to_string)
+        };
+        let Some(db_path) = db_path.filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let safe: String = account
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = format!("{db_path}.nextengine-{safe}.lock");
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::io::AsRawFd;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| NeError::Http(format!("lock {path}: {e}")))?;
+            // SAFETY: flock on a file descriptor we own; released when the file is closed.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(NeError::Http(format!(
+                    "lock {path}: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            Ok(Some(f))
+        })
+        .await
+        .expect("lock task")
+    }
+
     fn lock_for(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
@@ -282,6 +323,9 @@ impl Client {
     ) -> Result<Value, NeError> {
         let lock = self.lock_for(account);
         let _one_at_a_time = lock.lock().await;
+        // And one at a time across processes too (the daemon and a `turnbridge nextengine`
+        // command share the account's tokens).
+        let _across_processes = self.file_lock(account).await?;
         let s = self.settings();
         let mut delay = Duration::from_millis(s.busy_backoff_ms);
         let mut attempt = 0;
@@ -632,6 +676,55 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// The connected account uploads and searches use: the only one, or the first by id.
+pub fn default_account(conn: &rusqlite::Connection) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM nextengine_accounts WHERE needs_login = 0 ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Sums an order search (`/api_v1_receiveorder_row/search` rows) into one line per order:
+/// lines, quantity, quantity with stock allocated, and whether it is fully, partly or not
+/// allocated (引当済 / 一部引当 / 未引当). Cancelled lines are left out.
+pub fn allocation_summary(rows: &[Value]) -> Vec<Value> {
+    let mut orders: std::collections::BTreeMap<String, (i64, i64, i64)> = Default::default();
+    for r in rows {
+        if str_field(r, "receive_order_row_cancel_flag").as_deref() == Some("1") {
+            continue;
+        }
+        let Some(id) = str_field(r, "receive_order_row_receive_order_id") else {
+            continue;
+        };
+        let qty = str_field(r, "receive_order_row_quantity")
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(0);
+        let alloc = str_field(r, "receive_order_row_stock_allocation_quantity")
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(0);
+        let e = orders.entry(id).or_default();
+        e.0 += 1;
+        e.1 += qty;
+        e.2 += alloc;
+    }
+    orders
+        .into_iter()
+        .map(|(id, (lines, qty, alloc))| {
+            let status = if alloc >= qty && qty > 0 {
+                "引当済"
+            } else if alloc > 0 {
+                "一部引当"
+            } else {
+                "未引当"
+            };
+            json!({"receive_order_id": id, "lines": lines, "quantity": qty, "allocated": alloc, "status": status})
+        })
+        .collect()
+}
+
 /// The status of one account (never its tokens).
 pub fn status(conn: &rusqlite::Connection, id: &str) -> Result<Option<AccountStatus>, StoreError> {
     Ok(conn
@@ -693,6 +786,22 @@ mod tests {
             tokens_of(&json!({"access_token": "a"}), now).is_none(),
             "both or nothing"
         );
+    }
+
+    #[test]
+    fn orders_are_summed_by_allocation() {
+        let rows = vec![
+            json!({"receive_order_row_receive_order_id": "1", "receive_order_row_quantity": "2", "receive_order_row_stock_allocation_quantity": "2"}),
+            json!({"receive_order_row_receive_order_id": "2", "receive_order_row_quantity": "3", "receive_order_row_stock_allocation_quantity": "1"}),
+            json!({"receive_order_row_receive_order_id": "2", "receive_order_row_quantity": "1", "receive_order_row_stock_allocation_quantity": "0"}),
+            json!({"receive_order_row_receive_order_id": "3", "receive_order_row_quantity": "1", "receive_order_row_stock_allocation_quantity": "0"}),
+            json!({"receive_order_row_receive_order_id": "3", "receive_order_row_quantity": "5", "receive_order_row_cancel_flag": "1"}),
+        ];
+        let s = allocation_summary(&rows);
+        let status: Vec<&str> = s.iter().map(|o| o["status"].as_str().unwrap()).collect();
+        assert_eq!(status, ["引当済", "一部引当", "未引当"]);
+        assert_eq!(s[1]["quantity"], 4);
+        assert_eq!(s[2]["lines"], 1, "cancelled lines are left out");
     }
 
     #[test]

@@ -98,17 +98,8 @@ impl Jobs {
 
     /// The account uploads go to: the only connected one (or the first, by id).
     async fn account(&self) -> Result<Option<String>, StoreError> {
-        self.db(|db| {
-            Ok(db
-                .conn()
-                .query_row(
-                    "SELECT id FROM nextengine_accounts WHERE needs_login = 0 ORDER BY id LIMIT 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })
-        .await
+        self.db(|db| super::client::default_account(db.conn()))
+            .await
     }
 
     /// One pass: resume jobs in flight, take settled spool files, poll queued uploads.

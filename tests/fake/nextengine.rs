@@ -31,6 +31,8 @@ pub struct State {
     pub queue_status: std::collections::HashMap<String, String>,
     /// Free stock per goods code in 基本拠点 (warehouse id 1).
     pub stock: std::collections::HashMap<String, i64>,
+    /// Rows returned by other search paths.
+    pub rows: std::collections::HashMap<String, Value>,
 }
 
 pub struct FakeNextEngine {
@@ -180,7 +182,11 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
                     None => json!([]),
                 }
             }
-            _ => json!([{"pic_ne_id": "1"}]),
+            p => st
+                .rows
+                .get(p)
+                .cloned()
+                .unwrap_or_else(|| json!([{"pic_ne_id": "1"}])),
         };
         let count = data.as_array().map_or(0, |a| a.len()).to_string();
         return with_tokens(
