@@ -227,6 +227,9 @@ impl Default for Webhooks {
 pub struct CompanyWebhook {
     /// The `X-Webhook-Secret` value; empty turns the route off.
     pub secret: Secret,
+    /// Push the level of each accepted `inventory.updated` to NextEngine (through the stock
+    /// spool), unless it is the level NextEngine itself last reported for that code.
+    pub push_inventory_to_nextengine: bool,
 }
 
 /// The built-in Turnkey stand-in, for the sandbox (see `turnkey::simulator`).

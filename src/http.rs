@@ -717,6 +717,13 @@ async fn company_webhook(
         Ok((inserted == 1, id))
     })
     .await;
+    if let (Ok((true, _)), true, "inventory.updated") = (
+        &stored,
+        cfg.company_webhook.push_inventory_to_nextengine,
+        accepted.event_type.as_str(),
+    ) {
+        push_inventory(&state, &cfg, &accepted.payload, &request_id).await;
+    }
     match stored {
         Ok((new, id)) => {
             let outcome = if new { "stored" } else { "duplicate" };
@@ -1128,4 +1135,54 @@ async fn admin_webhooks(
             e.to_string(),
         )
     })
+}
+
+/// Hands an `inventory.updated` level to the NextEngine stock spool, unless NextEngine itself
+/// reported that very level for the code last (then pushing it would only echo it back).
+async fn push_inventory(state: &Arc<AppState>, cfg: &Config, payload: &Value, request_id: &str) {
+    let inv = &payload["inventory"];
+    let code = match &inv["productId"] {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return,
+    };
+    let Some(level) = inv["quantity"]
+        .as_f64()
+        .filter(|q| q.fract() == 0.0 && *q >= 0.0)
+        .map(|q| q as i64)
+    else {
+        warn!(code = %code, "inventory level is not a whole number of 0 or more; not pushed to NextEngine");
+        return;
+    };
+    let c = code.clone();
+    let last_from_ne: Option<Option<i64>> = with_db(state, move |db| {
+        Ok(db
+            .conn()
+            .query_row(
+                "SELECT stock FROM stock_updates WHERE code = ?1 ORDER BY id DESC LIMIT 1",
+                [c],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?)
+    })
+    .await
+    .unwrap_or(None);
+    if last_from_ne == Some(Some(level)) {
+        info!(code = %code, level, "inventory level is the one NextEngine sent; not echoed back");
+        return;
+    }
+    let dir = cfg.paths.spool.join("nextengine/stock");
+    let file = dir.join(format!("company-{request_id}.csv"));
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(["syohin_code", "stock"]);
+    let _ = w.write_record([code.as_str(), &level.to_string()]);
+    let bytes = w.into_inner().unwrap_or_default();
+    let written = crate::durable::create_dir_all(&dir)
+        .and_then(|_| crate::durable::write_atomic(&file, &bytes));
+    match written {
+        Ok(()) => info!(code = %code, level, "inventory level queued for NextEngine"),
+        Err(e) => warn!(code = %code, "inventory level could not be queued for NextEngine: {e}"),
+    }
 }

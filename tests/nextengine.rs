@@ -597,3 +597,56 @@ fn the_orders_command_summarizes_stock_allocation() {
         .iter()
         .any(|(k, v)| k == "fields" && v.contains("receive_order_row_stock_allocation_quantity")));
 }
+
+#[test]
+fn company_inventory_levels_reach_nextengine_without_echoing_its_own() {
+    let fake = FakeNextEngine::start();
+    fake.state.lock().unwrap().stock.insert("G1".into(), 5);
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\napi_base = \"{}\"\npoll_ms = 100\nts_max_age_secs = 999999999\n\
+         [[nextengine.shops]]\nstore_account = \"samplestore\"\nauth_key = \"aaa\"\n\
+         [company_webhook]\nsecret = \"company-secret\"\npush_inventory_to_nextengine = true\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let addr = sb.http_addr();
+    assert_eq!(
+        http_get(addr, "/auth/callback?uid=u1&state=s1", &[]).status,
+        200
+    );
+    // NextEngine says G1 is at 5 ...
+    let sig = {
+        use md5::{Digest, Md5};
+        let d = Md5::digest(b"StoreAccount=samplestore&Code=G1&Stock=5&ts=20261126120000aaa");
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let r = http_get(addr, &format!("/UpdateStock.php?StoreAccount=samplestore&Code=G1&Stock=5&ts=20261126120000&.sig={sig}"), &[]);
+    assert_eq!(r.status, 200);
+    // ... so the company system repeating 5 is not pushed back, while 8 is.
+    let push = |q: i64| {
+        let body = format!(
+            r#"{{"type":"inventory.updated","inventory":{{"productId":"G1","quantity":{q}}}}}"#
+        );
+        let r = http_post(
+            addr,
+            "/api/sync/company/webhook",
+            &[("X-Webhook-Secret", "company-secret")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    push(5);
+    push(8);
+    wait_for(30, "the stock upload", || {
+        !fake.state.lock().unwrap().uploads.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let uploads = fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads.len(), 1, "the echo was suppressed: {uploads:?}");
+    assert_eq!(
+        uploads[0].1,
+        "kyoten_mei,syohin_code,kasan_su,gensan_su,kyoten_syohin_sakujyo,nyusyukko_riyu\n基本拠点,G1,3,,,在庫数調整のため\n"
+    );
+    assert!(sb.log().contains("not echoed back"));
+}
