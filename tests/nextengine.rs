@@ -551,6 +551,11 @@ fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
         .query_row("SELECT result FROM ne_jobs", [], |r| r.get(0))
         .unwrap();
     assert!(result.contains("020010"), "{result}");
+    let report = files_in(&sb.rejected())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("bad.json.error.txt"))
+        .expect("a report for the refused upload");
+    assert!(std::fs::read_to_string(report).unwrap().contains("020010"));
     drop_into(
         &sb,
         "goods",
@@ -649,4 +654,30 @@ fn company_inventory_levels_reach_nextengine_without_echoing_its_own() {
         "kyoten_mei,syohin_code,kasan_su,gensan_su,kyoten_syohin_sakujyo,nyusyukko_riyu\n基本拠点,G1,3,,,在庫数調整のため\n"
     );
     assert!(sb.log().contains("not echoed back"));
+}
+
+#[test]
+fn keep_alive_calls_each_account_and_warns_before_the_refresh_token_lapses() {
+    let s = setup();
+    s.connect();
+    assert_eq!(s.rt.block_on(s.client.keep_alive()).unwrap(), 1);
+    let (path, _) = s.fake.calls().pop().unwrap();
+    assert_eq!(path, "/api_v1_login_user/info");
+    assert_eq!(s.events("nextengine.auth.expiring"), 0);
+    // The fake's end dates are far away; make this account's refresh token lapse soon.
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(json!({"result": "success", "data": []}));
+    rusqlite::Connection::open(&s.db)
+        .unwrap()
+        .execute(
+            "UPDATE nextengine_accounts SET refresh_expires_at = '2000-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    s.rt.block_on(s.client.keep_alive()).unwrap();
+    assert_eq!(s.events("nextengine.auth.expiring"), 1);
 }

@@ -494,7 +494,7 @@ impl Client {
     }
 
     /// One cheap authenticated call per usable account, so the refresh token never lapses on
-    /// a quiet system; warns (and raises `nextengine.auth.expiring` once a day) when an
+    /// a quiet system; warns (and raises `nextengine.auth.expiring`, at each keep-alive) when an
     /// account is within a day of needing a new login.
     pub async fn keep_alive(&self) -> Result<usize, NeError> {
         let ids: Vec<(String, String)> = self

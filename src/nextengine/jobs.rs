@@ -453,6 +453,16 @@ impl Jobs {
             durable::move_into(work, &dest, &spool::work_name(job_id, name))
                 .map_err(|e| NeError::Http(format!("archive {}: {e}", work.display())))?;
         }
+        if state == "failed" || state == "unknown" {
+            // NextEngine's own word on the upload, for the person who reads the report.
+            let line = RowProblem {
+                row: 0,
+                field: "que_id".into(),
+                value: que_id.unwrap_or_default().into(),
+                reason: result.into(),
+            };
+            self.write_report(job_id, name, &[line]).await?;
+        }
         info!(job_id, file = name, state, "NextEngine job finished");
         Ok(())
     }
