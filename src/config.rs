@@ -722,9 +722,11 @@ mod tests {
     fn the_packaged_default_parses_to_the_built_in_defaults() {
         let c = Config::parse(DEFAULT_TOML, Path::new("/etc/turnbridge")).unwrap();
         let mut d = Config::default();
+        // The one packaged value that differs: staging sits beside the Turnkey folders, so
+        // it shares their mount under systemd.
+        d.turnkey.staging = "/var/lib/turnkey/.turnbridge-staging".into();
         d.resolve(Path::new("/etc/turnbridge"));
         assert_eq!(c, d);
-        assert_eq!(c.turnkey.staging, Path::new("/var/lib/turnbridge/staging"));
     }
 
     #[test]

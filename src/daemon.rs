@@ -666,6 +666,10 @@ pub fn sandbox_config() -> String {
             "error = \"/var/lib/turnkey/ERROR\"",
             "error = \"turnkey/ERROR\"",
         ),
+        (
+            "staging = \"/var/lib/turnkey/.turnbridge-staging\"",
+            "staging = \"turnkey/.turnbridge-staging\"",
+        ),
         ("enabled = false", "enabled = true"),
         (
             "admin_token = \"\"",

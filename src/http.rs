@@ -1072,25 +1072,34 @@ async fn admin_webhooks(
                     "ids must be a list of delivery ids",
                 );
             };
-            for key in ["since", "until"] {
+            let mut times = [None, None];
+            for (i, key) in ["since", "until"].into_iter().enumerate() {
                 if let Some(v) = body.get(key) {
-                    if v.as_str()
-                        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-                        .is_none()
-                    {
-                        return error(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid_filter",
-                            format!("{key} must be an RFC 3339 time"),
-                        );
+                    match v.as_str().and_then(ob::normalise_time) {
+                        Some(t) => times[i] = Some(t),
+                        None => {
+                            return error(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "invalid_filter",
+                                format!("{key} must be an RFC 3339 time"),
+                            )
+                        }
                     }
                 }
             }
+            let endpoint = match body.get("endpoint") {
+                None => None,
+                Some(Value::String(e)) if !e.is_empty() => Some(e.clone()),
+                Some(_) => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_filter",
+                        "endpoint must be an endpoint id",
+                    )
+                }
+            };
             let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
-            let named = !ids.is_empty()
-                || ["endpoint", "since", "until"]
-                    .iter()
-                    .any(|k| body.get(*k).is_some());
+            let named = !ids.is_empty() || endpoint.is_some() || times.iter().any(Option::is_some);
             if !all && !named {
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -1098,20 +1107,12 @@ async fn admin_webhooks(
                     "name ids, an endpoint or a time range, or set \"all\": true",
                 );
             }
+            let [since, until] = times;
             let f = ob::Filter {
                 ids,
-                endpoint: body
-                    .get("endpoint")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                since: body
-                    .get("since")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                until: body
-                    .get("until")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                endpoint,
+                since,
+                until,
                 state: None,
             };
             with_db(&state, move |db| {

@@ -254,6 +254,11 @@ fn killed_mid_batch_and_restarted_every_invoice_has_exactly_one_file() {
     }
     assert_eq!(numbers.len(), 999, "every invoice is there");
     assert!(numbers.values().all(|&n| n == 1), "no invoice twice");
+    // The start-up link probe (hidden, empty, not *.xml) may flash by; it is no message.
+    let seen: BTreeSet<String> = seen
+        .into_iter()
+        .filter(|n| !n.starts_with(".turnbridge-probe-"))
+        .collect();
     for name in &seen {
         let ok = name.starts_with("F0401_")
             && name.ends_with(".xml")

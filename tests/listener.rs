@@ -412,6 +412,12 @@ fn metrics_pass_promtool_when_it_is_installed() {
         &std::fs::read(fixture("valid/F0401_b2b.json")).unwrap(),
     );
     wait_for(20, "the invoice", || sb.inbox_files().len() == 1);
+    // The spool counter is bumped once the source is archived, just after the XML appears.
+    wait_for(20, "the spool counter", || {
+        http_get(addr, "/metrics", &[])
+            .text()
+            .contains("turnbridge_spool_files_total{kind=\"einvoice\",outcome=\"done\"} 1")
+    });
     http_get(addr, "/healthz", &[]);
     let text = http_get(addr, "/metrics", &[]).text();
     assert!(

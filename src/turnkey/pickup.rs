@@ -22,7 +22,7 @@ pub enum PickupError {
     NameTaken(PathBuf),
     #[error("staging folder {staging} is inside the pickup tree {inbox}; Turnkey could see half-written files")]
     StagingInsideInbox { staging: PathBuf, inbox: PathBuf },
-    #[error("staging folder {staging} is on another filesystem than the Turnkey pickup folder {inbox}; set turnkey.staging to a folder on the pickup folder's filesystem")]
+    #[error("staging folder {staging} cannot be linked into the Turnkey pickup folder {inbox} (another filesystem or mount); set turnkey.staging to a folder on the pickup folder's mount, under the same ReadWritePaths= entry when run by systemd")]
     CrossDevice { staging: PathBuf, inbox: PathBuf },
     #[error("{action} {path}: {source}")]
     Io {
@@ -131,7 +131,49 @@ impl Pickup {
             device,
         };
         pickup.check_device(&root)?;
+        pickup.probe_link(&root)?;
         Ok(pickup)
+    }
+
+    /// Links a probe file from staging into `dir`: the only sure test that the final move
+    /// will work. Two bind mounts of one filesystem (what systemd's `ReadWritePaths=` and
+    /// `StateDirectory=` make) share a device number but refuse links across them.
+    ///
+    /// The probe is a hidden, empty, non-XML file (`.turnbridge-probe-<pid>`) that exists in
+    /// the pickup folder for an instant at start-up; Turnkey only takes `*.xml`. Probes left by
+    /// a process killed right then are removed first.
+    fn probe_link(&self, dir: &Path) -> Result<(), PickupError> {
+        for d in [&self.staging, &dir.to_path_buf()] {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".turnbridge-probe-")
+                    {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        let name = format!(".turnbridge-probe-{}", std::process::id());
+        let (src, dest) = (self.staging.join(&name), dir.join(&name));
+        let _ = std::fs::remove_file(&dest);
+        durable::write_synced(&src, b"probe").map_err(io_err("write", &src))?;
+        let linked = std::fs::hard_link(&src, &dest);
+        let _ = std::fs::remove_file(&src);
+        let _ = std::fs::remove_file(&dest);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Err(PickupError::CrossDevice {
+                staging: self.staging.clone(),
+                inbox: dir.to_path_buf(),
+            }),
+            // Filesystems without hard links fall back to rename at publish time.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EOPNOTSUPP)) => {
+                Ok(())
+            }
+            Err(e) => Err(io_err("link a probe into", dir)(e)),
+        }
     }
 
     fn check_device(&self, dir: &Path) -> Result<(), PickupError> {
@@ -201,6 +243,12 @@ impl Pickup {
                 std::fs::rename(staged, &dest)
                     .map_err(io_err("rename into pickup folder", &dest))?;
                 return Ok((dest, true));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                return Err(PickupError::CrossDevice {
+                    staging: self.staging.clone(),
+                    inbox: dir.clone(),
+                })
             }
             Err(e) => return Err(io_err("link into pickup folder", &dest)(e)),
         }

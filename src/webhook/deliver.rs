@@ -356,7 +356,7 @@ impl Deliverer {
                 tx.execute(
                     "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, last_status = ?4,
                             last_error = CASE WHEN ?1 = 'succeeded' THEN NULL ELSE ?5 END, updated_at = ?6
-                     WHERE id = ?7",
+                     WHERE id = ?7 AND state = 'pending'",
                     params![state, attempts, next2, status, last_error, store::now(), id],
                 )?;
                 if gone {

@@ -383,7 +383,37 @@ pub struct Filter {
     pub state: Option<String>,
 }
 
+/// Reads an RFC 3339 time and writes it as the store does (UTC, milliseconds), so it
+/// compares correctly with stored times; `None` for anything else.
+pub fn normalise_time(s: &str) -> Option<String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        })
+}
+
 fn filtered(conn: &Connection, f: &Filter, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+    if !f.ids.is_empty() {
+        // Named deliveries: looked up one by one, never cut by the listing limit.
+        let mut out = Vec::new();
+        for id in &f.ids {
+            let one = Filter {
+                ids: vec![],
+                ..f.clone()
+            };
+            let mut stmt = conn.prepare(
+                "SELECT id, endpoint_id, event, state, attempts, last_status, last_error, next_attempt_at, created_at, payload
+                 FROM deliveries WHERE id = ?1 AND (?2 IS NULL OR state = ?2)",
+            )?;
+            let rows = stmt.query_map(params![id, one.state], row_of)?;
+            for r in rows {
+                out.push(r?);
+            }
+        }
+        return Ok(out);
+    }
     let mut stmt = conn.prepare(
         "SELECT id, endpoint_id, event, state, attempts, last_status, last_error, next_attempt_at, created_at, payload
          FROM deliveries
@@ -391,26 +421,27 @@ fn filtered(conn: &Connection, f: &Filter, limit: i64) -> Result<Vec<DeliveryRow
            AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at <= ?4)
          ORDER BY created_at, id LIMIT ?5",
     )?;
-    let rows = stmt.query_map(params![f.state, f.endpoint, f.since, f.until, limit], |r| {
-        let payload: String = r.get(9)?;
-        Ok(DeliveryRow {
-            delivery_id: r.get(0)?,
-            endpoint_id: r.get(1)?,
-            event: r.get(2)?,
-            state: r.get(3)?,
-            attempts: r.get(4)?,
-            last_status: r.get(5)?,
-            last_error: r.get(6)?,
-            next_attempt_at: r.get(7)?,
-            created_at: r.get(8)?,
-            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-        })
-    })?;
-    let mut out: Vec<DeliveryRow> = rows.collect::<Result<_, _>>()?;
-    if !f.ids.is_empty() {
-        out.retain(|d| f.ids.contains(&d.delivery_id));
-    }
-    Ok(out)
+    let rows = stmt.query_map(
+        params![f.state, f.endpoint, f.since, f.until, limit],
+        row_of,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn row_of(r: &rusqlite::Row) -> rusqlite::Result<DeliveryRow> {
+    let payload: String = r.get(9)?;
+    Ok(DeliveryRow {
+        delivery_id: r.get(0)?,
+        endpoint_id: r.get(1)?,
+        event: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        last_status: r.get(5)?,
+        last_error: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        created_at: r.get(8)?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+    })
 }
 
 /// Lists deliveries (dead ones unless the filter names a state).
