@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,7 +54,7 @@ type Body = Full<Bytes>;
 /// What the handlers share: the live config (replaced on reload) and one store connection.
 pub struct AppState {
     config: RwLock<Arc<Config>>,
-    db: Mutex<Store>,
+    db: store::Shared,
     nextengine: Arc<crate::nextengine::client::Client>,
 }
 
@@ -112,7 +112,7 @@ pub async fn start(
     }
     let state = Arc::new(AppState {
         config: RwLock::new(Arc::new(config.clone())),
-        db: Mutex::new(Store::open(&config.database())?),
+        db: store::Shared::new(Store::open(&config.database())?),
         nextengine,
     });
     let (tx, rx) = watch::channel(false);
@@ -476,17 +476,7 @@ async fn with_db<T: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut db = st.db.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut db)
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(
-            Box::new(e),
-        )))
-    })
+    state.db.run(f).await
 }
 
 fn xml_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {

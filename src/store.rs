@@ -25,6 +25,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this turnbridge knows ({known}); upgrade turnbridge")]
     TooNew { found: i64, known: i64 },
+    #[error("database task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -328,6 +330,31 @@ pub struct NewMessage<'a> {
 
 pub struct Store {
     conn: Connection,
+}
+
+/// A store used from async tasks: each operation runs on the blocking pool, one at a time,
+/// so SQLite never blocks the async threads.
+#[derive(Clone)]
+pub struct Shared(std::sync::Arc<std::sync::Mutex<Store>>);
+
+impl Shared {
+    pub fn new(store: Store) -> Shared {
+        Shared(std::sync::Arc::new(std::sync::Mutex::new(store)))
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut me.lock()))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+    }
 }
 
 impl Store {

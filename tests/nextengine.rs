@@ -486,7 +486,7 @@ fn spooled_goods_and_stock_files_become_uploads_followed_to_the_queue_verdict() 
         )
         .unwrap();
     assert_eq!(events, 2);
-    assert_eq!(sb.archived().len(), 2);
+    wait_for(20, "both sources archived", || sb.archived().len() == 2);
 }
 
 #[test]
@@ -526,7 +526,9 @@ fn killed_mid_upload_the_file_is_neither_lost_nor_uploaded_twice() {
         que, "1",
         "the queue id found in NextEngine's queue was adopted"
     );
-    assert_eq!(sb.archived().len(), 1, "the file was not lost");
+    wait_for(20, "the file archived, not lost", || {
+        sb.archived().len() == 1
+    });
 }
 
 #[test]

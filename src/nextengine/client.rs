@@ -143,7 +143,7 @@ fn tokens_of(v: &Value, now: DateTime<Utc>) -> Option<Tokens> {
 /// Talks to NextEngine for every connected account.
 pub struct Client {
     settings: Arc<Mutex<Settings>>,
-    db: Arc<Mutex<Store>>,
+    db: store::Shared,
     http: reqwest::Client,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -157,7 +157,7 @@ impl Client {
             .expect("an HTTP client");
         Client {
             settings: Arc::new(Mutex::new(settings)),
-            db: Arc::new(Mutex::new(store)),
+            db: store::Shared::new(store),
             http,
             locks: Mutex::default(),
         }
@@ -178,20 +178,12 @@ impl Client {
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, NeError> {
-        let db = self.db.clone();
-        Ok(tokio::task::spawn_blocking(move || {
-            f(&mut db.lock().unwrap_or_else(|e| e.into_inner()))
-        })
-        .await
-        .expect("store task")?)
+        Ok(self.db.run(f).await?)
     }
 
     /// An exclusive `flock` on `<database>.nextengine-<account>.lock`, held until dropped.
     async fn file_lock(&self, account: &str) -> Result<Option<std::fs::File>, NeError> {
-        let db_path = {
-            let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-            db.conn().path().map(str::to_string)
-        };
+        let db_path = self.db.lock().conn().path().map(str::to_string);
         let Some(db_path) = db_path.filter(|p| !p.is_empty()) else {
             return Ok(None);
         };

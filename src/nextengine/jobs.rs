@@ -13,7 +13,7 @@
 //! adopted if there is one; only otherwise is the CSV sent again.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
@@ -64,7 +64,7 @@ type JobRow = (
 pub struct Jobs {
     config: Config,
     client: Arc<Client>,
-    db: Arc<Mutex<Store>>,
+    db: store::Shared,
     settlers: [Settler; 2],
 }
 
@@ -73,7 +73,7 @@ impl Jobs {
         Jobs {
             config,
             client,
-            db: Arc::new(Mutex::new(store)),
+            db: store::Shared::new(store),
             settlers: [Settler::default(), Settler::default()],
         }
     }
@@ -90,10 +90,7 @@ impl Jobs {
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|e| e.into_inner())))
-            .await
-            .expect("store task")
+        self.db.run(f).await
     }
 
     /// The account uploads go to: the only connected one (or the first, by id).
@@ -418,6 +415,17 @@ impl Jobs {
         result: &str,
         rejected_rows: usize,
     ) -> Result<(), NeError> {
+        // The report first, so a finished job always has it.
+        if (state == "failed" || state == "unknown") && !result.is_empty() {
+            // NextEngine's own word on the upload, for the person who reads the report.
+            let line = RowProblem {
+                row: 0,
+                field: "que_id".into(),
+                value: que_id.unwrap_or_default().into(),
+                reason: result.into(),
+            };
+            self.write_report(job_id, name, &[line]).await?;
+        }
         let (id, st, res, q) = (
             job_id.to_string(),
             state.to_string(),
@@ -452,16 +460,6 @@ impl Jobs {
             let dest = self.config.paths.state.join("archive").join(day);
             durable::move_into(work, &dest, &spool::work_name(job_id, name))
                 .map_err(|e| NeError::Http(format!("archive {}: {e}", work.display())))?;
-        }
-        if state == "failed" || state == "unknown" {
-            // NextEngine's own word on the upload, for the person who reads the report.
-            let line = RowProblem {
-                row: 0,
-                field: "que_id".into(),
-                value: que_id.unwrap_or_default().into(),
-                reason: result.into(),
-            };
-            self.write_report(job_id, name, &[line]).await?;
         }
         info!(job_id, file = name, state, "NextEngine job finished");
         Ok(())

@@ -49,7 +49,7 @@ struct Answer {
 }
 
 pub struct Deliverer {
-    db: Arc<Mutex<Store>>,
+    db: store::Shared,
     config: Arc<Mutex<Webhooks>>,
     client: reqwest::Client,
     in_flight: Arc<Mutex<HashSet<String>>>,
@@ -70,7 +70,7 @@ impl Deliverer {
             .build()
             .expect("an HTTP client");
         Deliverer {
-            db: Arc::new(Mutex::new(store)),
+            db: store::Shared::new(store),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             config: Arc::new(Mutex::new(config)),
             client,
@@ -95,10 +95,7 @@ impl Deliverer {
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|e| e.into_inner())))
-            .await
-            .expect("store task")
+        self.db.run(f).await
     }
 
     /// Runs until `shutdown` turns true, then waits for attempts in flight (bounded by the
