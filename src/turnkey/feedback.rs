@@ -235,6 +235,11 @@ impl Tracker {
                 }
             }
         }
+        // Folder moves before results: a file that left the pickup folder was picked up before
+        // any answer about it, so the story reads queued → picked_up → acked.
+        if self.config.turnkey.layout == Layout::Flat {
+            self.left_pickup_folder()?;
+        }
         let outbox = self.config.turnkey.outbox.clone();
         for f in settled_files_noting_young(&outbox, settle, &mut young) {
             // A bug that panics on one file sets that file aside instead of stopping feedback.
@@ -253,9 +258,6 @@ impl Tracker {
             }
         }
         self.pending = young;
-        if self.config.turnkey.layout == Layout::Flat {
-            self.left_pickup_folder()?;
-        }
         self.raise_overdue()?;
         Ok(n)
     }
