@@ -113,6 +113,20 @@ fn write_csv(header: &[&str], rows: &[Vec<String>]) -> Vec<u8> {
     w.into_inner().expect("flush to memory")
 }
 
+/// A reader over the rows and the trimmed column names of a CSV text.
+fn open_csv(text: &str) -> Result<(csv::Reader<&[u8]>, Vec<String>), String> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = rdr
+        .headers()
+        .map_err(|e| format!("CSV header: {e}"))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    Ok((rdr, header))
+}
+
 fn is_column(name: &str) -> bool {
     GOODS_COLUMNS.contains(&name) || name.starts_with("org")
 }
@@ -120,15 +134,7 @@ fn is_column(name: &str) -> bool {
 /// Reads a goods CSV (NextEngine's column names) and builds the upload CSV of its good rows.
 /// Returns the CSV (`None` when no row is good) and every problem.
 pub fn goods_csv(text: &str) -> Result<(Option<Vec<u8>>, Vec<RowProblem>), String> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| format!("CSV header: {e}"))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
+    let (mut rdr, header) = open_csv(text)?;
     if let Some(bad) = header.iter().find(|h| !is_column(h)) {
         return Err(format!("column `{bad}` is not a NextEngine goods column"));
     }
@@ -218,15 +224,7 @@ pub fn stock_levels(
     text: &str,
     default_warehouse: &str,
 ) -> Result<(Vec<Level>, Vec<RowProblem>), String> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| format!("CSV header: {e}"))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
+    let (mut rdr, header) = open_csv(text)?;
     let known = ["syohin_code", "stock", "kyoten_mei", "nyusyukko_riyu"];
     if let Some(bad) = header.iter().find(|h| !known.contains(&h.as_str())) {
         return Err(format!("column `{bad}` is not one of {}", known.join(", ")));
