@@ -4,16 +4,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-
-fn invoice_number(xml: &str) -> String {
-    let start = xml.find("<InvoiceNumber>").expect("an InvoiceNumber") + "<InvoiceNumber>".len();
-    xml[start..start + 10].to_string()
-}
 
 /// Validates many files with one xmllint run.
 fn xmllint_all(files: &[std::path::PathBuf], ty: &str) {
@@ -160,44 +153,6 @@ fn bad_rows_are_reported_and_good_rows_go_through() {
     // The whole source is archived, nothing is lost.
     wait_for(20, "the archive", || sb.archived().len() == 1);
     assert_eq!(std::fs::read(&sb.archived()[0]).unwrap(), bytes);
-}
-
-/// Records every name that ever appears in a folder until stopped.
-struct Observer {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<BTreeSet<String>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Observer {
-    fn start(dir: &Path) -> Observer {
-        let dir = dir.to_path_buf();
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(BTreeSet::new()));
-        let (s, n) = (stop.clone(), seen.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Ok(rd) = std::fs::read_dir(&dir) {
-                    let mut names = n.lock().unwrap();
-                    for e in rd.flatten() {
-                        names.insert(e.file_name().to_string_lossy().into_owned());
-                    }
-                }
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        });
-        Observer {
-            stop,
-            seen,
-            handle: Some(handle),
-        }
-    }
-
-    fn finish(mut self) -> BTreeSet<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap();
-        self.seen.lock().unwrap().clone()
-    }
 }
 
 #[test]

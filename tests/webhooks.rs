@@ -24,22 +24,7 @@ fn sandbox(schedule: &str) -> Sandbox {
 }
 
 fn register(sb: &Sandbox, url: &str, events: &[&str], secret: Option<&str>) -> (String, String) {
-    let mut body = json!({"url": url, "events": events, "description": "test receiver"});
-    if let Some(s) = secret {
-        body["secret"] = json!(s);
-    }
-    let r = http_post(
-        sb.http_addr(),
-        "/api/v1/webhooks",
-        &[("Authorization", &format!("Bearer {ADMIN}"))],
-        body.to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v = r.json();
-    (
-        v["id"].as_str().unwrap().to_string(),
-        v["secret"].as_str().unwrap().to_string(),
-    )
+    register_webhook(sb.http_addr(), ADMIN, url, events, secret)
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {

@@ -160,6 +160,7 @@ impl Sandbox {
 
     pub fn start(&mut self) {
         std::fs::create_dir_all(self.spool()).unwrap();
+        let starts = self.log().matches(" starting").count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,7 +179,7 @@ impl Sandbox {
             .expect("start turnbridge");
         self.child = Some(child);
         wait_for(20, "the daemon to start", || {
-            self.log().contains("starting") || self.exited()
+            self.log().matches(" starting").count() > starts || self.exited()
         });
     }
 
@@ -509,4 +510,75 @@ pub fn promtool_check(text: &str) -> bool {
         "promtool: {said}\n{text}"
     );
     true
+}
+
+/// Records every name that ever appears in a folder until stopped.
+pub struct Observer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Observer {
+    pub fn start(dir: &Path) -> Observer {
+        let dir = dir.to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let (s, n) = (stop.clone(), seen.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    let mut names = n.lock().unwrap();
+                    for e in rd.flatten() {
+                        names.insert(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        });
+        Observer {
+            stop,
+            seen,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Registers a webhook endpoint through the admin API; returns its id and signing secret.
+pub fn register_webhook(
+    addr: std::net::SocketAddr,
+    admin_token: &str,
+    url: &str,
+    events: &[&str],
+    secret: Option<&str>,
+) -> (String, String) {
+    let mut body =
+        serde_json::json!({"url": url, "events": events, "description": "test receiver"});
+    if let Some(s) = secret {
+        body["secret"] = serde_json::json!(s);
+    }
+    let r = http_post(
+        addr,
+        "/api/v1/webhooks",
+        &[("Authorization", &format!("Bearer {admin_token}"))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The InvoiceNumber of a rendered message.
+pub fn invoice_number(xml: &str) -> String {
+    let start = xml.find("<InvoiceNumber>").expect("an InvoiceNumber") + "<InvoiceNumber>".len();
+    xml[start..start + 10].to_string()
 }
