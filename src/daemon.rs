@@ -18,6 +18,7 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::health;
 use crate::logging;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::spool::{self, Settler, Wake};
@@ -54,6 +55,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     crate::durable::create_dir_all(&spool_dir)
         .map_err(|e| DaemonError::Start(format!("create {}: {e}", spool_dir.display())))?;
     let pipeline = Pipeline::open(config.clone())?;
+    crate::health::init(&config.paths.state);
     info!(
         config = %config_path.display(),
         spool = %spool_dir.display(),
@@ -153,8 +155,12 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = ne.keep_alive().await {
-                    warn!("NextEngine keep-alive: {e}");
+                match ne.keep_alive().await {
+                    Ok(_) => health::clear("nextengine keep-alive"),
+                    Err(e) => {
+                        warn!("NextEngine keep-alive: {e}");
+                        health::set("nextengine keep-alive", e.to_string());
+                    }
                 }
             }
         })
@@ -431,6 +437,14 @@ impl Worker {
             let result = self.process_guarded(&path);
             self.report(&path, result);
         }
+        self.clear_when_caught_up();
+    }
+
+    /// The e-invoice problem is over once no file waits in `work/` for a retry.
+    fn clear_when_caught_up(&self) {
+        if spool::in_flight(&self.pipeline.dirs.work).is_ok_and(|f| f.is_empty()) {
+            health::clear("einvoice");
+        }
     }
 
     /// Takes every complete file from the spool; returns whether some are still settling.
@@ -441,9 +455,14 @@ impl Worker {
             Ok(r) => r,
             Err(e) => {
                 error!(spool = %dir.display(), "cannot list the spool: {e}");
+                health::set(
+                    "einvoice spool",
+                    format!("cannot list {}: {e}", dir.display()),
+                );
                 return false;
             }
         };
+        health::clear("einvoice spool");
         for path in ready {
             if self.stop.load(Ordering::SeqCst) {
                 return false;
@@ -486,13 +505,19 @@ impl Worker {
                     path.file_name().unwrap_or_default().to_string_lossy(),
                     o.final_path.display()
                 );
+                self.clear_when_caught_up();
             }
             Err(e) => {
                 crate::metrics::inc(
                     "turnbridge_spool_files_total",
                     &[("kind", "einvoice"), ("outcome", "retry")],
                 );
-                error!(file = %path.display(), "file left for a retry: {e}")
+                error!(file = %path.display(), "file left for a retry: {e}");
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                health::set(
+                    "einvoice",
+                    format!("{name} waits in work/ for a retry: {e}"),
+                );
             }
         }
         notify(&[NotifyState::Status(&format!(
@@ -571,8 +596,12 @@ impl FeedbackWorker {
                 return;
             }
             if Instant::now() >= next_scan {
-                if let Err(e) = self.tracker.scan() {
-                    error!("feedback scan failed, retrying later: {e}");
+                match self.tracker.scan() {
+                    Ok(_) => health::clear("feedback"),
+                    Err(e) => {
+                        error!("feedback scan failed, retrying later: {e}");
+                        health::set("feedback", format!("reading Turnkey's folders: {e}"));
+                    }
                 }
                 let rescan = Duration::from_secs(self.tracker.config.turnkey.rescan_secs);
                 let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);

@@ -335,8 +335,18 @@ async fn dispatch(
     let path = req.uri().path().to_string();
     let monitor_here = role == Role::Monitor || cfg.http.monitor_listen.is_empty();
     match (role, req.method(), path.as_str()) {
+        // Alive means 200; trouble the daemon is retrying is reported, not a failure.
         (_, &Method::GET, "/healthz") if monitor_here => {
-            json_response(StatusCode::OK, json!({"status": "ok"}))
+            let problems = crate::health::problems();
+            let status = if problems.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            };
+            json_response(
+                StatusCode::OK,
+                json!({"status": status, "problems": problems}),
+            )
         }
         (_, &Method::GET, "/metrics") if monitor_here => metrics_response(&state).await,
         (Role::Monitor, _, _) => error(

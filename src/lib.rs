@@ -19,6 +19,9 @@
 //! ([`nextengine::stock_callback`]), the company system's webhook ([`webhook::inbound`]),
 //! monitoring routes and [`metrics`].
 //!
+//! Trouble the daemon retries on its own (a full disk, a receiver that is down) is logged and
+//! kept in [`health`] until it clears, for `turnbridge status` and `/healthz`.
+//!
 //! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
 //! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
 //! rest is built on.
@@ -28,6 +31,7 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod einvoice;
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;

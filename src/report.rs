@@ -166,6 +166,9 @@ pub struct Status {
     pub rejected_feedback_files: usize,
     pub last_summary: Option<LastSummary>,
     pub pending_events: i64,
+    /// What the daemon last said is wrong (`health.json`), and whether it still runs.
+    pub health: Option<crate::health::Snapshot>,
+    pub daemon_running: bool,
 }
 
 /// Counts of what sits in `dir` for a person: files that are not reports.
@@ -236,6 +239,7 @@ pub fn status(conn: &Connection, state_dir: &Path) -> Result<Status> {
         )
         .optional()?;
     let pending_events = conn.query_row("SELECT count(*) FROM events", params![], |r| r.get(0))?;
+    let health = crate::health::read(state_dir);
     Ok(Status {
         messages,
         oldest_waiting,
@@ -244,11 +248,36 @@ pub fn status(conn: &Connection, state_dir: &Path) -> Result<Status> {
         rejected_feedback_files: waiting_files(&state_dir.join("rejected/feedback")),
         last_summary,
         pending_events,
+        daemon_running: health.as_ref().is_some_and(crate::health::writer_alive),
+        health,
     })
 }
 
 pub fn status_text(s: &Status) -> String {
-    let mut out = String::from("messages\n");
+    let mut out = String::new();
+    match &s.health {
+        None => out.push_str("daemon: has not run with this state folder\n"),
+        Some(h) => {
+            let running = if s.daemon_running {
+                format!("running (pid {})", h.pid)
+            } else {
+                format!("not running (pid {} last wrote at {})", h.pid, h.updated_at)
+            };
+            out.push_str(&format!("daemon: {running}\n"));
+            if h.problems.is_empty() {
+                out.push_str("problems: none\n");
+            } else {
+                out.push_str("problems:\n");
+                for p in &h.problems {
+                    out.push_str(&format!(
+                        "  {}: {} (since {})\n",
+                        p.component, p.problem, p.since
+                    ));
+                }
+            }
+        }
+    }
+    out.push_str("messages\n");
     let states = ["validated", "queued", "picked_up", "acked", "error"];
     let mut types: Vec<&str> = s.messages.iter().map(|c| c.message_type.as_str()).collect();
     types.dedup();

@@ -418,21 +418,6 @@ fn sandbox_config(dir: &Path, layout: &str) -> PathBuf {
     path
 }
 
-fn cli(config: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn end_to_end(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = sandbox_config(dir.path(), layout);

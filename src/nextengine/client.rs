@@ -10,7 +10,8 @@
 //! - `002002`, `002004` and a `redirect` result mean the account needs a new login: it is
 //!   marked, `nextengine.auth.required` is raised (in the same transaction), and it is not
 //!   used again until someone logs in; those calls are never retried;
-//! - `003001` / `003002` (busy) are retried with a doubling back-off;
+//! - `003001` / `003002` (busy) are retried with a doubling back-off; `999999` (system
+//!   error), HTTP errors and maintenance pages are left for the next pass;
 //! - expiry comes from the returned end dates (Japan time), or from the time of issue + 1 day
 //!   (access) / + 3 days (refresh) when they are missing or malformed.
 
@@ -40,6 +41,8 @@ pub enum NeError {
     Api { code: String, message: String },
     #[error("NextEngine stayed busy ({0}) after every retry")]
     Busy(String),
+    #[error("NextEngine had a system error ({0}); retried on the next pass")]
+    Unavailable(String),
     #[error("NextEngine could not be reached: {0}")]
     Http(String),
     #[error("NextEngine answered something that is not its JSON: {0}")]
@@ -244,11 +247,21 @@ impl Client {
             .send()
             .await
             .map_err(|e| NeError::Http(e.without_url().to_string()))?;
+        let status = resp.status();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| NeError::Http(e.without_url().to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| NeError::Malformed(e.to_string()))
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok(v),
+            // A maintenance page or a proxy's error: say which, it is retried like a network
+            // failure.
+            Err(_) if !status.is_success() => Err(NeError::Http(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
+            ))),
+            Err(e) => Err(NeError::Malformed(e.to_string())),
+        }
     }
 
     /// Exchanges the `uid` and `state` of a sign-in for tokens and stores the account.
@@ -408,6 +421,13 @@ impl Client {
                     self.note(account, path, Some(format!("{code} {message}")))
                         .await?;
                     return Err(NeError::Busy(code));
+                }
+                // The call may have been half done: not repeated here. An upload in flight
+                // is looked for in the queue on the next pass before it is sent again.
+                (_, "999999") => {
+                    self.note(account, path, Some(format!("{code} {message}")))
+                        .await?;
+                    return Err(NeError::Unavailable(format!("{code} {message}")));
                 }
                 _ => {
                     self.note(account, path, Some(format!("{code} {message}")))

@@ -26,6 +26,7 @@ use super::upload::{self, QueueState, RowProblem};
 use crate::config::Config;
 use crate::durable;
 use crate::einvoice::archive::hex;
+use crate::health;
 use crate::spool::{self, Report, ReportEntry, Settler};
 use crate::store::{self, Store, StoreError, TxExt};
 
@@ -112,7 +113,7 @@ impl Jobs {
         if let Ok(files) = spool::in_flight(&self.work_dir()) {
             for f in files {
                 if let Err(e) = self.process(&account, &f).await {
-                    error!(file = %f.display(), "NextEngine job left for a retry: {e}");
+                    self.left_for_retry(&f, &e);
                 }
             }
         }
@@ -149,13 +150,30 @@ impl Jobs {
                     })
                     .await;
                 if let Err(e) = self.process(&account, &work).await {
-                    error!(file = %work.display(), "NextEngine job left for a retry: {e}");
+                    self.left_for_retry(&work, &e);
                 }
             }
         }
-        if let Err(e) = self.poll(&account).await {
-            warn!("NextEngine queue poll: {e}");
+        match self.poll(&account).await {
+            Ok(()) => {
+                if spool::in_flight(&self.work_dir()).is_ok_and(|f| f.is_empty()) {
+                    health::clear("nextengine");
+                }
+            }
+            Err(e) => {
+                warn!("NextEngine queue poll: {e}");
+                health::set("nextengine", format!("following the upload queue: {e}"));
+            }
         }
+    }
+
+    fn left_for_retry(&self, work: &Path, e: &NeError) {
+        error!(file = %work.display(), "NextEngine job left for a retry: {e}");
+        let name = work.file_name().unwrap_or_default().to_string_lossy();
+        health::set(
+            "nextengine",
+            format!("{name} waits in work/ for a retry: {e}"),
+        );
     }
 
     async fn process(&mut self, account: &str, work: &Path) -> Result<(), NeError> {

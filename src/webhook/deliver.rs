@@ -373,11 +373,32 @@ impl Deliverer {
                 Ok(())
             })
             .await;
+        let component = format!("webhooks {}", d.endpoint_id);
         if let Err(e) = recorded {
             error!("attempt {attempts} could not be recorded (it will be made again): {e}");
+            crate::health::set(&component, format!("attempts cannot be recorded: {e}"));
             // Do not resend on every poll while the store is failing.
             tokio::time::sleep(Duration::from_secs(30)).await;
             return;
+        }
+        let failure = answer
+            .error
+            .clone()
+            .or_else(|| answer.status.map(|s| format!("HTTP {s}")))
+            .unwrap_or_default();
+        match state {
+            "succeeded" => crate::health::clear(&component),
+            "dead" => crate::health::set(
+                &component,
+                format!(
+                    "{} failed ({failure}); delivery {} is in the dead-letter queue",
+                    d.url, d.id
+                ),
+            ),
+            _ => crate::health::set(
+                &component,
+                format!("{} failed ({failure}); retrying", d.url),
+            ),
         }
         match state {
             "succeeded" => {

@@ -582,3 +582,19 @@ pub fn invoice_number(xml: &str) -> String {
     let start = xml.find("<InvoiceNumber>").expect("an InvoiceNumber") + "<InvoiceNumber>".len();
     xml[start..start + 10].to_string()
 }
+
+/// Runs a `turnbridge` command on a config; panics unless it succeeds; returns stdout.
+pub fn cli(config: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

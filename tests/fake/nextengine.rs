@@ -33,6 +33,9 @@ pub struct State {
     pub stock: std::collections::HashMap<String, i64>,
     /// Rows returned by other search paths.
     pub rows: std::collections::HashMap<String, Value>,
+    /// While set, every call is answered with this HTTP status and (non-JSON) body, as a
+    /// maintenance page or a failing proxy would; nothing is recorded but the call.
+    pub down: Option<(u16, String)>,
 }
 
 pub struct FakeNextEngine {
@@ -245,14 +248,19 @@ fn serve(stream: std::net::TcpStream, st: Arc<Mutex<State>>) {
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
             s.calls.push((path.clone(), f.clone()));
-            let v = answer(&path, &f, &mut s);
-            (s.delay_ms, v)
+            match s.down.clone() {
+                Some(down) => (s.delay_ms, Err(down)),
+                None => (s.delay_ms, Ok(answer(&path, &f, &mut s))),
+            }
         };
         std::thread::sleep(Duration::from_millis(delay));
         st.lock().unwrap().in_flight -= 1;
-        let body = v.to_string();
+        let (status, kind, body) = match v {
+            Ok(v) => (200, "application/json", v.to_string()),
+            Err((status, page)) => (status, "text/html; charset=utf-8", page),
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         if stream.write_all(resp.as_bytes()).is_err() {

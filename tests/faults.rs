@@ -1,0 +1,345 @@
+//! Faults the daemon must ride out: an unwritable Turnkey inbox, a full disk, a locked
+//! database, a webhook receiver that is down or slow, NextEngine answering 5xx, maintenance
+//! pages and system errors. In each the daemon keeps running, the log and `turnbridge
+//! status` say what is wrong, and when the fault clears it catches up on its own with
+//! nothing lost or sent twice.
+
+mod common;
+#[path = "fake/nextengine.rs"]
+mod fake;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::*;
+use fake::FakeNextEngine;
+use serde_json::json;
+
+const ADMIN: &str = "faults-admin-token";
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The problems `turnbridge status --json` reports, as (component, problem) pairs.
+fn problems(sb: &Sandbox) -> Vec<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&cli(&sb.config_path(), &["status", "--json"])).unwrap();
+    assert_eq!(v["daemon_running"], true, "status sees the daemon running");
+    v["health"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["component"].as_str().unwrap().to_string(),
+                p["problem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for_problem(sb: &Sandbox, component: &str, words: &str) -> String {
+    let mut found = String::new();
+    wait_for(
+        40,
+        &format!("status to report {component}: {words}"),
+        || {
+            found = problems(sb)
+                .into_iter()
+                .find(|(c, p)| c.starts_with(component) && p.contains(words))
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            !found.is_empty()
+        },
+    );
+    eprintln!("{component}: {found}");
+    let text = cli(&sb.config_path(), &["status"]);
+    assert!(
+        text.contains("problems:\n") && text.contains(words),
+        "the human status says it too:\n{text}"
+    );
+    assert_eq!(
+        http_get(sb.http_addr(), "/healthz", &[]).json()["status"],
+        "degraded"
+    );
+    found
+}
+
+fn wait_for_no_problems(sb: &Sandbox) {
+    wait_for(60, "status to report no problems", || {
+        problems(sb).is_empty()
+    });
+    assert!(cli(&sb.config_path(), &["status"]).contains("problems: none\n"));
+    assert_eq!(
+        http_get(sb.http_addr(), "/healthz", &[]).json()["status"],
+        "ok"
+    );
+}
+
+fn assert_alive(sb: &mut Sandbox) {
+    let c = sb.child.as_mut().expect("started");
+    assert!(
+        c.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+}
+
+/// Exactly the invoices `prefix` 1..=n, once each, complete.
+fn assert_inbox_holds(sb: &Sandbox, prefix: &str, n: u32) {
+    let mut numbers = Vec::new();
+    for p in sb.inbox_files() {
+        let xml = std::fs::read_to_string(&p).unwrap();
+        assert!(xml.ends_with("</Invoice>\n"), "{} is complete", p.display());
+        numbers.push(invoice_number(&xml));
+    }
+    let unique: BTreeSet<&String> = numbers.iter().collect();
+    assert_eq!(unique.len(), numbers.len(), "no invoice twice");
+    let want: BTreeSet<String> = (1..=n).map(|i| format!("{prefix}{i:08}")).collect();
+    assert_eq!(unique, want.iter().collect());
+}
+
+#[test]
+fn an_unwritable_inbox_is_reported_and_the_backlog_goes_out_when_it_is_writable() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    // Root ignores permission bits, so as root the folder is made immutable instead.
+    let (lock, unlock): (Vec<&str>, Vec<&str>) = if is_root() {
+        (vec!["chattr", "+i"], vec!["chattr", "-i"])
+    } else {
+        (vec!["chmod", "0555"], vec!["chmod", "0755"])
+    };
+    let inbox = sb.inbox();
+    let run = |cmd: &[&str]| {
+        let ok = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg(&inbox)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd:?}");
+    };
+    run(&lock);
+    sb.drop_file("blocked.csv", batch_csv("UW", 1, 20).as_bytes());
+    let problem = wait_for_problem(&sb, "einvoice", "blocked.csv");
+    assert!(
+        problem.contains(&sb.inbox().display().to_string()),
+        "{problem}"
+    );
+    assert!(
+        sb.log().contains("file left for a retry"),
+        "the log says it"
+    );
+    assert!(sb.inbox_files().is_empty());
+    assert_alive(&mut sb);
+
+    run(&unlock);
+    wait_for(30, "20 files in the inbox", || sb.inbox_files().len() == 20);
+    wait_for_no_problems(&sb);
+    assert_inbox_holds(&sb, "UW", 20);
+    assert!(sb.log().contains("recovered"), "the log says it is over");
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs on {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_and_nothing_is_lost_when_space_returns() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let mut sb = Sandbox::new();
+    let config = std::fs::read_to_string(sb.config_path()).unwrap();
+    let config = config.replace("[turnkey]\n", "[turnkey]\nstaging = \"turnkey/.staging\"\n");
+    std::fs::write(sb.config_path(), config).unwrap();
+    // The Turnkey tree and the staging folder share a 1 MiB filesystem.
+    let _fs = Tmpfs::mount(&sb.path().join("turnkey"), "1m");
+    sb.start();
+    let filler = sb.path().join("turnkey/filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    sb.drop_file("full.csv", batch_csv("DF", 1, 30).as_bytes());
+    let problem = wait_for_problem(&sb, "einvoice", "full.csv");
+    assert!(problem.contains("No space left on device"), "{problem}");
+    assert_alive(&mut sb);
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(30, "30 files in the inbox", || sb.inbox_files().len() == 30);
+    wait_for_no_problems(&sb);
+    assert_inbox_holds(&sb, "DF", 30);
+    sb.kill();
+}
+
+#[test]
+fn a_locked_database_is_waited_out_and_reported() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    // Another process holds the write lock longer than the daemon's 10 s busy timeout.
+    let db = sb.db();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    sb.drop_file("locked.csv", batch_csv("DB", 1, 10).as_bytes());
+    let problem = wait_for_problem(&sb, "einvoice", "locked.csv");
+    assert!(problem.contains("database is locked"), "{problem}");
+    assert!(sb.inbox_files().is_empty());
+    assert_alive(&mut sb);
+
+    db.execute_batch("COMMIT").unwrap();
+    wait_for(30, "10 files in the inbox", || sb.inbox_files().len() == 10);
+    wait_for_no_problems(&sb);
+    assert_inbox_holds(&sb, "DB", 10);
+}
+
+#[test]
+fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
+         [webhooks]\nretry_schedule_ms = [0, 300, 600, 1200, 2400, 4800, 9600, 19200]\n\
+         timeout_ms = 500\npoll_ms = 20\n"
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    // A port that was just free: connections to it are refused until the receiver starts.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (endpoint, _) = register_webhook(
+        sb.http_addr(),
+        ADMIN,
+        &format!("http://{addr}/hook"),
+        &["*"],
+        None,
+    );
+    sb.drop_file("down.csv", batch_csv("WD", 1, 2).as_bytes());
+    let problem = wait_for_problem(&sb, &format!("webhooks {endpoint}"), "retrying");
+    assert!(problem.contains(&addr.to_string()), "{problem}");
+    assert_alive(&mut sb);
+
+    let rx = Receiver::start_on(&addr.to_string(), 200);
+    let db = sb.db();
+    let undelivered = || -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM deliveries WHERE state != 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    wait_for(40, "every delivery made", || {
+        undelivered() == 0 && !rx.received().is_empty()
+    });
+    wait_for_no_problems(&sb);
+
+    // Slow: answers after the daemon's timeout count as failures until it speeds up.
+    rx.delay_ms.store(1500, std::sync::atomic::Ordering::SeqCst);
+    let before = rx.received().len();
+    sb.drop_file("slow.csv", batch_csv("WS", 1, 1).as_bytes());
+    wait_for_problem(&sb, &format!("webhooks {endpoint}"), "retrying");
+    rx.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    wait_for(40, "the slow deliveries made", || {
+        undelivered() == 0 && rx.received().len() > before
+    });
+    wait_for_no_problems(&sb);
+    let dead: i64 = db
+        .query_row(
+            "SELECT count(*) FROM deliveries WHERE state = 'dead'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dead, 0, "nothing given up on");
+    let events: i64 = db
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    let ids: BTreeSet<String> = rx
+        .received()
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| r.header("x-turnbridge-delivery-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len() as i64, events, "every event reached the receiver");
+    assert_alive(&mut sb);
+}
+
+#[test]
+fn nextengine_errors_and_maintenance_are_retried_and_reported_and_upload_once() {
+    let fake = FakeNextEngine::start();
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\n\
+         client_secret = \"client-secret-1\"\napi_base = \"{}\"\npoll_ms = 100\nbusy_backoff_ms = 10\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    fake.state.lock().unwrap().down = Some((
+        503,
+        "<html><body>ただいまメンテナンス中です</body></html>".to_string(),
+    ));
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    let dir = sb.path().join("spool/nextengine/goods");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("goods.csv.tmp"), &goods).unwrap();
+    std::fs::rename(dir.join("goods.csv.tmp"), dir.join("goods.csv")).unwrap();
+    let problem = wait_for_problem(&sb, "nextengine", "HTTP 503");
+    assert!(
+        problem.contains("メンテナンス"),
+        "the page says why: {problem}"
+    );
+    assert!(fake.state.lock().unwrap().uploads.is_empty());
+    assert_alive(&mut sb);
+
+    // Back, but the first upload meets a system error: left for the next pass, not refused.
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.down = None;
+        st.scripted_upload
+            .push_back(json!({"result": "error", "code": "999999", "message": "system error"}));
+    }
+    let db = sb.db();
+    wait_for(40, "the job done", || {
+        db.query_row("SELECT state FROM ne_jobs", [], |r| r.get::<_, String>(0))
+            .is_ok_and(|s| s == "done")
+    });
+    wait_for_no_problems(&sb);
+    assert!(
+        sb.log().contains("999999"),
+        "the system error is in the log"
+    );
+    let uploads = fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads.len(), 1, "uploaded exactly once");
+    assert_eq!(uploads[0].1, goods);
+    assert_alive(&mut sb);
+}
