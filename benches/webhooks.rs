@@ -1,8 +1,10 @@
-//! Benchmark: delivering an outbox of `EVENTS` (default 10,000) events to a local receiver.
+//! Benchmark: delivering a backlog of `EVENTS` (default 100,000) events to a local receiver.
 //!
 //! The events are written to a temporary store, one endpoint subscribes to all of them, and
 //! the real delivery worker fans them out, signs and sends each, and records every attempt
 //! (SQLite, `synchronous=FULL`). Prints deliveries per second and the process's peak RSS.
+//! The baseline, in the same run: the same number of HMAC-signed POSTs of the same bodies,
+//! the same number in flight, from a bare reqwest client that records nothing.
 //!
 //! `cargo bench --bench webhooks` (env: `EVENTS`; `PER_ENDPOINT`, default 16 in flight).
 
@@ -33,7 +35,7 @@ fn main() {
     let events: usize = std::env::var("EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(100_000);
     let per_endpoint: usize = std::env::var("PER_ENDPOINT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -106,12 +108,73 @@ fn main() {
         let _ = stop.send(true);
         let _ = task.await;
         let attempts: i64 = check.conn().query_row("SELECT count(*) FROM delivery_attempts", [], |r| r.get(0)).unwrap();
+        let rss = peak_rss_mib();
         println!(
-            "{events} events delivered in {:.2} s = {:.0} deliveries/s ({per_endpoint} in flight to the endpoint; {attempts} attempts recorded, {} requests received); peak RSS {:.1} MiB",
+            "{events} events delivered in {:.2} s = {:.0} deliveries/s ({per_endpoint} in flight to the endpoint; {attempts} attempts recorded, {} requests received); peak RSS {rss:.1} MiB",
             elapsed.as_secs_f64(),
             events as f64 / elapsed.as_secs_f64(),
             received.load(Ordering::Relaxed),
-            peak_rss_mib()
+        );
+        let base = baseline(&check, &format!("http://{addr}/hook"), per_endpoint).await;
+        println!(
+            "baseline: {events} signed POSTs from a bare client in {:.2} s = {:.0} requests/s ({:.1}x the deliverer)",
+            base.as_secs_f64(),
+            events as f64 / base.as_secs_f64(),
+            elapsed.as_secs_f64() / base.as_secs_f64()
         );
     });
+}
+
+/// Sends every stored delivery body once, signed, `in_flight` at a time, recording nothing.
+async fn baseline(store: &Store, url: &str, in_flight: usize) -> Duration {
+    use hmac::{Hmac, KeyInit, Mac};
+    let bodies: Vec<String> = {
+        let mut stmt = store
+            .conn()
+            .prepare("SELECT payload FROM deliveries")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (bodies, next, client, url) = (
+            bodies.clone(),
+            next.clone(),
+            client.clone(),
+            url.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"whsec_baseline").unwrap();
+                mac.update(body.as_bytes());
+                let sig: String = mac
+                    .finalize()
+                    .into_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-turnbridge-signature", format!("sha256={sig}"))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                let _ = r.bytes().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
 }

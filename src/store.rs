@@ -274,6 +274,11 @@ CREATE TABLE ne_jobs (
     updated_at         TEXT NOT NULL
 );
 "#,
+    r#"
+-- The deliverer takes each endpoint's next due deliveries from here without sorting the
+-- whole backlog.
+CREATE INDEX deliveries_endpoint_due ON deliveries(state, endpoint_id, next_attempt_at, created_at);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

@@ -55,6 +55,9 @@ pub struct Deliverer {
     in_flight: Arc<Mutex<HashSet<String>>>,
     per_endpoint: Arc<Mutex<HashMap<String, usize>>>,
     slots: Arc<Semaphore>,
+    /// Rung when an attempt finishes, so a freed slot is refilled at once, not at the next
+    /// poll.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 fn at_ms_from_now(ms: u64) -> String {
@@ -76,6 +79,7 @@ impl Deliverer {
             client,
             in_flight: Arc::default(),
             per_endpoint: Arc::default(),
+            freed: Arc::default(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Deliverer {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(cfg.poll_ms)) => {}
+                _ = self.freed.notified() => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -131,32 +136,57 @@ impl Deliverer {
         // Each endpoint contributes at most its own cap, so one endpoint's backlog never
         // fills the window and holds back the others.
         let per_endpoint = cfg.max_in_flight_per_endpoint as i64;
+        // Deliveries in flight are left out here, on the store's thread: an attempt records
+        // its outcome there before it leaves `in_flight`, so a delivery is never seen both
+        // still pending and no longer in flight (which would send it twice).
+        let in_flight = self.in_flight.clone();
         let due: Vec<Due> = self
             .with_db(move |db| {
+                let endpoints: Vec<String> = {
+                    let mut stmt = db
+                        .conn()
+                        .prepare("SELECT id FROM webhook_endpoints WHERE enabled = 1")?;
+                    let rows = stmt.query_map([], |r| r.get(0))?;
+                    rows.collect::<Result<_, _>>()?
+                };
                 let mut stmt = db.conn().prepare(
                     "SELECT d.id, d.endpoint_id, d.event, d.payload, d.attempts, e.url, e.secret, e.old_secret, e.old_secret_until,
-                            (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
-                     FROM (SELECT *, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, created_at) AS n
-                           FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1) d
-                     JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                     WHERE e.enabled = 1 AND d.n <= ?3
-                     ORDER BY d.next_attempt_at, d.created_at LIMIT ?2",
+                            (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id),
+                            d.next_attempt_at, d.created_at
+                     FROM deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
+                     ORDER BY d.next_attempt_at, d.created_at LIMIT ?3",
                 )?;
-                let rows = stmt.query_map(params![now, limit, per_endpoint], |r| {
-                    Ok(Due {
-                        id: r.get(0)?,
-                        endpoint_id: r.get(1)?,
-                        event: r.get(2)?,
-                        payload: r.get(3)?,
-                        attempts: r.get(4)?,
-                        url: r.get(5)?,
-                        secret: r.get(6)?,
-                        old_secret: r.get(7)?,
-                        old_until: r.get(8)?,
-                        earlier_attempts: r.get(9)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                let mut due = Vec::new();
+                for endpoint in &endpoints {
+                    let rows = stmt.query_map(params![endpoint, now, per_endpoint], |r| {
+                        Ok((
+                            (r.get::<_, String>(10)?, r.get::<_, String>(11)?),
+                            Due {
+                                id: r.get(0)?,
+                                endpoint_id: r.get(1)?,
+                                event: r.get(2)?,
+                                payload: r.get(3)?,
+                                attempts: r.get(4)?,
+                                url: r.get(5)?,
+                                secret: r.get(6)?,
+                                old_secret: r.get(7)?,
+                                old_until: r.get(8)?,
+                                earlier_attempts: r.get(9)?,
+                            },
+                        ))
+                    })?;
+                    let busy = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    for row in rows {
+                        let row = row?;
+                        if !busy.contains(&row.1.id) {
+                            due.push(row);
+                        }
+                    }
+                }
+                due.sort_by(|a, b| a.0.cmp(&b.0));
+                due.truncate(limit as usize);
+                Ok(due.into_iter().map(|(_, d)| d).collect())
             })
             .await?;
         for d in due {
@@ -197,6 +227,7 @@ impl Deliverer {
                             *n = n.saturating_sub(1);
                         }
                         drop(permit);
+                        me.freed.notify_one();
                     }
                     .instrument(span),
                 );
