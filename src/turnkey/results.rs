@@ -66,6 +66,10 @@ impl Node {
 
 const MAX_DEPTH: usize = 32;
 
+/// The largest result file read, in bytes. Turnkey's results are kilobytes; a file far larger
+/// is not one, and reading it whole could exhaust memory.
+pub const MAX_RESULT_BYTES: u64 = 16 << 20;
+
 /// Parses a small XML document into a tree of local names.
 pub fn parse_xml(bytes: &[u8]) -> Result<Node, ResultError> {
     let text = std::str::from_utf8(
