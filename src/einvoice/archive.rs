@@ -16,6 +16,7 @@ use std::io::{Cursor, Read};
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
+use super::printable;
 use super::read::{Defaults, ReadError, TextEncoding};
 
 /// Size limits that keep a hostile archive from exhausting memory.
@@ -84,13 +85,14 @@ pub fn read_zip(
             .by_index(i)
             .map_err(|e| bad(format!("entry {i} cannot be read: {e}")))?;
         let name = entry.name().to_string();
-        check_name(&name).map_err(|e| bad(format!("entry `{name}`: {e}")))?;
+        let shown = printable(&name, 80);
+        check_name(&name).map_err(|e| bad(format!("entry `{shown}`: {e}")))?;
         if entry.is_dir() || skipped(&name) {
             continue;
         }
         if entry.size() > limits.max_member_bytes {
             return Err(bad(format!(
-                "entry `{name}` is {} bytes, at most {} are allowed",
+                "entry `{shown}` is {} bytes, at most {} are allowed",
                 entry.size(),
                 limits.max_member_bytes
             )));
@@ -100,10 +102,10 @@ pub fn read_zip(
         (&mut entry)
             .take(limits.max_member_bytes + 1)
             .read_to_end(&mut data)
-            .map_err(|e| bad(format!("entry `{name}` cannot be read: {e}")))?;
+            .map_err(|e| bad(format!("entry `{shown}` cannot be read: {e}")))?;
         if data.len() as u64 > limits.max_member_bytes {
             return Err(bad(format!(
-                "entry `{name}` expands past {} bytes",
+                "entry `{shown}` expands past {} bytes",
                 limits.max_member_bytes
             )));
         }
@@ -116,7 +118,7 @@ pub fn read_zip(
         }
         if is_archive(&name, &data) {
             return Err(bad(format!(
-                "entry `{name}` is an archive itself; nested archives are not accepted"
+                "entry `{shown}` is an archive itself; nested archives are not accepted"
             )));
         }
         files.push((name, data));
@@ -125,8 +127,12 @@ pub fn read_zip(
     let manifest = match files.iter().position(|(n, _)| n == MANIFEST) {
         Some(i) => {
             let (_, data) = files.remove(i);
-            let m: Manifest = serde_json::from_slice(&data)
-                .map_err(|e| bad(format!("{MANIFEST} is not valid: {e}")))?;
+            let m: Manifest = serde_json::from_slice(&data).map_err(|e| {
+                bad(format!(
+                    "{MANIFEST} is not valid: {}",
+                    printable(&e.to_string(), 200)
+                ))
+            })?;
             Some(m)
         }
         None => None,
@@ -246,5 +252,32 @@ mod tests {
         assert!(check_name("/etc/passwd").is_err());
         assert!(check_name("C:\\x.csv").is_err());
         assert!(check_name("jan/a.csv").is_ok());
+    }
+
+    fn zip_of(members: &[(&str, &[u8], Option<u32>)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data, mode) in members {
+            let mut o = zip::write::SimpleFileOptions::default();
+            if let Some(m) = mode {
+                o = o.unix_permissions(*m);
+            }
+            w.start_file(*name, o).unwrap();
+            std::io::Write::write_all(&mut w, data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    const LIMITS: ZipLimits = ZipLimits {
+        max_members: 10,
+        max_member_bytes: 1 << 20,
+        max_total_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn names_in_messages_are_printable() {
+        let evil = zip_of(&[("../\x1b[2J\nFORGED.csv", b"x", None)]);
+        let err = read_zip(&evil, LIMITS).unwrap_err().to_string();
+        assert!(err.contains("\\u{1b}[2J\\nFORGED"), "{err}");
+        assert!(!err.contains('\x1b') && !err.contains('\n'), "{err:?}");
     }
 }
