@@ -7,8 +7,8 @@
 //!               "message_type": "C0401", "tenant": "TEN-001", "encoding": "big5"}]}
 //! ```
 //!
-//! A hostile archive (absolute or `..` paths, nested archives, a member larger than the
-//! limit, too many members) is refused whole. A member whose MD5 does not match, or that the
+//! A hostile archive (absolute or `..` paths, symbolic links, two entries with one name,
+//! nested archives, a member larger than the limit, too many members) is refused whole. A member whose MD5 does not match, or that the
 //! manifest does not list, is refused alone; the others go on.
 
 use std::io::{Cursor, Read};
@@ -78,6 +78,13 @@ pub fn read_zip(
             limits.max_members
         )));
     }
+    // The zip crate keeps one entry per name, silently; other tools may read the other one.
+    if let Some(listed) = declared_entries(bytes).filter(|&n| n != zip.len()) {
+        return Err(bad(format!(
+            "the archive lists {listed} entries but only {} names; entries with the same name are not accepted",
+            zip.len()
+        )));
+    }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut total = 0u64;
     for i in 0..zip.len() {
@@ -87,6 +94,11 @@ pub fn read_zip(
         let name = entry.name().to_string();
         let shown = printable(&name, 80);
         check_name(&name).map_err(|e| bad(format!("entry `{shown}`: {e}")))?;
+        if entry.is_symlink() {
+            return Err(bad(format!(
+                "entry `{shown}` is a symbolic link; links are not accepted"
+            )));
+        }
         if entry.is_dir() || skipped(&name) {
             continue;
         }
@@ -214,6 +226,17 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The entry count the end-of-central-directory record declares; `None` when there is no
+/// plain record to read (ZIP64 counts, a damaged tail: the zip crate has the last word).
+fn declared_entries(bytes: &[u8]) -> Option<usize> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    // The record is 22 bytes plus a comment of at most 65535.
+    let tail = &bytes[bytes.len().saturating_sub(22 + 65_535)..];
+    let at = tail.windows(4).rposition(|w| w == EOCD)?;
+    let total = u16::from_le_bytes(tail.get(at + 10..at + 12)?.try_into().ok()?);
+    (total != u16::MAX).then_some(total as usize)
+}
+
 fn skipped(name: &str) -> bool {
     name.starts_with("__MACOSX/")
         || name
@@ -272,6 +295,38 @@ mod tests {
         max_member_bytes: 1 << 20,
         max_total_bytes: 1 << 20,
     };
+
+    #[test]
+    fn symbolic_links_are_refused() {
+        let plain = zip_of(&[("a.csv", b"MessageType\n", Some(0o644))]);
+        assert!(read_zip(&plain, LIMITS).is_ok());
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.add_symlink(
+            "a.csv",
+            "/etc/passwd",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        let link = w.finish().unwrap().into_inner();
+        let err = read_zip(&link, LIMITS).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn two_entries_with_one_name_are_refused() {
+        let one = zip_of(&[("a.csv", b"x", None), ("b.csv", b"y", None)]);
+        assert_eq!(declared_entries(&one), Some(2));
+        assert!(read_zip(&one, LIMITS).is_ok());
+        // Rename b.csv to a.csv in both headers (the writer refuses duplicates itself).
+        let mut twice = one.clone();
+        for i in 0..twice.len() - 5 {
+            if &twice[i..i + 5] == b"b.csv" {
+                twice[i] = b'a';
+            }
+        }
+        let err = read_zip(&twice, LIMITS).unwrap_err();
+        assert!(err.to_string().contains("same name"), "{err}");
+    }
 
     #[test]
     fn names_in_messages_are_printable() {
