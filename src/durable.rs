@@ -24,6 +24,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Copies `src` to `dest` durably and in pieces, so a large file is never held in memory:
+/// temp file beside `dest`, fsync, rename, fsync the folder.
+pub fn copy_atomic(src: &Path, dest: &Path) -> io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    fs::copy(src, &tmp)?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, dest)?;
+    fsync_dir(dir)
+}
+
 /// Creates (or truncates) `path`, writes `bytes` and fsyncs the file (not the folder).
 pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new()

@@ -567,7 +567,10 @@ impl Pipeline {
             let out_name = rejected_name(job_id, name, file);
             let bytes = match &rows[0].source {
                 Source::Csv(_) => {
-                    let mut w = csv::Writer::from_writer(Vec::new());
+                    // Flexible: a row rejected for its number of fields goes back as it came.
+                    let mut w = csv::WriterBuilder::new()
+                        .flexible(true)
+                        .from_writer(Vec::new());
                     if let Some(h) = verdict.csv_headers.get(*file) {
                         w.write_record(h).expect("write to memory");
                     }
@@ -743,4 +746,28 @@ fn read_settled(path: &Path, settle: Duration) -> Result<Vec<u8>, PipelineError>
             "the file is still being written; retrying later",
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_with_the_wrong_number_of_fields_is_written_back_and_the_rest_goes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
+                    [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
+                    [http]\nlisten = \"\"\n";
+        let config = Config::parse(text, dir.path()).unwrap();
+        fs::create_dir_all(config.einvoice_spool()).unwrap();
+        let mut pipeline = Pipeline::open(config.clone()).unwrap();
+        let good = include_str!("../fixtures/valid/F0401_b2c_print.csv");
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::write(&batch, format!("{good}F0401,TEN-001,AB1234\n")).unwrap();
+        let o = pipeline.take(&batch).unwrap();
+        assert_eq!((o.state.as_str(), o.queued, o.rejected), ("done", 1, 1));
+        let rows = pipeline.dirs.rejected.join(format!("{}_b.csv", o.job_id));
+        let rows = fs::read_to_string(rows).unwrap();
+        assert!(rows.ends_with("\nF0401,TEN-001,AB1234\n"), "{rows}");
+    }
 }

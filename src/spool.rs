@@ -22,6 +22,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::durable;
+use crate::einvoice::printable;
 
 /// Whether a name in the spool is a file to take (not hidden, not being written).
 pub fn is_candidate(name: &str) -> bool {
@@ -209,6 +210,16 @@ pub fn in_flight(work_dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `… (N characters)` when `value` is longer than `max` characters.
+fn cut_note(value: &str, max: usize) -> String {
+    let n = value.chars().count();
+    if n > max {
+        format!("… ({n} characters)")
+    } else {
+        String::new()
+    }
+}
+
 /// One line of a rejection report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReportEntry {
@@ -260,17 +271,25 @@ impl Report {
                 (Some(t), None) => format!(" ({t})"),
                 _ => String::new(),
             };
+            // Names can come from the input (archive members, JSON keys): shown printable.
+            // A value is shown cut; the rejected rows beside the report keep it whole.
+            let file = printable(&p.file, 200);
             let at = if p.row == 0 {
-                p.file.clone()
+                file
             } else {
-                format!("{} row {}", p.file, p.row)
+                format!("{file} row {}", p.row)
             };
             let field = if p.field.is_empty() {
                 String::new()
             } else if p.value.is_empty() {
-                format!(", field {}", p.field)
+                format!(", field {}", printable(&p.field, 200))
             } else {
-                format!(", field {} = {:?}", p.field, p.value)
+                format!(
+                    ", field {} = {:?}{}",
+                    printable(&p.field, 200),
+                    p.value.chars().take(200).collect::<String>(),
+                    cut_note(&p.value, 200)
+                )
             };
             s.push_str(&format!("{at}{what}{field}: {}\n", p.reason));
         }
@@ -329,6 +348,33 @@ mod tests {
         s.note_renamed_in(moved.clone());
         let (ready, _) = s.ready(dir.path(), settle).unwrap();
         assert!(ready.contains(&moved));
+    }
+
+    #[test]
+    fn report_text_keeps_input_from_rewriting_lines_or_growing_them() {
+        let report = Report {
+            job_id: "j".into(),
+            file: "a.zip".into(),
+            outcome: "partial".into(),
+            summary: "s".into(),
+            accepted: 0,
+            rejected: 1,
+            rejected_files: vec![],
+            problems: vec![ReportEntry {
+                file: "a.zip:x\nFORGED.json".into(),
+                row: 1,
+                message_type: None,
+                number: None,
+                field: "Messages[0].\x1b[2J".into(),
+                value: "v".repeat(10_000),
+                reason: "is not a known field".into(),
+            }],
+        };
+        let text = report.to_text();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+        assert!(text.contains("… (10000 characters)"), "{text}");
+        assert!(text.len() < 1000, "{} bytes", text.len());
     }
 
     #[test]

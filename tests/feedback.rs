@@ -230,6 +230,49 @@ fn every_feedback_fixture_has_a_test() {
 }
 
 #[test]
+fn a_result_file_too_large_to_be_one_is_set_aside_unread_in_both_layouts() {
+    use turnbridge::turnkey::results::MAX_RESULT_BYTES;
+    for layout in ["flat", "turnkey"] {
+        let mut w = World::new(layout);
+        std::fs::create_dir_all(w.outbox()).unwrap();
+        let path = w.outbox().join("SummaryResult_big.xml");
+        // Sparse: as large as the limit says, without the disk space or the time to write it.
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_RESULT_BYTES + 1)
+            .unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        w.tracker.scan().unwrap();
+        let dir = w.dir.path().join("state/rejected/feedback");
+        let kept: Vec<_> = files_in(&dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with("_SummaryResult_big.xml"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{layout}: {:?}", files_in(&dir));
+        assert_eq!(
+            std::fs::metadata(&kept[0]).unwrap().len(),
+            MAX_RESULT_BYTES + 1,
+            "{layout}: kept whole"
+        );
+        let report = std::fs::read_to_string(format!("{}.error.txt", kept[0].display())).unwrap();
+        assert!(
+            report.contains("result files are at most"),
+            "{layout}: {report}"
+        );
+        // The flat outbox is turnbridge's: the file moves. Turnkey's own folder is left as it is.
+        assert_eq!(path.exists(), layout == "turnkey", "{layout}");
+        w.tracker.scan().unwrap();
+        assert_eq!(files_in(&dir).len(), 3, "{layout}: set aside once");
+    }
+}
+
+#[test]
 fn a_result_applied_twice_changes_nothing_twice() {
     let mut w = World::new("flat");
     w.deliver("summary_some_failed.xml", "S1.xml");

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use md5::{Digest, Md5};
 
 const ADMIN: &str = "test-admin-token-0123456789";
 const SECRET: &str = "jyt-gas-webhook-2024";
@@ -23,14 +22,6 @@ fn listener_sandbox(ts_max_age_secs: u64) -> Sandbox {
     sb
 }
 
-/// The published algorithm, written again here so the test does not trust the product's.
-fn sign(account: &str, code: &str, stock: &str, ts: &str, key: &str) -> String {
-    let d = Md5::digest(
-        format!("StoreAccount={account}&Code={code}&Stock={stock}&ts={ts}{key}").as_bytes(),
-    );
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -41,15 +32,6 @@ fn pct(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `ts` as NextEngine sends it: Japan time, about a day after now.
-fn ts_ahead(hours: i64) -> String {
-    let jst = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
-    (chrono::Utc::now() + chrono::Duration::hours(hours))
-        .with_timezone(&jst)
-        .format("%Y%m%d%H%M%S")
-        .to_string()
 }
 
 fn stock_path(code: &str, stock: &str, ts: &str, sig: Option<&str>) -> String {
@@ -65,12 +47,6 @@ fn stock_path(code: &str, stock: &str, ts: &str, sig: Option<&str>) -> String {
 
 fn count(sb: &Sandbox, sql: &str) -> i64 {
     sb.db().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-fn processed(body: &[u8]) -> String {
-    let (text, _, _) = encoding_rs::EUC_JP.decode(body);
-    let start = text.find("<Processed>").expect("a Processed element") + "<Processed>".len();
-    text[start..text.find("</Processed>").unwrap()].to_string()
 }
 
 #[test]

@@ -7,8 +7,8 @@
 //!               "message_type": "C0401", "tenant": "TEN-001", "encoding": "big5"}]}
 //! ```
 //!
-//! A hostile archive (absolute or `..` paths, nested archives, a member larger than the
-//! limit, too many members) is refused whole. A member whose MD5 does not match, or that the
+//! A hostile archive (absolute or `..` paths, symbolic links, two entries with one name,
+//! nested archives, a member larger than the limit, too many members) is refused whole. A member whose MD5 does not match, or that the
 //! manifest does not list, is refused alone; the others go on.
 
 use std::io::{Cursor, Read};
@@ -16,6 +16,7 @@ use std::io::{Cursor, Read};
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
+use super::printable;
 use super::read::{Defaults, ReadError, TextEncoding};
 
 /// Size limits that keep a hostile archive from exhausting memory.
@@ -77,6 +78,13 @@ pub fn read_zip(
             limits.max_members
         )));
     }
+    // The zip crate keeps one entry per name, silently; other tools may read the other one.
+    if let Some(listed) = declared_entries(bytes).filter(|&n| n != zip.len()) {
+        return Err(bad(format!(
+            "the archive lists {listed} entries but only {} names; entries with the same name are not accepted",
+            zip.len()
+        )));
+    }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut total = 0u64;
     for i in 0..zip.len() {
@@ -84,13 +92,19 @@ pub fn read_zip(
             .by_index(i)
             .map_err(|e| bad(format!("entry {i} cannot be read: {e}")))?;
         let name = entry.name().to_string();
-        check_name(&name).map_err(|e| bad(format!("entry `{name}`: {e}")))?;
+        let shown = printable(&name, 80);
+        check_name(&name).map_err(|e| bad(format!("entry `{shown}`: {e}")))?;
+        if entry.is_symlink() {
+            return Err(bad(format!(
+                "entry `{shown}` is a symbolic link; links are not accepted"
+            )));
+        }
         if entry.is_dir() || skipped(&name) {
             continue;
         }
         if entry.size() > limits.max_member_bytes {
             return Err(bad(format!(
-                "entry `{name}` is {} bytes, at most {} are allowed",
+                "entry `{shown}` is {} bytes, at most {} are allowed",
                 entry.size(),
                 limits.max_member_bytes
             )));
@@ -100,10 +114,10 @@ pub fn read_zip(
         (&mut entry)
             .take(limits.max_member_bytes + 1)
             .read_to_end(&mut data)
-            .map_err(|e| bad(format!("entry `{name}` cannot be read: {e}")))?;
+            .map_err(|e| bad(format!("entry `{shown}` cannot be read: {e}")))?;
         if data.len() as u64 > limits.max_member_bytes {
             return Err(bad(format!(
-                "entry `{name}` expands past {} bytes",
+                "entry `{shown}` expands past {} bytes",
                 limits.max_member_bytes
             )));
         }
@@ -116,7 +130,7 @@ pub fn read_zip(
         }
         if is_archive(&name, &data) {
             return Err(bad(format!(
-                "entry `{name}` is an archive itself; nested archives are not accepted"
+                "entry `{shown}` is an archive itself; nested archives are not accepted"
             )));
         }
         files.push((name, data));
@@ -125,8 +139,12 @@ pub fn read_zip(
     let manifest = match files.iter().position(|(n, _)| n == MANIFEST) {
         Some(i) => {
             let (_, data) = files.remove(i);
-            let m: Manifest = serde_json::from_slice(&data)
-                .map_err(|e| bad(format!("{MANIFEST} is not valid: {e}")))?;
+            let m: Manifest = serde_json::from_slice(&data).map_err(|e| {
+                bad(format!(
+                    "{MANIFEST} is not valid: {}",
+                    printable(&e.to_string(), 200)
+                ))
+            })?;
             Some(m)
         }
         None => None,
@@ -208,6 +226,17 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The entry count the end-of-central-directory record declares; `None` when there is no
+/// plain record to read (ZIP64 counts, a damaged tail: the zip crate has the last word).
+fn declared_entries(bytes: &[u8]) -> Option<usize> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    // The record is 22 bytes plus a comment of at most 65535.
+    let tail = &bytes[bytes.len().saturating_sub(22 + 65_535)..];
+    let at = tail.windows(4).rposition(|w| w == EOCD)?;
+    let total = u16::from_le_bytes(tail.get(at + 10..at + 12)?.try_into().ok()?);
+    (total != u16::MAX).then_some(total as usize)
+}
+
 fn skipped(name: &str) -> bool {
     name.starts_with("__MACOSX/")
         || name
@@ -246,5 +275,64 @@ mod tests {
         assert!(check_name("/etc/passwd").is_err());
         assert!(check_name("C:\\x.csv").is_err());
         assert!(check_name("jan/a.csv").is_ok());
+    }
+
+    fn zip_of(members: &[(&str, &[u8], Option<u32>)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data, mode) in members {
+            let mut o = zip::write::SimpleFileOptions::default();
+            if let Some(m) = mode {
+                o = o.unix_permissions(*m);
+            }
+            w.start_file(*name, o).unwrap();
+            std::io::Write::write_all(&mut w, data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    const LIMITS: ZipLimits = ZipLimits {
+        max_members: 10,
+        max_member_bytes: 1 << 20,
+        max_total_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn symbolic_links_are_refused() {
+        let plain = zip_of(&[("a.csv", b"MessageType\n", Some(0o644))]);
+        assert!(read_zip(&plain, LIMITS).is_ok());
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.add_symlink(
+            "a.csv",
+            "/etc/passwd",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        let link = w.finish().unwrap().into_inner();
+        let err = read_zip(&link, LIMITS).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn two_entries_with_one_name_are_refused() {
+        let one = zip_of(&[("a.csv", b"x", None), ("b.csv", b"y", None)]);
+        assert_eq!(declared_entries(&one), Some(2));
+        assert!(read_zip(&one, LIMITS).is_ok());
+        // Rename b.csv to a.csv in both headers (the writer refuses duplicates itself).
+        let mut twice = one.clone();
+        for i in 0..twice.len() - 5 {
+            if &twice[i..i + 5] == b"b.csv" {
+                twice[i] = b'a';
+            }
+        }
+        let err = read_zip(&twice, LIMITS).unwrap_err();
+        assert!(err.to_string().contains("same name"), "{err}");
+    }
+
+    #[test]
+    fn names_in_messages_are_printable() {
+        let evil = zip_of(&[("../\x1b[2J\nFORGED.csv", b"x", None)]);
+        let err = read_zip(&evil, LIMITS).unwrap_err().to_string();
+        assert!(err.contains("\\u{1b}[2J\\nFORGED"), "{err}");
+        assert!(!err.contains('\x1b') && !err.contains('\n'), "{err:?}");
     }
 }

@@ -125,7 +125,8 @@ impl Verdict {
 
 /// Reads, builds and checks every message of a batch file.
 pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdict, BatchError> {
-    let format = Format::of(name).ok_or_else(|| BatchError::UnsupportedType(name.to_string()))?;
+    let format =
+        Format::of(name).ok_or_else(|| BatchError::UnsupportedType(printable(name, 200)))?;
     let mut verdict = Verdict::default();
     let mut entries = Vec::new();
     match format {
@@ -296,9 +297,45 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
     })
 }
 
+/// Untrusted text (a column, entry or file name) as a message shows it: control characters
+/// escaped, so it cannot rewrite a report or log line, and cut after `max` characters, so a
+/// 10 MB name does not make a 10 MB message.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str(&format!("… ({} characters)", text.chars().count()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A tenant id may become part of a folder name, so it is kept to a safe alphabet.
 pub fn valid_tenant(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters_and_cuts_long_text() {
+        assert_eq!(printable("Item.Description", 80), "Item.Description");
+        assert_eq!(printable("品名", 80), "品名");
+        assert_eq!(
+            printable("\x1b[2JName\nFORGED", 80),
+            "\\u{1b}[2JName\\nFORGED"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(printable(&long, 3), "xxx… (1000 characters)");
+    }
 }

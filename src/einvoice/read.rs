@@ -17,8 +17,10 @@ use super::types::MessageType;
 /// Why a whole file could not be read at all.
 #[derive(Debug, Error, PartialEq)]
 pub enum ReadError {
-    #[error("the text is neither UTF-8 nor Big5 (CP950)")]
-    Encoding,
+    /// `line` is where the UTF-8 reading fails: a file cut in the middle of a character
+    /// fails on its last line.
+    #[error("the text is neither UTF-8 (line {line} is the first that is not) nor Big5 (CP950)")]
+    Encoding { line: usize },
     #[error("the text is not valid {0}")]
     DeclaredEncoding(&'static str),
     #[error("the file is empty")]
@@ -61,7 +63,12 @@ pub fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<String, ReadError>
     match encoding {
         TextEncoding::Utf8 => utf8().ok_or(ReadError::DeclaredEncoding("UTF-8")),
         TextEncoding::Big5 => big5().ok_or(ReadError::DeclaredEncoding("Big5")),
-        TextEncoding::Auto => utf8().or_else(big5).ok_or(ReadError::Encoding),
+        TextEncoding::Auto => utf8().or_else(big5).ok_or_else(|| {
+            let valid = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), str::len);
+            ReadError::Encoding {
+                line: 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count(),
+            }
+        }),
     }
 }
 
@@ -121,13 +128,15 @@ pub fn read_csv(
         };
         if !known {
             return Err(ReadError::CsvHeader(format!(
-                "column {} `{col}` is not a known field (see the README for the column names)",
-                i + 1
+                "column {} `{}` is not a known field (see the README for the column names)",
+                i + 1,
+                super::printable(col, 80)
             )));
         }
         if let Some(first) = seen.insert(col.as_str(), i) {
             return Err(ReadError::CsvHeader(format!(
-                "column `{col}` appears twice (columns {} and {})",
+                "column `{}` appears twice (columns {} and {})",
+                super::printable(col, 80),
                 first + 1,
                 i + 1
             )));
@@ -346,7 +355,8 @@ pub fn read_json(file: &str, text: &str, defaults: &Defaults) -> Result<Vec<Entr
             let extra: Vec<_> = o.keys().filter(|k| *k != "Messages").cloned().collect();
             if !extra.is_empty() {
                 return Err(ReadError::Json(format!(
-                    "unknown batch keys {extra:?}; a batch has Messages, MessageType and TenantId"
+                    "unknown batch keys {}; a batch has Messages, MessageType and TenantId",
+                    super::printable(&format!("{extra:?}"), 200)
                 )));
             }
             match o.remove("Messages") {
@@ -561,7 +571,11 @@ mod tests {
         );
         assert_eq!(
             decode(&[0xFF, 0xFF, 0x80], TextEncoding::Auto),
-            Err(ReadError::Encoding)
+            Err(ReadError::Encoding { line: 1 })
+        );
+        assert_eq!(
+            decode(b"MessageType\nF0401,\xE9", TextEncoding::Auto),
+            Err(ReadError::Encoding { line: 2 })
         );
     }
 

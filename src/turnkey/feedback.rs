@@ -16,7 +16,8 @@
 //! States only move forward; a final state never changes. Result files are moved to
 //! `state/archive/feedback/YYYY-MM-DD/` once applied, and pruned after `retention_days`;
 //! files in Turnkey's own BAK/ERR folders are left where they are. A result file that cannot
-//! be read goes to `state/rejected/feedback/` beside a report.
+//! be read, or is too large to be one ([`results::MAX_RESULT_BYTES`], set aside unread), goes
+//! to `state/rejected/feedback/` beside a report.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -359,8 +360,19 @@ impl Tracker {
 
     /// A result file in the outbox. Returns whether it was new.
     fn result_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
-        let bytes = fs::read(path).map_err(io_err("read", path))?;
-        let md5 = hex(&Md5::digest(&bytes));
+        // A file too large to be a result is never held in memory: only its MD5 is taken,
+        // in pieces, to record it like any other file.
+        let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
+        let (bytes, md5) = if size > results::MAX_RESULT_BYTES {
+            let mut md5 = Md5::new();
+            let mut f = fs::File::open(path).map_err(io_err("read", path))?;
+            io::copy(&mut f, &mut md5).map_err(io_err("read", path))?;
+            (None, hex(&md5.finalize()))
+        } else {
+            let bytes = fs::read(path).map_err(io_err("read", path))?;
+            let md5 = hex(&Md5::digest(&bytes));
+            (Some(bytes), md5)
+        };
         // The same bytes again (a crash before the move, or the file dropped twice) are the
         // same result: applying them again would only repeat events.
         let seen: Option<(String, String)> = self
@@ -381,6 +393,14 @@ impl Tracker {
             self.keep(path)?;
             return Ok(false);
         }
+        let Some(bytes) = bytes else {
+            let reason = format!(
+                "the file is {size} bytes; result files are at most {} bytes",
+                results::MAX_RESULT_BYTES
+            );
+            self.reject_result(path, &md5, &reason)?;
+            return Ok(true);
+        };
         let parsed = match results::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -439,8 +459,7 @@ impl Tracker {
         let dest = if self.config.turnkey.layout == Layout::Turnkey {
             durable::create_dir_all(&self.rejected).map_err(io_err("create", &self.rejected))?;
             let dest = durable::free_name(&self.rejected, &format!("{day}_{name}"));
-            let bytes = fs::read(path).map_err(io_err("read", path))?;
-            durable::write_atomic(&dest, &bytes).map_err(io_err("copy to rejected", &dest))?;
+            durable::copy_atomic(path, &dest).map_err(io_err("copy to rejected", &dest))?;
             dest
         } else {
             durable::move_into(path, &self.rejected, &format!("{day}_{name}"))

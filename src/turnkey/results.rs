@@ -16,6 +16,8 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 use thiserror::Error;
 
+use crate::einvoice::printable;
+
 #[derive(Debug, Error, PartialEq)]
 pub enum ResultError {
     #[error("the file is not UTF-8")]
@@ -66,6 +68,10 @@ impl Node {
 
 const MAX_DEPTH: usize = 32;
 
+/// The largest result file read, in bytes. Turnkey's results are kilobytes; a file far larger
+/// is not one, and reading it whole could exhaust memory.
+pub const MAX_RESULT_BYTES: u64 = 16 << 20;
+
 /// Parses a small XML document into a tree of local names.
 pub fn parse_xml(bytes: &[u8]) -> Result<Node, ResultError> {
     let text = std::str::from_utf8(
@@ -77,7 +83,7 @@ pub fn parse_xml(bytes: &[u8]) -> Result<Node, ResultError> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
-    let xml = |e: &dyn std::fmt::Display| ResultError::Xml(e.to_string());
+    let xml = |e: &dyn std::fmt::Display| ResultError::Xml(printable(&e.to_string(), 200));
     loop {
         match reader.read_event().map_err(|e| xml(&e))? {
             Event::DocType(_) => return Err(ResultError::Doctype),
@@ -266,7 +272,7 @@ pub fn parse(bytes: &[u8]) -> Result<ResultFile, ResultError> {
             success: count(root.child("Success"), "Success")?,
             failed: count(root.child("Failed"), "Failed")?,
         })),
-        _ => Err(ResultError::Unknown(root.name.clone())),
+        _ => Err(ResultError::Unknown(printable(&root.name, 80))),
     }
 }
 
@@ -368,6 +374,17 @@ mod tests {
         assert_eq!(parse(xxe), Err(ResultError::Doctype));
         let undeclared = b"<ACK><MessageID>&x;</MessageID></ACK>";
         assert!(matches!(parse(undeclared), Err(ResultError::Xml(_))));
+    }
+
+    #[test]
+    fn a_root_name_is_shown_cut() {
+        let long = format!("<{}/>", "R".repeat(10_000));
+        match parse(long.as_bytes()) {
+            Err(ResultError::Unknown(name)) => {
+                assert!(name.ends_with("(10000 characters)"), "{name}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

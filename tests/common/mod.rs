@@ -263,6 +263,51 @@ pub fn batch_csv(prefix: &str, first: u32, n: u32) -> String {
     s
 }
 
+/// NextEngine's published UpdateStock signature, written again here so the tests do not trust
+/// the product's: MD5 of `StoreAccount=…&Code=…&Stock=…&ts=…` with the auth key appended. The
+/// values are the bytes as sent (percent-decoded), so a non-UTF-8 code can be signed too.
+pub fn sign(
+    account: impl AsRef<[u8]>,
+    code: impl AsRef<[u8]>,
+    stock: impl AsRef<[u8]>,
+    ts: impl AsRef<[u8]>,
+    key: &str,
+) -> String {
+    use md5::Digest;
+    let mut m = md5::Md5::new();
+    for part in [
+        b"StoreAccount=".as_slice(),
+        account.as_ref(),
+        b"&Code=",
+        code.as_ref(),
+        b"&Stock=",
+        stock.as_ref(),
+        b"&ts=",
+        ts.as_ref(),
+        key.as_bytes(),
+    ] {
+        m.update(part);
+    }
+    m.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `ts` as NextEngine sends it: Japan time, `hours` from now (NextEngine sends about a day
+/// ahead).
+pub fn ts_ahead(hours: i64) -> String {
+    let jst = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+    (chrono::Utc::now() + chrono::Duration::hours(hours))
+        .with_timezone(&jst)
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+/// The `<Processed>` value of an UpdateStock reply (EUC-JP XML).
+pub fn processed(body: &[u8]) -> String {
+    let (text, _, _) = encoding_rs::EUC_JP.decode(body);
+    let start = text.find("<Processed>").expect("a Processed element") + "<Processed>".len();
+    text[start..text.find("</Processed>").unwrap()].to_string()
+}
+
 /// A response read off the wire.
 #[derive(Debug)]
 pub struct HttpResponse {
