@@ -44,6 +44,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running daemon (process PID) to re-read its config: checks the config first
+    /// and refuses, exit 1, naming the problem, when it is broken; otherwise sends SIGHUP.
+    /// The systemd unit's ExecReload (no /bin/kill needed on minimal systems).
+    Reload {
+        #[arg(long)]
+        pid: i32,
+    },
     /// One document's story: every message about it, its source row, XML file and each state
     /// change with its time and evidence.
     History {
@@ -188,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(path.as_deref().unwrap_or(&cli.config)),
         Command::History { number, json } => history(&cli.config, &number, json),
         Command::Status { json } => status(&cli.config, json),
+        Command::Reload { pid } => reload(&cli.config, pid),
         Command::Webhooks(cmd) => webhooks(&cli.config, cmd),
         Command::Generate { what, dir } => generate(&what, &dir),
         Command::Dlq(cmd) => dlq(&cli.config, cmd),
@@ -341,6 +349,26 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn reload(config: &Path, pid: i32) -> anyhow::Result<ExitCode> {
+    if let Err(e) = Config::load(config) {
+        eprintln!("configuration not reloaded, the running one stays: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    anyhow::ensure!(pid > 0, "--pid must name the daemon's process");
+    // SAFETY: kill(2) with a positive pid and a valid signal has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        anyhow::bail!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    println!(
+        "asked turnbridge (pid {pid}) to re-read {}",
+        config.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open_db(config: &Path) -> anyhow::Result<(Config, rusqlite::Connection)> {

@@ -520,6 +520,56 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_broken() {
     });
 }
 
+/// `turnbridge reload --pid` (the unit's ExecReload): a broken config is refused before the
+/// daemon is disturbed, with the key named and a failing exit; a good one is passed on.
+#[test]
+fn the_reload_command_checks_the_config_before_signalling() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    let pid = sb.child.as_ref().unwrap().id().to_string();
+    let reload = |sb: &Sandbox| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+            .args(["reload", "--pid", &pid, "--config"])
+            .arg(sb.config_path())
+            .output()
+            .unwrap()
+    };
+    let good = std::fs::read_to_string(sb.config_path()).unwrap();
+    std::fs::write(
+        sb.config_path(),
+        good.replace("settle_ms = 100", "settle_ms = -1"),
+    )
+    .unwrap();
+    let out = reload(&sb);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not reloaded") && err.contains("einvoice.settle_ms"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !sb.log().contains("reload"),
+        "the daemon was not signalled:\n{}",
+        sb.log()
+    );
+
+    std::fs::write(
+        sb.config_path(),
+        good.replace("settle_ms = 100", "settle_ms = 150"),
+    )
+    .unwrap();
+    let out = reload(&sb);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(20, "the reload", || {
+        sb.log().contains("configuration reloaded")
+    });
+}
+
 #[test]
 fn refuses_to_start_when_staging_is_on_another_filesystem() {
     let shm = Path::new("/dev/shm");
