@@ -26,7 +26,7 @@ use md5::{Digest, Md5};
 use rust_decimal::Decimal;
 use serde_json::json;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::durable;
@@ -207,7 +207,50 @@ impl Pipeline {
             .map(|(j, n)| (j.to_string(), n.to_string()))
             .unwrap_or_else(|| (spool::new_job_id(), work_name.clone()));
         let size = fs::metadata(work).map(|m| m.len()).unwrap_or(0);
-        self.ensure_job(&job_id, &name, "", size)?;
+        let job = self.ensure_job(&job_id, &name, "", size)?;
+        let recorded = self.store.messages_of_job(&job_id)?.len();
+        if job.state == "claimed" && recorded > 0 {
+            // Invoices recorded before the error were accepted: send them rather than leave
+            // them stranded (they would also refuse a corrected file as a duplicate).
+            let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run(work, &job_id, &name, Verdict::default())
+            }));
+            match sent {
+                Ok(Ok(outcome)) => {
+                    let base = self.dirs.rejected.join(spool::work_name(&job_id, &name));
+                    let summary = format!(
+                        "{reason} The {} invoice(s) recorded before the error were sent to Turnkey; the rest of the file was not processed. The file is kept at {}: correct it and drop the missing rows again.",
+                        outcome.queued,
+                        outcome.final_path.display()
+                    );
+                    let report = Report {
+                        job_id: job_id.clone(),
+                        file: name.clone(),
+                        outcome: "partial".into(),
+                        summary,
+                        accepted: outcome.queued,
+                        rejected: 0,
+                        rejected_files: Vec::new(),
+                        problems: vec![ReportEntry {
+                            file: name.clone(),
+                            row: 0,
+                            message_type: None,
+                            number: None,
+                            field: String::new(),
+                            value: String::new(),
+                            reason,
+                        }],
+                    };
+                    report.write(&base).map_err(io_err("write report", &base))?;
+                    return Ok(outcome);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => error!(
+                    job_id,
+                    "the {recorded} invoice(s) recorded from this file could not be sent either; they stay recorded (see `turnbridge status`)"
+                ),
+            }
+        }
         self.refuse(work, &job_id, &name, "rejected", reason, None)
     }
 
@@ -769,5 +812,60 @@ mod tests {
         let rows = pipeline.dirs.rejected.join(format!("{}_b.csv", o.job_id));
         let rows = fs::read_to_string(rows).unwrap();
         assert!(rows.ends_with("\nF0401,TEN-001,AB1234\n"), "{rows}");
+    }
+
+    /// A file set aside after an internal error (a panic, caught by the daemon) once its
+    /// invoices were recorded: they are sent, not stranded, and the report says so.
+    #[test]
+    fn a_file_set_aside_after_its_invoices_were_recorded_still_sends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
+                    [turnkey]\ninbox = \"turnkey/INBOX\"\n[http]\nlisten = \"\"\n";
+        let config = Config::parse(text, dir.path()).unwrap();
+        fs::create_dir_all(config.einvoice_spool()).unwrap();
+        let mut pipeline = Pipeline::open(config.clone()).unwrap();
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::copy("fixtures/valid/F0401_b2c_print.csv", &batch).unwrap();
+        let job_id = spool::new_job_id();
+        let work = spool::claim(&batch, &pipeline.dirs.work, &job_id).unwrap();
+        let bytes = fs::read(&work).unwrap();
+        let mut verdict = einvoice::check_batch("b.csv", &bytes, &config.read_options()).unwrap();
+        let accepted = verdict.accepted.len();
+        assert!(accepted > 0);
+        pipeline
+            .ensure_job(&job_id, "b.csv", "", bytes.len() as u64)
+            .unwrap();
+        pipeline.record(&job_id, &mut verdict).unwrap();
+
+        let o = pipeline
+            .quarantine(
+                &work,
+                "turnbridge hit an internal error on this file.".into(),
+            )
+            .unwrap();
+        assert_eq!((o.state.as_str(), o.queued), ("done", accepted));
+        let inbox = dir.path().join("turnkey/INBOX");
+        assert_eq!(fs::read_dir(&inbox).unwrap().count(), accepted);
+        assert!(o.final_path.exists(), "the source is kept");
+        let report = pipeline
+            .dirs
+            .rejected
+            .join(format!("{job_id}_b.csv.error.json"));
+        let report: serde_json::Value = serde_json::from_slice(&fs::read(report).unwrap()).unwrap();
+        assert_eq!(report["outcome"], "partial");
+        assert!(report["summary"]
+            .as_str()
+            .unwrap()
+            .contains("were sent to Turnkey"));
+        let queued: i64 = pipeline
+            .store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM messages WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(queued as usize, accepted);
     }
 }
