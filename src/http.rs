@@ -507,13 +507,21 @@ async fn updatestock(
     request_id: String,
 ) -> Response<Body> {
     let q = StockQuery::parse(&query);
+    // Refusals come from anyone: what they sent is logged escaped and cut short.
     let log_row = |outcome: &'static str, processed: i32, reason: Option<String>| {
-        let (q, request_id) = (q.clone(), request_id.clone());
+        let request_id = request_id.clone();
+        let short = |v: &Option<String>| v.as_deref().map(|v| crate::einvoice::printable(v, 128));
+        let (account, code, stock, ts) = (
+            short(&q.store_account),
+            short(&q.code),
+            short(&q.stock),
+            short(&q.ts),
+        );
         move |db: &mut Store| -> Result<(), StoreError> {
             db.conn().execute(
                 "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![request_id, store::now(), remote.to_string(), q.store_account, q.code, q.stock, q.ts, outcome, processed, reason],
+                params![request_id, store::now(), remote.to_string(), account, code, stock, ts, outcome, processed, reason],
             )?;
             Ok(())
         }

@@ -172,13 +172,30 @@ fn tampered_expired_replayed_and_unsigned_callbacks_are_refused_and_counted() {
         5
     );
 
+    // What a refused request sent is logged cut short, whatever its size.
+    let long = "X".repeat(3000);
+    let r = http_get(addr, &stock_path(&long, "5", &ts, Some(&sig)), &[]);
+    assert_eq!(r.status, 401);
+    let logged: String = sb
+        .db()
+        .query_row(
+            "SELECT code FROM inventory_logs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        logged.starts_with("XXX") && logged.len() < 200 && logged.contains("3000 characters"),
+        "{logged}"
+    );
+
     let metrics = http_get(addr, "/metrics", &[]).text();
     assert!(
-        metrics.contains("turnbridge_signature_failures_total{route=\"updatestock\"} 3"),
+        metrics.contains("turnbridge_signature_failures_total{route=\"updatestock\"} 4"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("turnbridge_stock_updates_total{outcome=\"refused\"} 4"),
+        metrics.contains("turnbridge_stock_updates_total{outcome=\"refused\"} 5"),
         "{metrics}"
     );
     assert!(
