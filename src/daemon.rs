@@ -155,12 +155,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                match ne.keep_alive().await {
-                    Ok(_) => health::clear("nextengine keep-alive"),
-                    Err(e) => {
-                        warn!("NextEngine keep-alive: {e}");
-                        health::set("nextengine keep-alive", e.to_string());
-                    }
+                // Accounts that fail are reported by keep_alive itself; this is the store.
+                if let Err(e) = ne.keep_alive().await {
+                    warn!("NextEngine keep-alive: {e}");
+                    health::set("nextengine keep-alive", e.to_string());
                 }
             }
         })
@@ -514,10 +512,7 @@ impl Worker {
                 );
                 error!(file = %path.display(), "file left for a retry: {e}");
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
-                health::set(
-                    "einvoice",
-                    format!("{name} waits in work/ for a retry: {e}"),
-                );
+                health::set("einvoice", format!("{name} is left for a retry: {e}"));
             }
         }
         notify(&[NotifyState::Status(&format!(

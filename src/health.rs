@@ -87,6 +87,14 @@ pub fn clear(component: &str) {
     }
 }
 
+/// Whether `component` has a problem now.
+pub fn is_set(component: &str) -> bool {
+    HEALTH.get().is_some_and(|h| {
+        let p = h.problems.lock().unwrap_or_else(|e| e.into_inner());
+        p.contains_key(component)
+    })
+}
+
 /// The current problems of this process.
 pub fn problems() -> Vec<Problem> {
     HEALTH.get().map_or_else(Vec::new, |h| {

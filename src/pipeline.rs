@@ -193,7 +193,7 @@ impl Pipeline {
             }
             Err(e) => return self.refuse(work, &job_id, &name, "rejected", e.to_string(), None),
         };
-        self.run(work, &job_id, &name, verdict)
+        self.run(work, &job_id, &name, verdict, "completed")
     }
 
     /// Sets a claimed file aside in `rejected/` with `reason`, whatever state its job is in.
@@ -211,40 +211,35 @@ impl Pipeline {
         let recorded = self.store.messages_of_job(&job_id)?.len();
         if job.state == "claimed" && recorded > 0 {
             // Invoices recorded before the error were accepted: send them rather than leave
-            // them stranded (they would also refuse a corrected file as a duplicate).
+            // them stranded (they would also refuse a corrected file as a duplicate). The
+            // report comes first, so it exists whatever happens next.
+            let base = self.dirs.rejected.join(spool::work_name(&job_id, &name));
+            let report = Report {
+                job_id: job_id.clone(),
+                file: name.clone(),
+                outcome: "partial".into(),
+                summary: format!(
+                    "{reason} The {recorded} invoice(s) recorded before the error are sent to Turnkey; the rest of the file was not processed. The file is kept in the archive: correct it and drop the missing rows again."
+                ),
+                accepted: recorded,
+                rejected: 0,
+                rejected_files: Vec::new(),
+                problems: vec![ReportEntry {
+                    file: name.clone(),
+                    row: 0,
+                    message_type: None,
+                    number: None,
+                    field: String::new(),
+                    value: String::new(),
+                    reason: reason.clone(),
+                }],
+            };
+            report.write(&base).map_err(io_err("write report", &base))?;
             let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.run(work, &job_id, &name, Verdict::default())
+                self.run(work, &job_id, &name, Verdict::default(), "partial")
             }));
             match sent {
-                Ok(Ok(outcome)) => {
-                    let base = self.dirs.rejected.join(spool::work_name(&job_id, &name));
-                    let summary = format!(
-                        "{reason} The {} invoice(s) recorded before the error were sent to Turnkey; the rest of the file was not processed. The file is kept at {}: correct it and drop the missing rows again.",
-                        outcome.queued,
-                        outcome.final_path.display()
-                    );
-                    let report = Report {
-                        job_id: job_id.clone(),
-                        file: name.clone(),
-                        outcome: "partial".into(),
-                        summary,
-                        accepted: outcome.queued,
-                        rejected: 0,
-                        rejected_files: Vec::new(),
-                        problems: vec![ReportEntry {
-                            file: name.clone(),
-                            row: 0,
-                            message_type: None,
-                            number: None,
-                            field: String::new(),
-                            value: String::new(),
-                            reason,
-                        }],
-                    };
-                    report.write(&base).map_err(io_err("write report", &base))?;
-                    return Ok(outcome);
-                }
-                Ok(Err(e)) => return Err(e),
+                Ok(result) => return result,
                 Err(_) => error!(
                     job_id,
                     "the {recorded} invoice(s) recorded from this file could not be sent either; they stay recorded (see `turnbridge status`)"
@@ -372,12 +367,15 @@ impl Pipeline {
         })
     }
 
+    /// Records, rejects, stages, publishes and archives; `status` is what `upload.completed`
+    /// says (`completed`, or `partial` when only what was recorded is finished).
     fn run(
         &mut self,
         work: &Path,
         job_id: &str,
         name: &str,
         mut verdict: Verdict,
+        status: &str,
     ) -> Result<Outcome, PipelineError> {
         // 1. Record.
         self.record(job_id, &mut verdict)?;
@@ -486,7 +484,7 @@ impl Pipeline {
             &json!({
                 "import_id": job_id,
                 "file": name,
-                "status": "completed",
+                "status": status,
                 "tenant_id": tenant,
                 "success_count": queued_total,
                 "error_count": rejected_count,
@@ -856,7 +854,17 @@ mod tests {
         assert!(report["summary"]
             .as_str()
             .unwrap()
-            .contains("were sent to Turnkey"));
+            .contains("are sent to Turnkey"));
+        let event: String = pipeline
+            .store
+            .conn()
+            .query_row(
+                "SELECT payload FROM events WHERE event = 'upload.completed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(event.contains("\"status\":\"partial\""), "{event}");
         let queued: i64 = pipeline
             .store
             .conn()

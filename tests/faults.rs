@@ -21,22 +21,12 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The problems `turnbridge status --json` reports, as (component, problem) pairs.
+/// The problems `turnbridge status --json` reports, checking the daemon is seen running.
 fn problems(sb: &Sandbox) -> Vec<(String, String)> {
     let v: serde_json::Value =
         serde_json::from_str(&cli(&sb.config_path(), &["status", "--json"])).unwrap();
     assert_eq!(v["daemon_running"], true, "status sees the daemon running");
-    v["health"]["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["component"].as_str().unwrap().to_string(),
-                p["problem"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    health_problems(sb)
 }
 
 fn wait_for_problem(sb: &Sandbox, component: &str, words: &str) -> String {
@@ -235,13 +225,20 @@ fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
     let (endpoint, _) = register_webhook(
         sb.http_addr(),
         ADMIN,
-        &format!("http://{addr}/hook"),
+        &format!("http://{addr}/hook?token=receiver-s3cret"),
         &["*"],
         None,
     );
     sb.drop_file("down.csv", batch_csv("WD", 1, 2).as_bytes());
     let problem = wait_for_problem(&sb, &format!("webhooks {endpoint}"), "retrying");
-    assert!(problem.contains(&addr.to_string()), "{problem}");
+    assert!(
+        problem.contains("127.0.0.1"),
+        "names the receiver: {problem}"
+    );
+    assert!(
+        !problem.contains("s3cret"),
+        "but not its URL's token: {problem}"
+    );
     assert_alive(&mut sb);
 
     let rx = Receiver::start_on(&addr.to_string(), 200);

@@ -683,3 +683,46 @@ fn keep_alive_calls_each_account_and_warns_before_the_refresh_token_lapses() {
     s.rt.block_on(s.client.keep_alive()).unwrap();
     assert_eq!(s.events("nextengine.auth.expiring"), 1);
 }
+
+/// A system error (999999) leaves an upload for the next pass, which looks for it in the
+/// queue first; another job's upload queued meanwhile must not be taken for it.
+#[test]
+fn after_a_system_error_an_upload_never_adopts_another_jobs_queue_entry() {
+    let fake = FakeNextEngine::start();
+    let sb = daemon_with_fake(&fake);
+    fake.state
+        .lock()
+        .unwrap()
+        .scripted_upload
+        .push_back(json!({"result": "error", "code": "999999", "message": "system error"}));
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    let other = goods.replace("TEST_0001", "TEST_9001");
+    assert_ne!(goods, other);
+    drop_into(&sb, "goods", "a.csv", &goods);
+    drop_into(&sb, "goods", "b.csv", &other);
+    wait_for(30, "both jobs done", || {
+        job_states(&sb)
+            == vec![
+                ("a.csv".to_string(), "done".to_string()),
+                ("b.csv".to_string(), "done".to_string()),
+            ]
+    });
+    let uploads: Vec<String> = fake
+        .state
+        .lock()
+        .unwrap()
+        .uploads
+        .iter()
+        .map(|(_, csv)| csv.clone())
+        .collect();
+    assert_eq!(uploads.len(), 2, "each file uploaded once: {uploads:?}");
+    assert!(uploads.contains(&goods) && uploads.contains(&other));
+    let ids: std::collections::BTreeSet<String> = {
+        let db = sb.db();
+        let mut stmt = db.prepare("SELECT que_id FROM ne_jobs").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    };
+    assert_eq!(ids.len(), 2, "two queue entries, one per job");
+}

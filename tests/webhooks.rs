@@ -110,7 +110,7 @@ fn deliveries_verify_with_both_signature_schemes() {
 #[test]
 fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_resend() {
     let rx = Receiver::start(500);
-    let sb = sandbox("[0, 300, 600, 900]");
+    let mut sb = sandbox("[0, 300, 600, 900]");
     let (endpoint, _) = register(
         &sb,
         &format!("http://{}/hook", rx.addr),
@@ -181,6 +181,17 @@ fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_
     .json();
     assert_eq!(detail["attempts"].as_array().unwrap().len(), 4);
 
+    // The dead letter is a problem `status` shows, also after a restart.
+    let dlq_problem = |sb: &Sandbox| {
+        health_problems(sb)
+            .iter()
+            .any(|(c, p)| *c == format!("webhooks {endpoint}") && p.contains("dead-letter"))
+    };
+    assert!(dlq_problem(&sb), "{:?}", health_problems(&sb));
+    sb.kill();
+    sb.start();
+    wait_for(20, "the dead letter reported again", || dlq_problem(&sb));
+
     // Fixed receiver, resend: the same delivery id arrives and succeeds.
     rx.set_status(200);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
@@ -208,6 +219,9 @@ fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_
         )
         .unwrap();
     assert_eq!(manual, 1);
+    wait_for(20, "the problem cleared", || {
+        health_problems(&sb).is_empty()
+    });
 }
 
 #[test]

@@ -519,11 +519,20 @@ impl Client {
             })
             .await?;
         let mut ok = 0;
+        let mut failures = Vec::new();
         for (id, _) in &ids {
             match self.call(id, "/api_v1_login_user/info", &[], false).await {
                 Ok(_) => ok += 1,
-                Err(e) => warn!(account = %id, "NextEngine keep-alive failed: {e}"),
+                Err(e) => {
+                    warn!(account = %id, "NextEngine keep-alive failed: {e}");
+                    failures.push(format!("{id}: {e}"));
+                }
             }
+        }
+        if failures.is_empty() {
+            crate::health::clear("nextengine keep-alive");
+        } else {
+            crate::health::set("nextengine keep-alive", failures.join("; "));
         }
         let soon = rfc3339(Utc::now() + chrono::Duration::days(1));
         let expiring: Vec<String> = self

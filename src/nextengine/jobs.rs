@@ -12,6 +12,7 @@
 //! NextEngine: the upload queue is searched for an entry created since the send, and its id is
 //! adopted if there is one; only otherwise is the CSV sent again.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,11 +110,14 @@ impl Jobs {
         let Ok(Some(account)) = self.account().await else {
             return; // Nothing to do until an account is connected.
         };
+        // The NextEngine problem is over after a pass in which nothing failed.
+        let mut failed = false;
         // Files claimed earlier (crash or error) first.
         if let Ok(files) = spool::in_flight(&self.work_dir()) {
             for f in files {
                 if let Err(e) = self.process(&account, &f).await {
                     self.left_for_retry(&f, &e);
+                    failed = true;
                 }
             }
         }
@@ -151,15 +155,13 @@ impl Jobs {
                     .await;
                 if let Err(e) = self.process(&account, &work).await {
                     self.left_for_retry(&work, &e);
+                    failed = true;
                 }
             }
         }
         match self.poll(&account).await {
-            Ok(()) => {
-                if spool::in_flight(&self.work_dir()).is_ok_and(|f| f.is_empty()) {
-                    health::clear("nextengine");
-                }
-            }
+            Ok(()) if !failed => health::clear("nextengine"),
+            Ok(()) => {}
             Err(e) => {
                 warn!("NextEngine queue poll: {e}");
                 health::set("nextengine", format!("following the upload queue: {e}"));
@@ -170,10 +172,7 @@ impl Jobs {
     fn left_for_retry(&self, work: &Path, e: &NeError) {
         error!(file = %work.display(), "NextEngine job left for a retry: {e}");
         let name = work.file_name().unwrap_or_default().to_string_lossy();
-        health::set(
-            "nextengine",
-            format!("{name} waits in work/ for a retry: {e}"),
-        );
+        health::set("nextengine", format!("{name} is left for a retry: {e}"));
     }
 
     async fn process(&mut self, account: &str, work: &Path) -> Result<(), NeError> {
@@ -382,15 +381,38 @@ impl Jobs {
                 false,
             )
             .await?;
-        Ok(answer
-            .get("data")
-            .and_then(|d| d.get(0))
-            .and_then(|r| r.get("que_id"))
-            .and_then(|v| {
+        // Entries another job already follows are not this one's: take the earliest of the
+        // rest (another job's upload after a failed one must not be adopted by it).
+        let owned: HashSet<String> = self
+            .db(|db| {
+                let mut stmt = db
+                    .conn()
+                    .prepare("SELECT que_id FROM ne_jobs WHERE que_id IS NOT NULL")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        let text = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| {
                 v.as_str()
                     .map(str::to_string)
                     .or_else(|| v.as_i64().map(|n| n.to_string()))
-            }))
+            })
+        };
+        let mut candidates: Vec<(String, u64, String)> = answer
+            .get("data")
+            .and_then(|d| d.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let id = text(r.get("que_id"))?;
+                let at = text(r.get("que_creation_date")).unwrap_or_default();
+                let n = id.parse().unwrap_or(u64::MAX);
+                (!owned.contains(&id)).then_some((at, n, id))
+            })
+            .collect();
+        candidates.sort();
+        Ok(candidates.into_iter().next().map(|(_, _, id)| id))
     }
 
     /// Follows queued uploads to NextEngine's verdict.

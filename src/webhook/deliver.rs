@@ -105,6 +105,23 @@ impl Deliverer {
     /// Runs until `shutdown` turns true, then waits for attempts in flight (bounded by the
     /// request timeout).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // Dead letters outlive a restart, and so does the problem they are.
+        let dead = self
+            .with_db(|db| {
+                let mut stmt = db.conn().prepare(
+                    "SELECT endpoint_id, count(*) FROM deliveries WHERE state = 'dead' GROUP BY endpoint_id",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap_or_default();
+        for (endpoint, n) in dead {
+            crate::health::set(
+                &format!("webhooks {endpoint}"),
+                format!("{n} delivery(ies) in the dead-letter queue (turnbridge dlq list)"),
+            );
+        }
         loop {
             let cfg = self.cfg();
             if let Err(e) = self
@@ -417,19 +434,33 @@ impl Deliverer {
             .clone()
             .or_else(|| answer.status.map(|s| format!("HTTP {s}")))
             .unwrap_or_default();
+        // The host only: a webhook URL may carry a token, and problems are shown unauthenticated.
+        let host = reqwest::Url::parse(&d.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "the receiver".into());
         match state {
-            "succeeded" => crate::health::clear(&component),
+            // Over once nothing for the endpoint is left in the dead-letter queue (a later
+            // failure sets it again).
+            "succeeded" if crate::health::is_set(&component) => {
+                let endpoint = d.endpoint_id.clone();
+                let dead = self
+                    .with_db(move |db| dead_letters(db.conn(), &endpoint))
+                    .await
+                    .unwrap_or(1);
+                if dead == 0 {
+                    crate::health::clear(&component);
+                }
+            }
+            "succeeded" => {}
             "dead" => crate::health::set(
                 &component,
                 format!(
-                    "{} failed ({failure}); delivery {} is in the dead-letter queue",
-                    d.url, d.id
+                    "{host} failed ({failure}); delivery {} is in the dead-letter queue (turnbridge dlq list)",
+                    d.id
                 ),
             ),
-            _ => crate::health::set(
-                &component,
-                format!("{} failed ({failure}); retrying", d.url),
-            ),
+            _ => crate::health::set(&component, format!("{host} failed ({failure}); retrying")),
         }
         match state {
             "succeeded" => {
@@ -453,6 +484,15 @@ impl Deliverer {
             }
         }
     }
+}
+
+/// Deliveries of one endpoint in the dead-letter queue.
+fn dead_letters(conn: &rusqlite::Connection, endpoint: &str) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM deliveries WHERE state = 'dead' AND endpoint_id = ?1",
+        [endpoint],
+        |r| r.get(0),
+    )?)
 }
 
 /// The share of attempts in the last five minutes that succeeded (1 when there were none).

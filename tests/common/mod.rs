@@ -643,3 +643,20 @@ pub fn cli(config: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The problems `turnbridge status --json` reports, as (component, problem) pairs.
+pub fn health_problems(sb: &Sandbox) -> Vec<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&cli(&sb.config_path(), &["status", "--json"])).unwrap();
+    v["health"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["component"].as_str().unwrap().to_string(),
+                p["problem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -27,6 +27,8 @@ pub struct State {
     pub delay_ms: u64,
     /// Uploads received: (path, CSV text), in order; the queue id is the position + 1.
     pub uploads: Vec<(String, String)>,
+    /// When each upload's queue entry was created (Japan time, NextEngine's format).
+    pub upload_at: Vec<String>,
     /// que_status_id to report per queue id (default "2").
     pub queue_status: std::collections::HashMap<String, String>,
     /// Free stock per goods code in 基本拠点 (warehouse id 1).
@@ -143,6 +145,9 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
         let data = match path {
             p if p.ends_with("/upload") => {
                 st.uploads.push((p.to_string(), get("data")));
+                let jst = chrono::Utc::now() + chrono::Duration::hours(9);
+                st.upload_at
+                    .push(jst.format("%Y-%m-%d %H:%M:%S").to_string());
                 let id = st.uploads.len().to_string();
                 return with_tokens(
                     json!({"result": "success", "que_id": id}),
@@ -151,13 +156,16 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
                 );
             }
             "/api_v1_system_que/search" if !get("que_creation_date-gte").is_empty() => {
-                // Uploads since a time: this fake reports the latest one.
-                match st.uploads.len() {
-                    0 => json!([]),
-                    n => {
-                        json!([{"que_id": n.to_string(), "que_creation_date": "2026-11-26 12:00:00"}])
-                    }
-                }
+                // Every queue entry created at or after the time (the format sorts as text).
+                let since = get("que_creation_date-gte");
+                let rows: Vec<Value> = st
+                    .upload_at
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, at)| **at >= since)
+                    .map(|(i, at)| json!({"que_id": (i + 1).to_string(), "que_creation_date": at}))
+                    .collect();
+                Value::Array(rows)
             }
             "/api_v1_system_que/search" => {
                 let id = get("que_id-eq");
