@@ -16,23 +16,29 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `bytes` to `path` durably: temp file beside it, fsync, rename, fsync the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path)?;
-    fsync_dir(dir)
+    via_temp(path, |tmp| write_synced(tmp, bytes))
 }
 
 /// Copies `src` to `dest` durably and in pieces, so a large file is never held in memory:
 /// temp file beside `dest`, fsync, rename, fsync the folder.
 pub fn copy_atomic(src: &Path, dest: &Path) -> io::Result<()> {
+    via_temp(dest, |tmp| {
+        fs::copy(src, tmp)?;
+        File::open(tmp)?.sync_all()
+    })
+}
+
+/// Fills a temp name beside `dest` with `fill`, renames it into place and fsyncs the folder.
+/// When anything fails (a full disk, say) the temp file is removed, not left behind.
+fn via_temp(dest: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    fs::copy(src, &tmp)?;
-    File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, dest)?;
+    let placed = fill(&tmp).and_then(|()| fs::rename(&tmp, dest));
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed?;
     fsync_dir(dir)
 }
 
@@ -119,5 +125,28 @@ pub fn device_of(path: &Path) -> io::Result<u64> {
             },
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temp_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // The destination is a folder with something in it: the rename must fail.
+        let dest = dir.path().join("taken");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("x"), b"x").unwrap();
+        assert!(write_atomic(&dest, b"hello").is_err());
+        assert!(copy_atomic(&dest.join("x"), &dest).is_err());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("taken")]);
+        write_atomic(&dir.path().join("ok"), b"hello").unwrap();
+        assert_eq!(fs::read(dir.path().join("ok")).unwrap(), b"hello");
     }
 }
