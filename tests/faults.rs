@@ -180,6 +180,10 @@ fn a_full_disk_is_reported_and_nothing_is_lost_when_space_returns() {
     sb.drop_file("full.csv", batch_csv("DF", 1, 30).as_bytes());
     let problem = wait_for_problem(&sb, "einvoice", "full.csv");
     assert!(problem.contains("No space left on device"), "{problem}");
+    assert!(
+        sb.log().contains("No space left on device"),
+        "the log says it"
+    );
     assert_alive(&mut sb);
 
     std::fs::remove_file(&filler).unwrap();
@@ -199,6 +203,7 @@ fn a_locked_database_is_waited_out_and_reported() {
     sb.drop_file("locked.csv", batch_csv("DB", 1, 10).as_bytes());
     let problem = wait_for_problem(&sb, "einvoice", "locked.csv");
     assert!(problem.contains("database is locked"), "{problem}");
+    assert!(sb.log().contains("database is locked"), "the log says it");
     assert!(sb.inbox_files().is_empty());
     assert_alive(&mut sb);
 
@@ -238,6 +243,14 @@ fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
     assert!(
         !problem.contains("s3cret"),
         "but not its URL's token: {problem}"
+    );
+    assert!(
+        sb.log().contains("delivery attempt failed; will retry"),
+        "the log says it"
+    );
+    assert!(
+        !sb.log().contains("s3cret"),
+        "the log never shows the URL's token"
     );
     assert_alive(&mut sb);
 
@@ -315,6 +328,7 @@ fn nextengine_errors_and_maintenance_are_retried_and_reported_and_upload_once() 
         problem.contains("メンテナンス"),
         "the page says why: {problem}"
     );
+    assert!(sb.log().contains("HTTP 503"), "the log says it");
     assert!(fake.state.lock().unwrap().uploads.is_empty());
     assert_alive(&mut sb);
 
