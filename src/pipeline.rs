@@ -214,26 +214,18 @@ impl Pipeline {
             // them stranded (they would also refuse a corrected file as a duplicate). The
             // report comes first, so it exists whatever happens next.
             let base = self.dirs.rejected.join(spool::work_name(&job_id, &name));
-            let report = Report {
-                job_id: job_id.clone(),
-                file: name.clone(),
-                outcome: "partial".into(),
-                summary: format!(
-                    "{reason} The {recorded} invoice(s) recorded before the error are sent to Turnkey; the rest of the file was not processed. The file is kept in the archive: correct it and drop the missing rows again."
-                ),
-                accepted: recorded,
-                rejected: 0,
-                rejected_files: Vec::new(),
-                problems: vec![ReportEntry {
-                    file: name.clone(),
-                    row: 0,
-                    message_type: None,
-                    number: None,
-                    field: String::new(),
-                    value: String::new(),
-                    reason: reason.clone(),
-                }],
-            };
+            let summary = format!(
+                "{reason} The {recorded} invoice(s) recorded before the error are sent to Turnkey; the rest of the file was not processed. The file is kept in the archive: correct it and drop the missing rows again."
+            );
+            let report = file_report(
+                &job_id,
+                &name,
+                "partial",
+                summary,
+                recorded,
+                vec![],
+                &reason,
+            );
             report.write(&base).map_err(io_err("write report", &base))?;
             let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.run(work, &job_id, &name, Verdict::default(), "partial")
@@ -274,24 +266,15 @@ impl Pipeline {
         duplicate_of: Option<&str>,
     ) -> Result<Outcome, PipelineError> {
         let base = self.dirs.rejected.join(spool::work_name(job_id, name));
-        let report = Report {
-            job_id: job_id.to_string(),
-            file: name.to_string(),
-            outcome: state.to_string(),
-            summary: format!("The whole file was not processed: {reason}"),
-            accepted: 0,
-            rejected: 0,
-            rejected_files: vec![spool::work_name(job_id, name)],
-            problems: vec![ReportEntry {
-                file: name.to_string(),
-                row: 0,
-                message_type: None,
-                number: None,
-                field: String::new(),
-                value: String::new(),
-                reason: reason.clone(),
-            }],
-        };
+        let report = file_report(
+            job_id,
+            name,
+            state,
+            format!("The whole file was not processed: {reason}"),
+            0,
+            vec![spool::work_name(job_id, name)],
+            &reason,
+        );
         report.write(&base).map_err(io_err("write report", &base))?;
         let tx = self.store.transaction()?;
         tx.execute(
@@ -703,6 +686,36 @@ pub fn report_entries(batch: &str, verdict: &Verdict) -> Vec<ReportEntry> {
         })
     });
     members.chain(rows).collect()
+}
+
+/// A report about a file as a whole (not about its rows).
+fn file_report(
+    job_id: &str,
+    name: &str,
+    outcome: &str,
+    summary: String,
+    accepted: usize,
+    rejected_files: Vec<String>,
+    reason: &str,
+) -> Report {
+    Report {
+        job_id: job_id.to_string(),
+        file: name.to_string(),
+        outcome: outcome.to_string(),
+        summary,
+        accepted,
+        rejected: 0,
+        rejected_files,
+        problems: vec![ReportEntry {
+            file: name.to_string(),
+            row: 0,
+            message_type: None,
+            number: None,
+            field: String::new(),
+            value: String::new(),
+            reason: reason.to_string(),
+        }],
+    }
 }
 
 /// The name of a file of rejected rows: `<job>_<batch name>`, or for a ZIP member
