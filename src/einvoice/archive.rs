@@ -230,11 +230,21 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 /// plain record to read (ZIP64 counts, a damaged tail: the zip crate has the last word).
 fn declared_entries(bytes: &[u8]) -> Option<usize> {
     const EOCD: &[u8] = b"PK\x05\x06";
-    // The record is 22 bytes plus a comment of at most 65535.
+    // The record is 22 bytes plus a comment of at most 65535. The signature may also appear
+    // inside the comment: the real record is the one whose comment runs to the end.
     let tail = &bytes[bytes.len().saturating_sub(22 + 65_535)..];
-    let at = tail.windows(4).rposition(|w| w == EOCD)?;
-    let total = u16::from_le_bytes(tail.get(at + 10..at + 12)?.try_into().ok()?);
-    (total != u16::MAX).then_some(total as usize)
+    let mut end = tail.len();
+    while let Some(at) = tail[..end].windows(4).rposition(|w| w == EOCD) {
+        let comment = tail
+            .get(at + 20..at + 22)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        if comment.is_some_and(|len| at + 22 + len == tail.len()) {
+            let total = u16::from_le_bytes(tail.get(at + 10..at + 12)?.try_into().ok()?);
+            return (total != u16::MAX).then_some(total as usize);
+        }
+        end = at + 3;
+    }
+    None
 }
 
 fn skipped(name: &str) -> bool {
@@ -310,6 +320,24 @@ mod tests {
         let link = w.finish().unwrap().into_inner();
         let err = read_zip(&link, LIMITS).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn an_end_record_signature_inside_the_comment_is_not_taken_for_the_record() {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for name in ["a.csv", "b.csv", "c.csv"] {
+            w.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut w, b"MessageType\n").unwrap();
+        }
+        w.set_raw_comment(
+            b"exported PK\x05\x06\x00\x00\x00\x00\x09\x00\x09\x00 by ERP"
+                .to_vec()
+                .into(),
+        );
+        let bytes = w.finish().unwrap().into_inner();
+        assert_eq!(declared_entries(&bytes), Some(3));
+        assert_eq!(read_zip(&bytes, LIMITS).unwrap().0.len(), 3);
     }
 
     #[test]
