@@ -527,6 +527,12 @@ impl Config {
         }
         if let Err(m) = crate::turnkey::InboxTemplate::parse(&self.turnkey.inbox) {
             bad("turnkey.inbox", m);
+        } else if self.turnkey.layout == Layout::Turnkey {
+            // Turnkey's EINVTurnkey folder, where BAK/ERR, packs, results and the log are read,
+            // is the part before `/UpCast/B2SSTORAGE/{message_type}/SRC`.
+            if let Err(m) = crate::turnkey::layout::DefTemplate::from_pickup(&self.turnkey.inbox) {
+                bad("turnkey.inbox", m);
+            }
         }
         for (key, p) in [
             ("paths.spool", &self.paths.spool),

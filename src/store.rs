@@ -279,6 +279,22 @@ CREATE TABLE ne_jobs (
 -- whole backlog.
 CREATE INDEX deliveries_endpoint_due ON deliveries(state, endpoint_id, next_attempt_at, created_at);
 "#,
+    r#"
+-- The documents of each Turnkey upload (a merged pack), in pack order (Turnkey's SEQNO
+-- order), so a ProcessResult about the upload reaches exactly its messages. message_id is
+-- NULL for a document that is not turnbridge's. Pruned after turnkey.retention_days.
+CREATE TABLE turnkey_packs (
+    uuid          TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    message_type  TEXT NOT NULL,
+    number        TEXT NOT NULL,
+    message_id    INTEGER REFERENCES messages(id),
+    pack_file     TEXT NOT NULL,
+    seen_at       TEXT NOT NULL,
+    PRIMARY KEY (uuid, seq)
+);
+CREATE INDEX turnkey_packs_seen ON turnkey_packs(seen_at);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

@@ -234,8 +234,16 @@ fn a_result_file_too_large_to_be_one_is_set_aside_unread_in_both_layouts() {
     use turnbridge::turnkey::results::MAX_RESULT_BYTES;
     for layout in ["flat", "turnkey"] {
         let mut w = World::new(layout);
-        std::fs::create_dir_all(w.outbox()).unwrap();
-        let path = w.outbox().join("SummaryResult_big.xml");
+        // Flat: turnbridge's outbox. Turnkey: Unpack's backup of results, in Turnkey's tree.
+        let results = if layout == "flat" {
+            w.outbox()
+        } else {
+            w.dir
+                .path()
+                .join(format!("turnkey/Unpack/BAK/SummaryResult/{}/10", today()))
+        };
+        std::fs::create_dir_all(&results).unwrap();
+        let path = results.join("SummaryResult_big.xml");
         // Sparse: as large as the limit says, without the disk space or the time to write it.
         std::fs::File::create(&path)
             .unwrap()
@@ -351,19 +359,42 @@ fn a_crash_between_applying_and_keeping_a_result_repeats_nothing() {
 fn turnkey_layout_bak_and_err_moves_drive_the_state() {
     let mut w = World::new("turnkey");
     let base = w.dir.path().join("turnkey/UpCast/B2SSTORAGE/F0401");
+    // Real Turnkey 3.2.0: `<MSG>/BAK/<yyyyMMdd>/<HH>/<name>` (`.001` for a name already in that
+    // hour folder) and `<MSG>/ERR/<yyyyMMdd>/<HH>/<name>`, the reason in log/Turnkey.log.
     let bak = base.join(format!("BAK/{}/10", today()));
-    let err = base.join(format!("ERR/{}/10-11", today()));
+    let err = base.join(format!("ERR/{}/10", today()));
     std::fs::create_dir_all(&bak).unwrap();
     std::fs::create_dir_all(&err).unwrap();
-    let (one, two) = (w.xml_path(1), w.xml_path(2));
+    let (one, two, three) = (w.xml_path(1), w.xml_path(2), w.xml_path(3));
+    let three_bak = bak.join(format!(
+        "{}.001",
+        three.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::rename(&three, &three_bak).unwrap();
     std::fs::rename(&one, bak.join(one.file_name().unwrap())).unwrap();
     std::fs::rename(&two, err.join(two.file_name().unwrap())).unwrap();
+    let log = w.dir.path().join("turnkey/log/Turnkey.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(
+        &log,
+        format!(
+            "2026/12/02 10:36:33 UpCast [ERROR] validateSourceFileByProg [Validate message by program v41F0401-x fail: [7001] \"Seller.Address\" is invalid!] sourceFile={src}\n\
+             2026/12/02 10:36:33 UpCast [INFO] moveSourceToError sourceFile={src} errorFile={dest}\n",
+            src = two.display(),
+            dest = err.join(two.file_name().unwrap()).display()
+        ),
+    )
+    .unwrap();
     // A file that is not turnbridge's is left alone.
     std::fs::write(bak.join("OTHER_SYSTEM.xml"), "<x/>").unwrap();
     w.tracker.scan().unwrap();
     assert_eq!(w.state_of("EF00000001").0, "picked_up");
-    assert_eq!(w.state_of("EF00000002").0, "error");
-    assert_eq!(w.state_of("EF00000003").0, "queued");
+    assert_eq!(
+        w.state_of("EF00000002"),
+        ("error".into(), Some("7001".into()))
+    );
+    // `<name>.001` is still turnbridge's `<name>`.
+    assert_eq!(w.state_of("EF00000003").0, "picked_up");
     assert!(bak.join("OTHER_SYSTEM.xml").exists() && bak.join(one.file_name().unwrap()).exists());
     let before = w.events("invoice.status.updated").len();
     w.tracker.scan().unwrap();
@@ -378,6 +409,13 @@ fn turnkey_layout_bak_and_err_moves_drive_the_state() {
         .find(|e| e["invoice_no"] == "EF00000002" && e["status"] == "ERROR")
         .unwrap();
     assert!(err_event["evidence"].as_str().unwrap().contains("/ERR/"));
+    assert!(
+        err_event["message"]
+            .as_str()
+            .unwrap()
+            .contains("[7001] \"Seller.Address\" is invalid!"),
+        "{err_event}"
+    );
     assert_eq!(err_event["tenant_id"], "default");
 }
 
@@ -445,11 +483,8 @@ fn sandbox_config(dir: &Path, layout: &str) -> PathBuf {
     } else {
         "turnkey/UpCast/B2SSTORAGE/{message_type}/SRC"
     };
-    let outbox = if layout == "flat" {
-        "turnkey/OUTBOX"
-    } else {
-        "turnkey/Unpack/BAK/SummaryResult"
-    };
+    // The turnkey layout reads results from Turnkey's own Unpack folder; outbox is flat only.
+    let outbox = "turnkey/OUTBOX";
     let text = format!(
         "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 100\n\
          [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"{outbox}\"\nerror = \"turnkey/ERROR\"\nrescan_secs = 1\n\

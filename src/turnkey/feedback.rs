@@ -37,6 +37,7 @@ use crate::einvoice::archive::hex;
 use crate::einvoice::MessageType;
 use crate::spool::{self, Report, ReportEntry};
 use crate::store::{self, Store, StoreError, TxExt};
+use crate::turnkey::layout::{Def, DefTemplate};
 use crate::turnkey::results::{self, InvoiceRef, ResultFile};
 use crate::turnkey::InboxTemplate;
 
@@ -58,7 +59,7 @@ impl From<rusqlite::Error> for FeedbackError {
     }
 }
 
-fn io_err<'a>(
+pub(super) fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> FeedbackError + 'a {
@@ -81,17 +82,17 @@ fn rank(state: &str) -> u8 {
 
 /// A message row as feedback needs it.
 #[derive(Debug, Clone)]
-struct Target {
-    id: i64,
-    state: String,
-    tenant: String,
-    number: String,
-    message_type: String,
+pub(super) struct Target {
+    pub(super) id: i64,
+    pub(super) state: String,
+    pub(super) tenant: String,
+    pub(super) number: String,
+    pub(super) message_type: String,
 }
 
-const TARGET_COLUMNS: &str = "id, state, tenant, number, message_type";
+pub(super) const TARGET_COLUMNS: &str = "id, state, tenant, number, message_type";
 
-fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
+pub(super) fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
     Ok(Target {
         id: r.get(0)?,
         state: r.get(1)?,
@@ -103,10 +104,10 @@ fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
 
 /// What one applied file changed, for its record and the log.
 #[derive(Debug, Default)]
-struct Applied {
-    changed: usize,
-    unmatched: Vec<String>,
-    notes: Vec<String>,
+pub(super) struct Applied {
+    pub(super) changed: usize,
+    pub(super) unmatched: Vec<String>,
+    pub(super) notes: Vec<String>,
 }
 
 impl Applied {
@@ -127,7 +128,7 @@ impl Applied {
 }
 
 /// Moves a message forward (never back) and raises `invoice.status.updated`, inside `tx`.
-fn advance(
+pub(super) fn advance(
     tx: &Transaction,
     t: &Target,
     to: &str,
@@ -173,8 +174,12 @@ pub struct Tracker {
     pub config: Config,
     pub store: Store,
     template: InboxTemplate,
+    /// Turnkey's `<def>` folder (turnkey layout).
+    pub(super) def: Option<DefTemplate>,
     archive: PathBuf,
     rejected: PathBuf,
+    /// ERR files whose reason is not in Turnkey.log yet, with when they were first seen.
+    pub(super) deferred: std::collections::HashMap<PathBuf, std::time::Instant>,
     /// Set by a scan that saw files still being written: scan again soon.
     pub pending: bool,
 }
@@ -188,83 +193,109 @@ impl Tracker {
                 path: config.turnkey.inbox.clone().into(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, m),
             })?;
+        let def = match config.turnkey.layout {
+            Layout::Flat => None,
+            Layout::Turnkey => Some(DefTemplate::from_pickup(&config.turnkey.inbox).map_err(
+                |m| FeedbackError::Io {
+                    action: "derive Turnkey's folder from turnkey.inbox",
+                    path: config.turnkey.inbox.clone().into(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, m),
+                },
+            )?),
+        };
         let archive = config.paths.state.join("archive/feedback");
         let rejected = config.paths.state.join("rejected/feedback");
         Ok(Tracker {
             config,
             store,
             template,
+            def,
             archive,
             rejected,
+            deferred: Default::default(),
             pending: false,
         })
     }
 
-    /// The folders to watch for feedback (recursively).
+    /// The folders to watch for feedback (recursively). Turnkey's own folders are only
+    /// watched when they exist: the daemon never creates them.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![self.config.turnkey.outbox.clone()];
         match self.config.turnkey.layout {
-            Layout::Flat => {
-                dirs.push(self.config.turnkey.error.clone());
-                dirs.push(self.template.fixed_root());
+            Layout::Flat => vec![
+                self.config.turnkey.outbox.clone(),
+                self.config.turnkey.error.clone(),
+                self.template.fixed_root(),
+            ],
+            Layout::Turnkey => {
+                let mut dirs = vec![self.template.fixed_root()];
+                if let Ok(defs) = self.defs() {
+                    for d in defs {
+                        dirs.extend(d.pack_dirs());
+                        dirs.extend(d.result_dirs());
+                    }
+                }
+                dirs.retain(|d| d.is_dir());
+                dirs
             }
-            Layout::Turnkey => dirs.push(self.template.fixed_root()),
         }
-        dirs
     }
 
     /// Reads every new file in the feedback folders and applies it; returns how many files
     /// were applied.
     pub fn scan(&mut self) -> Result<usize, FeedbackError> {
         let settle = Duration::from_millis(self.config.einvoice.settle_ms);
-        let mut n = 0;
         let mut young = false;
-        match self.config.turnkey.layout {
+        let n = match self.config.turnkey.layout {
             Layout::Flat => {
+                let mut n = 0;
                 let error_dir = self.config.turnkey.error.clone();
                 for f in settled_files_noting_young(&error_dir, settle, &mut young) {
-                    n += self.message_file(&f, "err")? as usize;
+                    n += self.message_file(&f, "err", None)? as usize;
                 }
-            }
-            Layout::Turnkey => {
-                for base in self.type_dirs()? {
-                    for (sub, kind) in [("ERR", "err"), ("BAK", "bak")] {
-                        for f in settled_files_noting_young(&base.join(sub), settle, &mut young) {
-                            n += self.message_file(&f, kind)? as usize;
-                        }
-                    }
+                // Folder moves before results: a file that left the pickup folder was picked
+                // up before any answer about it, so the story reads queued → picked_up → acked.
+                self.left_pickup_folder()?;
+                let outbox = self.config.turnkey.outbox.clone();
+                for f in settled_files_noting_young(&outbox, settle, &mut young) {
+                    n += self.guarded_result_file(&f)?;
                 }
+                n
             }
-        }
-        // Folder moves before results: a file that left the pickup folder was picked up before
-        // any answer about it, so the story reads queued → picked_up → acked.
-        if self.config.turnkey.layout == Layout::Flat {
-            self.left_pickup_folder()?;
-        }
-        let outbox = self.config.turnkey.outbox.clone();
-        for f in settled_files_noting_young(&outbox, settle, &mut young) {
-            // A bug that panics on one file sets that file aside instead of stopping feedback.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.result_file(&f))) {
-                Ok(r) => n += r? as usize,
-                Err(_) => {
-                    let md5 = fs::read(&f)
-                        .map(|b| hex(&Md5::digest(&b)))
-                        .unwrap_or_default();
-                    self.reject_result(
-                        &f,
-                        &md5,
-                        "turnbridge hit an internal error on this file; please report it",
-                    )?;
-                }
-            }
-        }
+            Layout::Turnkey => self.scan_turnkey(settle, &mut young)?,
+        };
         self.pending = young;
         self.raise_overdue()?;
         Ok(n)
     }
 
-    /// `<MSG>/` folders (the parents of SRC) for every message type and known tenant.
-    fn type_dirs(&self) -> Result<BTreeSet<PathBuf>, FeedbackError> {
+    /// [`Tracker::result_file`], setting the file aside if a bug panics on it instead of
+    /// stopping feedback.
+    pub(super) fn guarded_result_file(&mut self, f: &Path) -> Result<usize, FeedbackError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.result_file(f))) {
+            Ok(r) => Ok(r? as usize),
+            Err(_) => {
+                let md5 = fs::read(f)
+                    .map(|b| hex(&Md5::digest(&b)))
+                    .unwrap_or_default();
+                self.reject_result(
+                    f,
+                    &md5,
+                    "turnbridge hit an internal error on this file; please report it",
+                )?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// Turnkey's `<def>` folder for every known tenant (turnkey layout).
+    pub(super) fn defs(&self) -> Result<BTreeSet<Def>, FeedbackError> {
+        let Some(def) = &self.def else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(self.tenants()?.iter().map(|t| def.resolve(t)).collect())
+    }
+
+    fn tenants(&self) -> Result<BTreeSet<String>, FeedbackError> {
         let mut tenants: BTreeSet<String> = {
             let mut stmt = self
                 .store
@@ -274,19 +305,13 @@ impl Tracker {
             rows.collect::<Result<_, _>>()?
         };
         tenants.insert(self.config.einvoice.default_tenant.clone());
-        let mut dirs = BTreeSet::new();
-        for ty in MessageType::ALL {
-            for t in &tenants {
-                let src = self.template.resolve(ty, t);
-                if let Some(parent) = src.parent() {
-                    dirs.insert(parent.to_path_buf());
-                }
-            }
-        }
-        Ok(dirs)
+        Ok(tenants)
     }
 
-    fn known(&self, path: &Path) -> Result<Option<(String, Option<String>)>, FeedbackError> {
+    pub(super) fn known(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(String, Option<String>)>, FeedbackError> {
         Ok(self
             .store
             .conn()
@@ -298,18 +323,25 @@ impl Tracker {
             .optional()?)
     }
 
-    /// A message file Turnkey moved (to BAK, ERR or ERROR). Returns whether it was new.
-    fn message_file(&mut self, path: &Path, kind: &str) -> Result<bool, FeedbackError> {
+    /// A message file Turnkey moved (to BAK, ERR or ERROR), with Turnkey's reason for an ERR
+    /// file when its log gave one. Returns whether it was new.
+    pub(super) fn message_file(
+        &mut self,
+        path: &Path,
+        kind: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, FeedbackError> {
         if self.known(path)?.is_some() {
             return Ok(false);
         }
-        let bytes = fs::read(path).map_err(io_err("read", path))?;
-        let md5 = hex(&Md5::digest(&bytes));
+        let md5 = md5_of(path)?;
         let name = path
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        // UpCast names a repeat in the same hour folder `<name>.001`, `.002`…
+        let name = crate::turnkey::layout::original_name(&name).to_string();
         let evidence = path.to_string_lossy().into_owned();
         let tx = self.store.transaction()?;
         let found = tx
@@ -332,14 +364,12 @@ impl Tracker {
                         "taken by Turnkey (BAK)",
                     )?
                 } else {
-                    advance(
-                        &tx,
-                        t,
-                        "error",
-                        &evidence,
-                        None,
-                        "rejected by Turnkey's local check",
-                    )?
+                    let code = reason.and_then(crate::turnkey::tklog::code);
+                    let message = match reason {
+                        Some(r) => format!("rejected by Turnkey: {r}"),
+                        None => "rejected by Turnkey's local check".to_string(),
+                    };
+                    advance(&tx, t, "error", &evidence, code.as_deref(), &message)?
                 };
                 (
                     kind,
@@ -358,8 +388,13 @@ impl Tracker {
         Ok(true)
     }
 
-    /// A result file in the outbox. Returns whether it was new.
+    /// A result file: in the outbox (flat layout) or Unpack's BAK (turnkey layout, where it
+    /// is left in place and recorded). Returns whether it was new.
     fn result_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
+        let in_place = self.config.turnkey.layout == Layout::Turnkey;
+        if in_place && self.known(path)?.is_some() {
+            return Ok(false);
+        }
         // A file too large to be a result is never held in memory: only its MD5 is taken,
         // in pieces, to record it like any other file.
         let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
@@ -387,6 +422,19 @@ impl Tracker {
         if let Some((kind, outcome)) = seen {
             if kind == "foreign" || kind == "rejected" {
                 // Left in Turnkey's folder on purpose (turnkey layout); nothing to do.
+                return Ok(false);
+            }
+            if in_place {
+                let tx = self.store.transaction()?;
+                record(
+                    &tx,
+                    path,
+                    &md5,
+                    &kind,
+                    &format!("a copy of a result seen before ({outcome})"),
+                    None,
+                )?;
+                tx.commit()?;
                 return Ok(false);
             }
             info!(file = %path.display(), "result file seen before ({outcome}); kept without applying it again");
@@ -441,7 +489,9 @@ impl Tracker {
         } else {
             warn!(file = %path.display(), "{kind} applied: {outcome}");
         }
-        self.keep(path)?;
+        if !in_place {
+            self.keep(path)?;
+        }
         Ok(true)
     }
 
@@ -600,6 +650,7 @@ impl Tracker {
              AND delivery_id IN (SELECT id FROM deliveries WHERE state IN ('succeeded', 'cancelled'))",
             [&before],
         )?;
+        n += Self::prune_turnkey_records(&tx, self.config.turnkey.retention_days)?;
         tx.commit()?;
         if n > 0 {
             info!(
@@ -633,7 +684,7 @@ impl Tracker {
     }
 }
 
-fn record(
+pub(super) fn record(
     tx: &Transaction,
     path: &Path,
     md5: &str,
@@ -658,6 +709,14 @@ fn record(
         params![path.to_string_lossy(), md5],
         |r| r.get(0),
     )?)
+}
+
+/// The MD5 of a file, read in pieces (a message file may be megabytes).
+pub(super) fn md5_of(path: &Path) -> Result<String, FeedbackError> {
+    let mut md5 = Md5::new();
+    let mut f = fs::File::open(path).map_err(io_err("read", path))?;
+    io::copy(&mut f, &mut md5).map_err(io_err("read", path))?;
+    Ok(hex(&md5.finalize()))
 }
 
 /// Finds the message a file name (with or without `.xml`) is about.
@@ -802,6 +861,11 @@ fn apply(
                 None => applied.unmatched.push(e.original_message_id.clone()),
             }
             "error"
+        }
+        ResultFile::Process(p)
+            if crate::turnkey::gateway::apply_to_pack(tx, p, evidence, &mut applied)? =>
+        {
+            "process"
         }
         ResultFile::Process(p) => {
             // MessageInfo/Id may be turnbridge's file name, or Turnkey's own pack id: then an

@@ -1,10 +1,16 @@
 //! Everything about the Turnkey gateway: handing it XML ([`pickup`]), reading what it and the
 //! platform say back ([`results`]), following each message through its folders and results
-//! ([`feedback`]), and a stand-in that behaves like it for the sandbox ([`simulator`]).
+//! ([`feedback`]; the real Turnkey's folders ([`layout`]), packs ([`pack`]) and log
+//! ([`tklog`]) in the `turnkey` layout), and a stand-in that behaves like it for the sandbox
+//! ([`simulator`]).
 
 pub mod feedback;
+mod gateway;
+pub mod layout;
+pub mod pack;
 pub mod pickup;
 pub mod results;
 pub mod simulator;
+pub mod tklog;
 
 pub use pickup::{file_name, InboxTemplate, Pickup, PickupError};

@@ -291,28 +291,33 @@ fn summary(root: &Node) -> Result<SummaryResult, ResultError> {
         let info = m
             .child("Info")
             .ok_or(ResultError::Missing("Message/Info"))?;
+        // The XSD's shape is `Result/{Total,Good,Failed}/{Count, Invoices*/Invocie}`; other
+        // descriptions wrap it as `ResultType/…/ResultDetailType`. Both are read, and the
+        // invoice element is `Invocie` (the XSD) or `Invoice` (Turnkey's model).
         let rt = m
-            .child("ResultType")
-            .ok_or(ResultError::Missing("Message/ResultType"))?;
+            .child("Result")
+            .or_else(|| m.child("ResultType"))
+            .ok_or(ResultError::Missing("Message/Result"))?;
         let part = |name: &'static str| -> Result<(u64, Vec<InvoiceRef>), ResultError> {
             let Some(node) = rt.child(name) else {
                 return Ok((0, Vec::new()));
             };
-            let detail = node.child("ResultDetailType");
-            let n = count(detail.and_then(|d| d.child("Count")), name)?;
+            let detail = node.child("ResultDetailType").unwrap_or(node);
+            let n = count(detail.child("Count"), name)?;
             let invoices = detail
-                .and_then(|d| d.child("Invoices"))
-                .map(|inv| {
-                    inv.all("Invoice")
-                        .filter_map(|i| {
-                            Some(InvoiceRef {
-                                number: i.text_at(&["ReferenceNumber"])?.to_string(),
-                                date: i.text_at(&["InvoiceDate"]).map(str::to_string),
-                            })
-                        })
-                        .collect()
+                .all("Invoices")
+                .flat_map(|inv| {
+                    inv.children
+                        .iter()
+                        .filter(|i| i.name == "Invocie" || i.name == "Invoice")
                 })
-                .unwrap_or_default();
+                .filter_map(|i| {
+                    Some(InvoiceRef {
+                        number: i.text_at(&["ReferenceNumber"])?.to_string(),
+                        date: i.text_at(&["InvoiceDate"]).map(str::to_string),
+                    })
+                })
+                .collect();
             Ok((n, invoices))
         };
         let (total, _) = part("Total")?;
@@ -393,6 +398,20 @@ mod tests {
             br#"<a:ACK xmlns:a="urn:x"><a:MessageID>F0401_20261126_00000001</a:MessageID></a:ACK>"#;
         match parse(x).unwrap() {
             ResultFile::Ack(a) => assert_eq!(a.message_id, "F0401_20261126_00000001"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn summary_in_the_xsd_shape_with_either_spelling() {
+        let x = br#"<SummaryResult xmlns="urn:GEINV:SummaryResult:4.1"><RoutingInfo><From><PartyId>90000011</PartyId></From></RoutingInfo><DetailList><Message><Info><Id>v41-F0401-20261202-123633689-a72cf668-ca86-446c-8c67-5ff8d73159fd</Id><Size>2</Size><MessageType>F0401</MessageType><Service>S</Service><Action>B2S</Action></Info><Result><Total><Count>2</Count></Total><Good><Count>1</Count><Invoices><Invocie><ReferenceNumber>KZ10000002</ReferenceNumber><InvoiceDate>2024-12-01</InvoiceDate></Invocie></Invoices></Good><Failed><Count>1</Count><Invoices><Invoice><ReferenceNumber>KZ10000010</ReferenceNumber><InvoiceDate>2024-12-01</InvoiceDate></Invoice></Invoices></Failed></Result></Message></DetailList></SummaryResult>"#;
+        match parse(x).unwrap() {
+            ResultFile::Summary(s) => {
+                let m = &s.messages[0];
+                assert_eq!((m.total, m.good, m.failed), (2, 1, 1));
+                assert_eq!(m.good_invoices[0].number, "KZ10000002");
+                assert_eq!(m.failed_invoices[0].number, "KZ10000010");
+            }
             other => panic!("{other:?}"),
         }
     }

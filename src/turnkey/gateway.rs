@@ -1,0 +1,358 @@
+//! Feedback in the `turnkey` layout: reading the real Turnkey's own folders (see
+//! [`crate::turnkey::layout`]) without ever changing them.
+//!
+//! - A file in `<MSG>/BAK/**` is `picked_up`, the BAK path its evidence.
+//! - A file in `<MSG>/ERR/**` is `error`, with Turnkey's reason from `Turnkey.log`
+//!   ([`crate::turnkey::tklog`]); a reason not in the log yet is waited for a few seconds.
+//! - A pack in `Pack/B2SSTORAGE/{SRC,BAK}` records which messages one upload (uuid) holds, in
+//!   pack order, in `turnkey_packs`.
+//! - A ProcessResult in `Unpack/BAK/ProcessResult/**` applies to the messages of its upload:
+//!   Code `00000` acknowledges them all; otherwise each `No. N` Info marks the N-th message of
+//!   the pack `error` (its Code and Description) and the others are acknowledged.
+//! - A SummaryResult in `Unpack/BAK/SummaryResult/**` applies per listed invoice.
+//!
+//! Every file is recorded (path and MD5) in the transaction that applies it, so it is applied
+//! once. Day folders older than `turnkey.retention_days` are not read again, and the records
+//! of files in them are pruned after that.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use tracing::{info, warn};
+
+use crate::einvoice::MessageType;
+use crate::spool;
+use crate::store;
+use crate::turnkey::feedback::{
+    advance, io_err, md5_of, record, target, Applied, FeedbackError, Target, Tracker,
+    TARGET_COLUMNS,
+};
+use crate::turnkey::layout::{self, PackName};
+use crate::turnkey::pack::{self, MAX_PACK_BYTES};
+use crate::turnkey::results::ProcessResult;
+use crate::turnkey::tklog;
+
+/// How long an ERR file waits for its reason to appear in Turnkey.log (UpCast logs the move
+/// right after making it).
+const REASON_WAIT: Duration = Duration::from_secs(5);
+
+impl Tracker {
+    /// One pass over every Turnkey `<def>` folder; returns how many files were applied.
+    pub(super) fn scan_turnkey(
+        &mut self,
+        settle: Duration,
+        young: &mut bool,
+    ) -> Result<usize, FeedbackError> {
+        let keep_after = chrono::Local::now().date_naive()
+            - chrono::Duration::days(self.config.turnkey.retention_days as i64);
+        let defs = self.defs()?;
+        let mut n = 0;
+        let mut logs: HashMap<PathBuf, String> = HashMap::new();
+        for def in &defs {
+            for ty in MessageType::ALL {
+                let base = def.message_dir(ty);
+                for (sub, kind) in [("BAK", "bak"), ("ERR", "err")] {
+                    for f in fresh_files(&base.join(sub), settle, young, keep_after) {
+                        if self.known(&f)?.is_some() {
+                            continue;
+                        }
+                        let reason = if kind == "err" {
+                            let log = logs.entry(def.log_file()).or_insert_with(|| {
+                                tklog::tail(&def.log_file(), tklog::MAX_LOG_TAIL)
+                            });
+                            let found = tklog::reason(log, &f);
+                            if found.is_none() {
+                                let first =
+                                    *self.deferred.entry(f.clone()).or_insert_with(Instant::now);
+                                if first.elapsed() < REASON_WAIT {
+                                    *young = true;
+                                    continue;
+                                }
+                                warn!(file = %f.display(), "no reason for this ERR file in the last {} bytes of {}", tklog::MAX_LOG_TAIL, def.log_file().display());
+                            }
+                            found
+                        } else {
+                            None
+                        };
+                        self.deferred.remove(&f);
+                        n += self.message_file(&f, kind, reason.as_deref())? as usize;
+                    }
+                }
+            }
+            for dir in def.pack_dirs() {
+                for f in fresh_files(&dir, settle, young, keep_after) {
+                    n += self.pack_file(&f)? as usize;
+                }
+            }
+        }
+        // Results after moves and packs: a pack is known before the answer about it.
+        for def in &defs {
+            for dir in def.result_dirs() {
+                for f in fresh_files(&dir, settle, young, keep_after) {
+                    n += self.guarded_result_file(&f)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Records which messages a pack file holds. Returns whether the file was new.
+    fn pack_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
+        if self.known(path)?.is_some() {
+            return Ok(false);
+        }
+        let md5 = md5_of(path)?;
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
+        let parsed = PackName::parse(&name);
+        let docs = match (&parsed, size > MAX_PACK_BYTES) {
+            (None, _) => Err("not a Turnkey pack name".to_string()),
+            (Some(_), true) => Err(format!(
+                "the file is {size} bytes; packs are at most {MAX_PACK_BYTES} bytes"
+            )),
+            (Some(_), false) => {
+                let bytes = fs::read(path).map_err(io_err("read", path))?;
+                pack::documents(&bytes).map_err(|e| e.to_string())
+            }
+        };
+        let tx = self.store.transaction()?;
+        let outcome = match (parsed, docs) {
+            (Some(p), Ok(docs)) => {
+                let mut ours = 0;
+                for (i, d) in docs.iter().enumerate() {
+                    let found = member(&tx, &p.upload.message_type, &d.number, &p.from_ban)?;
+                    ours += found.is_some() as usize;
+                    tx.execute(
+                        "INSERT OR IGNORE INTO turnkey_packs (uuid, seq, message_type, number, message_id, pack_file, seen_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![p.upload.uuid, (i + 1) as i64, p.upload.message_type, d.number, found, path.to_string_lossy(), store::now()],
+                    )?;
+                }
+                let mut o = format!(
+                    "{} upload {}: {} document(s), {ours} turnbridge's",
+                    p.upload.message_type,
+                    p.upload.uuid,
+                    docs.len()
+                );
+                if docs.len() != p.count {
+                    o.push_str(&format!("; the name says {}", p.count));
+                    warn!(file = %path.display(), "{o}");
+                } else {
+                    info!(file = %path.display(), "{o}");
+                }
+                o
+            }
+            (_, Err(why)) => {
+                warn!(file = %path.display(), "pack not read: {why}");
+                format!("not read: {why}")
+            }
+            (None, Ok(_)) => unreachable!("a name that does not parse is never read"),
+        };
+        record(&tx, path, &md5, "pack", &outcome, None)?;
+        tx.commit()?;
+        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "pack")]);
+        Ok(true)
+    }
+
+    /// Deletes pack records and the records of Turnkey's files older than the retention
+    /// (their day folders are no longer read, see [`fresh_files`]).
+    pub(super) fn prune_turnkey_records(
+        tx: &Transaction,
+        retention_days: u64,
+    ) -> Result<usize, FeedbackError> {
+        let before = (chrono::Utc::now() - chrono::Duration::days(retention_days as i64 + 2))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut n = tx.execute("DELETE FROM turnkey_packs WHERE seen_at < ?1", [&before])?;
+        n += tx.execute(
+            "DELETE FROM feedback_files WHERE seen_at < ?1 AND kept_at IS NULL
+             AND kind IN ('bak', 'err', 'pack', 'foreign')
+             AND id NOT IN (SELECT feedback_id FROM summaries)",
+            [&before],
+        )?;
+        Ok(n)
+    }
+}
+
+/// The message a pack document is, if it is turnbridge's: by type and number, the seller
+/// deciding between several, the newest winning.
+fn member(
+    tx: &Transaction,
+    message_type: &str,
+    number: &str,
+    from_ban: &str,
+) -> Result<Option<i64>, FeedbackError> {
+    Ok(tx
+        .query_row(
+            "SELECT id FROM messages WHERE message_type = ?1 AND number = ?2
+             ORDER BY (seller_ban = ?3) DESC, id DESC LIMIT 1",
+            params![message_type, number, from_ban],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Applies a ProcessResult to the messages of the upload it names, when that upload's pack
+/// was seen. Returns false when the upload is unknown (the caller falls back to numbers).
+pub(super) fn apply_to_pack(
+    tx: &Transaction,
+    p: &ProcessResult,
+    evidence: &str,
+    applied: &mut Applied,
+) -> Result<bool, FeedbackError> {
+    let name = Path::new(evidence)
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let uuid =
+        if p.message_id.len() == 36 && p.message_id.bytes().filter(|b| *b == b'-').count() == 4 {
+            p.message_id.clone()
+        } else if let Some(u) =
+            layout::result_upload(&name).or_else(|| layout::UploadId::parse(&p.message_id))
+        {
+            u.uuid
+        } else {
+            return Ok(false);
+        };
+    let members: Vec<(i64, String, Option<i64>)> = {
+        let mut stmt = tx.prepare(
+            "SELECT seq, number, message_id FROM turnkey_packs WHERE uuid = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([&uuid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if members.is_empty() {
+        return Ok(false);
+    }
+    let zeros = |c: &str| !c.is_empty() && c.bytes().all(|b| b == b'0');
+    let all_good = p.results.first().is_some_and(|i| zeros(&i.code));
+    let mut failed: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    if !all_good {
+        for info in p.results.iter().filter(|i| !zeros(&i.code)) {
+            let desc = info
+                .description
+                .clone()
+                .unwrap_or_else(|| "ProcessResult error".into());
+            let by_ordinal = pack::ordinal(&desc)
+                .map(|n| n as i64)
+                .filter(|n| members.iter().any(|(s, _, _)| s == n));
+            let by_number = || {
+                info.parameters.first().and_then(|p0| {
+                    members
+                        .iter()
+                        .find(|(_, num, _)| num == p0)
+                        .map(|(s, _, _)| *s)
+                })
+            };
+            match by_ordinal.or_else(by_number) {
+                Some(seq) => {
+                    failed.insert(seq, (info.code.clone(), desc));
+                }
+                None => applied.notes.push(format!(
+                    "[{}] {desc} names no document of upload {uuid}",
+                    info.code
+                )),
+            }
+        }
+    }
+    // An error that names no document leaves nothing known to be accepted: the whole upload
+    // is marked with it rather than acknowledged.
+    let whole = if !all_good && failed.is_empty() {
+        p.results.first().map(|i| {
+            (
+                i.code.clone(),
+                i.description
+                    .clone()
+                    .unwrap_or_else(|| "ProcessResult error".into()),
+            )
+        })
+    } else {
+        None
+    };
+    for (seq, number, id) in &members {
+        let Some(id) = id else {
+            applied.unmatched.push(number.clone());
+            continue;
+        };
+        let Some(t) = by_id(tx, *id)? else {
+            applied.unmatched.push(number.clone());
+            continue;
+        };
+        let changed = match failed.get(seq).or(whole.as_ref()) {
+            Some((code, desc)) => advance(tx, &t, "error", evidence, Some(code), desc)?,
+            None => advance(
+                tx,
+                &t,
+                "acked",
+                evidence,
+                None,
+                &format!("accepted by the platform (ProcessResult, upload {uuid})"),
+            )?,
+        };
+        applied.changed += changed as usize;
+    }
+    Ok(true)
+}
+
+fn by_id(tx: &Transaction, id: i64) -> Result<Option<Target>, FeedbackError> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE id = ?1"),
+            [id],
+            target,
+        )
+        .optional()?)
+}
+
+/// Settled files below `dir`, skipping `<yyyyMMdd>` folders older than `keep_after` (files in
+/// them were read when they were new).
+fn fresh_files(
+    dir: &Path,
+    settle: Duration,
+    young: &mut bool,
+    keep_after: chrono::NaiveDate,
+) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !spool::is_candidate(&name) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let old =
+                chrono::NaiveDate::parse_from_str(&name, "%Y%m%d").is_ok_and(|d| d < keep_after);
+            if !old {
+                out.extend(crate::turnkey::feedback::settled_files_noting_young(
+                    &path, settle, young,
+                ));
+            }
+        } else if meta.is_file() {
+            let settled = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age >= settle);
+            if settled {
+                out.push(path);
+            } else {
+                *young = true;
+            }
+        }
+    }
+    out.sort();
+    out
+}
