@@ -1,0 +1,414 @@
+//! The daemon against the real Turnkey 3.2.0 (the MOF's own UpCast and Unpack, run headless by
+//! `../shared/turnkey/bin/tkrun`): every valid fixture is taken to BAK, a refusal only Turnkey
+//! can make (a cross-border seller) comes back with Turnkey's reason, and real ProcessResults
+//! from Unpack acknowledge exactly the messages of their uploads.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A seller on Turnkey's cross-border supplier list in this test (no fixture sells as it).
+const CROSS_BORDER_SELLER: &str = "04595257";
+
+fn tools() -> PathBuf {
+    let bin = root().join("../shared/turnkey/bin");
+    assert!(
+        bin.join("tkrun").is_file(),
+        "the official Turnkey runner is missing at {}: run scripts/install-test-deps",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs one tkrun command to its end; panics with its output on failure.
+fn tkrun(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(tools().join("tkrun"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("TKRUN_BUILD", root().join("target/turnkey-runner"))
+        .output()
+        .expect("run tkrun (scripts/install-test-deps builds it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tkrun {args:?} failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `tkrun watch`, stopped (and killed if it does not stop) when dropped.
+struct Watch {
+    child: Option<Child>,
+    home: PathBuf,
+    log: PathBuf,
+}
+
+impl Watch {
+    fn start(home: &Path, reports: &Path, log: &Path) -> Watch {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(tools().join("tkrun"))
+            .arg("--home")
+            .arg(home)
+            .args([
+                "watch",
+                "--interval",
+                "1",
+                "--cross-list",
+                CROSS_BORDER_SELLER,
+            ])
+            .arg("--report-dir")
+            .arg(reports)
+            .env("TKRUN_BUILD", root().join("target/turnkey-runner"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("start tkrun watch");
+        let w = Watch {
+            child: Some(child),
+            home: home.to_path_buf(),
+            log: log.to_path_buf(),
+        };
+        wait_for(90, "TKRUN-WATCH-READY", || {
+            w.output().contains("TKRUN-WATCH-READY")
+        });
+        w
+    }
+
+    fn output(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Asks watch to stop and waits for it.
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        std::fs::write(self.home.join("tkrun.stop"), "").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if c.try_wait().unwrap().is_some() {
+                assert!(
+                    self.output().contains("TKRUN-WATCH-STOPPED"),
+                    "{}",
+                    self.output()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        unsafe {
+            libc::kill(-(c.id() as i32), libc::SIGKILL);
+        }
+        let _ = c.wait();
+        panic!("tkrun watch did not stop");
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    message_type: String,
+    number: String,
+    state: String,
+    mof_code: Option<String>,
+    status: Option<String>,
+    evidence: Option<String>,
+}
+
+fn rows(sb: &Sandbox) -> Vec<Row> {
+    let Ok(conn) = rusqlite::Connection::open(sb.state().join("turnbridge.db")) else {
+        return vec![];
+    };
+    let Ok(mut stmt) = conn.prepare(
+        "SELECT m.message_type, m.number, m.state, m.mof_code, m.status_message,
+                (SELECT evidence FROM transitions t WHERE t.message_id = m.id ORDER BY t.id DESC LIMIT 1)
+         FROM messages m ORDER BY m.id",
+    ) else {
+        return vec![];
+    };
+    stmt.query_map([], |r| {
+        Ok(Row {
+            message_type: r.get(0)?,
+            number: r.get(1)?,
+            state: r.get(2)?,
+            mof_code: r.get(3)?,
+            status: r.get(4)?,
+            evidence: r.get(5)?,
+        })
+    })
+    .map(|it| it.filter_map(Result::ok).collect())
+    .unwrap_or_default()
+}
+
+fn row<'a>(all: &'a [Row], ty: &str, number: &str) -> &'a Row {
+    all.iter()
+        .find(|r| r.message_type == ty && r.number == number)
+        .unwrap_or_else(|| panic!("no {ty} {number} in {all:#?}"))
+}
+
+/// The messages every valid fixture yields, as "TYPE NUMBER".
+fn expected_messages() -> Vec<(String, String)> {
+    let outcomes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("outcomes.json")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for (k, v) in outcomes.as_object().unwrap() {
+        if k.starts_with("valid/") {
+            for m in v["accepted"].as_array().unwrap() {
+                let (t, n) = m.as_str().unwrap().split_once(' ').unwrap();
+                out.push((t.to_string(), n.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The invoice numbers of a pack file, in pack order (read by the test itself).
+fn pack_numbers(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split("<InvoiceNumber>")
+        .skip(1)
+        .chain(text.split("<CancelInvoiceNumber>").skip(1))
+        .chain(text.split("<VoidInvoiceNumber>").skip(1))
+        .filter_map(|s| s.split('<').next().map(str::to_string))
+        .collect()
+}
+
+/// `(path, message type, uuid)` of every pack Turnkey left.
+fn packs(def: &Path) -> Vec<(PathBuf, String, String)> {
+    let mut out = Vec::new();
+    for dir in ["Pack/B2SSTORAGE/SRC", "Pack/B2SSTORAGE/BAK"] {
+        for p in files_below(&def.join(dir)) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let parts: Vec<&str> = name.rsplitn(5, '_').collect();
+            let id = parts[1];
+            let ty = id.split('-').nth(1).unwrap().to_string();
+            let uuid = id.splitn(5, '-').nth(4).unwrap().to_string();
+            out.push((p, ty, uuid));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_daemon_against_the_real_turnkey() {
+    let started = Instant::now();
+    let mut sb = Sandbox::new();
+    let home = sb.path().join("tk");
+    tkrun(&home, &["init"]);
+    let def = home.join("EINVTurnkey");
+    let reports = sb.path().join("tk-reports");
+    let mut watch = Watch::start(&home, &reports, &sb.path().join("tk-watch.log"));
+
+    std::fs::write(
+        sb.config_path(),
+        "[paths]\nspool = \"spool\"\nstate = \"state\"\n\
+         [einvoice]\nsettle_ms = 100\nrescan_secs = 1\n\
+         [turnkey]\nlayout = \"turnkey\"\ninbox = \"tk/EINVTurnkey/UpCast/B2SSTORAGE/{message_type}/SRC\"\nrescan_secs = 1\n\
+         [log]\nlevel = \"debug\"\nformat = \"text\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    sb.start();
+
+    // 1. Every valid fixture: UpCast takes each file to BAK, each message is picked_up.
+    let expected = expected_messages();
+    for f in files_in(&root().join("fixtures/valid")) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        sb.drop_file(&name, &std::fs::read(&f).unwrap());
+    }
+    wait_for(90, "every fixture's message to leave `queued`", || {
+        let all = rows(&sb);
+        all.len() == expected.len()
+            && all
+                .iter()
+                .all(|r| r.state != "queued" && r.state != "validated")
+    });
+    let all = rows(&sb);
+    // Checked at the end, so the later steps run (and are checked) either way.
+    let not_taken: Vec<&Row> = all
+        .iter()
+        .filter(|r| {
+            r.state != "picked_up"
+                || !r.evidence.as_deref().is_some_and(|e| {
+                    e.contains(&format!("/UpCast/B2SSTORAGE/{}/BAK/", r.message_type))
+                        && Path::new(e).is_file()
+                })
+        })
+        .collect();
+
+    // 2. A refusal the daemon cannot foresee: a cross-border seller with a B2B buyer.
+    sb.drop_file(
+        "cross_border.csv",
+        format!(
+            "MessageType,CancelInvoiceNumber,InvoiceDate,BuyerId,SellerId,CancelDate,CancelTime,CancelReason\n\
+             F0501,ZX00000001,20261126,28080623,{CROSS_BORDER_SELLER},20261127,10:00:00,開立錯誤\n"
+        )
+        .as_bytes(),
+    );
+    wait_for(30, "the cross-border cancel to be refused", || {
+        rows(&sb)
+            .iter()
+            .any(|r| r.number == "ZX00000001" && r.state == "error")
+    });
+    let all = rows(&sb);
+    let cross = row(&all, "F0501", "ZX00000001");
+    assert!(
+        cross
+            .status
+            .as_deref()
+            .unwrap_or("")
+            .contains("Cross-border E-Commerce Suppliers Can Not Upload B2B"),
+        "Turnkey's reason from its log: {cross:?}"
+    );
+    assert_eq!(cross.mof_code.as_deref(), Some("7001"), "{cross:?}");
+    assert!(
+        cross
+            .evidence
+            .as_deref()
+            .unwrap_or("")
+            .contains("/UpCast/B2SSTORAGE/F0501/ERR/"),
+        "{cross:?}"
+    );
+
+    // 3. Real results from Unpack: one F0401 upload with one invoice refused, another upload
+    // accepted whole (Code 00000).
+    watch.stop();
+    let all_packs = packs(&def);
+    let (f0401_pack, _, f0401_uuid) = all_packs
+        .iter()
+        .filter(|(_, ty, _)| ty == "F0401")
+        .max_by_key(|(p, _, _)| pack_numbers(p).len())
+        .cloned()
+        .expect("an F0401 pack");
+    let f0401_numbers = pack_numbers(&f0401_pack);
+    assert!(
+        f0401_numbers.len() >= 2,
+        "the largest F0401 upload holds {f0401_numbers:?}"
+    );
+    let failed = f0401_numbers[1].clone();
+    let (other_pack, other_type, other_uuid) = all_packs
+        .iter()
+        .find(|(_, ty, _)| ty != "F0401")
+        .cloned()
+        .expect("a pack of another type");
+    let other_numbers = pack_numbers(&other_pack);
+    tkrun(
+        &home,
+        &[
+            "make-result",
+            "--msg-type",
+            "F0401",
+            "--uuid",
+            &f0401_uuid,
+            "--fail-invoice",
+            &failed,
+            "--code",
+            "5001",
+            "--desc",
+            "test rejection",
+        ],
+    );
+    tkrun(
+        &home,
+        &[
+            "make-result",
+            "--msg-type",
+            &other_type,
+            "--uuid",
+            &other_uuid,
+        ],
+    );
+    tkrun(&home, &["unpack"]);
+    let in_results = |r: &Row| {
+        (r.message_type == "F0401" && f0401_numbers.contains(&r.number))
+            || (r.message_type == other_type && other_numbers.contains(&r.number))
+    };
+    wait_for(30, "the results of both uploads to be applied", || {
+        rows(&sb)
+            .iter()
+            .filter(|r| in_results(r))
+            .all(|r| r.state == "acked" || r.state == "error")
+    });
+    let all = rows(&sb);
+    for n in &f0401_numbers {
+        let r = row(&all, "F0401", n);
+        if *n == failed {
+            assert_eq!(r.state, "error", "{r:?}");
+            assert_eq!(r.mof_code.as_deref(), Some("5001"), "{r:?}");
+            assert!(
+                r.status.as_deref().unwrap_or("").contains("test rejection"),
+                "{r:?}"
+            );
+            assert!(
+                r.evidence
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("/Unpack/BAK/ProcessResult/"),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(r.state, "acked", "{r:?}");
+        }
+    }
+    for n in &other_numbers {
+        assert_eq!(row(&all, &other_type, n).state, "acked");
+    }
+    // Exactly those: every other message Turnkey took is still only picked up.
+    for r in all.iter().filter(|r| !in_results(r) && r.state != "error") {
+        assert_eq!(r.state, "picked_up", "not in either upload: {r:?}");
+    }
+    // Unpack's own verdict, in SEQNO order: the same invoice refused, the rest accepted.
+    let sql = tkrun(
+        &home,
+        &[
+            "sql",
+            &format!("SELECT SEQNO,STATUS,INVOICE_IDENTIFIER FROM TURNKEY_MESSAGE_LOG WHERE UUID = '{f0401_uuid}' ORDER BY SEQNO"),
+        ],
+    );
+    let statuses: Vec<(String, String)> = sql
+        .lines()
+        .filter(|l| l.contains("| F0401"))
+        .map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            (c[1].to_string(), c[2].to_string())
+        })
+        .collect();
+    assert_eq!(statuses.len(), f0401_numbers.len(), "{sql}");
+    for ((status, ident), n) in statuses.iter().zip(&f0401_numbers) {
+        assert!(ident.starts_with(&format!("F0401{n}")), "{sql}");
+        assert_eq!(status, if *n == failed { "E" } else { "C" }, "{sql}");
+    }
+
+    sb.kill();
+    assert!(
+        not_taken.is_empty(),
+        "Turnkey's UpCast did not take every valid fixture to BAK: {not_taken:#?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+}
