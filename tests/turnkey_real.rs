@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -411,4 +411,203 @@ fn the_daemon_against_the_real_turnkey() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Relative paths of the files below `def` that a program reads, with the time-dependent
+/// parts (date and hour folders, times, uuids) normalized.
+fn tree(def: &Path) -> Vec<String> {
+    let mut out: Vec<String> = files_below(def)
+        .iter()
+        .map(|p| p.strip_prefix(def).unwrap().to_string_lossy().into_owned())
+        .filter(|p| {
+            (p.starts_with("UpCast/") && (p.contains("/BAK/") || p.contains("/ERR/")))
+                || p.starts_with("Pack/")
+                || p.starts_with("Unpack/BAK/ProcessResult/")
+        })
+        .map(|p| normalize(&p))
+        .collect();
+    out.sort();
+    out
+}
+
+fn normalize(p: &str) -> String {
+    p.split('/')
+        .map(|seg| {
+            if seg.len() == 8 && seg.bytes().all(|b| b.is_ascii_digit()) {
+                return "<yyyyMMdd>".to_string();
+            }
+            if seg.len() == 2 && seg.bytes().all(|b| b.is_ascii_digit()) {
+                return "<HH>".to_string();
+            }
+            // …v41-<MSG>-<yyyyMMdd>-<HHmmssSSS>-<uuid>…
+            match seg.find("v41-") {
+                Some(i) if seg.len() >= i + 65 => {
+                    let (head, rest) = seg.split_at(i + 10);
+                    format!("{head}<yyyyMMdd>-<HHmmssSSS>-<uuid>{}", &rest[55..])
+                }
+                _ => seg.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every leaf of a result document as `path=text`, the upload's uuid left out.
+fn leaves(xml: &str) -> Vec<String> {
+    fn walk(n: &turnbridge::turnkey::results::Node, path: &str, out: &mut Vec<String>) {
+        let here = format!("{path}/{}", n.name);
+        if n.children.is_empty() {
+            let text = if here.ends_with("MessageInfo/Id") {
+                "<uuid>"
+            } else {
+                n.text.trim()
+            };
+            out.push(format!("{here}={text}"));
+        }
+        for c in &n.children {
+            walk(c, &here, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &turnbridge::turnkey::results::parse_xml(xml.as_bytes()).unwrap(),
+        "",
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn the_simulator_moves_and_answers_like_the_real_turnkey() {
+    use turnbridge::turnkey::simulator::Simulator;
+    let samples = root().join("../shared/mig41/official/samples");
+    let testdata = root().join("../shared/turnkey/testdata");
+    let _ = tools();
+    let dir = tempfile::tempdir().unwrap();
+    // Two rounds: the second repeats a name (`.001` in BAK) and a refused name (ERR replaces).
+    let rounds: [Vec<(&str, PathBuf)>; 2] = [
+        vec![
+            ("F0401", samples.join("F0401-KZ10000002.xml")),
+            ("F0401", samples.join("F0401-KZ10000010.xml")),
+            ("F0401", testdata.join("F0401-BAD-empty.xml")),
+            ("F0501", samples.join("F0501-KZ10000002.xml")),
+            ("F0501", testdata.join("F0501-BAD-truncated.xml")),
+        ],
+        vec![
+            ("F0401", samples.join("F0401-KZ10000002.xml")),
+            ("F0501", testdata.join("F0501-BAD-truncated.xml")),
+        ],
+    ];
+    let drop_round = |def: &Path, round: &[(&str, PathBuf)]| {
+        let stage = dir.path().join("stage");
+        std::fs::create_dir_all(&stage).unwrap();
+        let t0 = std::time::SystemTime::now() - Duration::from_secs(60);
+        for (i, (ty, f)) in round.iter().enumerate() {
+            let name = f.file_name().unwrap();
+            let staged = stage.join(name);
+            std::fs::copy(f, &staged).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&staged)
+                .unwrap()
+                .set_modified(t0 + Duration::from_secs(i as u64))
+                .unwrap();
+            let src = def.join("UpCast/B2SSTORAGE").join(ty).join("SRC");
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::rename(&staged, src.join(name)).unwrap();
+        }
+    };
+
+    // The real runner.
+    let home = dir.path().join("real");
+    tkrun(&home, &["init"]);
+    let real = home.join("EINVTurnkey");
+    for round in &rounds {
+        drop_round(&real, round);
+        tkrun(&home, &["upcast"]);
+    }
+    let f0401: Vec<_> = packs(&real)
+        .into_iter()
+        .filter(|(_, ty, _)| ty == "F0401")
+        .collect();
+    let f0401_uuid = f0401
+        .iter()
+        .find(|(p, _, _)| pack_numbers(p).len() == 2)
+        .expect("one F0401 upload of both invoices")
+        .2
+        .clone();
+    // The simulated platform answers every upload: so does this one.
+    for (_, _, uuid) in f0401.iter().filter(|(_, _, u)| *u != f0401_uuid) {
+        tkrun(
+            &home,
+            &["make-result", "--msg-type", "F0401", "--uuid", uuid],
+        );
+    }
+    tkrun(
+        &home,
+        &[
+            "make-result",
+            "--msg-type",
+            "F0401",
+            "--uuid",
+            &f0401_uuid,
+            "--fail-invoice",
+            "KZ10000010",
+            "--code",
+            "5001",
+            "--desc",
+            "rejected by the simulated platform",
+        ],
+    );
+    tkrun(&home, &["make-result", "--msg-type", "F0501"]);
+    tkrun(&home, &["unpack"]);
+
+    // The simulator, on the same inputs.
+    let sim_root = dir.path().join("sim");
+    std::fs::create_dir_all(&sim_root).unwrap();
+    let config = turnbridge::config::Config::parse(
+        "[paths]\nspool = \"spool\"\nstate = \"state\"\n\
+         [turnkey]\nlayout = \"turnkey\"\ninbox = \"EINVTurnkey/UpCast/B2SSTORAGE/{message_type}/SRC\"\n\
+         [simulator]\nenabled = true\ndelay_ms = 0\nreject = [\"KZ10000010\"]\n",
+        &sim_root,
+    )
+    .unwrap();
+    let sim = sim_root.join("EINVTurnkey");
+    let mut simulator = Simulator::new(config);
+    for round in &rounds {
+        drop_round(&sim, round);
+        simulator.step();
+    }
+
+    assert_eq!(tree(&sim), tree(&real), "the same files in the same places");
+    // The packs hold the same documents in the same order.
+    let docs = |def: &Path| -> Vec<(String, Vec<String>)> {
+        let mut v: Vec<_> = packs(def)
+            .into_iter()
+            .map(|(p, ty, _)| (ty, pack_numbers(&p)))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(docs(&sim), docs(&real));
+    // The ProcessResults say the same, in the same shape.
+    let results = |def: &Path| -> Vec<Vec<String>> {
+        let mut v: Vec<_> = files_below(&def.join("Unpack/BAK/ProcessResult"))
+            .iter()
+            .map(|p| leaves(&std::fs::read_to_string(p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(results(&sim), results(&real));
+    // The simulator's SummaryResult (the real runner makes none) parses as one.
+    let summaries = files_below(&sim.join("Unpack/BAK/SummaryResult"));
+    assert!(!summaries.is_empty());
+    for s in summaries {
+        let parsed = turnbridge::turnkey::results::parse(&std::fs::read(&s).unwrap()).unwrap();
+        assert!(matches!(
+            parsed,
+            turnbridge::turnkey::results::ResultFile::Summary(_)
+        ));
+    }
 }
