@@ -6,16 +6,15 @@
 //! - **flat**: a file gone from the pickup folder is `picked_up`; a file in `error` is `error`
 //!   (Turnkey could not process it); `ACK` / `ERROR` files in `outbox` make it `acked` /
 //!   `error`; `DailySummary` files raise a summary event.
-//! - **turnkey**: a file in `<MSG>/BAK/**` is `picked_up`, in `<MSG>/ERR/**` is `error`
-//!   (failed Turnkey's local schema check); `SummaryResult` files in `outbox` make each listed
-//!   invoice `acked` (Good) or `error` (Failed); `ProcessResult` codes do the same for one
-//!   message.
+//! - **turnkey**: the real Turnkey's own folders, read in place (see
+//!   `turnkey::gateway`): BAK/ERR moves, packs, and the ProcessResult and SummaryResult
+//!   files Unpack leaves.
 //!
 //! Every file is applied in one transaction that also records the file (path and MD5) and
 //! writes the events the changes raise, so a file seen again after a restart changes nothing.
 //! States only move forward; a final state never changes. Result files are moved to
 //! `state/archive/feedback/YYYY-MM-DD/` once applied, and pruned after `retention_days`;
-//! files in Turnkey's own BAK/ERR folders are left where they are. A result file that cannot
+//! files in Turnkey's own folders are left where they are. A result file that cannot
 //! be read, or is too large to be one ([`results::MAX_RESULT_BYTES`], set aside unread), goes
 //! to `state/rejected/feedback/` beside a report.
 
