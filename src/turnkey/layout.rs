@@ -186,9 +186,8 @@ impl PackName {
 /// The upload a result file name is about: `v41-<MSG>-<yyyyMMdd>-<HHmmssSSS>-<uuid><sep>ProcessResult`
 /// (Turnkey reads only the part before the separator).
 pub fn result_upload(name: &str) -> Option<UploadId> {
-    let head = name.get(..name.len().min(60))?;
-    // v41-F0401-20261202-123633689- is 29 characters, the uuid 36.
-    UploadId::parse(head.get(..65)?)
+    // `v41-F0401-20261202-123633689-` is 29 characters, the uuid 36.
+    UploadId::parse(name.get(..65)?)
 }
 
 /// The `<yyyyMMdd>` folder a path under `base` sits in, if it has one.
