@@ -42,7 +42,7 @@ pub enum PlatformRule {
     InvoiceTypeTaxType,
     /// A consumer (B2C) invoice states tax-inclusive amounts with TaxAmount 0.
     ConsumerTaxInclusive,
-    /// Carrier id shapes (the mobile barcode 3J0002) and the donation code shape.
+    /// Carriers: the mobile barcode's shape (3J0002), and a business buyer uses no other.
     CarrierShape,
     /// Line sequence numbers are unique within a message.
     UniqueSequence,

@@ -149,7 +149,7 @@ fn invoice(m: &Invoice, out: &mut Out) {
     // Print, carrier, donation: PrintMark Y means no carrier, except the mobile barcode
     // for a business buyer; PrintMark N needs a donation or a carrier (B2B too).
     match (&m.carrier, m.print) {
-        (Some(c), true) if !(c.carrier_type == MOBILE_BARCODE && !consumer) => out.field(
+        (Some(c), true) if c.carrier_type != MOBILE_BARCODE || consumer => out.field(
             "PrintMark",
             "a printed invoice (PrintMark Y) has no carrier, except the mobile barcode 3J0002 for a business buyer; Turnkey refuses it",
         ),
@@ -179,7 +179,8 @@ fn invoice(m: &Invoice, out: &mut Out) {
     }
     if let Some(c) = &m.carrier {
         if !consumer && c.carrier_type != MOBILE_BARCODE {
-            out.field(
+            out.platform(
+                CarrierShape,
                 "CarrierType",
                 "an invoice to a business may only use the mobile barcode carrier 3J0002",
             );
