@@ -143,7 +143,7 @@ impl Gen {
             let line_tax: &'static str = match tax_type {
                 "9" if i == 0 => taxed,
                 "9" if i == n - 1 => "3",
-                "9" => *[taxed, "3"].choose(&mut self.rng).unwrap(),
+                "9" => [taxed, "3"].choose(&mut self.rng).unwrap(),
                 "1" => "1",
                 "2" => "2",
                 "3" => "3",
