@@ -297,10 +297,14 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
     }
     let xml = render::render(&message);
     if xml.len() > render::MAX_XML_BYTES {
+        let (row, field) = match raw.get(ty.number_field()) {
+            Some(c) => (c.row, c.display.clone()),
+            None => (raw.row, ty.number_field().to_string()),
+        };
         return Err(vec![Problem {
             rule: None,
-            row: raw.row,
-            field: format!("{}{}", raw.display_prefix, ty.number_field()),
+            row,
+            field,
             value: message.number().to_string(),
             reason: format!(
                 "the message's XML would be {} bytes; Turnkey refuses files over {} bytes (20 MiB): split it",
