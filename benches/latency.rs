@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use notify::Watcher;
 
-const HEADER: &str = "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,RandomNumber,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n";
+const HEADER: &str = "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Seller.Address,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,RandomNumber,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n";
 
 fn one_invoice(i: u32) -> String {
     format!(
-        "{HEADER}F0401,LT{i:08},20261126,10:00:00,28080623,台灣好茶股份有限公司,0000000000,消費者,07,0,Y,{:04},鮮奶茶,2,50,1,100,1,100,0,0,1,0.05,5,105\n",
+        "{HEADER}F0401,LT{i:08},20261126,10:00:00,28080623,台灣好茶股份有限公司,台北市信義區松高路1號,0000000000,消費者,07,0,Y,{:04},鮮奶茶,2,50,1,100,1,100,0,0,1,0.05,0,100\n",
         i % 10000
     )
 }

@@ -514,6 +514,7 @@ impl Pipeline {
                     verdict.accepted_sources.push(source);
                 } else {
                     let problem = Problem {
+rule: None,
                         row: a.row,
                         field: ty.number_field().into(),
                         value: number.into(),
@@ -536,8 +537,8 @@ impl Pipeline {
                     continue;
                 }
             }
-            let xml = einvoice::render::render(m);
-            let xml_md5 = hex(&Md5::digest(&xml));
+            let xml = &a.xml;
+            let xml_md5 = hex(&Md5::digest(xml));
             let new = NewMessage {
                 job_id,
                 message_type: ty.as_str(),
@@ -549,7 +550,7 @@ impl Pipeline {
                 source_file: &a.file,
                 source_row: a.row,
                 amount: m.untaxed_amount().map(|d| d.normalize().to_string()),
-                xml: &xml,
+                xml,
                 xml_md5: &xml_md5,
             };
             let date = chrono::Local::now().date_naive();
@@ -765,6 +766,7 @@ fn allowance_over_invoice(
         let after = before.checked_add(this).unwrap_or(Decimal::MAX);
         if after > total {
             return Ok(Some(Problem {
+                rule: None,
                 row,
                 field: "TotalAmount".into(),
                 value: this.normalize().to_string(),

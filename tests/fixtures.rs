@@ -1,5 +1,7 @@
-//! Every fixture gives its expected verdict; every accepted message renders to XML that the
-//! schemas accept; one message per type is pinned byte for byte.
+//! Every fixture gives its expected verdict; every accepted message renders to XML that
+//! Turnkey's official checks accept (the official XSD and its program validator, from
+//! `../shared/turnkey`) and the repository's own schemas too; one message per type is pinned
+//! byte for byte.
 
 mod common;
 
@@ -99,63 +101,119 @@ fn every_fixture_has_an_outcome_and_meets_it() {
     }
 }
 
-#[test]
-fn every_accepted_message_validates_against_the_schemas() {
-    let out = tempfile::tempdir().unwrap();
-    let mut seen = BTreeMap::new();
-    let mut n = 0;
+/// Every message the fixtures yield, rendered, plus the golden files: what the daemon would
+/// write for the fixtures.
+fn rendered_fixtures(out: &Path) -> Vec<(String, String, std::path::PathBuf)> {
+    let mut files = Vec::new();
     for rel in outcomes().keys() {
         let Ok(verdict) = check(rel) else { continue };
         for a in verdict.accepted {
             let ty = a.message.message_type().to_string();
-            let path = out.path().join(format!("{n}_{ty}.xml"));
-            std::fs::write(&path, render(&a.message)).unwrap();
-            if let Err(e) = xmllint(&path, &ty) {
-                panic!("{rel} {ty} {}: not valid:\n{e}", a.message.number());
-            }
-            *seen.entry(ty).or_insert(0) += 1;
-            n += 1;
+            let path = out.join(format!("{}_{ty}.xml", files.len()));
+            std::fs::write(&path, &a.xml).unwrap();
+            assert_eq!(
+                a.xml,
+                render(&a.message),
+                "the verdict carries the rendering"
+            );
+            files.push((format!("{rel} {ty} {}", a.message.number()), ty, path));
         }
+    }
+    for (ty, _) in GOLDEN {
+        files.push((
+            format!("golden/{ty}.xml"),
+            ty.to_string(),
+            fixture(&format!("golden/{ty}.xml")),
+        ));
+    }
+    files
+}
+
+#[test]
+fn every_accepted_message_passes_turnkeys_official_checks() {
+    let out = tempfile::tempdir().unwrap();
+    let files = rendered_fixtures(out.path());
+    let mut seen = BTreeMap::new();
+    for (what, ty, path) in &files {
+        if let Err(e) = xmllint(path, ty) {
+            panic!("{what}: the official XSD refuses it:\n{e}");
+        }
+        if let Err(e) = xmllint_in(&repo_xsd_dir(), path, ty) {
+            panic!("{what}: the repository's schema refuses it:\n{e}");
+        }
+        *seen.entry(ty.clone()).or_insert(0) += 1;
+    }
+    let paths: Vec<_> = files.iter().map(|(_, _, p)| p.clone()).collect();
+    for ((what, _, _), v) in files.iter().zip(official_check(&paths)) {
+        assert!(v.ok(), "{what}: Turnkey would move it to ERR: {}", v.line);
     }
     for ty in ["F0401", "F0501", "F0701", "G0401", "G0501"] {
         assert!(
-            seen.get(ty).copied().unwrap_or(0) >= 2,
-            "{ty}: fewer than two fixtures ({seen:?})"
+            seen.get(ty).copied().unwrap_or(0) >= 3,
+            "{ty}: fewer than two fixtures besides the golden file ({seen:?})"
         );
     }
 }
 
 #[test]
-fn the_schemas_refuse_what_turnkey_would_refuse() {
-    // A check that cannot fail proves nothing: break a valid message three ways.
+fn the_official_checks_refuse_what_turnkey_would_refuse() {
+    // A check that cannot fail proves nothing: break a valid message four ways, and the
+    // official check (XSD or program) and both schema sets must refuse each.
     let verdict = check("valid/F0401_b2c_print.csv").unwrap();
-    let good = String::from_utf8(render(&verdict.accepted[0].message)).unwrap();
+    let good = String::from_utf8(verdict.accepted[0].xml.clone()).unwrap();
     let broken = [
-        // SequenceNumber before Amount: wrong order.
-        good.replacen(
-            "<Amount>800</Amount>\n      <SequenceNumber>1</SequenceNumber>",
-            "<SequenceNumber>1</SequenceNumber>\n      <Amount>800</Amount>",
-            1,
+        (
+            "RandomNumber of five digits",
+            good.replacen(
+                "<RandomNumber>1234</RandomNumber>",
+                "<RandomNumber>10000</RandomNumber>",
+                1,
+            ),
+            true,
         ),
-        good.replacen(
-            "<RandomNumber>1234</RandomNumber>",
-            "<RandomNumber>10000</RandomNumber>",
-            1,
+        (
+            "TaxAmount with decimals",
+            good.replacen("<TaxAmount>0</TaxAmount>", "<TaxAmount>0.5</TaxAmount>", 1),
+            true,
         ),
-        good.replacen(
-            "<TaxAmount>50</TaxAmount>",
-            "<TaxAmount>50.5</TaxAmount>",
-            1,
+        (
+            "an unknown element",
+            good.replacen(
+                "<PrintMark>Y</PrintMark>",
+                "<PrintMark>Y</PrintMark><Extra>1</Extra>",
+                1,
+            ),
+            true,
+        ),
+        (
+            "no Seller Address (Turnkey's program check)",
+            good.replacen("<Address>台北市信義區松高路1號</Address>", "", 1),
+            false,
         ),
     ];
     let dir = tempfile::tempdir().unwrap();
-    for (i, xml) in broken.iter().enumerate() {
-        assert_ne!(xml, &good, "case {i} did not change the document");
+    let mut paths = Vec::new();
+    for (i, (what, xml, xsd_refuses)) in broken.iter().enumerate() {
+        assert_ne!(xml, &good, "{what}: did not change the document");
         let p = dir.path().join(format!("{i}.xml"));
         std::fs::write(&p, xml).unwrap();
-        assert!(
+        assert_eq!(
             xmllint(&p, "F0401").is_err(),
-            "case {i} should not validate"
+            *xsd_refuses,
+            "{what}: official XSD"
+        );
+        assert_eq!(
+            xmllint_in(&repo_xsd_dir(), &p, "F0401").is_err(),
+            *xsd_refuses,
+            "{what}: the repository's schema"
+        );
+        paths.push(p);
+    }
+    for ((what, _, _), v) in broken.iter().zip(official_check(&paths)) {
+        assert!(
+            !v.ok(),
+            "{what}: the official check should refuse it: {}",
+            v.line
         );
     }
 }

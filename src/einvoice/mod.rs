@@ -75,6 +75,9 @@ pub struct Accepted {
     pub file: String,
     pub row: usize,
     pub message: Message,
+    /// The message rendered as MIG 4.1 XML (what is written to Turnkey), at most
+    /// [`render::MAX_XML_BYTES`].
+    pub xml: Vec<u8>,
     /// The legacy code the row was written in (`C0401`…), when it was normalized.
     pub legacy: Option<&'static str>,
     pub tenant: String,
@@ -182,6 +185,7 @@ pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdi
                 if let Some((file, row)) = first_seen.get(&key) {
                     let ty = key.0;
                     let problem = Problem {
+                        rule: None,
                         row: accepted.row,
                         field: ty.number_field().to_string(),
                         value: key.2.clone(),
@@ -247,6 +251,7 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
     let ty = match raw.get("MessageType") {
         None => {
             problems.push(Problem {
+                rule: None,
                 row: raw.row,
                 field: format!("{}MessageType", raw.display_prefix),
                 value: String::new(),
@@ -258,6 +263,7 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
             Ok(t) => Some(t),
             Err(e) => {
                 problems.push(Problem {
+                    rule: None,
                     row: c.row,
                     field: c.display.clone(),
                     value: c.value.clone(),
@@ -272,6 +278,7 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
         Some(c) if valid_tenant(&c.value) => Some(c.value.clone()),
         Some(c) => {
             problems.push(Problem {
+                rule: None,
                 row: c.row,
                 field: c.display.clone(),
                 value: c.value.clone(),
@@ -288,10 +295,29 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
     if !problems.is_empty() {
         return Err(problems);
     }
+    let xml = render::render(&message);
+    if xml.len() > render::MAX_XML_BYTES {
+        let (row, field) = match raw.get(ty.number_field()) {
+            Some(c) => (c.row, c.display.clone()),
+            None => (raw.row, ty.number_field().to_string()),
+        };
+        return Err(vec![Problem {
+            rule: None,
+            row,
+            field,
+            value: message.number().to_string(),
+            reason: format!(
+                "the message's XML would be {} bytes; Turnkey refuses files over {} bytes (20 MiB): split it",
+                xml.len(),
+                render::MAX_XML_BYTES
+            ),
+        }]);
+    }
     Ok(Accepted {
         file: entry.file.clone(),
         row: raw.row,
         message,
+        xml,
         legacy,
         tenant,
     })

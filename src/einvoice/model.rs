@@ -20,6 +20,55 @@ pub struct Problem {
     pub field: String,
     pub value: String,
     pub reason: String,
+    /// Set when the problem is one the platform finds after Turnkey has taken the file (the
+    /// official XSD and Turnkey's program check accept it); `None` for the rules Turnkey
+    /// itself applies and for the daemon's own limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<PlatformRule>,
+}
+
+/// The rules the e-invoice platform applies that neither the official XSD nor Turnkey's
+/// program check does: a file breaking one of them is taken by Turnkey and refused later,
+/// by the platform's ProcessResult. Each names its source in [`PlatformRule::source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlatformRule {
+    /// 統一編號 check digits (Ministry of Finance, the 2023-04-01 rule).
+    BanChecksum,
+    /// Amounts add up: lines to buckets, buckets and tax to the total, tax to sales × rate.
+    Totals,
+    /// InvoiceType 07 (general tax) takes TaxType 1, 2, 3 or 9; 08 (special tax) takes
+    /// 2, 3, 4 or 9; and each TaxType its rates.
+    InvoiceTypeTaxType,
+    /// A consumer (B2C) invoice states tax-inclusive amounts with TaxAmount 0.
+    ConsumerTaxInclusive,
+    /// Carriers: the mobile barcode's shape (3J0002), and a business buyer uses no other.
+    CarrierShape,
+    /// Line sequence numbers are unique within a message.
+    UniqueSequence,
+    /// Dates in order (a cancel or void not before the invoice; an allowance line's invoice
+    /// not after the allowance).
+    DateOrder,
+    /// An allowance or its lines take back positive amounts.
+    PositiveAllowance,
+}
+
+impl PlatformRule {
+    /// Where the rule comes from, for reports and the README.
+    pub fn source(self) -> &'static str {
+        match self {
+            PlatformRule::BanChecksum => "MOF 統一編號 check-digit rule (2023-04-01)",
+            PlatformRule::Totals => "MIG 4.1 Amount field notes (sums and SalesAmount × TaxRate)",
+            PlatformRule::InvoiceTypeTaxType => "MIG 4.1 InvoiceType and TaxType code notes",
+            PlatformRule::ConsumerTaxInclusive => {
+                "MIG 4.1 TaxAmount note; every official B2C sample (TaxAmount 0)"
+            }
+            PlatformRule::CarrierShape => "MOF carrier specification (手機條碼 /XXXXXXX)",
+            PlatformRule::UniqueSequence => "MIG 4.1 SequenceNumber note",
+            PlatformRule::DateOrder => "MIG 4.1 CancelDate / VoidDate / OriginalInvoiceDate notes",
+            PlatformRule::PositiveAllowance => "MIG 4.1 G0401 Amount notes",
+        }
+    }
 }
 
 /// Seller or buyer (MIG RoleDescription).
@@ -139,7 +188,10 @@ pub struct Allowance {
     pub date: MigDate,
     pub seller: Role<Ban>,
     pub buyer: Role<BuyerId>,
+    /// Always `2` (issued by the seller): MIG 4.1 fixes it for G0401.
     pub allowance_type: String,
+    pub original_seller_id: Option<Ban>,
+    pub original_buyer_id: Option<Ban>,
     pub items: Vec<AllowanceItem>,
     pub tax_amount: Decimal,
     pub total_amount: Decimal,
@@ -153,7 +205,7 @@ pub struct AllowanceItem {
     pub original_sequence_number: Option<String>,
     pub original_description: String,
     pub quantity: Decimal,
-    pub unit: String,
+    pub unit: Option<String>,
     pub unit_price: Decimal,
     pub amount: Decimal,
     pub tax: Decimal,
@@ -165,6 +217,9 @@ pub struct AllowanceItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CancelAllowance {
     pub number: String,
+    /// The cancelled allowance's type: `1` (buyer-issued) or `2` (seller-issued); `2` when the
+    /// input leaves it out, since MIG 4.1 lets a G0401 be nothing else.
+    pub allowance_type: String,
     pub allowance_date: MigDate,
     pub buyer_id: BuyerId,
     pub seller_id: Ban,
@@ -243,6 +298,43 @@ impl Message {
     }
 }
 
+/// Why one field's value is refused, and whether that is a platform rule.
+struct Refusal {
+    reason: String,
+    rule: Option<PlatformRule>,
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal { reason, rule: None }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal {
+            reason: reason.to_string(),
+            rule: None,
+        }
+    }
+}
+
+/// A business id: its shape is checked by Turnkey, its check digits only by the platform.
+fn ban(s: &str) -> Result<Ban, Refusal> {
+    Ban::parse(s).map_err(|reason| Refusal {
+        rule: Ban::is_checksum_error(&reason).then_some(PlatformRule::BanChecksum),
+        reason,
+    })
+}
+
+/// A buyer id: a business id or the consumer's ten zeros.
+fn buyer_id(s: &str) -> Result<BuyerId, Refusal> {
+    BuyerId::parse(s).map_err(|reason| Refusal {
+        rule: Ban::is_checksum_error(&reason).then_some(PlatformRule::BanChecksum),
+        reason,
+    })
+}
+
 /// Reads the fields of one record, converting each and recording what is wrong.
 struct Fields<'a> {
     cells: &'a BTreeMap<String, Cell>,
@@ -273,24 +365,26 @@ impl<'a> Fields<'a> {
         self.cells.get(key).filter(|c| !c.value.trim().is_empty())
     }
 
-    fn problem(&mut self, key: &str, cell: Option<&Cell>, reason: impl Into<String>) {
+    fn problem(&mut self, key: &str, cell: Option<&Cell>, refusal: impl Into<Refusal>) {
+        let refusal = refusal.into();
         let (row, field, value) = match cell {
             Some(c) => (c.row, c.display.clone(), c.value.clone()),
             None => (self.row, format!("{}{}", self.prefix, key), String::new()),
         };
         self.problems.push(Problem {
+            rule: refusal.rule,
             row,
             field,
             value,
-            reason: reason.into(),
+            reason: refusal.reason,
         });
     }
 
     /// A field that must be present, converted by `parse`.
-    fn req<T>(
+    fn req<T, E: Into<Refusal>>(
         &mut self,
         key: &'static str,
-        parse: impl Fn(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, E>,
     ) -> Option<T> {
         match self.cell(key) {
             None => {
@@ -308,10 +402,10 @@ impl<'a> Fields<'a> {
     }
 
     /// A field that may be absent; `Ok(None)` when absent, `Err(())` when present but bad.
-    fn opt<T>(
+    fn opt<T, E: Into<Refusal>>(
         &mut self,
         key: &'static str,
-        parse: impl Fn(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, E>,
     ) -> Result<Option<T>, ()> {
         match self.cell(key) {
             None => Ok(None),
@@ -323,6 +417,13 @@ impl<'a> Fields<'a> {
                 }
             },
         }
+    }
+
+    /// Whether a field is filled (without reading it).
+    fn filled(&self, key: &str) -> bool {
+        self.cells
+            .get(key)
+            .is_some_and(|c| !c.value.trim().is_empty())
     }
 
     fn text(&mut self, key: &'static str, max: usize) -> Option<String> {
@@ -363,6 +464,7 @@ impl<'a> Fields<'a> {
         }
         for cell in extra {
             self.problems.push(Problem {
+                rule: None,
                 row: cell.row,
                 field: cell.display.clone(),
                 value: cell.value.clone(),
@@ -402,12 +504,12 @@ fn digits(s: &str, min: usize, max: usize) -> Result<String, String> {
 }
 
 fn role_ban(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<Ban>> {
-    let id = f.req(who[0], Ban::parse);
+    let id = f.req(who[0], ban);
     role_rest(f, who, id)
 }
 
 fn role_buyer(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<BuyerId>> {
-    let id = f.req(who[0], BuyerId::parse);
+    let id = f.req(who[0], buyer_id);
     role_rest(f, who, id)
 }
 
@@ -481,6 +583,7 @@ pub fn build(ty: MessageType, legacy: bool, raw: &RawMessage) -> Result<Message,
         _ => {
             if problems.is_empty() {
                 problems.push(Problem {
+                    rule: None,
                     row: raw.row,
                     field: String::new(),
                     value: String::new(),
@@ -492,10 +595,24 @@ pub fn build(ty: MessageType, legacy: bool, raw: &RawMessage) -> Result<Message,
     }
 }
 
+/// G0401's AllowanceType: MIG 4.1 fixes it to `2` (the XSD's `fixed="2"`); left out, it is 2.
+fn allowance_type_41(f: &mut Fields) -> Option<String> {
+    f.opt("AllowanceType", |s| {
+        if s == "2" {
+            Ok(s.to_string())
+        } else {
+            Err("must be 2 (issued by the seller): MIG 4.1 allows no other AllowanceType in a G0401")
+        }
+    })
+    .map(|v| v.unwrap_or_else(|| "2".to_string()))
+    .ok()
+}
+
 fn no_items(raw: &RawMessage, ty: MessageType, problems: &mut Vec<Problem>) {
     for item in &raw.items {
         for cell in item.fields.values().filter(|c| !c.value.trim().is_empty()) {
             problems.push(Problem {
+                rule: None,
                 row: cell.row,
                 field: cell.display.clone(),
                 value: cell.value.clone(),
@@ -510,6 +627,13 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
     let number = f.req("InvoiceNumber", InvoiceNumber::parse);
     let date = f.req("InvoiceDate", MigDate::parse);
     let time = f.req("InvoiceTime", MigTime::parse);
+    if !f.filled("Seller.Address") {
+        f.problem(
+            "Seller.Address",
+            None,
+            "is required: Turnkey's program check refuses an F0401 without it (\"Seller.Address\" is invalid), although the XSD makes it optional",
+        );
+    }
     let seller = role_ban(&mut f, &SELLER);
     let buyer = role_buyer(&mut f, &BUYER);
     let buyer_remark = f.opt_one_of("BuyerRemark", &["1", "2", "3", "4"]);
@@ -569,10 +693,10 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
         }
     });
     let currency = f.opt("Currency", |s| {
-        if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) {
+        if CURRENCY_CODES.contains(&s) {
             Ok(s.to_string())
         } else {
-            Err("must be three capital letters, like USD".to_string())
+            Err("must be a currency code of the official MIG 4.1 list (CurrencyCodeEnum), like USD or JPY".to_string())
         }
     });
     f.finish(MessageType::F0401);
@@ -584,6 +708,7 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
     let mut items = Vec::new();
     if raw.items.is_empty() {
         problems.push(Problem {
+            rule: None,
             row: raw.row,
             field: format!("{}Details", raw.display_prefix),
             value: String::new(),
@@ -608,6 +733,7 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
         }),
         _ => {
             problems.push(Problem {
+                rule: None,
                 row: raw.row,
                 field: "CarrierType".into(),
                 value: String::new(),
@@ -662,10 +788,11 @@ fn build_invoice_item(
     problems: &mut Vec<Problem>,
 ) -> Option<InvoiceItem> {
     let mut f = Fields::new(&item.fields, item.row, &item.display_prefix, problems);
+    // A product line may be negative (a discount line); the invoice's Amount block may not.
     let description = f.text("Description", 500);
-    let quantity = f.amount("Quantity");
+    let quantity = f.req("Quantity", |s| parse_signed_amount(s, 7));
     let unit = f.opt_text("Unit", 6);
-    let unit_price = f.amount("UnitPrice");
+    let unit_price = f.req("UnitPrice", |s| parse_signed_amount(s, 7));
     let tax_type = match default_tax {
         Some(t) => f
             .opt("TaxType", TaxType::parse)
@@ -685,7 +812,7 @@ fn build_invoice_item(
         }
         t => t,
     };
-    let amount = f.amount("Amount");
+    let amount = f.req("Amount", |s| parse_signed_amount(s, 7));
     let seq = f.text("SequenceNumber", 4);
     let remark = f.opt_text("Remark", 120);
     let relate = f.opt_text("RelateNumber", 50);
@@ -708,8 +835,8 @@ fn build_cancel(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<CancelI
     let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
     let number = f.req("CancelInvoiceNumber", InvoiceNumber::parse);
     let invoice_date = f.req("InvoiceDate", MigDate::parse);
-    let buyer_id = f.req("BuyerId", BuyerId::parse);
-    let seller_id = f.req("SellerId", Ban::parse);
+    let buyer_id = f.req("BuyerId", buyer_id);
+    let seller_id = f.req("SellerId", ban);
     let cancel_date = f.req("CancelDate", MigDate::parse);
     let cancel_time = f.req("CancelTime", MigTime::parse);
     let reason = f.text("CancelReason", 20);
@@ -738,8 +865,8 @@ fn build_void(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<VoidInvoi
     let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
     let number = f.req("VoidInvoiceNumber", InvoiceNumber::parse);
     let invoice_date = f.req("InvoiceDate", MigDate::parse);
-    let buyer_id = f.req("BuyerId", BuyerId::parse);
-    let seller_id = f.req("SellerId", Ban::parse);
+    let buyer_id = f.req("BuyerId", buyer_id);
+    let seller_id = f.req("SellerId", ban);
     let void_date = f.req("VoidDate", MigDate::parse);
     let void_time = f.req("VoidTime", MigTime::parse);
     let reason = f.text("VoidReason", 20);
@@ -768,12 +895,15 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
     let date = f.req("AllowanceDate", MigDate::parse);
     let seller = role_ban(&mut f, &SELLER);
     let buyer = role_buyer(&mut f, &BUYER);
-    let allowance_type = f.one_of("AllowanceType", &["1", "2"]);
+    let allowance_type = allowance_type_41(&mut f);
+    let original_seller = f.opt("OriginalInvoiceSellerId", ban);
+    let original_buyer = f.opt("OriginalInvoiceBuyerId", ban);
     let tax_amount = f.req("TaxAmount", |s| parse_amount(s, 0));
     let total_amount = f.amount("TotalAmount");
     f.finish(MessageType::G0401);
     if raw.items.is_empty() {
         problems.push(Problem {
+            rule: None,
             row: raw.row,
             field: format!("{}Details", raw.display_prefix),
             value: String::new(),
@@ -788,10 +918,10 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
         let osn = f.opt_text("OriginalSequenceNumber", 4);
         let odesc = f.text("OriginalDescription", 500);
         let qty = f.amount("Quantity");
-        let unit = f.text("Unit", 6);
+        let unit = f.opt_text("Unit", 6);
         let price = f.amount("UnitPrice");
         let amount = f.amount("Amount");
-        let tax = f.req("Tax", |s| parse_amount(s, 7));
+        let tax = f.req("Tax", |s| parse_amount(s, 0));
         let seq = f.text("AllowanceSequenceNumber", 4);
         let tax_type = f.req("TaxType", |s| match TaxType::parse(s)? {
             TaxType::Mixed => Err(
@@ -809,7 +939,7 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
                 original_sequence_number: osn.ok()?,
                 original_description: odesc?,
                 quantity: qty?,
-                unit: unit?,
+                unit: unit.ok()?,
                 unit_price: price?,
                 amount: amount?,
                 tax: tax?,
@@ -830,6 +960,8 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
         seller: seller?,
         buyer: buyer?,
         allowance_type: allowance_type?,
+        original_seller_id: original_seller.ok()?,
+        original_buyer_id: original_buyer.ok()?,
         items,
         tax_amount: tax_amount?,
         total_amount: total_amount?,
@@ -842,9 +974,10 @@ fn build_cancel_allowance(
 ) -> Option<CancelAllowance> {
     let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
     let number = f.text("CancelAllowanceNumber", 16);
+    let allowance_type = f.opt_one_of("AllowanceType", &["1", "2"]);
     let allowance_date = f.req("AllowanceDate", MigDate::parse);
-    let buyer_id = f.req("BuyerId", BuyerId::parse);
-    let seller_id = f.req("SellerId", Ban::parse);
+    let buyer_id = f.req("BuyerId", buyer_id);
+    let seller_id = f.req("SellerId", ban);
     let cancel_date = f.req("CancelDate", MigDate::parse);
     let cancel_time = f.req("CancelTime", MigTime::parse);
     let reason = f.text("CancelReason", 20);
@@ -853,6 +986,7 @@ fn build_cancel_allowance(
     no_items(raw, MessageType::G0501, problems);
     Some(CancelAllowance {
         number: number?,
+        allowance_type: allowance_type.ok()?.unwrap_or_else(|| "2".into()),
         allowance_date: allowance_date?,
         buyer_id: buyer_id?,
         seller_id: seller_id?,

@@ -201,6 +201,7 @@ pub fn read_csv(
                     let first = entry.raw.fields.get(name).map(|c| c.value.as_str());
                     if first.unwrap_or("") != cell.value {
                         entry.problems.push(Problem {
+                            rule: None,
                             row: line,
                             field: cell.display.clone(),
                             value: cell.value.clone(),
@@ -287,6 +288,7 @@ fn broken_row(file: &str, line: usize, values: Vec<String>, reason: String) -> E
         },
         source: Source::Csv(vec![values]),
         problems: vec![Problem {
+            rule: None,
             row: line,
             field: String::new(),
             value: String::new(),
@@ -388,6 +390,7 @@ fn json_entry(file: &str, row: usize, value: Value, defaults: &Defaults) -> Entr
     match &value {
         Value::Object(o) => flatten_message(o, row, &mut raw, &mut problems),
         _ => problems.push(Problem {
+            rule: None,
             row,
             field: format!("Messages[{}]", row - 1),
             value: String::new(),
@@ -455,6 +458,7 @@ fn flatten_message(
                         ("ProductItem", obj @ Value::Object(_)) => vec![obj],
                         _ => {
                             problems.push(Problem {
+                                rule: None,
                                 row,
                                 field: format!("{path}.{k}"),
                                 value: String::new(),
@@ -481,6 +485,7 @@ fn flatten_message(
                                 }
                             }
                             _ => problems.push(Problem {
+                                rule: None,
                                 row,
                                 field: ip.trim_end_matches('.').to_string(),
                                 value: String::new(),
@@ -496,6 +501,7 @@ fn flatten_message(
                 }
             }
             ("Main" | "Amount" | "Details", _) => problems.push(Problem {
+                rule: None,
                 row,
                 field: path,
                 value: String::new(),
@@ -522,6 +528,7 @@ fn put(
     };
     if !known {
         problems.push(Problem {
+            rule: None,
             row,
             field: display,
             value: String::new(),
@@ -535,6 +542,7 @@ fn put(
         Value::Null => return,
         _ => {
             problems.push(Problem {
+                rule: None,
                 row,
                 field: display,
                 value: v.to_string(),

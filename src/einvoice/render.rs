@@ -1,8 +1,10 @@
 //! MIG 4.1 XML for the five messages.
 //!
-//! Element order follows `research/mig41.md` §1 (every MIG complex type is an `xs:sequence`,
-//! so order matters to Turnkey's local schema check). The message's namespace is the default
-//! namespace; text is escaped by quick-xml; optional elements with no value are left out.
+//! Elements are written in the order of the official MIG 4.1 XSD. The official schemas declare
+//! most groups as `xs:all`, so order does not matter to Turnkey, but a fixed order keeps the
+//! output byte-for-byte reproducible (the golden files). The message's namespace is the
+//! default namespace; text is escaped by quick-xml; optional elements with no value are left
+//! out.
 
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
@@ -10,6 +12,10 @@ use rust_decimal::Decimal;
 
 use super::model::*;
 use super::types::format_amount;
+
+/// The largest file Turnkey takes: its gateway's file check (`ValidateFile.limitNumber = 20`)
+/// refuses files over 20 MiB.
+pub const MAX_XML_BYTES: usize = 20 << 20;
 
 /// Renders a message as a UTF-8 XML document with a declaration and a final newline.
 pub fn render(message: &Message) -> Vec<u8> {
@@ -176,6 +182,12 @@ fn allowance(x: &mut Xml, m: &Allowance) {
     x.role("Seller", &m.seller, m.seller.identifier.as_str());
     x.role("Buyer", &m.buyer, m.buyer.identifier.as_str());
     x.el("AllowanceType", &m.allowance_type);
+    if let Some(b) = &m.original_seller_id {
+        x.el("OriginalInvoiceSellerId", b.as_str());
+    }
+    if let Some(b) = &m.original_buyer_id {
+        x.el("OriginalInvoiceBuyerId", b.as_str());
+    }
     x.close("Main");
 
     x.open("Details");
@@ -186,7 +198,7 @@ fn allowance(x: &mut Xml, m: &Allowance) {
         x.opt("OriginalSequenceNumber", &it.original_sequence_number);
         x.el("OriginalDescription", &it.original_description);
         x.num("Quantity", &it.quantity);
-        x.el("Unit", &it.unit);
+        x.opt("Unit", &it.unit);
         x.num("UnitPrice", &it.unit_price);
         x.num("Amount", &it.amount);
         x.num("Tax", &it.tax);
@@ -204,6 +216,7 @@ fn allowance(x: &mut Xml, m: &Allowance) {
 
 fn cancel_allowance(x: &mut Xml, m: &CancelAllowance) {
     x.el("CancelAllowanceNumber", &m.number);
+    x.el("AllowanceType", &m.allowance_type);
     x.el("AllowanceDate", &m.allowance_date.to_string());
     x.el("BuyerId", m.buyer_id.as_str());
     x.el("SellerId", m.seller_id.as_str());

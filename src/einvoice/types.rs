@@ -156,6 +156,10 @@ impl Ban {
         if b.len() != 8 || !b.iter().all(u8::is_ascii_digit) {
             return Err("must be eight digits".into());
         }
+        if b.iter().all(|&d| d == b'0') {
+            // Turnkey takes an all-zero id for a consumer, never for a business.
+            return Err("00000000 is no business id; a consumer buyer is 0000000000".into());
+        }
         const WEIGHTS: [u32; 8] = [1, 2, 1, 2, 1, 2, 4, 1];
         let mut sum = 0;
         for (i, d) in b.iter().enumerate() {
@@ -166,8 +170,15 @@ impl Ban {
         if valid {
             Ok(Ban(s.to_string()))
         } else {
-            Err("fails the 統一編號 checksum".into())
+            Err(Self::CHECKSUM_ERROR.into())
         }
+    }
+
+    const CHECKSUM_ERROR: &'static str = "fails the 統一編號 checksum";
+
+    /// Whether a [`Ban::parse`] error is the check-digit one (a rule only the platform applies).
+    pub fn is_checksum_error(reason: &str) -> bool {
+        reason.starts_with(Self::CHECKSUM_ERROR)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -317,6 +328,16 @@ impl TaxType {
 
 /// Parses a non-negative decimal as MIG writes it: at most 20 digits, `frac` after the point.
 pub fn parse_amount(s: &str, frac: u32) -> Result<Decimal, String> {
+    let d = parse_signed_amount(s, frac)?;
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err("must not be negative".into());
+    }
+    Ok(d)
+}
+
+/// Parses a decimal that may be negative (a product line's quantity, price and amount, which
+/// the XSD leaves unbounded: discount lines), otherwise as [`parse_amount`].
+pub fn parse_signed_amount(s: &str, frac: u32) -> Result<Decimal, String> {
     let t = s.trim();
     let shape_ok = !t.is_empty()
         && t.bytes()
@@ -328,8 +349,8 @@ pub fn parse_amount(s: &str, frac: u32) -> Result<Decimal, String> {
     let d: Decimal = t
         .parse()
         .map_err(|_| "must be a plain decimal number like 1050 or 12.5".to_string())?;
-    if d.is_sign_negative() && !d.is_zero() {
-        return Err("must not be negative".into());
+    if t.bytes().skip(1).any(|b| b == b'-') {
+        return Err("must be a plain decimal number like 1050 or 12.5".into());
     }
     let d = d.normalize();
     if d.scale() > frac {
@@ -345,6 +366,25 @@ pub fn parse_amount(s: &str, frac: u32) -> Result<Decimal, String> {
     }
     Ok(d)
 }
+
+/// The currency codes MIG 4.1 allows in `Currency` (the official `CurrencyCodeEnum`; ISO 4217
+/// as the MOF froze it, so some retired codes are in and some newer ones are not).
+pub const CURRENCY_CODES: [&str; 170] = [
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYR", "BZD", "CAD",
+    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CYP", "CZK", "DJF", "DKK", "DOP",
+    "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GGP", "GHS", "GIP", "GMD",
+    "GNF", "GTQ", "GYD", "HKD", "HNL", "HRK", "HTG", "HUF", "IDR", "ILS", "IMP", "INR", "IQD",
+    "IRR", "ISK", "JEP", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD",
+    "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LTL", "LVL", "LYD", "MAD", "MDL", "MGA",
+    "MKD", "MMK", "MNT", "MOP", "MRO", "MTL", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD",
+    "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG",
+    "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLL",
+    "SOS", "SPL", "SRD", "STD", "SVC", "SYP", "SZL", "THB", "TJS", "TMM", "TND", "TOP", "TRY",
+    "TTD", "TVD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VEB", "VEF", "VND", "VUV",
+    "WST", "XAF", "XAG", "XAU", "XCD", "XDR", "XOF", "XPD", "XPF", "XPT", "YER", "ZAR", "ZMK",
+    "ZWD",
+];
 
 /// Writes a decimal without trailing zeros (`50.00` → `50`), as MIG examples do.
 pub fn format_amount(d: &Decimal) -> String {
@@ -365,7 +405,7 @@ mod tests {
         for ok in ["28080623", "10458575", "04595257", "24634102"] {
             assert!(Ban::parse(ok).is_ok(), "{ok} should be valid");
         }
-        for bad in ["28080624", "1234567", "2808062a", "12345678"] {
+        for bad in ["28080624", "1234567", "2808062a", "12345678", "00000000"] {
             assert!(Ban::parse(bad).is_err(), "{bad} should be invalid");
         }
     }

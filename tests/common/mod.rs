@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: fixture paths, schema validation with xmllint,
+//! Helpers shared by the integration tests: fixture paths, schema validation with xmllint and
+//! Turnkey's official check,
 //! and a harness that runs the real daemon binary on temporary folders.
 #![allow(dead_code)]
 
@@ -14,18 +15,40 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("fixtures").join(rel)
 }
 
-/// The folder of XSDs the tests validate against: `TURNBRIDGE_XSD_DIR`, or the repo's own.
-/// Point it at the official MOF package to check against that instead.
+/// `../shared` beside the repository: the official MIG 4.1 files and Turnkey's own tools,
+/// which the tests use in place (the repository keeps no copy of them).
+pub fn shared() -> PathBuf {
+    root().join("../shared")
+}
+
+/// The folder of XSDs the tests validate against: `TURNBRIDGE_XSD_DIR`, or the official
+/// MIG 4.1 tree's `v41` folder in `../shared`.
 pub fn xsd_dir() -> PathBuf {
     std::env::var_os("TURNBRIDGE_XSD_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("schemas/mig41"))
+        .unwrap_or_else(|| shared().join("mig41/official/xsd/v41"))
+}
+
+/// The repository's own schemas (embedded in the simulator), which must agree with the
+/// official ones.
+pub fn repo_xsd_dir() -> PathBuf {
+    root().join("schemas/mig41")
 }
 
 /// Validates an XML file against `<xsd_dir>/<MSG>.xsd` with xmllint; returns xmllint's output
 /// on failure.
 pub fn xmllint(xml: &Path, message_type: &str) -> Result<(), String> {
-    let xsd = xsd_dir().join(format!("{message_type}.xsd"));
+    xmllint_in(&xsd_dir(), xml, message_type)
+}
+
+/// Validates an XML file against `<dir>/<MSG>.xsd` with xmllint.
+pub fn xmllint_in(dir: &Path, xml: &Path, message_type: &str) -> Result<(), String> {
+    let xsd = dir.join(format!("{message_type}.xsd"));
+    assert!(
+        xsd.is_file(),
+        "{} is missing (is ../shared beside the repository?)",
+        xsd.display()
+    );
     let out = Command::new("xmllint")
         .arg("--noout")
         .arg("--schema")
@@ -38,6 +61,65 @@ pub fn xmllint(xml: &Path, message_type: &str) -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// One file's line from Turnkey's official check (`../shared/turnkey/bin/check`): the
+/// official XSD and Turnkey's own program validator, the two checks UpCast runs.
+#[derive(Debug, Clone)]
+pub struct OfficialVerdict {
+    pub file: PathBuf,
+    pub xsd_ok: bool,
+    pub prog_ok: bool,
+    /// The checker's whole line (for messages).
+    pub line: String,
+}
+
+impl OfficialVerdict {
+    pub fn ok(&self) -> bool {
+        self.xsd_ok && self.prog_ok
+    }
+}
+
+/// Runs the official check on many files in one JVM; one verdict per file, in order.
+/// Panics with a clear message when the tools are not there (never skips).
+pub fn official_check(files: &[PathBuf]) -> Vec<OfficialVerdict> {
+    let check = shared().join("turnkey/bin/check");
+    assert!(
+        check.is_file(),
+        "{} is missing: the tests need ../shared/turnkey beside the repository",
+        check.display()
+    );
+    let mut out = Vec::with_capacity(files.len());
+    // Bounded argument lists: a few hundred files per JVM start.
+    for chunk in files.chunks(500) {
+        let run = Command::new(&check)
+            .args(chunk)
+            .env("TKRUN_BUILD", root().join("target/turnkey-runner"))
+            .output()
+            .expect("run ../shared/turnkey/bin/check (scripts/install-test-deps builds it)");
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            chunk.len(),
+            "the official check printed {} lines for {} files (stderr: {})",
+            lines.len(),
+            chunk.len(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for (file, line) in chunk.iter().zip(lines) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let name = file.file_name().unwrap().to_string_lossy();
+            assert_eq!(cols[0], name, "the official check answers in order");
+            out.push(OfficialVerdict {
+                file: file.clone(),
+                xsd_ok: cols.get(1) == Some(&"XSD OK"),
+                prog_ok: cols.get(2) == Some(&"PROG OK"),
+                line: line.to_string(),
+            });
+        }
+    }
+    out
 }
 
 /// Waits until `f` returns true, polling every 20 ms, or panics after `secs` seconds.
@@ -252,11 +334,11 @@ impl Drop for Sandbox {
 /// A CSV batch of `n` valid consumer invoices numbered from `first` (one product line each).
 pub fn batch_csv(prefix: &str, first: u32, n: u32) -> String {
     let mut s = String::from(
-        "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,RandomNumber,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n",
+        "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Seller.Address,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,RandomNumber,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n",
     );
     for i in first..first + n {
         s.push_str(&format!(
-            "F0401,{prefix}{i:08},20261126,10:00:00,28080623,台灣好茶股份有限公司,0000000000,消費者,07,0,Y,{:04},鮮奶茶,2,50,1,100,1,100,0,0,1,0.05,5,105\n",
+            "F0401,{prefix}{i:08},20261126,10:00:00,28080623,台灣好茶股份有限公司,台北市信義區松高路1號,0000000000,消費者,07,0,Y,{:04},鮮奶茶,2,50,1,100,1,100,0,0,1,0.05,0,100\n",
             i % 10000
         ));
     }
