@@ -514,7 +514,7 @@ impl Pipeline {
                     verdict.accepted_sources.push(source);
                 } else {
                     let problem = Problem {
-rule: None,
+                        rule: None,
                         row: a.row,
                         field: ty.number_field().into(),
                         value: number.into(),
@@ -766,7 +766,7 @@ fn allowance_over_invoice(
         let after = before.checked_add(this).unwrap_or(Decimal::MAX);
         if after > total {
             return Ok(Some(Problem {
-                rule: None,
+                rule: Some(einvoice::model::PlatformRule::AllowanceWithinInvoice),
                 row,
                 field: "TotalAmount".into(),
                 value: this.normalize().to_string(),

@@ -33,40 +33,52 @@ pub struct Problem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlatformRule {
-    /// 統一編號 check digits (Ministry of Finance, the 2023-04-01 rule).
-    BanChecksum,
-    /// Amounts add up: lines to buckets, buckets and tax to the total, tax to sales × rate.
+    /// 統一編號: eight digits, not all zeros, with valid check digits (Ministry of Finance,
+    /// the 2023-04-01 rule). Turnkey checks only that an F0401 buyer's id is digits.
+    Ban,
+    /// Amounts add up: lines to buckets, buckets and tax to the total, tax to sales × rate;
+    /// no sales bucket is negative.
     Totals,
     /// InvoiceType 07 (general tax) takes TaxType 1, 2, 3 or 9; 08 (special tax) takes
-    /// 2, 3, 4 or 9; and each TaxType its rates.
+    /// 2, 3, 4 or 9; each TaxType its rates; a line (also an allowance line) is never 9.
     InvoiceTypeTaxType,
     /// A consumer (B2C) invoice states tax-inclusive amounts with TaxAmount 0.
     ConsumerTaxInclusive,
-    /// Carriers: the mobile barcode's shape (3J0002), and a business buyer uses no other.
-    CarrierShape,
+    /// Carriers and donations: type and both ids together, the mobile barcode's shape
+    /// (3J0002), a business buyer uses no other carrier and is never donated to, NPOBAN is
+    /// 3 to 7 digits.
+    Carrier,
     /// Line sequence numbers are unique within a message.
     UniqueSequence,
-    /// Dates in order (a cancel or void not before the invoice; an allowance line's invoice
-    /// not after the allowance).
-    DateOrder,
-    /// An allowance or its lines take back positive amounts.
+    /// Dates that exist (the XSD takes 20240231) and times within the day (it takes
+    /// 24:00:00), in order (a cancel or void not before the invoice; an allowance line's
+    /// invoice not after the allowance).
+    Dates,
+    /// An allowance's lines take back amounts and tax above 0.
     PositiveAllowance,
+    /// All allowances on an invoice together stay within its untaxed total.
+    AllowanceWithinInvoice,
 }
 
 impl PlatformRule {
     /// Where the rule comes from, for reports and the README.
     pub fn source(self) -> &'static str {
         match self {
-            PlatformRule::BanChecksum => "MOF 統一編號 check-digit rule (2023-04-01)",
+            PlatformRule::Ban => "MOF 統一編號 format and check-digit rule (2023-04-01)",
             PlatformRule::Totals => "MIG 4.1 Amount field notes (sums and SalesAmount × TaxRate)",
             PlatformRule::InvoiceTypeTaxType => "MIG 4.1 InvoiceType and TaxType code notes",
             PlatformRule::ConsumerTaxInclusive => {
                 "MIG 4.1 TaxAmount note; every official B2C sample (TaxAmount 0)"
             }
-            PlatformRule::CarrierShape => "MOF carrier specification (手機條碼 /XXXXXXX)",
+            PlatformRule::Carrier => {
+                "MIG 4.1 CarrierType / DonateMark / NPOBAN notes; MOF carrier specification (手機條碼 /XXXXXXX)"
+            }
             PlatformRule::UniqueSequence => "MIG 4.1 SequenceNumber note",
-            PlatformRule::DateOrder => "MIG 4.1 CancelDate / VoidDate / OriginalInvoiceDate notes",
+            PlatformRule::Dates => {
+                "the calendar; MIG 4.1 CancelDate / VoidDate / OriginalInvoiceDate notes"
+            }
             PlatformRule::PositiveAllowance => "MIG 4.1 G0401 Amount notes",
+            PlatformRule::AllowanceWithinInvoice => "MIG 4.1 G0401 notes (折讓 of a sold amount)",
         }
     }
 }
@@ -319,20 +331,78 @@ impl From<&str> for Refusal {
     }
 }
 
-/// A business id: its shape is checked by Turnkey, its check digits only by the platform.
-fn ban(s: &str) -> Result<Ban, Refusal> {
-    Ban::parse(s).map_err(|reason| Refusal {
-        rule: Ban::is_checksum_error(&reason).then_some(PlatformRule::BanChecksum),
+/// Who checks an id field, beyond its length (at most 10 characters, and at least 8 for a
+/// role's `Identifier`, in the XSD): Turnkey wants an F0401 buyer's id to be digits; the
+/// rest (eight digits, not all zeros, check digits) only the platform checks.
+#[derive(Clone, Copy)]
+struct IdCheck {
+    min_len: usize,
+    turnkey_digits: bool,
+}
+
+const ROLE_ID: IdCheck = IdCheck {
+    min_len: 8,
+    turnkey_digits: false,
+};
+const F0401_BUYER: IdCheck = IdCheck {
+    min_len: 8,
+    turnkey_digits: true,
+};
+const FLAT_ID: IdCheck = IdCheck {
+    min_len: 0,
+    turnkey_digits: false,
+};
+
+fn id_refusal(s: &str, reason: String, check: IdCheck) -> Refusal {
+    let n = s.encode_utf16().count();
+    let xsd = n > 10 || n < check.min_len;
+    let turnkey = check.turnkey_digits && !s.bytes().all(|b| b.is_ascii_digit());
+    Refusal {
+        rule: (!xsd && !turnkey).then_some(PlatformRule::Ban),
+        reason,
+    }
+}
+
+/// A business id.
+fn ban(check: IdCheck) -> impl Fn(&str) -> Result<Ban, Refusal> {
+    move |s| Ban::parse(s).map_err(|r| id_refusal(s, r, check))
+}
+
+/// A buyer id: a business id or the consumer's ten zeros.
+fn buyer_id(check: IdCheck) -> impl Fn(&str) -> Result<BuyerId, Refusal> {
+    move |s| BuyerId::parse(s).map_err(|r| id_refusal(s, r, check))
+}
+
+/// A date: its shape is the XSD's, whether it exists only the platform checks.
+fn mig_date(s: &str) -> Result<MigDate, Refusal> {
+    MigDate::parse(s).map_err(|reason| Refusal {
+        rule: MigDate::is_calendar_error(&reason).then_some(PlatformRule::Dates),
         reason,
     })
 }
 
-/// A buyer id: a business id or the consumer's ten zeros.
-fn buyer_id(s: &str) -> Result<BuyerId, Refusal> {
-    BuyerId::parse(s).map_err(|reason| Refusal {
-        rule: Ban::is_checksum_error(&reason).then_some(PlatformRule::BanChecksum),
+/// A time: the XSD's `xs:time` takes 24:00:00, which the platform does not.
+fn mig_time(s: &str) -> Result<MigTime, Refusal> {
+    MigTime::parse(s).map_err(|reason| Refusal {
+        rule: (s == "24:00:00").then_some(PlatformRule::Dates),
         reason,
     })
+}
+
+/// An amount the XSD lets be negative but the platform does not (the invoice's exempt and
+/// zero-rated sales).
+fn platform_nonnegative(rule: PlatformRule) -> impl Fn(&str) -> Result<Decimal, Refusal> {
+    move |s| {
+        let d = parse_signed_amount(s, 7)?;
+        if d.is_sign_negative() && !d.is_zero() {
+            Err(Refusal {
+                reason: "must not be negative".into(),
+                rule: Some(rule),
+            })
+        } else {
+            Ok(d)
+        }
+    }
 }
 
 /// Reads the fields of one record, converting each and recording what is wrong.
@@ -340,6 +410,8 @@ struct Fields<'a> {
     cells: &'a BTreeMap<String, Cell>,
     row: usize,
     prefix: &'a str,
+    /// Set for a message's header fields: where a missing one would be.
+    header: Option<&'a RawMessage>,
     used: BTreeSet<&'static str>,
     problems: &'a mut Vec<Problem>,
 }
@@ -355,8 +427,17 @@ impl<'a> Fields<'a> {
             cells,
             row,
             prefix,
+            header: None,
             used: BTreeSet::new(),
             problems,
+        }
+    }
+
+    /// The header fields of a message.
+    fn header(raw: &'a RawMessage, problems: &'a mut Vec<Problem>) -> Self {
+        Fields {
+            header: Some(raw),
+            ..Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems)
         }
     }
 
@@ -369,7 +450,10 @@ impl<'a> Fields<'a> {
         let refusal = refusal.into();
         let (row, field, value) = match cell {
             Some(c) => (c.row, c.display.clone(), c.value.clone()),
-            None => (self.row, format!("{}{}", self.prefix, key), String::new()),
+            None => match self.header {
+                Some(raw) => (self.row, raw.display_of(key), String::new()),
+                None => (self.row, format!("{}{}", self.prefix, key), String::new()),
+            },
         };
         self.problems.push(Problem {
             rule: refusal.rule,
@@ -474,10 +558,18 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Text of at most `max` characters as the XSD counts them: in UTF-16 units, as Java's
+/// validator (Turnkey's) does, so a character outside the BMP (many rare CJK characters, emoji)
+/// counts twice.
 fn text(s: &str, max: usize) -> Result<String, String> {
-    let n = s.chars().count();
+    let n = s.encode_utf16().count();
     if n > max {
-        Err(format!("is {n} characters long, at most {max} are allowed"))
+        let chars = s.chars().count();
+        Err(if chars == n {
+            format!("is {n} characters long, at most {max} are allowed")
+        } else {
+            format!("is {n} characters long as Turnkey counts them ({chars} characters, those outside the BMP counting twice); at most {max} are allowed")
+        })
     } else if s.chars().any(|c| c.is_control() && c != '\t') {
         Err("contains a control character".into())
     } else if s.chars().any(|c| c == '\u{FFFE}' || c == '\u{FFFF}') {
@@ -504,12 +596,16 @@ fn digits(s: &str, min: usize, max: usize) -> Result<String, String> {
 }
 
 fn role_ban(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<Ban>> {
-    let id = f.req(who[0], ban);
+    let id = f.req(who[0], ban(ROLE_ID));
     role_rest(f, who, id)
 }
 
-fn role_buyer(f: &mut Fields, who: &'static [&'static str; 9]) -> Option<Role<BuyerId>> {
-    let id = f.req(who[0], buyer_id);
+fn role_buyer(
+    f: &mut Fields,
+    who: &'static [&'static str; 9],
+    check: IdCheck,
+) -> Option<Role<BuyerId>> {
+    let id = f.req(who[0], buyer_id(check));
     role_rest(f, who, id)
 }
 
@@ -608,6 +704,9 @@ fn allowance_type_41(f: &mut Fields) -> Option<String> {
     .ok()
 }
 
+/// The most lines (`ProductItem`) one F0401 or G0401 may have (the XSD's `maxOccurs`).
+const MAX_LINES: usize = 9999;
+
 fn no_items(raw: &RawMessage, ty: MessageType, problems: &mut Vec<Problem>) {
     for item in &raw.items {
         for cell in item.fields.values().filter(|c| !c.value.trim().is_empty()) {
@@ -623,10 +722,10 @@ fn no_items(raw: &RawMessage, ty: MessageType, problems: &mut Vec<Problem>) {
 }
 
 fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) -> Option<Invoice> {
-    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let mut f = Fields::header(raw, problems);
     let number = f.req("InvoiceNumber", InvoiceNumber::parse);
-    let date = f.req("InvoiceDate", MigDate::parse);
-    let time = f.req("InvoiceTime", MigTime::parse);
+    let date = f.req("InvoiceDate", mig_date);
+    let time = f.req("InvoiceTime", mig_time);
     if !f.filled("Seller.Address") {
         f.problem(
             "Seller.Address",
@@ -635,7 +734,7 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
         );
     }
     let seller = role_ban(&mut f, &SELLER);
-    let buyer = role_buyer(&mut f, &BUYER);
+    let buyer = role_buyer(&mut f, &BUYER, F0401_BUYER);
     let buyer_remark = f.opt_one_of("BuyerRemark", &["1", "2", "3", "4"]);
     let main_remark = f.opt_text("MainRemark", 200);
     let customs = f.opt_one_of("CustomsClearanceMark", &["1", "2"]);
@@ -656,7 +755,13 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
         "N" => Ok(false),
         _ => Err("must be Y or N".to_string()),
     });
-    let npoban = f.opt("NPOBAN", |s| digits(s, 3, 7));
+    let npoban = f.opt("NPOBAN", |s| {
+        digits(s, 3, 7).map_err(|reason| Refusal {
+            // The XSD allows up to 10 characters of anything.
+            rule: (s.encode_utf16().count() <= 10).then_some(PlatformRule::Carrier),
+            reason,
+        })
+    });
     let random = f.opt("RandomNumber", RandomNumber::parse);
     let bonded = f.opt_one_of("BondedAreaConfirm", &["1", "2", "3", "4"]);
     let zero_reason = f.opt_one_of(
@@ -667,8 +772,14 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
     let reserved2 = f.opt_text("Reserved2", 100);
     // Amount
     let sales = f.amount("SalesAmount");
-    let free = f.amount("FreeTaxSalesAmount");
-    let zero = f.amount("ZeroTaxSalesAmount");
+    let free = f.req(
+        "FreeTaxSalesAmount",
+        platform_nonnegative(PlatformRule::Totals),
+    );
+    let zero = f.req(
+        "ZeroTaxSalesAmount",
+        platform_nonnegative(PlatformRule::Totals),
+    );
     let tax_type = f.req("TaxType", TaxType::parse);
     let tax_rate = f.req("TaxRate", |s| {
         let d = parse_amount(s, 7)?;
@@ -715,6 +826,18 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
             reason: "an F0401 invoice needs at least one product line".into(),
         });
     }
+    if raw.items.len() > MAX_LINES {
+        problems.push(Problem {
+            rule: None,
+            row: raw.row,
+            field: format!("{}Details", raw.display_prefix),
+            value: raw.items.len().to_string(),
+            reason: format!(
+                "has {} lines; the XSD allows at most {MAX_LINES}",
+                raw.items.len()
+            ),
+        });
+    }
     for item in &raw.items {
         if let Some(it) = build_invoice_item(item, default_item_tax, problems) {
             items.push(it);
@@ -732,11 +855,18 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
             id2: b,
         }),
         _ => {
+            let given = ["CarrierType", "CarrierId1", "CarrierId2"]
+                .iter()
+                .find_map(|k| raw.get(k).filter(|c| !c.value.trim().is_empty()));
+            let (row, field, value) = match given {
+                Some(c) => (c.row, c.display.clone(), c.value.clone()),
+                None => (raw.row, raw.display_of("CarrierType"), String::new()),
+            };
             problems.push(Problem {
-                rule: None,
-                row: raw.row,
-                field: "CarrierType".into(),
-                value: String::new(),
+                rule: Some(PlatformRule::Carrier),
+                row,
+                field,
+                value,
                 reason: "CarrierType, CarrierId1 and CarrierId2 must be given together".into(),
             });
             return None;
@@ -832,13 +962,13 @@ fn build_invoice_item(
 }
 
 fn build_cancel(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<CancelInvoice> {
-    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let mut f = Fields::header(raw, problems);
     let number = f.req("CancelInvoiceNumber", InvoiceNumber::parse);
-    let invoice_date = f.req("InvoiceDate", MigDate::parse);
-    let buyer_id = f.req("BuyerId", buyer_id);
-    let seller_id = f.req("SellerId", ban);
-    let cancel_date = f.req("CancelDate", MigDate::parse);
-    let cancel_time = f.req("CancelTime", MigTime::parse);
+    let invoice_date = f.req("InvoiceDate", mig_date);
+    let buyer_id = f.req("BuyerId", buyer_id(FLAT_ID));
+    let seller_id = f.req("SellerId", ban(FLAT_ID));
+    let cancel_date = f.req("CancelDate", mig_date);
+    let cancel_time = f.req("CancelTime", mig_time);
     let reason = f.text("CancelReason", 20);
     let rtdn = f.opt_text("ReturnTaxDocumentNumber", 60);
     let remark = f.opt_text("Remark", 200);
@@ -862,13 +992,13 @@ fn build_cancel(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<CancelI
 }
 
 fn build_void(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<VoidInvoice> {
-    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let mut f = Fields::header(raw, problems);
     let number = f.req("VoidInvoiceNumber", InvoiceNumber::parse);
-    let invoice_date = f.req("InvoiceDate", MigDate::parse);
-    let buyer_id = f.req("BuyerId", buyer_id);
-    let seller_id = f.req("SellerId", ban);
-    let void_date = f.req("VoidDate", MigDate::parse);
-    let void_time = f.req("VoidTime", MigTime::parse);
+    let invoice_date = f.req("InvoiceDate", mig_date);
+    let buyer_id = f.req("BuyerId", buyer_id(FLAT_ID));
+    let seller_id = f.req("SellerId", ban(FLAT_ID));
+    let void_date = f.req("VoidDate", mig_date);
+    let void_time = f.req("VoidTime", mig_time);
     let reason = f.text("VoidReason", 20);
     let remark = f.opt_text("Remark", 200);
     let reserved1 = f.opt_text("Reserved1", 20);
@@ -890,14 +1020,14 @@ fn build_void(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<VoidInvoi
 }
 
 fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allowance> {
-    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let mut f = Fields::header(raw, problems);
     let number = f.text("AllowanceNumber", 16);
-    let date = f.req("AllowanceDate", MigDate::parse);
+    let date = f.req("AllowanceDate", mig_date);
     let seller = role_ban(&mut f, &SELLER);
-    let buyer = role_buyer(&mut f, &BUYER);
+    let buyer = role_buyer(&mut f, &BUYER, ROLE_ID);
     let allowance_type = allowance_type_41(&mut f);
-    let original_seller = f.opt("OriginalInvoiceSellerId", ban);
-    let original_buyer = f.opt("OriginalInvoiceBuyerId", ban);
+    let original_seller = f.opt("OriginalInvoiceSellerId", ban(FLAT_ID));
+    let original_buyer = f.opt("OriginalInvoiceBuyerId", ban(FLAT_ID));
     let tax_amount = f.req("TaxAmount", |s| parse_amount(s, 0));
     let total_amount = f.amount("TotalAmount");
     f.finish(MessageType::G0401);
@@ -910,24 +1040,39 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
             reason: "a G0401 allowance needs at least one line".into(),
         });
     }
+    if raw.items.len() > MAX_LINES {
+        problems.push(Problem {
+            rule: None,
+            row: raw.row,
+            field: format!("{}Details", raw.display_prefix),
+            value: raw.items.len().to_string(),
+            reason: format!(
+                "has {} lines; the XSD allows at most {MAX_LINES}",
+                raw.items.len()
+            ),
+        });
+    }
     let mut items = Vec::new();
     for item in &raw.items {
         let mut f = Fields::new(&item.fields, item.row, &item.display_prefix, problems);
-        let oid = f.req("OriginalInvoiceDate", MigDate::parse);
+        let oid = f.req("OriginalInvoiceDate", mig_date);
         let oin = f.req("OriginalInvoiceNumber", InvoiceNumber::parse);
         let osn = f.opt_text("OriginalSequenceNumber", 4);
         let odesc = f.text("OriginalDescription", 500);
-        let qty = f.amount("Quantity");
+        // The XSD lets allowance lines be negative; the platform does not (see the rules).
+        let qty = f.req("Quantity", |s| parse_signed_amount(s, 7));
         let unit = f.opt_text("Unit", 6);
-        let price = f.amount("UnitPrice");
-        let amount = f.amount("Amount");
-        let tax = f.req("Tax", |s| parse_amount(s, 0));
+        let price = f.req("UnitPrice", |s| parse_signed_amount(s, 7));
+        let amount = f.req("Amount", |s| parse_signed_amount(s, 7));
+        let tax = f.req("Tax", |s| parse_signed_amount(s, 0));
         let seq = f.text("AllowanceSequenceNumber", 4);
         let tax_type = f.req("TaxType", |s| match TaxType::parse(s)? {
-            TaxType::Mixed => Err(
-                "an allowance line is 1 (taxable), 2 (zero-rated), 3 (exempt) or 4 (special)"
-                    .to_string(),
-            ),
+            TaxType::Mixed => Err(Refusal {
+                reason:
+                    "an allowance line is 1 (taxable), 2 (zero-rated), 3 (exempt) or 4 (special)"
+                        .to_string(),
+                rule: Some(PlatformRule::InvoiceTypeTaxType),
+            }),
             t => Ok(t),
         });
         f.finish(MessageType::G0401);
@@ -972,14 +1117,14 @@ fn build_cancel_allowance(
     raw: &RawMessage,
     problems: &mut Vec<Problem>,
 ) -> Option<CancelAllowance> {
-    let mut f = Fields::new(&raw.fields, raw.row, &raw.display_prefix, problems);
+    let mut f = Fields::header(raw, problems);
     let number = f.text("CancelAllowanceNumber", 16);
     let allowance_type = f.opt_one_of("AllowanceType", &["1", "2"]);
-    let allowance_date = f.req("AllowanceDate", MigDate::parse);
-    let buyer_id = f.req("BuyerId", buyer_id);
-    let seller_id = f.req("SellerId", ban);
-    let cancel_date = f.req("CancelDate", MigDate::parse);
-    let cancel_time = f.req("CancelTime", MigTime::parse);
+    let allowance_date = f.req("AllowanceDate", mig_date);
+    let buyer_id = f.req("BuyerId", buyer_id(FLAT_ID));
+    let seller_id = f.req("SellerId", ban(FLAT_ID));
+    let cancel_date = f.req("CancelDate", mig_date);
+    let cancel_time = f.req("CancelTime", mig_time);
     let reason = f.text("CancelReason", 20);
     let remark = f.opt_text("Remark", 200);
     f.finish(MessageType::G0501);

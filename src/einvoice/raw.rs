@@ -35,11 +35,45 @@ pub struct RawMessage {
     pub items: Vec<RawItem>,
     /// Display prefix for missing header fields (empty for CSV, a JSON path otherwise).
     pub display_prefix: String,
+    /// A JSON message written in groups (`Main`, `Amount`), where a missing field would be.
+    pub grouped: bool,
 }
+
+/// The header fields that live in a message's `Amount` group.
+const AMOUNT_FIELDS: [&str; 11] = [
+    "SalesAmount",
+    "FreeTaxSalesAmount",
+    "ZeroTaxSalesAmount",
+    "TaxType",
+    "TaxRate",
+    "TaxAmount",
+    "TotalAmount",
+    "DiscountAmount",
+    "OriginalCurrencyAmount",
+    "ExchangeRate",
+    "Currency",
+];
 
 impl RawMessage {
     pub fn get(&self, key: &str) -> Option<&Cell> {
         self.fields.get(key).filter(|c| !c.value.is_empty())
+    }
+
+    /// Where a header field is, or would be, as the input spells it: the CSV column, or the
+    /// JSON path (`Messages[3].Main.NPOBAN`, `Messages[3].Amount.TaxAmount`).
+    pub fn display_of(&self, key: &str) -> String {
+        if let Some(c) = self.fields.get(key) {
+            return c.display.clone();
+        }
+        if !self.grouped {
+            return format!("{}{key}", self.display_prefix);
+        }
+        let group = if AMOUNT_FIELDS.contains(&key) {
+            "Amount"
+        } else {
+            "Main"
+        };
+        format!("{}{group}.{key}", self.display_prefix)
     }
 }
 

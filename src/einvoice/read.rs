@@ -229,6 +229,7 @@ pub fn read_csv(
                         fields: head,
                         items: if has_item { vec![item] } else { vec![] },
                         display_prefix: String::new(),
+                        grouped: false,
                     },
                     source: Source::Csv(vec![values]),
                     problems: Vec::new(),
@@ -388,7 +389,12 @@ fn json_entry(file: &str, row: usize, value: Value, defaults: &Defaults) -> Entr
     };
     let mut problems = Vec::new();
     match &value {
-        Value::Object(o) => flatten_message(o, row, &mut raw, &mut problems),
+        Value::Object(o) => {
+            raw.grouped = ["Main", "Amount", "Details"]
+                .iter()
+                .any(|k| o.contains_key(*k));
+            flatten_message(o, row, &mut raw, &mut problems)
+        }
         _ => problems.push(Problem {
             rule: None,
             row,

@@ -26,23 +26,23 @@ pub fn check(message: &Message, raw: &RawMessage) -> Vec<Problem> {
         raw,
         problems: Vec::new(),
     };
-    use PlatformRule::DateOrder;
+    use PlatformRule::Dates;
     match message {
         Message::Invoice(m) => invoice(m, &mut out),
         Message::Cancel(m) => {
             if m.cancel_date < m.invoice_date {
-                out.platform(DateOrder, "CancelDate", "is before the invoice date");
+                out.platform(Dates, "CancelDate", "is before the invoice date");
             }
         }
         Message::Void(m) => {
             if m.void_date < m.invoice_date {
-                out.platform(DateOrder, "VoidDate", "is before the invoice date");
+                out.platform(Dates, "VoidDate", "is before the invoice date");
             }
         }
         Message::Allowance(m) => allowance(m, &mut out),
         Message::CancelAllowance(m) => {
             if m.cancel_date < m.allowance_date {
-                out.platform(DateOrder, "CancelDate", "is before the allowance date");
+                out.platform(Dates, "CancelDate", "is before the allowance date");
             }
         }
     }
@@ -68,11 +68,7 @@ impl Out<'_> {
     fn push(&mut self, rule: Option<PlatformRule>, key: &str, reason: impl Into<String>) {
         let (row, field, value) = match self.raw.get(key) {
             Some(c) => (c.row, c.display.clone(), c.value.clone()),
-            None => (
-                self.raw.row,
-                format!("{}{}", self.raw.display_prefix, key),
-                String::new(),
-            ),
+            None => (self.raw.row, self.raw.display_of(key), String::new()),
         };
         self.problems.push(Problem {
             rule,
@@ -166,7 +162,8 @@ fn invoice(m: &Invoice, out: &mut Out) {
         out.field("NPOBAN", "is only allowed when DonateMark is 1");
     }
     if m.donate && !consumer {
-        out.field(
+        out.platform(
+            Carrier,
             "DonateMark",
             "an invoice to a business (統一編號) cannot be donated",
         );
@@ -180,7 +177,7 @@ fn invoice(m: &Invoice, out: &mut Out) {
     if let Some(c) = &m.carrier {
         if !consumer && c.carrier_type != MOBILE_BARCODE {
             out.platform(
-                CarrierShape,
+                Carrier,
                 "CarrierType",
                 "an invoice to a business may only use the mobile barcode carrier 3J0002",
             );
@@ -188,7 +185,7 @@ fn invoice(m: &Invoice, out: &mut Out) {
         if c.carrier_type == MOBILE_BARCODE {
             for (key, v) in [("CarrierId1", &c.id1), ("CarrierId2", &c.id2)] {
                 if !is_mobile_barcode(v) {
-                    out.platform(CarrierShape, key, "a mobile barcode (3J0002) is / followed by 7 characters of 0-9, A-Z, + - .");
+                    out.platform(Carrier, key, "a mobile barcode (3J0002) is / followed by 7 characters of 0-9, A-Z, + - .");
                 }
             }
         }
@@ -471,6 +468,14 @@ fn allowance(m: &Allowance, out: &mut Out) {
                 "an allowance line takes back an amount above 0",
             );
         }
+        if it.tax < zero {
+            out.item(
+                PositiveAllowance,
+                i,
+                "Tax",
+                "an allowance line's tax is not negative",
+            );
+        }
         if matches!(it.tax_type, TaxType::ZeroRated | TaxType::Exempt) && !it.tax.is_zero() {
             out.item(
                 Totals,
@@ -481,7 +486,7 @@ fn allowance(m: &Allowance, out: &mut Out) {
         }
         if it.original_invoice_date > m.date {
             out.item(
-                DateOrder,
+                Dates,
                 i,
                 "OriginalInvoiceDate",
                 "is after the allowance date",
@@ -848,13 +853,92 @@ mod tests {
     fn platform_rules_are_named() {
         let mut m = b2b();
         m["Main"]["Buyer"]["Identifier"] = json!("04595258");
-        refused_by_platform(&m, "Identifier", PlatformRule::BanChecksum);
+        refused_by_platform(&m, "Identifier", PlatformRule::Ban);
         let mut m = b2b();
         m["Amount"]["TotalAmount"] = json!("106");
         refused_by_platform(&m, "TotalAmount", PlatformRule::Totals);
         let mut m = allowance();
         m["Amount"]["TotalAmount"] = json!("25");
         refused_by_platform(&m, "TotalAmount", PlatformRule::Totals);
+    }
+
+    #[test]
+    fn lengths_count_as_turnkey_counts_them() {
+        // Java's validator counts UTF-16 units: a character outside the BMP counts twice.
+        let mut m = b2b();
+        m["Main"]["Buyer"]["Name"] = json!("𠀀".repeat(30));
+        accepted(&m);
+        m["Main"]["Buyer"]["Name"] = json!("𠀀".repeat(31));
+        refused_by_turnkey(&m, "Name");
+    }
+
+    #[test]
+    fn at_most_9999_lines() {
+        let mut m = b2b();
+        let line = m["Details"]["ProductItem"][0].clone();
+        let lines: Vec<Value> = (0..10000)
+            .map(|i| {
+                let mut l = line.clone();
+                l["SequenceNumber"] = json!(format!("{i:04}"));
+                l["Amount"] = json!("0");
+                l["UnitPrice"] = json!("0");
+                l
+            })
+            .collect();
+        m["Details"]["ProductItem"] = Value::Array(lines);
+        refused_by_turnkey(&m, "Details");
+    }
+
+    #[test]
+    fn stricter_than_turnkey_is_a_named_platform_rule() {
+        let mut m = b2b();
+        m["Main"]["PrintMark"] = json!("N");
+        m["Main"]["DonateMark"] = json!("1");
+        m["Main"]["NPOBAN"] = json!("8585");
+        refused_by_platform(&m, "DonateMark", PlatformRule::Carrier);
+        let mut m = b2b();
+        m["Main"]["CarrierType"] = json!("1K0001");
+        refused_by_platform(&m, "CarrierType", PlatformRule::Carrier);
+        let mut m = b2b();
+        m["Main"]["InvoiceTime"] = json!("24:00:00");
+        refused_by_platform(&m, "InvoiceTime", PlatformRule::Dates);
+        m["Main"]["InvoiceTime"] = json!("10:00:00");
+        m["Main"]["InvoiceDate"] = json!("20261131");
+        refused_by_platform(&m, "InvoiceDate", PlatformRule::Dates);
+        let mut m = b2b();
+        m["Main"]["Seller"]["Identifier"] = json!("123456789");
+        refused_by_platform(&m, "Identifier", PlatformRule::Ban);
+        let mut m = b2b();
+        m["Main"]["Buyer"]["Identifier"] = json!("1234567A");
+        refused_by_turnkey(&m, "Identifier");
+        let mut m = allowance();
+        m["Details"]["ProductItem"][0]["Amount"] = json!("-19");
+        m["Details"]["ProductItem"][0]["Tax"] = json!("0");
+        m["Amount"]["TaxAmount"] = json!("0");
+        m["Amount"]["TotalAmount"] = json!("0");
+        refused_by_platform(&m, "Amount", PlatformRule::PositiveAllowance);
+    }
+
+    #[test]
+    fn a_missing_json_field_is_named_where_it_belongs() {
+        let mut m = b2c();
+        m["Main"]["Seller"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Address");
+        m["Amount"].as_object_mut().unwrap().remove("TaxRate");
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let v = check_batch("m.json", &bytes, &opts()).unwrap();
+        let fields: Vec<&str> = v.rejected[0]
+            .problems
+            .iter()
+            .map(|p| p.field.as_str())
+            .collect();
+        assert!(
+            fields.contains(&"Messages[0].Main.Seller.Address"),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&"Messages[0].Amount.TaxRate"), "{fields:?}");
     }
 
     #[test]

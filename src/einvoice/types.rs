@@ -170,15 +170,8 @@ impl Ban {
         if valid {
             Ok(Ban(s.to_string()))
         } else {
-            Err(Self::CHECKSUM_ERROR.into())
+            Err("fails the 統一編號 checksum".into())
         }
-    }
-
-    const CHECKSUM_ERROR: &'static str = "fails the 統一編號 checksum";
-
-    /// Whether a [`Ban::parse`] error is the check-digit one (a rule only the platform applies).
-    pub fn is_checksum_error(reason: &str) -> bool {
-        reason.starts_with(Self::CHECKSUM_ERROR)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -234,7 +227,14 @@ impl MigDate {
         }
         NaiveDate::parse_from_str(s, "%Y%m%d")
             .map(MigDate)
-            .map_err(|_| "is not a calendar date".into())
+            .map_err(|_| Self::CALENDAR_ERROR.into())
+    }
+
+    const CALENDAR_ERROR: &'static str = "is not a calendar date";
+
+    /// Whether a [`MigDate::parse`] error is about a day that does not exist.
+    pub fn is_calendar_error(reason: &str) -> bool {
+        reason == Self::CALENDAR_ERROR
     }
 }
 
