@@ -667,6 +667,7 @@ impl Pipeline {
 /// Every problem of a verdict as report lines: refused archive members, then rejected rows.
 pub fn report_entries(batch: &str, verdict: &Verdict) -> Vec<ReportEntry> {
     let members = verdict.refused_members.iter().map(|m| ReportEntry {
+        rule: None,
         file: format!("{batch}:{}", m.name),
         row: 0,
         message_type: None,
@@ -677,6 +678,7 @@ pub fn report_entries(batch: &str, verdict: &Verdict) -> Vec<ReportEntry> {
     });
     let rows = verdict.rejected.iter().flat_map(|r| {
         r.problems.iter().map(move |p| ReportEntry {
+            rule: p.rule,
             file: r.file.clone(),
             row: p.row,
             message_type: r.message_type.clone(),
@@ -708,6 +710,7 @@ fn file_report(
         rejected: 0,
         rejected_files,
         problems: vec![ReportEntry {
+            rule: None,
             file: name.to_string(),
             row: 0,
             message_type: None,
@@ -825,6 +828,30 @@ mod tests {
         let rows = pipeline.dirs.rejected.join(format!("{}_b.csv", o.job_id));
         let rows = fs::read_to_string(rows).unwrap();
         assert!(rows.ends_with("\nF0401,TEN-001,AB1234\n"), "{rows}");
+    }
+
+    #[test]
+    fn a_platform_refusal_names_its_rule_in_both_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
+                    [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
+                    [http]\nlisten = \"\"\n";
+        let config = Config::parse(text, dir.path()).unwrap();
+        fs::create_dir_all(config.einvoice_spool()).unwrap();
+        let mut pipeline = Pipeline::open(config.clone()).unwrap();
+        let bad = include_str!("../fixtures/invalid/F0401_bad_ban.csv");
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::write(&batch, bad).unwrap();
+        let o = pipeline.take(&batch).unwrap();
+        assert_eq!((o.queued, o.rejected), (0, 1));
+        let base = pipeline.dirs.rejected.join(format!("{}_b.csv", o.job_id));
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(format!("{}.error.json", base.display())).unwrap())
+                .unwrap();
+        assert_eq!(json["problems"][0]["field"], "Buyer.Identifier");
+        assert_eq!(json["problems"][0]["rule"], "ban");
+        let txt = fs::read_to_string(format!("{}.error.txt", base.display())).unwrap();
+        assert!(txt.contains("[platform rule ban: MOF"), "{txt}");
     }
 
     /// A file set aside after an internal error (a panic, caught by the daemon) once its

@@ -232,6 +232,9 @@ pub struct ReportEntry {
     pub field: String,
     pub value: String,
     pub reason: String,
+    /// The platform rule refused, for problems Turnkey itself would not see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<crate::einvoice::model::PlatformRule>,
 }
 
 /// Why a file, or some of its rows, were not sent: written as `<name>.error.txt` for a person
@@ -291,7 +294,11 @@ impl Report {
                     cut_note(&p.value, 200)
                 )
             };
-            s.push_str(&format!("{at}{what}{field}: {}\n", p.reason));
+            let rule = match p.rule {
+                Some(r) => format!(" [platform rule {}: {}]", r.name(), r.source()),
+                None => String::new(),
+            };
+            s.push_str(&format!("{at}{what}{field}: {}{rule}\n", p.reason));
         }
         s
     }
@@ -361,6 +368,7 @@ mod tests {
             rejected: 1,
             rejected_files: vec![],
             problems: vec![ReportEntry {
+                rule: None,
                 file: "a.zip:x\nFORGED.json".into(),
                 row: 1,
                 message_type: None,

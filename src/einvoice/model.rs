@@ -61,6 +61,21 @@ pub enum PlatformRule {
 }
 
 impl PlatformRule {
+    /// The rule's name, as reports spell it (`ban`, `totals`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            PlatformRule::Ban => "ban",
+            PlatformRule::Totals => "totals",
+            PlatformRule::InvoiceTypeTaxType => "invoice-type-tax-type",
+            PlatformRule::ConsumerTaxInclusive => "consumer-tax-inclusive",
+            PlatformRule::Carrier => "carrier",
+            PlatformRule::UniqueSequence => "unique-sequence",
+            PlatformRule::Dates => "dates",
+            PlatformRule::PositiveAllowance => "positive-allowance",
+            PlatformRule::AllowanceWithinInvoice => "allowance-within-invoice",
+        }
+    }
+
     /// Where the rule comes from, for reports and the README.
     pub fn source(self) -> &'static str {
         match self {

@@ -522,6 +522,7 @@ impl Jobs {
             problems: problems
                 .iter()
                 .map(|p| ReportEntry {
+                    rule: None,
                     file: name.into(),
                     row: p.row,
                     message_type: None,

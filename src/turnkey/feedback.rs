@@ -530,6 +530,7 @@ impl Tracker {
                 .to_string_lossy()
                 .into_owned()],
             problems: vec![ReportEntry {
+                rule: None,
                 file: name,
                 row: 0,
                 message_type: None,
