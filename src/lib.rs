@@ -24,7 +24,7 @@
 //!
 //! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
 //! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
-//! rest is built on.
+//! rest is built on, and [`limited`] the bounded reads of files others control.
 
 pub mod cli;
 pub mod config;
@@ -33,6 +33,7 @@ pub mod durable;
 pub mod einvoice;
 pub mod health;
 pub mod http;
+pub mod limited;
 pub mod logging;
 pub mod metrics;
 pub mod nextengine;

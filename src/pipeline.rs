@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::durable;
 use crate::einvoice::archive::hex;
 use crate::einvoice::{self, Message, Problem, Rejected, Source, Verdict};
+use crate::limited::{self, LimitedError};
 use crate::spool::{self, Report, ReportEntry};
 use crate::store::{self, NewMessage, Store, StoreError, TxExt};
 use crate::turnkey::{self, Pickup, PickupError};
@@ -164,16 +165,33 @@ impl Pipeline {
                 return self.finish_move(work, &job_id, &name, &job.state);
             }
         }
-        let size = fs::metadata(work).map_err(io_err("stat", work))?.len();
-        if size > self.config.einvoice.max_file_bytes {
-            self.ensure_job(&job_id, &name, "", size)?;
-            let reason = format!(
-                "the file is {size} bytes; at most {} are accepted (einvoice.max_file_bytes)",
-                self.config.einvoice.max_file_bytes
-            );
-            return self.refuse(work, &job_id, &name, "rejected", reason, None);
-        }
-        let bytes = read_settled(work, Duration::from_millis(self.config.einvoice.settle_ms))?;
+        // One descriptor, no link followed, a regular file, read no further than the limit.
+        let limit = self.config.einvoice.max_file_bytes;
+        let settle = Duration::from_millis(self.config.einvoice.settle_ms);
+        let read = limited::open(work).and_then(|(file, meta)| {
+            let bytes = read_settled(&file, &meta, limit, settle)?;
+            Ok((bytes, meta.len()))
+        });
+        let (bytes, size) = match read {
+            Ok(r) => r,
+            Err(e) if e.is_refusal() => {
+                self.ensure_job(&job_id, &name, "", 0)?;
+                let reason = match e {
+                    LimitedError::TooLarge { .. } | LimitedError::Grew { .. } => {
+                        format!("{e} (einvoice.max_file_bytes)")
+                    }
+                    e => format!("the file cannot be taken: {e}"),
+                };
+                return self.refuse(work, &job_id, &name, "rejected", reason, None);
+            }
+            Err(e) => {
+                return Err(PipelineError::Io {
+                    action: "read",
+                    path: work.to_path_buf(),
+                    source: io::Error::other(e.to_string()),
+                })
+            }
+        };
         let md5 = hex(&Md5::digest(&bytes));
         self.ensure_job(&job_id, &name, &md5, size)?;
         if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
@@ -784,27 +802,32 @@ fn allowance_over_invoice(
     Ok(None)
 }
 
-/// Reads a claimed file, making sure no writer is still appending to it: the size and
-/// modification time must be the same before and after the read.
-fn read_settled(path: &Path, settle: Duration) -> Result<Vec<u8>, PipelineError> {
-    let stamp = |p: &Path| fs::metadata(p).map(|m| (m.len(), m.modified().ok()));
+/// Reads a claimed file through its open descriptor, making sure no writer is still appending
+/// to it: the size and modification time must be the same before and after the read.
+fn read_settled(
+    file: &fs::File,
+    meta: &fs::Metadata,
+    limit: u64,
+    settle: Duration,
+) -> Result<Vec<u8>, LimitedError> {
+    use std::io::{Seek, SeekFrom};
+    let stamp = |m: &fs::Metadata| (m.len(), m.modified().ok());
+    let mut before = stamp(meta);
     for _ in 0..5 {
-        let before = stamp(path).map_err(io_err("stat", path))?;
-        let bytes = fs::read(path).map_err(io_err("read", path))?;
-        let after = stamp(path).map_err(io_err("stat", path))?;
+        let mut f = file;
+        f.seek(SeekFrom::Start(0))?;
+        let bytes = limited::read_open(file, &file.metadata()?, limit)?;
+        let after = stamp(&file.metadata()?);
         if before == after && after.0 == bytes.len() as u64 {
             return Ok(bytes);
         }
+        before = after;
         std::thread::sleep(settle.max(Duration::from_millis(50)));
     }
-    Err(PipelineError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source: io::Error::new(
-            io::ErrorKind::WouldBlock,
-            "the file is still being written; retrying later",
-        ),
-    })
+    Err(LimitedError::Io(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "the file is still being written; retrying later",
+    )))
 }
 
 #[cfg(test)]
@@ -828,6 +851,45 @@ mod tests {
         let rows = pipeline.dirs.rejected.join(format!("{}_b.csv", o.job_id));
         let rows = fs::read_to_string(rows).unwrap();
         assert!(rows.ends_with("\nF0401,TEN-001,AB1234\n"), "{rows}");
+    }
+
+    fn pipeline_in(dir: &Path) -> (Config, Pipeline) {
+        let text = "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\nmax_file_bytes = 4096\n\
+                    [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
+                    [http]\nlisten = \"\"\n";
+        let config = Config::parse(text, dir).unwrap();
+        fs::create_dir_all(config.einvoice_spool()).unwrap();
+        let pipeline = Pipeline::open(config.clone()).unwrap();
+        fs::create_dir_all(&pipeline.dirs.work).unwrap();
+        (config, pipeline)
+    }
+
+    /// A claimed file that is a link to a device, a FIFO, or a file grown past the limit is
+    /// refused with a report, never read without end or waited on.
+    #[test]
+    fn claimed_files_are_read_through_one_bounded_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, mut pipeline) = pipeline_in(dir.path());
+        let work = pipeline.dirs.work.clone();
+        let link = work.join(spool::work_name(&spool::new_job_id(), "zero.csv"));
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let fifo = work.join(spool::work_name(&spool::new_job_id(), "fifo.csv"));
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let big = work.join(spool::work_name(&spool::new_job_id(), "big.csv"));
+        fs::write(&big, vec![b'x'; 5000]).unwrap();
+        for (path, why) in [
+            (&link, "symbolic link"),
+            (&fifo, "FIFO"),
+            (&big, "at most 4096"),
+        ] {
+            let o = pipeline.process(path).unwrap();
+            assert_eq!(o.state, "rejected", "{}", path.display());
+            assert!(!path.exists(), "moved out of work/");
+            let report = fs::read_to_string(format!("{}.error.txt", o.final_path.display()))
+                .unwrap_or_else(|e| panic!("{}: {e}", o.final_path.display()));
+            assert!(report.contains(why), "{report}");
+        }
     }
 
     #[test]
