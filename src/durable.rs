@@ -23,8 +23,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// temp file beside `dest`, fsync, rename, fsync the folder.
 pub fn copy_atomic(src: &Path, dest: &Path) -> io::Result<()> {
     via_temp(dest, |tmp| {
-        fs::copy(src, tmp)?;
-        File::open(tmp)?.sync_all()
+        let mut from = File::open(src)?;
+        let mut to = create_fresh(tmp)?;
+        io::copy(&mut from, &mut to)?;
+        to.sync_all()
     })
 }
 
@@ -42,15 +44,32 @@ fn via_temp(dest: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Resu
     fsync_dir(dir)
 }
 
-/// Creates (or truncates) `path`, writes `bytes` and fsyncs the file (not the folder).
+/// Writes `bytes` as a new file at `path`, replacing whatever name was there, and fsyncs it
+/// (not the folder). See [`create_fresh`].
 pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut f = create_fresh(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Creates a new file at `path` for writing (mode as the umask gives: Turnkey, often another
+/// user, reads what is staged), never through a link and never into
+/// an existing file: whatever is at the name (an earlier attempt, or a link someone planted
+/// there to make the daemon overwrite another file) is unlinked first, and the file is then
+/// created with `O_EXCL | O_NOFOLLOW`. If the name is taken again in between, the create
+/// fails and the caller retries later.
+pub fn create_fresh(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// Creates a folder and its parents, syncing each parent that gained an entry.
@@ -131,6 +150,34 @@ pub fn device_of(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_never_follow_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let staged = dir.path().join("staged.xml");
+        std::os::unix::fs::symlink(&victim, &staged).unwrap();
+        write_synced(&staged, b"<xml/>").unwrap();
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious",
+            "the link's target is untouched"
+        );
+        let meta = fs::symlink_metadata(&staged).unwrap();
+        assert!(meta.is_file(), "a regular file replaced the link");
+        assert_eq!(fs::read(&staged).unwrap(), b"<xml/>");
+        // The temp name of an atomic write too.
+        let dest = dir.path().join("report.txt");
+        let tmp = dir
+            .path()
+            .join(format!(".report.txt.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&dest, b"report").unwrap();
+        copy_atomic(&dest, &dir.path().join("copy.txt")).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&dest).unwrap(), b"report");
+    }
 
     #[test]
     fn a_failed_atomic_write_leaves_no_temp_file_behind() {

@@ -195,7 +195,8 @@ impl Pickup {
         self.template.resolve(ty, tenant)
     }
 
-    /// Writes the file in the staging folder and fsyncs it. Safe to repeat.
+    /// Writes the file in the staging folder and fsyncs it, as a new file that follows no
+    /// link ([`durable::create_fresh`]). Safe to repeat.
     pub fn stage(&self, name: &str, xml: &[u8]) -> Result<(), PickupError> {
         let path = self.staging_path(name);
         durable::write_synced(&path, xml).map_err(io_err("write", &path))
