@@ -336,6 +336,8 @@ async fn dispatch(
     let monitor_here = role == Role::Monitor || cfg.http.monitor_listen.is_empty();
     match (role, req.method(), path.as_str()) {
         // Alive means 200; trouble the daemon is retrying is reported, not a failure.
+        // Without the admin token only the status: the details name endpoints, hosts and
+        // paths.
         (_, &Method::GET, "/healthz") if monitor_here => {
             let problems = crate::health::problems();
             let status = if problems.is_empty() {
@@ -343,10 +345,12 @@ async fn dispatch(
             } else {
                 "degraded"
             };
-            json_response(
-                StatusCode::OK,
-                json!({"status": status, "problems": problems}),
-            )
+            let body = if check_admin(&cfg, &req).is_none() {
+                json!({"status": status, "problems": problems})
+            } else {
+                json!({"status": status})
+            };
+            json_response(StatusCode::OK, body)
         }
         (_, &Method::GET, "/metrics") if monitor_here => metrics_response(&state).await,
         (Role::Monitor, _, _) => error(

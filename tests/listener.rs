@@ -355,7 +355,18 @@ fn oversized_headers_get_431_and_monitoring_needs_the_token() {
     let huge = "x".repeat(20_000);
     let r = http_get(addr, "/healthz", &[("X-Filler", &huge)]);
     assert_eq!(r.status, 431);
-    assert_eq!(http_get(addr, "/healthz", &[]).json()["status"], "ok");
+    let open = http_get(addr, "/healthz", &[]).json();
+    assert_eq!(open["status"], "ok");
+    assert!(
+        open.get("problems").is_none(),
+        "details need the token: {open}"
+    );
+    let r = http_get(
+        addr,
+        "/healthz",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    );
+    assert!(r.json()["problems"].is_array(), "{}", r.text());
     for path in [
         "/api/inventory/status",
         "/api/inventory/updates",
