@@ -101,6 +101,10 @@ pub struct Outcome {
     pub final_path: PathBuf,
 }
 
+/// How many starts on a file may end without its messages recorded (the process died)
+/// before it is set aside.
+const MAX_ATTEMPTS: i64 = 3;
+
 /// Everything the pipeline needs, owned by the one worker that runs jobs.
 pub struct Pipeline {
     pub config: Config,
@@ -202,6 +206,18 @@ impl Pipeline {
             return self.refuse(work, &job_id, &name, "duplicate", reason, Some(&first.id));
         }
         let recorded = !self.store.messages_of_job(&job_id)?.is_empty();
+        if !recorded {
+            // Reading and checking is where a hostile file can kill the process; one that
+            // did so MAX_ATTEMPTS times is set aside rather than resumed at every start.
+            let attempts = self.store.count_attempt(&job_id)?;
+            if attempts > MAX_ATTEMPTS {
+                let reason = format!(
+                    "turnbridge stopped {} times while reading this file (out of memory or a crash) and set it aside; please report it",
+                    attempts - 1
+                );
+                return self.refuse(work, &job_id, &name, "rejected", reason, None);
+            }
+        }
         let verdict = match einvoice::check_batch(&name, &bytes, &self.config.read_options()) {
             Ok(v) => v,
             Err(e) if recorded => {
@@ -862,6 +878,36 @@ mod tests {
         let pipeline = Pipeline::open(config.clone()).unwrap();
         fs::create_dir_all(&pipeline.dirs.work).unwrap();
         (config, pipeline)
+    }
+
+    /// A file whose reading killed the daemon three times (simulated: three starts that never
+    /// recorded its messages) is set aside on the fourth, with a report.
+    #[test]
+    fn a_file_that_keeps_killing_the_daemon_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, mut pipeline) = pipeline_in(dir.path());
+        let job = spool::new_job_id();
+        let work = pipeline.dirs.work.join(spool::work_name(&job, "a.csv"));
+        let good = include_str!("../fixtures/valid/F0401_b2c_print.csv");
+        fs::write(&work, good).unwrap();
+        let md5 = hex(&Md5::digest(good.as_bytes()));
+        pipeline
+            .store
+            .insert_job(&job, KIND, "a.csv", &md5, good.len() as u64)
+            .unwrap();
+        for _ in 0..MAX_ATTEMPTS {
+            pipeline.store.count_attempt(&job).unwrap();
+        }
+        let o = pipeline.process(&work).unwrap();
+        assert_eq!((o.state.as_str(), o.queued), ("rejected", 0));
+        let report = fs::read_to_string(format!("{}.error.txt", o.final_path.display())).unwrap();
+        assert!(report.contains("stopped 3 times"), "{report}");
+        // Fewer attempts go through as usual.
+        let job = spool::new_job_id();
+        let work = pipeline.dirs.work.join(spool::work_name(&job, "b.csv"));
+        let other = good.replace("AB12345678", "AB12345600");
+        fs::write(&work, &other).unwrap();
+        assert_eq!(pipeline.process(&work).unwrap().queued, 1);
     }
 
     /// A claimed file that is a link to a device, a FIFO, or a file grown past the limit is

@@ -295,6 +295,11 @@ CREATE TABLE turnkey_packs (
 );
 CREATE INDEX turnkey_packs_seen ON turnkey_packs(seen_at);
 "#,
+    r#"
+-- How many times a file was started on without its messages being recorded: a file that
+-- keeps killing the daemon (out of memory, a crash) is set aside instead of resumed forever.
+ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -456,6 +461,16 @@ impl Store {
             params![id, kind, source_name, md5, size as i64, now()],
         )?;
         Ok(())
+    }
+
+    /// Counts one more start on a job's file (committed at once, before the work it
+    /// guards); returns the count so far.
+    pub fn count_attempt(&self, id: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?1 RETURNING attempts",
+            [id],
+            |r| r.get(0),
+        )?)
     }
 
     /// An earlier job (other than `except`) that processed the same bytes.
