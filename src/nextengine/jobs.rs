@@ -209,8 +209,17 @@ impl Jobs {
         };
         match state.as_str() {
             "claimed" => {
-                let text = std::fs::read(work)
-                    .map_err(|e| NeError::Http(format!("read {}: {e}", work.display())))?;
+                // One descriptor, no link followed, no further than the limit.
+                let limit = self.config.einvoice.max_file_bytes;
+                let text = match crate::limited::read(work, limit) {
+                    Ok(t) => t,
+                    Err(e) if e.is_refusal() => {
+                        let why =
+                            format!("the file cannot be taken: {e} (einvoice.max_file_bytes)");
+                        return self.reject(&job_id, &name, work, &why, &[]).await;
+                    }
+                    Err(e) => return Err(NeError::Http(format!("read {}: {e}", work.display()))),
+                };
                 let text =
                     match crate::einvoice::read::decode(&text, crate::einvoice::TextEncoding::Auto)
                     {
