@@ -56,6 +56,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Start(format!("create {}: {e}", spool_dir.display())))?;
     let pipeline = Pipeline::open(config.clone())?;
     crate::health::init(&config.paths.state);
+    let database = config.database();
+    let database_id = file_identity(&database)
+        .map_err(|e| DaemonError::Start(format!("stat {}: {e}", database.display())))?;
     info!(
         config = %config_path.display(),
         spool = %spool_dir.display(),
@@ -184,6 +187,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     };
     let mut tick = tokio::time::interval(period);
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut fatal: Option<String> = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -209,7 +213,19 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
                 notify(&[NotifyState::Ready]);
             }
-            _ = check.tick() => {}
+            _ = check.tick() => {
+                // SQLite would quietly start a new, empty database at the old name: the
+                // daemon would then send invoices again under names Turnkey has seen.
+                if file_identity(&database).ok() != Some(database_id) {
+                    let why = format!(
+                        "the database {} was deleted or replaced while turnbridge ran; stopping instead of starting afresh (restore it, or start turnbridge again on purpose)",
+                        database.display()
+                    );
+                    error!("{why}");
+                    fatal = Some(why);
+                    break;
+                }
+            }
             _ = tick.tick(), if watchdog => {
                 let fresh = [&heartbeat, &fb_heartbeat].iter().all(|h| {
                     let beat = started + Duration::from_millis(h.load(Ordering::Relaxed));
@@ -254,13 +270,21 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     })
     .await
     .map_err(|e| DaemonError::Start(format!("worker: {e}")))?;
-    match result {
-        Ok(()) => {
+    match (result, fatal) {
+        (Ok(()), None) => {
             info!("stopped");
             Ok(())
         }
-        Err(_) => Err(DaemonError::Start("the worker thread panicked".into())),
+        (_, Some(why)) => Err(DaemonError::Start(why)),
+        (Err(_), None) => Err(DaemonError::Start("the worker thread panicked".into())),
     }
+}
+
+/// The device and inode of a file: what tells the same file from a new one at its name.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// The thread that watches the spool and runs jobs one at a time.

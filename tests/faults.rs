@@ -354,3 +354,32 @@ fn nextengine_errors_and_maintenance_are_retried_and_reported_and_upload_once() 
     assert_eq!(uploads[0].1, goods);
     assert_alive(&mut sb);
 }
+
+/// A database deleted (or replaced) under the running daemon stops it with a clear error:
+/// SQLite would otherwise start an empty one at the same name, and the daemon would send
+/// invoices again under names Turnkey has already seen.
+#[test]
+fn a_database_deleted_while_running_stops_the_daemon() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file("a.csv", batch_csv("DB", 1, 2).as_bytes());
+    wait_for(20, "two invoices in the inbox", || {
+        sb.inbox_files().len() == 2
+    });
+    assert_alive(&mut sb);
+    let db = sb.state().join("turnbridge.db");
+    assert!(db.is_file(), "{} exists", db.display());
+    std::fs::remove_file(&db).unwrap();
+    let mut status = None;
+    wait_for(10, "the daemon to stop", || {
+        status = sb.child.as_mut().unwrap().try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success(), "it stops with an error");
+    assert!(
+        sb.log()
+            .contains("was deleted or replaced while turnbridge ran"),
+        "the log says why:\n{}",
+        sb.log()
+    );
+}
