@@ -69,7 +69,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("bench.db");
         let mut store = Store::open(&db).unwrap();
-        outbound::add_endpoint(store.conn(), &format!("http://{addr}/hook"), &["*".to_string()], None, None)
+        outbound::add_endpoint(store.conn(), &format!("http://{addr}/hook"), &["*".to_string()], None, None, true)
             .unwrap()
             .unwrap();
         let tx = store.transaction().unwrap();
@@ -87,6 +87,7 @@ fn main() {
             max_in_flight: 64,
             max_in_flight_per_endpoint: per_endpoint,
             poll_ms: 20,
+            allow_private_networks: true,
             ..Webhooks::default()
         };
         let deliverer = Arc::new(Deliverer::new(Store::open(&db).unwrap(), config));

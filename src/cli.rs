@@ -435,6 +435,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
                 &events,
                 secret.as_deref(),
                 description.as_deref(),
+                config.webhooks.allow_private_networks,
             )? {
                 Ok((ep, secret)) => {
                     println!("id      {}\nurl     {}\nevents  {}\nsecret  {secret}\n(the secret is shown only now)", ep.id, ep.url, ep.events.join(","));
@@ -491,6 +492,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
                 &id,
                 &u,
                 config.webhooks.secret_overlap_hours,
+                config.webhooks.allow_private_networks,
             )? {
                 Ok(Some((ep, secret))) => {
                     println!(

@@ -206,6 +206,10 @@ pub struct Webhooks {
     pub secret_overlap_hours: u64,
     /// How often the outbox is polled for new events and due attempts.
     pub poll_ms: u64,
+    /// Let webhooks go to loopback, private, link-local and metadata addresses (and
+    /// `localhost`). Off: only public addresses, checked at registration and at every
+    /// attempt's name resolution (see `webhook::policy`).
+    pub allow_private_networks: bool,
 }
 
 impl Default for Webhooks {
@@ -217,6 +221,7 @@ impl Default for Webhooks {
             max_in_flight_per_endpoint: 4,
             secret_overlap_hours: 24,
             poll_ms: 200,
+            allow_private_networks: false,
         }
     }
 }

@@ -720,6 +720,10 @@ pub fn sandbox_config() -> String {
         ),
         ("enabled = false", "enabled = true"),
         (
+            "allow_private_networks = false",
+            "allow_private_networks = true",
+        ),
+        (
             "admin_token = \"\"",
             "admin_token = \"sandbox-admin-token\"",
         ),

@@ -936,6 +936,7 @@ async fn admin_webhooks(
     };
     let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     let overlap = cfg.webhooks.secret_overlap_hours;
+    let allow_private = cfg.webhooks.allow_private_networks;
     let result = match (method.clone(), parts.as_slice()) {
         (Method::GET, ["webhooks"]) => {
             with_db(&state, |db| {
@@ -963,7 +964,7 @@ async fn admin_webhooks(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             with_db(&state, move |db| {
-                Ok(match ob::add_endpoint(db.conn(), &url, &events, secret.as_deref(), description.as_deref())? {
+                Ok(match ob::add_endpoint(db.conn(), &url, &events, secret.as_deref(), description.as_deref(), allow_private)? {
                     Ok((ep, secret)) => {
                         // The URL may carry a token: log its host only.
                         let host = reqwest::Url::parse(&ep.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
@@ -993,7 +994,7 @@ async fn admin_webhooks(
                     .unwrap_or(false),
             };
             with_db(&state, move |db| {
-                Ok(match ob::update_endpoint(db.conn_mut(), &id, &u, overlap)? {
+                Ok(match ob::update_endpoint(db.conn_mut(), &id, &u, overlap, allow_private)? {
                     Ok(Some((ep, secret))) => {
                         let mut v = json!(ep);
                         if let Some(s) = secret {

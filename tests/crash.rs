@@ -63,7 +63,7 @@ fn seeded_kills_lose_nothing_and_duplicate_nothing() {
     let rx = Receiver::start(200);
     let tail = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
-         [webhooks]\nretry_schedule_ms = [0, 200, 500, 1000]\ntimeout_ms = 5000\npoll_ms = 20\n"
+         [webhooks]\nallow_private_networks = true\nretry_schedule_ms = [0, 200, 500, 1000]\ntimeout_ms = 5000\npoll_ms = 20\n"
     );
     let mut sb = Sandbox::with_sections("", &tail);
     std::fs::create_dir_all(sb.inbox()).unwrap();

@@ -217,7 +217,7 @@ fn a_locked_database_is_waited_out_and_reported() {
 fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
     let tail = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
-         [webhooks]\nretry_schedule_ms = [0, 300, 600, 1200, 2400, 4800, 9600, 19200]\n\
+         [webhooks]\nallow_private_networks = true\nretry_schedule_ms = [0, 300, 600, 1200, 2400, 4800, 9600, 19200]\n\
          timeout_ms = 500\npoll_ms = 20\n"
     );
     let mut sb = Sandbox::with_sections("", &tail);

@@ -16,7 +16,7 @@ const ADMIN: &str = "webhook-test-admin-token";
 fn sandbox(schedule: &str) -> Sandbox {
     let tail = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
-         [webhooks]\nretry_schedule_ms = {schedule}\ntimeout_ms = 2000\npoll_ms = 20\n"
+         [webhooks]\nallow_private_networks = true\nretry_schedule_ms = {schedule}\ntimeout_ms = 2000\npoll_ms = 20\n"
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
@@ -529,5 +529,53 @@ fn the_cli_manages_endpoints_rotates_secrets_and_resends_by_endpoint() {
     assert!(
         !ok && out.contains("--all"),
         "a bare resend asks what to resend: {out}"
+    );
+}
+
+/// Without `webhooks.allow_private_networks`, a URL that points inside the network (in any
+/// spelling) or carries credentials is refused at registration, by the CLI and the admin API.
+#[test]
+fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
+    let tail = "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"policy-admin-token-0123\"\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    sb.start();
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://2130706433/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost/hook",
+        "https://user:pw@hooks.example.com/hook",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+            .args(["webhooks", "add", url, "--events", "*", "--config"])
+            .arg(sb.config_path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} registered");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("not a public address") || said.contains("user name or password"),
+            "{url}: {said}"
+        );
+        let r = http_send(
+            sb.http_addr(),
+            "POST",
+            "/api/v1/webhooks",
+            &[("Authorization", "Bearer policy-admin-token-0123")],
+            serde_json::json!({"url": url, "events": ["*"]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 422, "{url}: {}", r.text());
+        assert_eq!(r.json()["field"], "url");
+    }
+    assert!(
+        common::cli(&sb.config_path(), &["webhooks", "list"])
+            .trim()
+            .lines()
+            .count()
+            <= 1
     );
 }

@@ -10,6 +10,7 @@
 //! its own deliveries.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use crate::config::Webhooks;
 use crate::metrics;
 use crate::store::{self, Store, StoreError};
 use crate::webhook::outbound;
+use crate::webhook::policy::{self, PolicyResolver};
 
 /// A due attempt with what is needed to send it.
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct Deliverer {
     db: store::Shared,
     config: Arc<Mutex<Webhooks>>,
     client: reqwest::Client,
+    /// `webhooks.allow_private_networks`, shared with the client's resolver.
+    allow_private: Arc<AtomicBool>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     per_endpoint: Arc<Mutex<HashMap<String, usize>>>,
     slots: Arc<Semaphore>,
@@ -67,12 +71,17 @@ fn at_ms_from_now(ms: u64) -> String {
 
 impl Deliverer {
     pub fn new(store: Store, config: Webhooks) -> Deliverer {
+        let allow_private = Arc::new(AtomicBool::new(config.allow_private_networks));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PolicyResolver {
+                allow_private: allow_private.clone(),
+            }))
             .user_agent(concat!("turnbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client");
         Deliverer {
+            allow_private,
             db: store::Shared::new(store),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             config: Arc::new(Mutex::new(config)),
@@ -85,6 +94,8 @@ impl Deliverer {
 
     /// Applies a reloaded `[webhooks]` section (the in-flight cap applies after a restart).
     pub fn reload(&self, config: Webhooks) {
+        self.allow_private
+            .store(config.allow_private_networks, Ordering::Relaxed);
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
@@ -266,6 +277,16 @@ impl Deliverer {
             standard.push_str(&outbound::sign_standard(old, &d.id, ts, body));
         }
         let started = Instant::now();
+        // A name is checked by the resolver; an address written in the URL here.
+        if let Some(why) = policy::check_url(&d.url, self.allow_private.load(Ordering::Relaxed)) {
+            return Answer {
+                status: None,
+                error: Some(format!("refused by the webhook address policy: {why}")),
+                response: None,
+                retry_after: None,
+                elapsed: started.elapsed(),
+            };
+        }
         let result = self
             .client
             .post(&d.url)

@@ -95,17 +95,13 @@ pub struct Invalid {
     pub reason: String,
 }
 
-fn check_url(url: &str) -> Result<(), Invalid> {
-    let ok = (url.starts_with("https://") || url.starts_with("http://"))
-        && url.len() <= 2048
-        && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some());
-    if ok {
-        Ok(())
-    } else {
-        Err(Invalid {
+fn check_url(url: &str, allow_private: bool) -> Result<(), Invalid> {
+    match super::policy::check_url(url, allow_private) {
+        None => Ok(()),
+        Some(reason) => Err(Invalid {
             field: "url",
-            reason: "must be an http:// or https:// URL with a host".into(),
-        })
+            reason,
+        }),
     }
 }
 
@@ -155,14 +151,16 @@ fn endpoint_from_row(r: &rusqlite::Row) -> rusqlite::Result<Endpoint> {
 const ENDPOINT_COLUMNS: &str = "id, url, events, description, enabled, disabled_reason, created_at";
 
 /// Registers an endpoint; returns it and its secret (shown once).
+/// `allow_private` is `webhooks.allow_private_networks`.
 pub fn add_endpoint(
     conn: &Connection,
     url: &str,
     events: &[String],
     secret: Option<&str>,
     description: Option<&str>,
+    allow_private: bool,
 ) -> Result<Result<(Endpoint, String), Invalid>, StoreError> {
-    if let Err(e) = check_url(url).and_then(|_| check_events(events)) {
+    if let Err(e) = check_url(url, allow_private).and_then(|_| check_events(events)) {
         return Ok(Err(e));
     }
     let secret = match secret {
@@ -223,9 +221,10 @@ pub fn update_endpoint(
     id: &str,
     u: &Update,
     overlap_hours: u64,
+    allow_private: bool,
 ) -> Result<Result<Option<Updated>, Invalid>, StoreError> {
     if let Some(url) = &u.url {
-        if let Err(e) = check_url(url) {
+        if let Err(e) = check_url(url, allow_private) {
             return Ok(Err(e));
         }
     }

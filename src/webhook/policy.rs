@@ -1,0 +1,180 @@
+//! Where webhooks may go. A webhook URL is typed in by whoever holds the admin token, and
+//! the daemon sits inside the merchant's network: without a policy it could be pointed at the
+//! cloud metadata service, a router's admin page, or its own listener. So by default a
+//! delivery only goes to public addresses:
+//!
+//! - at registration, a URL with credentials in it (`user:pass@`), `localhost`, or an IP
+//!   literal that is not public is refused — in every spelling, since the URL parser
+//!   normalizes decimal, octal and hex IPv4 (`http://2130706433/`, `http://0x7f.1/`) and IPv6;
+//! - at every attempt, the host is resolved by [`PolicyResolver`], which drops the addresses
+//!   that are not public (so a name that later resolves to `127.0.0.1` is not followed), and
+//!   an IP literal is checked again; redirects are never followed.
+//!
+//! `webhooks.allow_private_networks = true` lifts the address rules (the sandbox and the
+//! tests, whose receivers listen on loopback); credentials in the URL are refused always.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::Url;
+
+/// Whether an address is on the public internet (not loopback, private, link-local,
+/// metadata, carrier-grade NAT, multicast, documentation or unspecified).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => public_v4(v4),
+            None => public_v6(v6),
+        },
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local() // 169.254/16, the metadata service among them
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10, carrier-grade NAT
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24, protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15, benchmarking
+        || o[0] >= 240)
+}
+
+fn public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+        || (s[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64 of an IPv4 address
+}
+
+/// Why a URL is refused, or `None` when it may be registered.
+pub fn check_url(url: &str, allow_private: bool) -> Option<String> {
+    let ok_shape = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2048;
+    let parsed = Url::parse(url).ok().filter(|u| u.host().is_some());
+    let (true, Some(u)) = (ok_shape, parsed) else {
+        return Some("must be an http:// or https:// URL with a host".into());
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        return Some(
+            "must not carry a user name or password (put a token in the path or query)".into(),
+        );
+    }
+    if allow_private {
+        return None;
+    }
+    // The parser has normalized the host: IPv4 in dotted decimal, IPv6 in brackets.
+    let host = u.host_str().unwrap_or_default();
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let refused = match literal.parse::<IpAddr>() {
+        Ok(ip) => !is_public(ip),
+        Err(_) => {
+            let h = host.to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        }
+    };
+    refused.then(|| {
+        format!("{host} is not a public address (webhooks.allow_private_networks allows it)")
+    })
+}
+
+/// The resolver deliveries use: the system's, with the addresses that are not public
+/// dropped unless the policy allows them. A name with no public address fails to connect.
+#[derive(Debug, Default)]
+pub struct PolicyResolver {
+    pub allow_private: Arc<AtomicBool>,
+}
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_private.load(Ordering::Relaxed);
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow || is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{host} has no public address (webhooks.allow_private_networks allows others)"
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_private_address_is_refused() {
+        for url in [
+            "http://127.0.0.1/hook",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://0.0.0.0:8780/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[fe80::1]/",
+            "http://[fd00::1]/",
+            "http://10.1.2.3/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/",
+            "http://localhost:8780/",
+            "http://api.localhost/",
+        ] {
+            assert!(check_url(url, false).is_some(), "{url} should be refused");
+            assert!(
+                check_url(url, true).is_none(),
+                "{url} is allowed by the setting"
+            );
+        }
+        for url in [
+            "https://hooks.example.com/x",
+            "http://93.184.216.34/",
+            "https://[2606:4700::1]/",
+        ] {
+            assert_eq!(check_url(url, false), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_always_refused() {
+        for allow in [false, true] {
+            assert!(check_url("https://user:pw@hooks.example.com/", allow).is_some());
+            assert!(check_url("https://token@hooks.example.com/", allow).is_some());
+        }
+        assert!(check_url("ftp://hooks.example.com/", true).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_drops_addresses_that_are_not_public() {
+        let r = PolicyResolver::default();
+        let e = r.resolve("localhost".parse().unwrap()).await;
+        assert!(e.is_err(), "localhost resolves only to loopback");
+        r.allow_private.store(true, Ordering::Relaxed);
+        let addrs: Vec<_> = r
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
+    }
+}
