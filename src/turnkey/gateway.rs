@@ -30,7 +30,7 @@ use crate::turnkey::feedback::{
     advance, io_err, md5_of, record, target, Applied, FeedbackError, Target, Tracker,
     TARGET_COLUMNS,
 };
-use crate::turnkey::layout::{self, PackName};
+use crate::turnkey::layout::{self, Def, PackName};
 use crate::turnkey::pack::{self, MAX_PACK_BYTES};
 use crate::turnkey::results::ProcessResult;
 use crate::turnkey::tklog;
@@ -84,7 +84,7 @@ impl Tracker {
             }
             for dir in def.pack_dirs() {
                 for f in fresh_files(&dir, settle, young, keep_after) {
-                    n += self.pack_file(&f)? as usize;
+                    n += self.pack_file(&f, def)? as usize;
                 }
             }
         }
@@ -100,7 +100,7 @@ impl Tracker {
     }
 
     /// Records which messages a pack file holds. Returns whether the file was new.
-    fn pack_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
+    fn pack_file(&mut self, path: &Path, def: &Def) -> Result<bool, FeedbackError> {
         if self.known(path)?.is_some() {
             return Ok(false);
         }
@@ -126,8 +126,19 @@ impl Tracker {
         let outcome = match (parsed, docs) {
             (Some(p), Ok(docs)) => {
                 let mut ours = 0;
+                let tenant_def = self.def.clone().filter(|t| t.per_tenant());
                 for (i, d) in docs.iter().enumerate() {
-                    let found = member(&tx, &p.upload.message_type, &d.number, &p.from_ban)?;
+                    let found = member(
+                        &tx,
+                        &p.upload.message_type,
+                        &d.number,
+                        &p.from_ban,
+                        |tenant| {
+                            tenant_def
+                                .as_ref()
+                                .is_none_or(|t| t.resolve(tenant) == *def)
+                        },
+                    )?;
                     ours += found.is_some() as usize;
                     tx.execute(
                         "INSERT OR IGNORE INTO turnkey_packs (uuid, seq, message_type, number, message_id, pack_file, seen_at)
@@ -180,22 +191,30 @@ impl Tracker {
     }
 }
 
-/// The message a pack document is, if it is turnbridge's: by type and number, the seller
-/// deciding between several, the newest winning.
+/// The message a pack document is, if it is turnbridge's: same type, number and seller (the
+/// pack's fromBan), still waiting for Turnkey (`queued` — UpCast writes the pack before it
+/// moves the sources to BAK — or `picked_up`), of a tenant `in_def` accepts; the newest wins.
 fn member(
     tx: &Transaction,
     message_type: &str,
     number: &str,
     from_ban: &str,
+    in_def: impl Fn(&str) -> bool,
 ) -> Result<Option<i64>, FeedbackError> {
-    Ok(tx
-        .query_row(
-            "SELECT id FROM messages WHERE message_type = ?1 AND number = ?2
-             ORDER BY (seller_ban = ?3) DESC, id DESC LIMIT 1",
-            params![message_type, number, from_ban],
-            |r| r.get(0),
-        )
-        .optional()?)
+    let mut stmt = tx.prepare(
+        "SELECT id, tenant FROM messages WHERE message_type = ?1 AND number = ?2
+         AND seller_ban = ?3 AND state IN ('queued', 'picked_up') ORDER BY id DESC",
+    )?;
+    let rows = stmt.query_map(params![message_type, number, from_ban], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (id, tenant) = row?;
+        if in_def(&tenant) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// Applies a ProcessResult to the messages of the upload it names, when that upload's pack
