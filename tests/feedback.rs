@@ -666,6 +666,19 @@ fn write_result(w: &World, uuid: &str, infos: &str) -> PathBuf {
     p
 }
 
+fn recorded(w: &World, path: &Path) -> bool {
+    w.tracker
+        .store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM feedback_files WHERE path = ?1",
+            [path.to_string_lossy()],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+        > 0
+}
+
 const ALL_GOOD: &str = "<Info><Code>00000</Code><Description>Success</Description></Info>";
 
 fn pack_members(w: &World) -> Vec<(String, Option<i64>)> {
@@ -741,4 +754,111 @@ fn a_pack_does_not_take_a_message_already_final_nor_another_tenants() {
         m.len() == 2 && m[0].1.is_none() && m[1].1.is_some(),
         "{m:?}"
     );
+}
+
+#[test]
+fn a_result_seen_before_its_pack_waits_for_it() {
+    let mut w = World::new("turnkey");
+    let result = write_result(&w, UPLOAD, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "queued");
+    assert!(w.tracker.pending, "a waiting result asks for a scan soon");
+    assert!(!recorded(&w, &result), "not recorded yet");
+    // The pack shows up on the next scan: the result reaches its messages.
+    write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.state_of("EF00000002").0, "acked");
+    assert_eq!(w.state_of("EF00000003").0, "queued");
+    assert_eq!(w.tracker.deferred_len(), 0);
+    assert_eq!(w.tracker.problem(), None);
+}
+
+#[test]
+fn a_result_whose_pack_never_shows_up_falls_back_to_numbers_and_says_so() {
+    let mut w = World::new("turnkey");
+    w.tracker.pack_wait = Duration::ZERO;
+    // A 00000 result names no invoice: nothing to match, and the operator is told.
+    let result = write_result(&w, UPLOAD, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert!(recorded(&w, &result), "recorded");
+    let problem = w.tracker.problem().expect("a health problem");
+    assert!(problem.contains("applied to nothing"), "{problem}");
+    // A refusal naming an invoice reaches it by its number.
+    let other = "c72cf668-ca86-446c-8c67-5ff8d73159fd";
+    write_result(
+        &w,
+        other,
+        "<Info><Code>5001</Code><Description>No. 1 bad</Description><Parameter0>EF00000002</Parameter0><Parameter1>20261126</Parameter1></Info>",
+    );
+    w.tracker.scan().unwrap();
+    assert_eq!(
+        w.state_of("EF00000002"),
+        ("error".into(), Some("5001".into()))
+    );
+}
+
+#[test]
+fn an_err_file_that_vanished_is_no_longer_waited_for() {
+    let mut w = World::new("turnkey");
+    let err = w.dir.path().join(format!(
+        "turnkey/UpCast/B2SSTORAGE/F0401/ERR/{}/10",
+        today()
+    ));
+    std::fs::create_dir_all(&err).unwrap();
+    let two = w.xml_path(2);
+    let moved = err.join(two.file_name().unwrap());
+    std::fs::rename(&two, &moved).unwrap();
+    // No Turnkey.log yet: the file waits for its reason.
+    w.tracker.scan().unwrap();
+    assert_eq!(w.tracker.deferred_len(), 1);
+    std::fs::remove_file(&moved).unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(w.tracker.deferred_len(), 0);
+}
+
+#[test]
+fn parameter0_wins_over_a_no_n_that_names_another_member() {
+    let mut w = World::new("turnkey");
+    write_pack(
+        &w,
+        "28080623",
+        &["EF00000001", "EF00000002", "EF00000003"],
+        UPLOAD,
+    );
+    // `No. 1` says the first, Parameter0 and Parameter1 the second.
+    write_result(
+        &w,
+        UPLOAD,
+        "<Info><Code>5001</Code><Description>No. 1 bad</Description><Parameter0>EF00000002</Parameter0><Parameter1>20261126</Parameter1></Info>",
+    );
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(
+        w.state_of("EF00000002"),
+        ("error".into(), Some("5001".into()))
+    );
+    assert_eq!(w.state_of("EF00000003").0, "acked");
+}
+
+#[test]
+fn old_records_of_results_read_in_place_are_pruned_but_not_of_a_pack_still_there() {
+    let mut w = World::new("turnkey");
+    let pack = write_pack(&w, "28080623", &["EF00000001"], UPLOAD);
+    let gone = w.dir.path().join("gone_pack");
+    let result = w.dir.path().join("some_ProcessResult");
+    let conn = w.tracker.store.conn();
+    for (path, kind) in [(&pack, "pack"), (&gone, "pack"), (&result, "process")] {
+        conn.execute(
+            "INSERT INTO feedback_files (path, md5, kind, outcome, seen_at) VALUES (?1, 'm', ?2, '', '2000-01-01T00:00:00.000Z')",
+            rusqlite::params![path.to_string_lossy(), kind],
+        )
+        .unwrap();
+    }
+    assert_eq!(w.tracker.prune_logs().unwrap(), 2);
+    assert!(
+        recorded(&w, &pack),
+        "a pack still in Pack/…/SRC keeps its record"
+    );
+    assert!(!recorded(&w, &gone) && !recorded(&w, &result));
 }
