@@ -8,7 +8,8 @@
 //!   pack order, in `turnkey_packs`.
 //! - A ProcessResult in `Unpack/BAK/ProcessResult/**` applies to the messages of its upload:
 //!   Code `00000` acknowledges them all; otherwise each `No. N` Info marks the N-th message of
-//!   the pack `error` (its Code and Description) and the others are acknowledged.
+//!   the pack `error` (its Code and Description) and the others are acknowledged. A result
+//!   whose pack is not read yet waits for it (up to [`Tracker::pack_wait`]).
 //! - A SummaryResult in `Unpack/BAK/SummaryResult/**` applies per listed invoice.
 //!
 //! Every file is recorded (path and MD5) in the transaction that applies it, so it is applied
