@@ -616,7 +616,10 @@ impl FeedbackWorker {
             }
             if Instant::now() >= next_scan {
                 match self.tracker.scan() {
-                    Ok(_) => health::clear("feedback"),
+                    Ok(_) => match self.tracker.problem() {
+                        Some(p) => health::set("feedback", p),
+                        None => health::clear("feedback"),
+                    },
                     Err(e) => {
                         error!("feedback scan failed, retrying later: {e}");
                         health::set("feedback", format!("reading Turnkey's folders: {e}"));

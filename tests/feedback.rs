@@ -25,12 +25,16 @@ struct World {
 
 impl World {
     fn new(layout: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
         let inbox = if layout == "flat" {
-            "turnkey/INBOX".to_string()
+            "turnkey/INBOX"
         } else {
-            "turnkey/UpCast/B2SSTORAGE/{message_type}/SRC".to_string()
+            "turnkey/UpCast/B2SSTORAGE/{message_type}/SRC"
         };
+        World::with_inbox(layout, inbox)
+    }
+
+    fn with_inbox(layout: &str, inbox: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
              [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
@@ -612,4 +616,249 @@ fn end_to_end_flat_layout_with_the_simulator() {
 #[test]
 fn end_to_end_turnkey_layout_with_the_simulator() {
     end_to_end("turnkey");
+}
+
+/// The upload id Turnkey gives a pack: `v41-F0401-<today>-<HHmmssSSS>-<uuid>`.
+fn upload_id(uuid: &str) -> String {
+    format!("v41-F0401-{}-103633689-{uuid}", today())
+}
+
+const UPLOAD: &str = "a72cf668-ca86-446c-8c67-5ff8d73159fd";
+
+/// Writes a pack as UpCast leaves it in `Pack/B2SSTORAGE/SRC`: F0401 documents of `numbers`,
+/// merged for seller `from_ban`.
+fn write_pack(w: &World, from_ban: &str, numbers: &[&str], uuid: &str) -> PathBuf {
+    let dir = w.dir.path().join("turnkey/Pack/B2SSTORAGE/SRC");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: String = numbers
+        .iter()
+        .map(|n| format!("<Invoice xmlns=\"urn:GEINV:eInvoiceMessage:F0401:4.1\"><Main><InvoiceNumber>{n}</InvoiceNumber><InvoiceDate>20261126</InvoiceDate></Main></Invoice>"))
+        .collect();
+    let p = dir.join(format!(
+        "F0401_{}_{}.xml_{from_ban}_00000000_{}_{}",
+        today(),
+        &numbers[0][2..],
+        upload_id(uuid),
+        numbers.len()
+    ));
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Writes an unsigned ProcessResult as Unpack leaves it in BAK, `MessageInfo/Id` the bare uuid.
+fn write_result(w: &World, uuid: &str, infos: &str) -> PathBuf {
+    let dir = w
+        .dir
+        .path()
+        .join(format!("turnkey/Unpack/BAK/ProcessResult/{}/10", today()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{}_ProcessResult", upload_id(uuid)));
+    std::fs::write(
+        &p,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProcessResult xmlns=\"urn:GEINV:ProcessResult:4.1\">\
+             <RoutingInfo><From><PartyId>28080623</PartyId></From><To><PartyId>00000000</PartyId></To></RoutingInfo>\
+             <MessageInfo><Id>{uuid}</Id><Size>1</Size><MessageType>F0401</MessageType><Service>S</Service><Action>B2S</Action></MessageInfo>\
+             <Result>{infos}</Result></ProcessResult>\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn recorded(w: &World, path: &Path) -> bool {
+    w.tracker
+        .store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM feedback_files WHERE path = ?1",
+            [path.to_string_lossy()],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+        > 0
+}
+
+const ALL_GOOD: &str = "<Info><Code>00000</Code><Description>Success</Description></Info>";
+
+fn pack_members(w: &World) -> Vec<(String, Option<i64>)> {
+    let conn = w.tracker.store.conn();
+    let mut stmt = conn
+        .prepare("SELECT number, message_id FROM turnkey_packs ORDER BY uuid, seq")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn a_pack_of_another_seller_does_not_take_our_message() {
+    let mut w = World::new("turnkey");
+    // Our EF00000001 is sold by 28080623; this pack is seller 99999999's.
+    write_pack(&w, "99999999", &["EF00000001"], UPLOAD);
+    write_result(&w, UPLOAD, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert_eq!(pack_members(&w), [("EF00000001".to_string(), None)]);
+    assert_eq!(w.state_of("EF00000001").0, "queued");
+    // The same document in our seller's pack is ours.
+    let ours = "b72cf668-ca86-446c-8c67-5ff8d73159fd";
+    write_pack(&w, "28080623", &["EF00000001"], ours);
+    write_result(&w, ours, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+}
+
+#[test]
+fn a_pack_does_not_take_a_message_already_final_nor_another_tenants() {
+    // A final message is not one a new pack can hold.
+    let mut w = World::new("turnkey");
+    w.tracker
+        .store
+        .conn()
+        .execute(
+            "UPDATE messages SET state = 'error' WHERE number = 'EF00000002'",
+            [],
+        )
+        .unwrap();
+    write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
+    w.tracker.scan().unwrap();
+    let m = pack_members(&w);
+    assert!(m[0].1.is_some() && m[1].1.is_none(), "{m:?}");
+
+    // One Turnkey per tenant: a pack in tenant `default`'s Turnkey holds only its messages.
+    let w = World::with_inbox(
+        "turnkey",
+        "turnkey/{tenant}/UpCast/B2SSTORAGE/{message_type}/SRC",
+    );
+    w.tracker
+        .store
+        .conn()
+        .execute(
+            "UPDATE messages SET tenant = 'other' WHERE number = 'EF00000001'",
+            [],
+        )
+        .unwrap();
+    let mut w = World {
+        dir: w.dir,
+        tracker: Tracker::open(w.config.clone()).unwrap(),
+        config: w.config,
+    };
+    let dir = w.dir.path().join("turnkey/default/Pack/B2SSTORAGE/SRC");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pack = write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
+    std::fs::rename(&pack, dir.join(pack.file_name().unwrap())).unwrap();
+    w.tracker.scan().unwrap();
+    let m = pack_members(&w);
+    assert!(
+        m.len() == 2 && m[0].1.is_none() && m[1].1.is_some(),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn a_result_seen_before_its_pack_waits_for_it() {
+    let mut w = World::new("turnkey");
+    let result = write_result(&w, UPLOAD, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "queued");
+    assert!(w.tracker.pending, "a waiting result asks for a scan soon");
+    assert!(!recorded(&w, &result), "not recorded yet");
+    // The pack shows up on the next scan: the result reaches its messages.
+    write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.state_of("EF00000002").0, "acked");
+    assert_eq!(w.state_of("EF00000003").0, "queued");
+    assert_eq!(w.tracker.deferred_len(), 0);
+    assert_eq!(w.tracker.problem(), None);
+}
+
+#[test]
+fn a_result_whose_pack_never_shows_up_falls_back_to_numbers_and_says_so() {
+    let mut w = World::new("turnkey");
+    w.tracker.pack_wait = Duration::ZERO;
+    // A 00000 result names no invoice: nothing to match, and the operator is told.
+    let result = write_result(&w, UPLOAD, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert!(recorded(&w, &result), "recorded");
+    let problem = w.tracker.problem().expect("a health problem");
+    assert!(problem.contains("applied to nothing"), "{problem}");
+    // A refusal naming an invoice reaches it by its number.
+    let other = "c72cf668-ca86-446c-8c67-5ff8d73159fd";
+    write_result(
+        &w,
+        other,
+        "<Info><Code>5001</Code><Description>No. 1 bad</Description><Parameter0>EF00000002</Parameter0><Parameter1>20261126</Parameter1></Info>",
+    );
+    w.tracker.scan().unwrap();
+    assert_eq!(
+        w.state_of("EF00000002"),
+        ("error".into(), Some("5001".into()))
+    );
+}
+
+#[test]
+fn an_err_file_that_vanished_is_no_longer_waited_for() {
+    let mut w = World::new("turnkey");
+    let err = w.dir.path().join(format!(
+        "turnkey/UpCast/B2SSTORAGE/F0401/ERR/{}/10",
+        today()
+    ));
+    std::fs::create_dir_all(&err).unwrap();
+    let two = w.xml_path(2);
+    let moved = err.join(two.file_name().unwrap());
+    std::fs::rename(&two, &moved).unwrap();
+    // No Turnkey.log yet: the file waits for its reason.
+    w.tracker.scan().unwrap();
+    assert_eq!(w.tracker.deferred_len(), 1);
+    std::fs::remove_file(&moved).unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(w.tracker.deferred_len(), 0);
+}
+
+#[test]
+fn parameter0_wins_over_a_no_n_that_names_another_member() {
+    let mut w = World::new("turnkey");
+    write_pack(
+        &w,
+        "28080623",
+        &["EF00000001", "EF00000002", "EF00000003"],
+        UPLOAD,
+    );
+    // `No. 1` says the first, Parameter0 and Parameter1 the second.
+    write_result(
+        &w,
+        UPLOAD,
+        "<Info><Code>5001</Code><Description>No. 1 bad</Description><Parameter0>EF00000002</Parameter0><Parameter1>20261126</Parameter1></Info>",
+    );
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(
+        w.state_of("EF00000002"),
+        ("error".into(), Some("5001".into()))
+    );
+    assert_eq!(w.state_of("EF00000003").0, "acked");
+}
+
+#[test]
+fn old_records_of_results_read_in_place_are_pruned_but_not_of_a_pack_still_there() {
+    let mut w = World::new("turnkey");
+    let pack = write_pack(&w, "28080623", &["EF00000001"], UPLOAD);
+    let gone = w.dir.path().join("gone_pack");
+    let result = w.dir.path().join("some_ProcessResult");
+    let conn = w.tracker.store.conn();
+    for (path, kind) in [(&pack, "pack"), (&gone, "pack"), (&result, "process")] {
+        conn.execute(
+            "INSERT INTO feedback_files (path, md5, kind, outcome, seen_at) VALUES (?1, 'm', ?2, '', '2000-01-01T00:00:00.000Z')",
+            rusqlite::params![path.to_string_lossy(), kind],
+        )
+        .unwrap();
+    }
+    assert_eq!(w.tracker.prune_logs().unwrap(), 2);
+    assert!(
+        recorded(&w, &pack),
+        "a pack still in Pack/…/SRC keeps its record"
+    );
+    assert!(!recorded(&w, &gone) && !recorded(&w, &result));
 }

@@ -177,11 +177,25 @@ pub struct Tracker {
     pub(super) def: Option<DefTemplate>,
     archive: PathBuf,
     rejected: PathBuf,
-    /// ERR files whose reason is not in Turnkey.log yet, with when they were first seen.
+    /// ERR files whose reason is not in Turnkey.log yet, and ProcessResults whose pack is not
+    /// seen yet, with when they were first seen; only those seen in the last scan are kept.
     pub(super) deferred: std::collections::HashMap<PathBuf, std::time::Instant>,
+    /// The deferred files seen in the current scan.
+    pub(super) touched: std::collections::HashSet<PathBuf>,
+    /// Set by a result deferred in this scan.
+    pub(super) deferring: bool,
+    /// Files that could not be read: how many scans tried, and the error.
+    pub(super) unreadable: std::collections::BTreeMap<PathBuf, (u32, String)>,
+    /// ProcessResults applied to nothing after their pack never showed up.
+    pub(super) late: std::collections::BTreeMap<PathBuf, String>,
+    /// How long a ProcessResult waits for its upload's pack before falling back to numbers.
+    pub pack_wait: Duration,
     /// Set by a scan that saw files still being written: scan again soon.
     pub pending: bool,
 }
+
+/// How many scans try a file that cannot be read (per run of the daemon).
+const UNREADABLE_TRIES: u32 = 3;
 
 impl Tracker {
     pub fn open(config: Config) -> Result<Tracker, FeedbackError> {
@@ -204,6 +218,15 @@ impl Tracker {
         };
         let archive = config.paths.state.join("archive/feedback");
         let rejected = config.paths.state.join("rejected/feedback");
+        let unreadable = {
+            let mut stmt = store
+                .conn()
+                .prepare("SELECT path, outcome FROM feedback_files WHERE kind = 'unreadable'")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((PathBuf::from(r.get::<_, String>(0)?), (0, r.get(1)?)))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
         Ok(Tracker {
             config,
             store,
@@ -212,6 +235,11 @@ impl Tracker {
             archive,
             rejected,
             deferred: Default::default(),
+            touched: Default::default(),
+            deferring: false,
+            unreadable,
+            late: Default::default(),
+            pack_wait: Duration::from_secs(60),
             pending: false,
         })
     }
@@ -244,27 +272,114 @@ impl Tracker {
     pub fn scan(&mut self) -> Result<usize, FeedbackError> {
         let settle = Duration::from_millis(self.config.einvoice.settle_ms);
         let mut young = false;
+        self.touched.clear();
+        self.deferring = false;
         let n = match self.config.turnkey.layout {
             Layout::Flat => {
                 let mut n = 0;
                 let error_dir = self.config.turnkey.error.clone();
                 for f in settled_files_noting_young(&error_dir, settle, &mut young) {
-                    n += self.message_file(&f, "err", None)? as usize;
+                    if self.gave_up(&f) {
+                        continue;
+                    }
+                    let r = self.message_file(&f, "err", None);
+                    n += self.per_file(&f, r)? as usize;
                 }
                 // Folder moves before results: a file that left the pickup folder was picked
                 // up before any answer about it, so the story reads queued → picked_up → acked.
                 self.left_pickup_folder()?;
                 let outbox = self.config.turnkey.outbox.clone();
                 for f in settled_files_noting_young(&outbox, settle, &mut young) {
-                    n += self.guarded_result_file(&f)?;
+                    if self.gave_up(&f) {
+                        continue;
+                    }
+                    let r = self.guarded_result_file(&f);
+                    n += self.per_file(&f, r)?;
                 }
                 n
             }
             Layout::Turnkey => self.scan_turnkey(settle, &mut young)?,
         };
-        self.pending = young;
+        let touched = std::mem::take(&mut self.touched);
+        self.deferred.retain(|p, _| touched.contains(p));
+        self.unreadable.retain(|p, _| p.exists());
+        self.late.retain(|p, _| p.exists());
+        self.pending = young || self.deferring;
         self.raise_overdue()?;
         Ok(n)
+    }
+
+    /// The result of handling one file: an error reading that file is recorded (kind
+    /// `unreadable`, logged once) and the scan goes on with the next file.
+    pub(super) fn per_file<T: Default>(
+        &mut self,
+        f: &Path,
+        r: Result<T, FeedbackError>,
+    ) -> Result<T, FeedbackError> {
+        match r {
+            Err(FeedbackError::Io {
+                action: "read" | "stat",
+                path,
+                source,
+            }) if path == f => {
+                let why = source.to_string();
+                let entry = self
+                    .unreadable
+                    .entry(f.to_path_buf())
+                    .or_insert((0, why.clone()));
+                entry.0 += 1;
+                entry.1 = why.clone();
+                let tx = self.store.transaction()?;
+                let new = tx.execute(
+                    "INSERT OR IGNORE INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
+                     VALUES (?1, '', 'unreadable', ?2, NULL, ?3)",
+                    params![f.to_string_lossy(), why, store::now()],
+                )? > 0;
+                tx.commit()?;
+                if new {
+                    warn!(file = %f.display(), "cannot read this file, skipped: {why}");
+                }
+                Ok(T::default())
+            }
+            Ok(v) => {
+                self.unreadable.remove(f);
+                Ok(v)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a file that could not be read was tried often enough in this run.
+    pub(super) fn gave_up(&self, f: &Path) -> bool {
+        self.unreadable
+            .get(f)
+            .is_some_and(|(n, _)| *n >= UNREADABLE_TRIES)
+    }
+
+    /// How many files wait (for their reason in Turnkey.log, or their pack).
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// What is wrong with feedback now, for [`crate::health`]: files that cannot be read, and
+    /// ProcessResults that matched nothing after their pack never showed up.
+    pub fn problem(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some((p, (_, why))) = self.unreadable.iter().next() {
+            parts.push(format!(
+                "{} file(s) in Turnkey's folders cannot be read (e.g. {}: {why})",
+                self.unreadable.len(),
+                p.display()
+            ));
+        }
+        if let Some((p, why)) = self.late.iter().next() {
+            parts.push(format!(
+                "{} ProcessResult(s) applied to nothing (e.g. {}: {why})",
+                self.late.len(),
+                p.display()
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// [`Tracker::result_file`], setting the file aside if a bug panics on it instead of
@@ -315,7 +430,8 @@ impl Tracker {
             .store
             .conn()
             .query_row(
-                "SELECT md5, kept_at FROM feedback_files WHERE path = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT md5, kept_at FROM feedback_files WHERE path = ?1 AND kind != 'unreadable'
+                 ORDER BY id DESC LIMIT 1",
                 [path.to_string_lossy()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -396,16 +512,10 @@ impl Tracker {
         }
         // A file too large to be a result is never held in memory: only its MD5 is taken,
         // in pieces, to record it like any other file.
-        let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
-        let (bytes, md5) = if size > results::MAX_RESULT_BYTES {
-            let mut md5 = Md5::new();
-            let mut f = fs::File::open(path).map_err(io_err("read", path))?;
-            io::copy(&mut f, &mut md5).map_err(io_err("read", path))?;
-            (None, hex(&md5.finalize()))
-        } else {
-            let bytes = fs::read(path).map_err(io_err("read", path))?;
-            let md5 = hex(&Md5::digest(&bytes));
-            (Some(bytes), md5)
+        let bytes = read_limited(path, results::MAX_RESULT_BYTES)?;
+        let md5 = match &bytes {
+            Some(b) => hex(&Md5::digest(b)),
+            None => md5_of(path)?,
         };
         // The same bytes again (a crash before the move, or the file dropped twice) are the
         // same result: applying them again would only repeat events.
@@ -441,6 +551,7 @@ impl Tracker {
             return Ok(false);
         }
         let Some(bytes) = bytes else {
+            let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
             let reason = format!(
                 "the file is {size} bytes; result files are at most {} bytes",
                 results::MAX_RESULT_BYTES
@@ -472,16 +583,47 @@ impl Tracker {
                 return Ok(true);
             }
         };
+        // A ProcessResult about an upload whose pack is not read yet waits for it: applied
+        // now, it would reach none of the upload's messages, and never again.
+        let mut late = None;
+        if in_place {
+            if let ResultFile::Process(p) = &parsed {
+                if let Some(uuid) =
+                    crate::turnkey::gateway::awaited_upload(self.store.conn(), p, path)?
+                {
+                    let first = *self
+                        .deferred
+                        .entry(path.to_path_buf())
+                        .or_insert_with(std::time::Instant::now);
+                    self.touched.insert(path.to_path_buf());
+                    if first.elapsed() < self.pack_wait {
+                        self.deferring = true;
+                        return Ok(false);
+                    }
+                    warn!(file = %path.display(), "no pack of upload {uuid} seen within {} s; matching the result by invoice numbers", self.pack_wait.as_secs());
+                    late = Some(uuid);
+                }
+            }
+        }
+        self.deferred.remove(path);
         let evidence = path.to_string_lossy().into_owned();
         let tx = self.store.transaction()?;
         let id = record(&tx, path, &md5, "result", "", None)?;
-        let (kind, applied) = apply(&tx, &parsed, &evidence, id, &self.config)?;
+        let (kind, mut applied) = apply(&tx, &parsed, &evidence, id, &self.config)?;
+        if let Some(uuid) = &late {
+            applied.notes.push(format!(
+                "the pack of upload {uuid} was not seen; matched by invoice numbers"
+            ));
+        }
         let outcome = applied.outcome();
         tx.execute(
             "UPDATE feedback_files SET kind = ?1, outcome = ?2 WHERE id = ?3",
             params![kind, outcome, id],
         )?;
         tx.commit()?;
+        if late.is_some() && applied.changed == 0 && !applied.unmatched.is_empty() {
+            self.late.insert(path.to_path_buf(), outcome.clone());
+        }
         crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
         if applied.unmatched.is_empty() {
             info!(file = %path.display(), "{kind} applied: {outcome}");
@@ -693,6 +835,10 @@ pub(super) fn record(
     kept_at: Option<&Path>,
 ) -> Result<i64, FeedbackError> {
     tx.execute(
+        "DELETE FROM feedback_files WHERE path = ?1 AND kind = 'unreadable'",
+        [path.to_string_lossy()],
+    )?;
+    tx.execute(
         "INSERT OR IGNORE INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -714,7 +860,7 @@ pub(super) fn record(
 /// The MD5 of a file, read in pieces (a message file may be megabytes).
 pub(super) fn md5_of(path: &Path) -> Result<String, FeedbackError> {
     let mut md5 = Md5::new();
-    let mut f = fs::File::open(path).map_err(io_err("read", path))?;
+    let mut f = open_read(path)?;
     io::copy(&mut f, &mut md5).map_err(io_err("read", path))?;
     Ok(hex(&md5.finalize()))
 }
@@ -1088,4 +1234,34 @@ pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+thread_local! {
+    /// File names that fail to open, as a file the daemon's user cannot read does (the tests
+    /// run as root, which reads anything).
+    pub(super) static UNREADABLE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Opens one of Turnkey's files for reading.
+pub(super) fn open_read(path: &Path) -> Result<fs::File, FeedbackError> {
+    #[cfg(test)]
+    {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if UNREADABLE.with(|u| u.borrow().iter().any(|n| *n == name)) {
+            return Err(io_err("read", path)(io::ErrorKind::PermissionDenied.into()));
+        }
+    }
+    fs::File::open(path).map_err(io_err("read", path))
+}
+
+/// A file's bytes, `None` when it holds more than `max` (it is read no further).
+pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>, FeedbackError> {
+    use io::Read;
+    let mut bytes = Vec::new();
+    open_read(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }

@@ -8,7 +8,8 @@
 //!   pack order, in `turnkey_packs`.
 //! - A ProcessResult in `Unpack/BAK/ProcessResult/**` applies to the messages of its upload:
 //!   Code `00000` acknowledges them all; otherwise each `No. N` Info marks the N-th message of
-//!   the pack `error` (its Code and Description) and the others are acknowledged.
+//!   the pack `error` (its Code and Description) and the others are acknowledged. A result
+//!   whose pack is not read yet waits for it (up to [`Tracker::pack_wait`]).
 //! - A SummaryResult in `Unpack/BAK/SummaryResult/**` applies per listed invoice.
 //!
 //! Every file is recorded (path and MD5) in the transaction that applies it, so it is applied
@@ -27,10 +28,10 @@ use crate::einvoice::MessageType;
 use crate::spool;
 use crate::store;
 use crate::turnkey::feedback::{
-    advance, io_err, md5_of, record, target, Applied, FeedbackError, Target, Tracker,
+    advance, io_err, md5_of, read_limited, record, target, Applied, FeedbackError, Target, Tracker,
     TARGET_COLUMNS,
 };
-use crate::turnkey::layout::{self, PackName};
+use crate::turnkey::layout::{self, Def, PackName};
 use crate::turnkey::pack::{self, MAX_PACK_BYTES};
 use crate::turnkey::results::ProcessResult;
 use crate::turnkey::tklog;
@@ -56,7 +57,7 @@ impl Tracker {
                 let base = def.message_dir(ty);
                 for (sub, kind) in [("BAK", "bak"), ("ERR", "err")] {
                     for f in fresh_files(&base.join(sub), settle, young, keep_after) {
-                        if self.known(&f)?.is_some() {
+                        if self.gave_up(&f) || self.known(&f)?.is_some() {
                             continue;
                         }
                         let reason = if kind == "err" {
@@ -65,6 +66,7 @@ impl Tracker {
                             });
                             let found = tklog::reason(log, &f);
                             if found.is_none() {
+                                self.touched.insert(f.clone());
                                 let first =
                                     *self.deferred.entry(f.clone()).or_insert_with(Instant::now);
                                 if first.elapsed() < REASON_WAIT {
@@ -78,13 +80,18 @@ impl Tracker {
                             None
                         };
                         self.deferred.remove(&f);
-                        n += self.message_file(&f, kind, reason.as_deref())? as usize;
+                        let r = self.message_file(&f, kind, reason.as_deref());
+                        n += self.per_file(&f, r)? as usize;
                     }
                 }
             }
             for dir in def.pack_dirs() {
                 for f in fresh_files(&dir, settle, young, keep_after) {
-                    n += self.pack_file(&f)? as usize;
+                    if self.gave_up(&f) {
+                        continue;
+                    }
+                    let r = self.pack_file(&f, def);
+                    n += self.per_file(&f, r)? as usize;
                 }
             }
         }
@@ -92,7 +99,11 @@ impl Tracker {
         for def in &defs {
             for dir in def.result_dirs() {
                 for f in fresh_files(&dir, settle, young, keep_after) {
-                    n += self.guarded_result_file(&f)?;
+                    if self.gave_up(&f) {
+                        continue;
+                    }
+                    let r = self.guarded_result_file(&f);
+                    n += self.per_file(&f, r)?;
                 }
             }
         }
@@ -100,7 +111,7 @@ impl Tracker {
     }
 
     /// Records which messages a pack file holds. Returns whether the file was new.
-    fn pack_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
+    fn pack_file(&mut self, path: &Path, def: &Def) -> Result<bool, FeedbackError> {
         if self.known(path)?.is_some() {
             return Ok(false);
         }
@@ -117,17 +128,28 @@ impl Tracker {
             (Some(_), true) => Err(format!(
                 "the file is {size} bytes; packs are at most {MAX_PACK_BYTES} bytes"
             )),
-            (Some(_), false) => {
-                let bytes = fs::read(path).map_err(io_err("read", path))?;
-                pack::documents(&bytes).map_err(|e| e.to_string())
-            }
+            (Some(_), false) => match read_limited(path, MAX_PACK_BYTES)? {
+                Some(bytes) => pack::documents(&bytes).map_err(|e| e.to_string()),
+                None => Err(format!("the file grew past {MAX_PACK_BYTES} bytes")),
+            },
         };
         let tx = self.store.transaction()?;
         let outcome = match (parsed, docs) {
             (Some(p), Ok(docs)) => {
                 let mut ours = 0;
+                let tenant_def = self.def.clone().filter(|t| t.per_tenant());
                 for (i, d) in docs.iter().enumerate() {
-                    let found = member(&tx, &p.upload.message_type, &d.number, &p.from_ban)?;
+                    let found = member(
+                        &tx,
+                        &p.upload.message_type,
+                        &d.number,
+                        &p.from_ban,
+                        |tenant| {
+                            tenant_def
+                                .as_ref()
+                                .is_none_or(|t| t.resolve(tenant) == *def)
+                        },
+                    )?;
                     ours += found.is_some() as usize;
                     tx.execute(
                         "INSERT OR IGNORE INTO turnkey_packs (uuid, seq, message_type, number, message_id, pack_file, seen_at)
@@ -170,32 +192,88 @@ impl Tracker {
         let before = (chrono::Utc::now() - chrono::Duration::days(retention_days as i64 + 2))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut n = tx.execute("DELETE FROM turnkey_packs WHERE seen_at < ?1", [&before])?;
+        // Results read in place (kept_at NULL) too; a pack still in Pack/…/SRC (not in a day
+        // folder, so listed at every scan) keeps its record, or it would be read again.
         n += tx.execute(
             "DELETE FROM feedback_files WHERE seen_at < ?1 AND kept_at IS NULL
-             AND kind IN ('bak', 'err', 'pack', 'foreign')
+             AND kind IN ('bak', 'err', 'foreign', 'unreadable', 'process', 'summary', 'ack', 'error', 'daily')
              AND id NOT IN (SELECT feedback_id FROM summaries)",
             [&before],
         )?;
+        let old_packs: Vec<(i64, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, path FROM feedback_files WHERE seen_at < ?1 AND kind = 'pack'",
+            )?;
+            let rows = stmt.query_map([&before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, path) in old_packs {
+            if !Path::new(&path).exists() {
+                n += tx.execute("DELETE FROM feedback_files WHERE id = ?1", [id])?;
+            }
+        }
         Ok(n)
     }
 }
 
-/// The message a pack document is, if it is turnbridge's: by type and number, the seller
-/// deciding between several, the newest winning.
+/// The message a pack document is, if it is turnbridge's: same type, number and seller (the
+/// pack's fromBan), still waiting for Turnkey (`queued` — UpCast writes the pack before it
+/// moves the sources to BAK — or `picked_up`), of a tenant `in_def` accepts; the newest wins.
 fn member(
     tx: &Transaction,
     message_type: &str,
     number: &str,
     from_ban: &str,
+    in_def: impl Fn(&str) -> bool,
 ) -> Result<Option<i64>, FeedbackError> {
-    Ok(tx
-        .query_row(
-            "SELECT id FROM messages WHERE message_type = ?1 AND number = ?2
-             ORDER BY (seller_ban = ?3) DESC, id DESC LIMIT 1",
-            params![message_type, number, from_ban],
-            |r| r.get(0),
-        )
-        .optional()?)
+    let mut stmt = tx.prepare(
+        "SELECT id, tenant FROM messages WHERE message_type = ?1 AND number = ?2
+         AND seller_ban = ?3 AND state IN ('queued', 'picked_up') ORDER BY id DESC",
+    )?;
+    let rows = stmt.query_map(params![message_type, number, from_ban], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (id, tenant) = row?;
+        if in_def(&tenant) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// The uuid of the upload a ProcessResult is about: its `MessageInfo/Id` when that is a bare
+/// uuid, else from its file name or an upload id in `MessageInfo/Id`.
+fn upload_uuid(p: &ProcessResult, path: &Path) -> Option<String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if p.message_id.len() == 36 && p.message_id.bytes().filter(|b| *b == b'-').count() == 4 {
+        return Some(p.message_id.clone());
+    }
+    layout::result_upload(&name)
+        .or_else(|| layout::UploadId::parse(&p.message_id))
+        .map(|u| u.uuid)
+}
+
+/// The upload a ProcessResult names (by its file name or an upload id in `MessageInfo/Id`)
+/// when no pack of that upload has been read yet.
+pub(super) fn awaited_upload(
+    conn: &rusqlite::Connection,
+    p: &ProcessResult,
+    path: &Path,
+) -> Result<Option<String>, FeedbackError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if layout::result_upload(&name).is_none() && layout::UploadId::parse(&p.message_id).is_none() {
+        return Ok(None);
+    }
+    let Some(uuid) = upload_uuid(p, path) else {
+        return Ok(None);
+    };
+    let seen: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM turnkey_packs WHERE uuid = ?1)",
+        [&uuid],
+        |r| r.get(0),
+    )?;
+    Ok((!seen).then_some(uuid))
 }
 
 /// Applies a ProcessResult to the messages of the upload it names, when that upload's pack
@@ -206,21 +284,9 @@ pub(super) fn apply_to_pack(
     evidence: &str,
     applied: &mut Applied,
 ) -> Result<bool, FeedbackError> {
-    let name = Path::new(evidence)
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let uuid =
-        if p.message_id.len() == 36 && p.message_id.bytes().filter(|b| *b == b'-').count() == 4 {
-            p.message_id.clone()
-        } else if let Some(u) =
-            layout::result_upload(&name).or_else(|| layout::UploadId::parse(&p.message_id))
-        {
-            u.uuid
-        } else {
-            return Ok(false);
-        };
+    let Some(uuid) = upload_uuid(p, Path::new(evidence)) else {
+        return Ok(false);
+    };
     let members: Vec<(i64, String, Option<i64>)> = {
         let mut stmt = tx.prepare(
             "SELECT seq, number, message_id FROM turnkey_packs WHERE uuid = ?1 ORDER BY seq",
@@ -243,15 +309,34 @@ pub(super) fn apply_to_pack(
             let by_ordinal = pack::ordinal(&desc)
                 .map(|n| n as i64)
                 .filter(|n| members.iter().any(|(s, _, _)| s == n));
-            let by_number = || {
-                info.parameters.first().and_then(|p0| {
+            // Parameter0 is the invoice number (Parameter1 its date, which the pack records
+            // do not hold): it decides when it names exactly one member.
+            let by_number: Vec<i64> = info
+                .parameters
+                .first()
+                .map(|p0| {
                     members
                         .iter()
-                        .find(|(_, num, _)| num == p0)
+                        .filter(|(_, num, _)| num == p0)
                         .map(|(s, _, _)| *s)
+                        .collect()
                 })
+                .unwrap_or_default();
+            let chosen = match (by_ordinal, by_number.as_slice()) {
+                (Some(n), [s]) if n != *s => {
+                    let note = format!(
+                        "[{}] {desc}: No. {n} but Parameter0 names document {s} of upload {uuid}; taken as {s}",
+                        info.code
+                    );
+                    warn!("{note}");
+                    applied.notes.push(note);
+                    Some(*s)
+                }
+                (Some(n), _) => Some(n),
+                (None, [s]) => Some(*s),
+                (None, _) => None,
             };
-            match by_ordinal.or_else(by_number) {
+            match chosen {
                 Some(seq) => {
                     failed.insert(seq, (info.code.clone(), desc));
                 }
@@ -355,4 +440,88 @@ fn fresh_files(
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::turnkey::feedback::UNREADABLE;
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_skipped_recorded_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
+             [turnkey]\nlayout = \"turnkey\"\ninbox = \"tk/UpCast/B2SSTORAGE/{message_type}/SRC\"\n",
+            dir.path(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&config.paths.state).unwrap();
+        let mut t = Tracker::open(config.clone()).unwrap();
+        let bak = dir
+            .path()
+            .join("tk/UpCast/B2SSTORAGE/F0401/BAK/20991231/10");
+        std::fs::create_dir_all(&bak).unwrap();
+        // Sorted first, so a scan that stopped at it would never reach the other.
+        std::fs::write(bak.join("A_FOREIGN.xml"), "<x/>").unwrap();
+        std::fs::write(bak.join("B_FOREIGN.xml"), "<y/>").unwrap();
+        let kinds = |t: &Tracker| -> Vec<(String, String)> {
+            let conn = t.store.conn();
+            let mut stmt = conn
+                .prepare("SELECT path, kind FROM feedback_files ORDER BY path")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .map(|(p, k): (String, String)| (p.rsplit('/').next().unwrap().to_string(), k))
+                .collect()
+        };
+        UNREADABLE.with(|u| u.borrow_mut().push("A_FOREIGN.xml".into()));
+        assert_eq!(t.scan().unwrap(), 1);
+        assert_eq!(
+            kinds(&t),
+            [
+                ("A_FOREIGN.xml".to_string(), "unreadable".to_string()),
+                ("B_FOREIGN.xml".to_string(), "foreign".to_string())
+            ]
+        );
+        let p = t.problem().expect("a health problem");
+        assert!(
+            p.contains("A_FOREIGN.xml") && p.contains("cannot be read"),
+            "{p}"
+        );
+        // Readable again: read, recorded as usual, and the problem is gone.
+        UNREADABLE.with(|u| u.borrow_mut().clear());
+        assert_eq!(t.scan().unwrap(), 1);
+        assert_eq!(kinds(&t)[0], ("A_FOREIGN.xml".into(), "foreign".into()));
+        assert_eq!(t.problem(), None);
+    }
+
+    #[test]
+    fn a_file_that_stays_unreadable_is_tried_a_bounded_number_of_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
+             [turnkey]\nlayout = \"turnkey\"\ninbox = \"tk/UpCast/B2SSTORAGE/{message_type}/SRC\"\n",
+            dir.path(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&config.paths.state).unwrap();
+        let mut t = Tracker::open(config).unwrap();
+        let pack = dir.path().join("tk/Pack/B2SSTORAGE/SRC");
+        std::fs::create_dir_all(&pack).unwrap();
+        let name = "a.xml_28080623_00000000_v41-F0401-20991231-103633689-a72cf668-ca86-446c-8c67-5ff8d73159fd_1";
+        std::fs::write(pack.join(name), "<Invoice/>").unwrap();
+        UNREADABLE.with(|u| u.borrow_mut().push(name.into()));
+        for _ in 0..5 {
+            assert_eq!(t.scan().unwrap(), 0);
+        }
+        assert_eq!(t.unreadable.get(&pack.join(name)).unwrap().0, 3);
+        assert!(t.problem().is_some(), "reported while the file is there");
+        std::fs::remove_file(pack.join(name)).unwrap();
+        t.scan().unwrap();
+        assert_eq!(t.problem(), None, "not once it is gone");
+        UNREADABLE.with(|u| u.borrow_mut().clear());
+    }
 }

@@ -46,6 +46,11 @@ impl DefTemplate {
         Def(PathBuf::from(self.0.replace("{tenant}", tenant)))
     }
 
+    /// Whether each tenant has its own `<def>`.
+    pub fn per_tenant(&self) -> bool {
+        self.0.contains("{tenant}")
+    }
+
     /// The part of `<def>` before any placeholder.
     pub fn fixed_root(&self) -> PathBuf {
         InboxTemplate::parse(&self.0)

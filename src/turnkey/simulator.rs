@@ -10,9 +10,10 @@
 //!   `[simulator] reject`, an `ERROR`) is written to the outbox, followed by a `DailySummary`.
 //! - **turnkey**: moves and answers as the real Turnkey 3.2.0 does (see
 //!   [`crate::turnkey::layout`]): every file of `<MSG>/SRC` (subfolders included), in
-//!   modification-time order; a refused file (3 bytes or less, failing the schemas, or listed in
-//!   `err`) to `<MSG>/ERR/<yyyyMMdd>/<HH>/<name>` (replacing a same name), with UpCast's two
-//!   lines in `log/Turnkey.log`; the accepted files of one type and seller merged into
+//!   modification-time order; a refused file (3 bytes or less, not well-formed, failing the
+//!   schemas, or listed in `err`) to `<MSG>/ERR/<yyyyMMdd>/<HH>/<name>` (replacing a same
+//!   name), with UpCast's lines in `log/Turnkey.log` (the real ones: an empty file's
+//!   `prepareSourceFile` without a move line, a parse failure's three-line `parseSourceFile`); the accepted files of one type and seller merged into
 //!   `Pack/B2SSTORAGE/SRC/<first name>_<fromBan>_00000000_v41-<MSG>-<yyyyMMdd>-<HHmmssSSS>-<uuid>_<count>`
 //!   (the documents without XML declarations, concatenated), then moved to
 //!   `<MSG>/BAK/<yyyyMMdd>/<HH>/<name>` (`.001`, `.002`… when the name is taken). As the
@@ -160,16 +161,28 @@ impl Simulator {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let bytes = fs::read(file)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(fs::File::open(file)?, (20 << 20) + 1),
+                &mut bytes,
+            )?;
             let xml = String::from_utf8_lossy(&bytes).into_owned();
             let number = document_number(&xml);
+            // As the real UpCast logs them (an empty file gets no move line).
             let refused = if bytes.len() <= 3 {
                 Some((
-                    "checkFileEmpty",
-                    format!("This file {} is empty., {name}", file.display()),
+                    "prepareSourceFile",
+                    format!("This file {} is empty.", file.display()),
                 ))
             } else if bytes.len() > 20 << 20 {
                 Some(("validateFile", format!("{name} is larger than 20 MiB")))
+            } else if !well_formed(&bytes) {
+                // Turnkey's JAXB reads a stream its parser already consumed: whatever the
+                // fault, the linked exception is the same.
+                Some((
+                    "parseSourceFile",
+                    format!("{name} 解析XML錯誤. jakarta.xml.bind.UnmarshalException\n - with linked exception:\n[org.xml.sax.SAXParseException; lineNumber: 1; columnNumber: 1; Premature end of file.]"),
+                ))
             } else if self.config.simulator.err.contains(&number) {
                 Some((
                     "validateSourceFileByProg",
@@ -195,14 +208,16 @@ impl Simulator {
                         file.display()
                     ),
                 );
-                stamp(
-                    &mut log,
-                    format!(
-                        "UpCast [INFO] moveSourceToError sourceFile={} errorFile={}",
-                        file.display(),
-                        dest.display()
-                    ),
-                );
+                if method != "prepareSourceFile" {
+                    stamp(
+                        &mut log,
+                        format!(
+                            "UpCast [INFO] moveSourceToError sourceFile={} errorFile={}",
+                            file.display(),
+                            dest.display()
+                        ),
+                    );
+                }
                 info!(file = %name, "simulator: refused like Turnkey's UpCast, moved to {}: {why}", dest.display());
                 continue;
             }
@@ -481,6 +496,34 @@ fn all_files(dir: &Path, out: &mut Vec<(PathBuf, std::time::SystemTime)>, depth:
                 out.push((p, m));
             }
         }
+    }
+}
+
+/// Whether a file is well-formed XML with one root element.
+fn well_formed(bytes: &[u8]) -> bool {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut buf = Vec::new();
+    let (mut depth, mut roots) = (0usize, 0usize);
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Err(_) => return false,
+            Ok(Event::Eof) => return depth == 0 && roots == 1,
+            Ok(Event::Start(_)) => {
+                roots += (depth == 0) as usize;
+                depth += 1;
+            }
+            Ok(Event::Empty(_)) => roots += (depth == 0) as usize,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Ok(Event::Text(t)) if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) => {
+                return false
+            }
+            Ok(_) => {}
+        }
+        buf.clear();
     }
 }
 
