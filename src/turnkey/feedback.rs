@@ -1243,7 +1243,8 @@ thread_local! {
     pub(super) static UNREADABLE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Opens one of Turnkey's files for reading.
+/// Opens one of Turnkey's files for reading through one descriptor: no link followed, a
+/// regular file only (see [`crate::limited`]).
 pub(super) fn open_read(path: &Path) -> Result<fs::File, FeedbackError> {
     #[cfg(test)]
     {
@@ -1252,7 +1253,14 @@ pub(super) fn open_read(path: &Path) -> Result<fs::File, FeedbackError> {
             return Err(io_err("read", path)(io::ErrorKind::PermissionDenied.into()));
         }
     }
-    fs::File::open(path).map_err(io_err("read", path))
+    match crate::limited::open(path) {
+        Ok((file, _)) => Ok(file),
+        Err(crate::limited::LimitedError::Io(e)) => Err(io_err("read", path)(e)),
+        Err(e) => Err(io_err("read", path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            e.to_string(),
+        ))),
+    }
 }
 
 /// A file's bytes, `None` when it holds more than `max` (it is read no further).
