@@ -941,12 +941,7 @@ mod tests {
     #[test]
     fn a_platform_refusal_names_its_rule_in_both_reports() {
         let dir = tempfile::tempdir().unwrap();
-        let text = "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
-                    [turnkey]\ninbox = \"turnkey/INBOX\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
-                    [http]\nlisten = \"\"\n";
-        let config = Config::parse(text, dir.path()).unwrap();
-        fs::create_dir_all(config.einvoice_spool()).unwrap();
-        let mut pipeline = Pipeline::open(config.clone()).unwrap();
+        let (config, mut pipeline) = pipeline_in(dir.path());
         let bad = include_str!("../fixtures/invalid/F0401_bad_ban.csv");
         let batch = config.einvoice_spool().join("b.csv");
         fs::write(&batch, bad).unwrap();

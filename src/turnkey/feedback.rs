@@ -1220,12 +1220,7 @@ pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool
         if meta.is_dir() {
             out.extend(settled_files_noting_young(&path, settle, young));
         } else if meta.is_file() {
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .is_some_and(|age| age >= settle);
-            if old {
+            if is_settled(&meta, settle) {
                 out.push(path);
             } else {
                 *young = true;
@@ -1234,6 +1229,14 @@ pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool
     }
     out.sort();
     out
+}
+
+/// Whether a file has not been modified for `settle`.
+pub(super) fn is_settled(meta: &fs::Metadata, settle: Duration) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age >= settle)
 }
 
 #[cfg(test)]

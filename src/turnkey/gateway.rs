@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use tracing::{info, warn};
@@ -426,12 +426,7 @@ fn fresh_files(
                 ));
             }
         } else if meta.is_file() {
-            let settled = meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .is_some_and(|age| age >= settle);
-            if settled {
+            if crate::turnkey::feedback::is_settled(&meta, settle) {
                 out.push(path);
             } else {
                 *young = true;
