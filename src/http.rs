@@ -56,6 +56,8 @@ pub struct AppState {
     config: RwLock<Arc<Config>>,
     db: store::Shared,
     nextengine: Arc<crate::nextengine::client::Client>,
+    /// Bounds what refused stock callbacks cost (rows, log lines).
+    refusals: stock_callback::RefusalGate,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ pub async fn start(
         config: RwLock::new(Arc::new(config.clone())),
         db: store::Shared::new(Store::open(&config.database())?),
         nextengine,
+        refusals: Default::default(),
     });
     let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
@@ -562,8 +565,27 @@ async fn updatestock(
                 StatusCode::BAD_REQUEST
             };
             metrics::inc("turnbridge_stock_updates_total", &[("outcome", "refused")]);
-            warn!(store_account = ?q.store_account, code = ?q.code, "stock callback refused: {reason}");
-            let _ = with_db(&state, log_row("refused", -2, Some(reason))).await;
+            let admit = state.refusals.admit(std::time::Instant::now());
+            if admit.suppressed_before > 0 {
+                warn!(
+                    "{} more stock callbacks were refused in the last {} s (counted in turnbridge_stock_updates_total, not stored)",
+                    admit.suppressed_before,
+                    stock_callback::RefusalGate::WINDOW.as_secs()
+                );
+            }
+            if admit.detailed {
+                let short = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(|v| crate::einvoice::printable(v, 128))
+                        .unwrap_or_default()
+                };
+                warn!(
+                    store_account = %short(&q.store_account),
+                    code = %short(&q.code),
+                    "stock callback refused: {reason}"
+                );
+                let _ = with_db(&state, log_row("refused", -2, Some(reason))).await;
+            }
             return xml_response(status, stock_callback::reply(&q, -2));
         }
     };

@@ -458,3 +458,41 @@ fn connections_beyond_the_cap_wait_their_turn() {
         t.elapsed()
     );
 }
+
+/// A flood of forged callbacks costs a bounded number of rows and log lines; every one is
+/// still refused and counted, and a signed callback still goes through.
+#[test]
+fn a_flood_of_forged_callbacks_is_counted_but_stored_and_logged_a_bounded_number_of_times() {
+    let sb = listener_sandbox(3600);
+    let addr = sb.http_addr();
+    let ts = ts_ahead(24);
+    let code = "X".repeat(3000);
+    for _ in 0..200 {
+        let r = http_get(addr, &stock_path(&code, "5", &ts, Some("forged")), &[]);
+        assert_eq!(r.status, 401);
+    }
+    let stored = count(
+        &sb,
+        "SELECT count(*) FROM inventory_logs WHERE outcome = 'refused'",
+    );
+    assert_eq!(stored, 20, "refusal rows are capped per minute");
+    let logged = sb.log().matches("stock callback refused").count();
+    assert!(logged <= 21, "{logged} refusal log lines");
+    assert!(
+        !sb.log().contains(&"X".repeat(200)),
+        "a refused value is logged cut short"
+    );
+    let metrics = http_get(
+        addr,
+        "/metrics",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .text();
+    assert!(
+        metrics.contains("turnbridge_stock_updates_total{outcome=\"refused\"} 200"),
+        "every refusal is counted:\n{metrics}"
+    );
+    let sig = sign("samplestore", "sku-7", "4", &ts, "aaa");
+    let r = http_get(addr, &stock_path("sku-7", "4", &ts, Some(&sig)), &[]);
+    assert_eq!(r.status, 200);
+}

@@ -285,6 +285,77 @@ pub fn reply(q: &StockQuery, processed: i32) -> Vec<u8> {
     EUC_JP.encode(&text).0.into_owned()
 }
 
+/// Keeps refused callbacks cheap: anyone can send them, as fast as they like. In each window
+/// of [`RefusalGate::WINDOW`] the first [`RefusalGate::DETAILED`] refusals are logged and
+/// stored in full (escaped and cut short); the rest are only counted (metrics always count
+/// them all), and the count is logged once as a summary when the window ends. So a flood of
+/// forged requests costs at most a fixed number of rows and log lines a minute.
+#[derive(Debug, Default)]
+pub struct RefusalGate {
+    state: std::sync::Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    window_start: Option<std::time::Instant>,
+    in_window: u64,
+}
+
+/// What to do with one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit {
+    /// Log it and store its row.
+    pub detailed: bool,
+    /// Refusals of the window that just ended that were only counted: log this summary.
+    pub suppressed_before: u64,
+}
+
+impl RefusalGate {
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const DETAILED: u64 = 20;
+
+    /// Accounts for one refusal at `now`.
+    pub fn admit(&self, now: std::time::Instant) -> Admit {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut suppressed_before = 0;
+        let expired = st
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW);
+        if expired {
+            suppressed_before = st.in_window.saturating_sub(Self::DETAILED);
+            st.window_start = Some(now);
+            st.in_window = 0;
+        }
+        st.in_window += 1;
+        Admit {
+            detailed: st.in_window <= Self::DETAILED,
+            suppressed_before,
+        }
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::RefusalGate;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_of_refusals_is_stored_and_logged_a_bounded_number_of_times() {
+        let gate = RefusalGate::default();
+        let t0 = Instant::now();
+        let detailed = (0..10_000)
+            .filter(|i| gate.admit(t0 + Duration::from_micros(*i)).detailed)
+            .count() as u64;
+        assert_eq!(detailed, RefusalGate::DETAILED);
+        // The next window starts afresh and reports what the last one only counted.
+        let next = gate.admit(t0 + RefusalGate::WINDOW + Duration::from_secs(1));
+        assert!(next.detailed);
+        assert_eq!(next.suppressed_before, 10_000 - RefusalGate::DETAILED);
+        let after = gate.admit(t0 + RefusalGate::WINDOW + Duration::from_secs(2));
+        assert_eq!(after.suppressed_before, 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
