@@ -700,10 +700,15 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
         NextengineCmd::Stock(a) => search("stock", a),
         NextengineCmd::Orders(a) => search("orders", a),
         NextengineCmd::Login => {
-            let config = Config::load(config)?;
-            println!("{}", client::login_url(&config.nextengine)?);
+            let (config, mut store) = open_store(config)?;
+            let url = client::login_url(&config.nextengine)?;
+            // The callback connects an account only for a sign-in started here (or at
+            // /auth/ne with the admin token), once, within LOGIN_WINDOW_MINUTES.
+            store.start_ne_login()?;
+            println!("{url}");
             eprintln!(
-                "Open this URL, sign in, and NextEngine sends you back to {} to finish.",
+                "Open this URL within {} minutes, sign in, and NextEngine sends you back to {} to finish.",
+                client::LOGIN_WINDOW_MINUTES,
                 config.nextengine.redirect_uri
             );
             Ok(ExitCode::SUCCESS)

@@ -370,7 +370,24 @@ async fn dispatch(
             "method_not_allowed",
             "use GET",
         ),
+        // Starting a sign-in needs the admin token: the callback connects an account only
+        // for a sign-in someone entitled started.
         (_, &Method::GET, "/auth/ne") => {
+            if let Some(refused) = check_admin(&cfg, &req) {
+                return refused;
+            }
+            let started = with_db(&state, |db| {
+                db.start_ne_login()?;
+                Ok(())
+            })
+            .await;
+            if let Err(e) = started {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                );
+            }
             match crate::nextengine::client::login_url(&cfg.nextengine) {
                 Ok(url) => {
                     let mut r = Response::new(Full::new(Bytes::new()));
@@ -393,6 +410,22 @@ async fn dispatch(
                     "uid and state are required",
                 );
             };
+            let window = chrono::Duration::minutes(crate::nextengine::client::LOGIN_WINDOW_MINUTES);
+            let started = with_db(&state, move |db| db.take_ne_login(window)).await;
+            if !matches!(started, Ok(true)) {
+                warn!(
+                    "NextEngine callback refused: no sign-in was started in the last {} minutes",
+                    crate::nextengine::client::LOGIN_WINDOW_MINUTES
+                );
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "no_login_started",
+                    format!(
+                        "no NextEngine sign-in was started in the last {} minutes: run `turnbridge nextengine login` (or GET /auth/ne with the admin token) and sign in",
+                        crate::nextengine::client::LOGIN_WINDOW_MINUTES
+                    ),
+                );
+            }
             match state.nextengine.connect(&uid, &st).await {
                 Ok(a) => json_response(
                     StatusCode::OK,

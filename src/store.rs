@@ -300,6 +300,15 @@ CREATE INDEX turnkey_packs_seen ON turnkey_packs(seen_at);
 -- keeps killing the daemon (out of memory, a crash) is set aside instead of resumed forever.
 ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- NextEngine sign-ins an operator started (CLI `nextengine login`, or /auth/ne with the admin
+-- token): /auth/callback connects an account only for one of these, once, within minutes.
+CREATE TABLE ne_logins (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at  TEXT NOT NULL,
+    used_at     TEXT
+);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -461,6 +470,33 @@ impl Store {
             params![id, kind, source_name, md5, size as i64, now()],
         )?;
         Ok(())
+    }
+
+    /// Records a NextEngine sign-in an operator started; older records are pruned.
+    pub fn start_ne_login(&mut self) -> Result<()> {
+        let tx = self.transaction()?;
+        let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        tx.execute("DELETE FROM ne_logins WHERE started_at < ?1", [&day_ago])?;
+        tx.execute("INSERT INTO ne_logins (started_at) VALUES (?1)", [now()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Takes (marks used) the newest unused sign-in started within `window`; false when there
+    /// is none, so the callback is refused.
+    pub fn take_ne_login(&mut self, window: chrono::Duration) -> Result<bool> {
+        let tx = self.transaction()?;
+        let since =
+            (chrono::Utc::now() - window).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let n = tx.execute(
+            "UPDATE ne_logins SET used_at = ?1 WHERE id = (
+                 SELECT id FROM ne_logins WHERE used_at IS NULL AND started_at >= ?2
+                 ORDER BY id DESC LIMIT 1)",
+            params![now(), since],
+        )?;
+        tx.commit()?;
+        Ok(n == 1)
     }
 
     /// Counts one more start on a job's file (committed at once, before the work it

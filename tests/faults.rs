@@ -310,6 +310,7 @@ fn nextengine_errors_and_maintenance_are_retried_and_reported_and_upload_once() 
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
+    cli(&sb.config_path(), &["nextengine", "login"]);
     let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
 

@@ -299,13 +299,23 @@ fn busy_answers_are_retried_with_backoff() {
 fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
     let fake = FakeNextEngine::start();
     let tail = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\nredirect_uri = \"https://example.test/auth/callback\"\napi_base = \"{}\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"ne-admin-token-0123456789\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\nredirect_uri = \"https://example.test/auth/callback\"\napi_base = \"{}\"\n",
         fake.base()
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
     let addr = sb.http_addr();
-    let r = http_get(addr, "/auth/ne", &[]);
+    // Nobody started a sign-in: a callback connects nothing.
+    let r = http_get(addr, "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["code"], "no_login_started");
+    // Starting one needs the admin token.
+    assert_eq!(http_get(addr, "/auth/ne", &[]).status, 401);
+    let r = http_get(
+        addr,
+        "/auth/ne",
+        &[("Authorization", "Bearer ne-admin-token-0123456789")],
+    );
     assert_eq!(r.status, 302);
     assert!(r.header("location").unwrap().starts_with(
         "https://base.next-engine.org/users/sign_in/?client_id=client-1&redirect_uri="
@@ -313,6 +323,9 @@ fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
     let r = http_get(addr, "/auth/callback?uid=u1&state=s1", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["account"], "NE123456");
+    // Once: a second callback for the same sign-in is refused.
+    let again = http_get(addr, "/auth/callback?uid=u2&state=s2", &[]);
+    assert_eq!(again.status, 403, "{}", again.text());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
         .args(["nextengine", "status", "--json", "--config"])
         .arg(sb.config_path())
@@ -407,6 +420,7 @@ fn daemon_with_fake(fake: &FakeNextEngine) -> Sandbox {
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
+    cli(&sb.config_path(), &["nextengine", "login"]);
     let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     sb
@@ -618,6 +632,7 @@ fn company_inventory_levels_reach_nextengine_without_echoing_its_own() {
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
     let addr = sb.http_addr();
+    cli(&sb.config_path(), &["nextengine", "login"]);
     assert_eq!(
         http_get(addr, "/auth/callback?uid=u1&state=s1", &[]).status,
         200

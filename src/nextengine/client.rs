@@ -71,6 +71,9 @@ pub struct AccountStatus {
 }
 
 /// The sign-in URL a person opens to connect an account.
+/// How long a started sign-in may take before its callback is refused.
+pub const LOGIN_WINDOW_MINUTES: i64 = 10;
+
 pub fn login_url(s: &Settings) -> Result<String, NeError> {
     if s.client_id.is_empty() {
         return Err(NeError::NotConfigured);
