@@ -325,6 +325,10 @@ impl Default for Zip {
     }
 }
 
+/// The shortest admin token or company-system secret accepted (the seed's sample secret,
+/// `jyt-gas-webhook-2024`, has 20).
+pub const MIN_SECRET_CHARS: usize = 16;
+
 /// Which folder layout Turnkey uses (see DESIGN.md, "Folders at run time").
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -558,6 +562,19 @@ impl Config {
                 bad(
                     key,
                     format!("`{addr}` is not an address like 127.0.0.1:8780"),
+                );
+            }
+        }
+        // Guessable secrets guard nothing; an empty one turns its route off.
+        for (key, secret) in [
+            ("http.admin_token", &h.admin_token),
+            ("company_webhook.secret", &self.company_webhook.secret),
+        ] {
+            let n = secret.expose().chars().count();
+            if n > 0 && n < MIN_SECRET_CHARS {
+                bad(
+                    key,
+                    format!("must be at least {MIN_SECRET_CHARS} characters (it is {n}), or empty to turn the routes it guards off"),
                 );
             }
         }

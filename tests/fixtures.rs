@@ -431,6 +431,34 @@ fn check_config_lists_every_problem_with_its_key() {
 }
 
 #[test]
+fn check_config_refuses_guessable_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.toml");
+    std::fs::write(
+        &short,
+        "[http]\nadmin_token = \"admin\"\n[company_webhook]\nsecret = \"secret\"\n",
+    )
+    .unwrap();
+    let (code, out) = turnbridge(&["check-config", short.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    for key in ["http.admin_token", "company_webhook.secret"] {
+        assert!(out.contains(key), "{key} not named in:\n{out}");
+    }
+    assert!(
+        !out.contains("admin\"") && !out.contains("secret\""),
+        "values never shown: {out}"
+    );
+    let long = dir.path().join("long.toml");
+    std::fs::write(
+        &long,
+        "[http]\nadmin_token = \"0123456789abcdef\"\n[company_webhook]\nsecret = \"jyt-gas-webhook-2024\"\n",
+    )
+    .unwrap();
+    let (code, out) = turnbridge(&["check-config", long.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn a_batch_over_999_messages_is_refused_whole() {
     let text = batch_csv("ZZ", 1, 1000);
     let err = check_batch("big.csv", text.as_bytes(), &options()).unwrap_err();

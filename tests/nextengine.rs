@@ -626,7 +626,7 @@ fn company_inventory_levels_reach_nextengine_without_echoing_its_own() {
     let tail = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\napi_base = \"{}\"\npoll_ms = 100\nts_max_age_secs = 999999999\n\
          [[nextengine.shops]]\nstore_account = \"samplestore\"\nauth_key = \"aaa\"\n\
-         [company_webhook]\nsecret = \"company-secret\"\npush_inventory_to_nextengine = true\n",
+         [company_webhook]\nsecret = \"company-secret-0123\"\npush_inventory_to_nextengine = true\n",
         fake.base()
     );
     let mut sb = Sandbox::with_sections("", &tail);
@@ -653,7 +653,7 @@ fn company_inventory_levels_reach_nextengine_without_echoing_its_own() {
         let r = http_post(
             addr,
             "/api/sync/company/webhook",
-            &[("X-Webhook-Secret", "company-secret")],
+            &[("X-Webhook-Secret", "company-secret-0123")],
             body.as_bytes(),
         );
         assert_eq!(r.status, 200, "{}", r.text());
