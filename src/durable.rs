@@ -20,12 +20,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Copies `src` to `dest` durably and in pieces, so a large file is never held in memory:
-/// temp file beside `dest`, fsync, rename, fsync the folder.
-pub fn copy_atomic(src: &Path, dest: &Path) -> io::Result<()> {
+/// temp file beside `dest`, fsync, rename, fsync the folder. The source is opened through
+/// [`crate::limited::open`] (no link followed, a regular file only) and copied only when it
+/// holds at most `limit` bytes, checked on the descriptor and enforced while copying.
+pub fn copy_atomic(src: &Path, dest: &Path, limit: u64) -> io::Result<()> {
+    let (from, meta) = crate::limited::open(src).map_err(io::Error::other)?;
+    if meta.len() > limit {
+        return Err(io::Error::other(format!(
+            "{} bytes; at most {limit} are copied",
+            meta.len()
+        )));
+    }
     via_temp(dest, |tmp| {
-        let mut from = File::open(src)?;
         let mut to = create_fresh(tmp)?;
-        io::copy(&mut from, &mut to)?;
+        let copied = io::copy(&mut io::Read::take(&from, limit + 1), &mut to)?;
+        if copied > limit {
+            return Err(io::Error::other(format!(
+                "grew past {limit} bytes while copied"
+            )));
+        }
         to.sync_all()
     })
 }
@@ -151,6 +164,12 @@ pub fn device_of(path: &Path) -> io::Result<u64> {
 mod tests {
     use super::*;
 
+    fn staged_link_to(target: &Path, dir: &Path) -> PathBuf {
+        let link = dir.join("a-link");
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        link
+    }
+
     #[test]
     fn writes_never_follow_a_planted_link() {
         let dir = tempfile::tempdir().unwrap();
@@ -174,7 +193,17 @@ mod tests {
             .join(format!(".report.txt.{}.tmp", std::process::id()));
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
         write_atomic(&dest, b"report").unwrap();
-        copy_atomic(&dest, &dir.path().join("copy.txt")).unwrap();
+        copy_atomic(&dest, &dir.path().join("copy.txt"), 1 << 20).unwrap();
+        assert!(copy_atomic(&dest, &dir.path().join("big.txt"), 3).is_err());
+        assert!(
+            copy_atomic(
+                &staged_link_to(&victim, dir.path()),
+                &dir.path().join("l.txt"),
+                1 << 20
+            )
+            .is_err(),
+            "a link is not followed"
+        );
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert_eq!(fs::read(&dest).unwrap(), b"report");
     }
@@ -187,7 +216,7 @@ mod tests {
         fs::create_dir(&dest).unwrap();
         fs::write(dest.join("x"), b"x").unwrap();
         assert!(write_atomic(&dest, b"hello").is_err());
-        assert!(copy_atomic(&dest.join("x"), &dest).is_err());
+        assert!(copy_atomic(&dest.join("x"), &dest, 1 << 20).is_err());
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -348,7 +348,7 @@ async fn dispatch(
             } else {
                 "degraded"
             };
-            let body = if check_admin(&cfg, &req).is_none() {
+            let body = if admin_token_given(&cfg, &req) {
                 json!({"status": status, "problems": problems})
             } else {
                 json!({"status": status})
@@ -411,12 +411,14 @@ async fn dispatch(
                 );
             };
             let window = chrono::Duration::minutes(crate::nextengine::client::LOGIN_WINDOW_MINUTES);
-            let started = with_db(&state, move |db| db.take_ne_login(window)).await;
-            if !matches!(started, Ok(true)) {
-                warn!(
-                    "NextEngine callback refused: no sign-in was started in the last {} minutes",
-                    crate::nextengine::client::LOGIN_WINDOW_MINUTES
-                );
+            let open = with_db(&state, move |db| db.ne_login_open(window)).await;
+            if !matches!(open, Ok(true)) {
+                if state.refusals.admit(std::time::Instant::now()).detailed {
+                    warn!(
+                        "NextEngine callback refused: no sign-in was started in the last {} minutes",
+                        crate::nextengine::client::LOGIN_WINDOW_MINUTES
+                    );
+                }
                 return error(
                     StatusCode::FORBIDDEN,
                     "no_login_started",
@@ -426,10 +428,22 @@ async fn dispatch(
                     ),
                 );
             }
-            match state.nextengine.connect(&uid, &st).await {
-                Ok(a) => json_response(
+            // The sign-in is used up only by a callback that connected an account, so bogus
+            // callbacks cannot use it up before the operator's arrives.
+            let connected = state.nextengine.connect(&uid, &st).await;
+            let taken = match &connected {
+                Ok(_) => with_db(&state, move |db| db.take_ne_login(window)).await,
+                Err(_) => Ok(false),
+            };
+            match connected {
+                Ok(a) if matches!(taken, Ok(true)) => json_response(
                     StatusCode::OK,
                     json!({"status": "connected", "account": a.id, "company": a.company_name, "refresh_expires_at": a.refresh_expires_at}),
+                ),
+                Ok(_) => error(
+                    StatusCode::FORBIDDEN,
+                    "no_login_started",
+                    "the sign-in was already used by another callback",
                 ),
                 Err(e) => {
                     warn!("NextEngine sign-in could not be completed: {e}");
@@ -480,6 +494,19 @@ async fn dispatch(
             format!("no route for {path}"),
         ),
     }
+}
+
+/// Whether the request carries the admin token (no refusal, nothing counted: for routes
+/// that answer everyone and only add details for the operator).
+fn admin_token_given(cfg: &Config, req: &Request<Incoming>) -> bool {
+    let token = cfg.http.admin_token.expose();
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    !token.is_empty() && inbound::secret_matches(token, given)
 }
 
 fn check_admin(cfg: &Config, req: &Request<Incoming>) -> Option<Response<Body>> {
@@ -572,7 +599,10 @@ async fn updatestock(
             "turnbridge_stock_updates_total",
             &[("outcome", "connection_check")],
         );
-        let _ = with_db(&state, log_row("connection_check", 0, None)).await;
+        // Unauthenticated too: stored within the same bound as refusals.
+        if state.refusals.admit(std::time::Instant::now()).detailed {
+            let _ = with_db(&state, log_row("connection_check", 0, None)).await;
+        }
         return xml_response(StatusCode::OK, stock_callback::reply(&q, 0));
     }
     let ne = &cfg.nextengine;

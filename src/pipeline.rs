@@ -218,7 +218,13 @@ impl Pipeline {
                 return self.refuse(work, &job_id, &name, "rejected", reason, None);
             }
         }
-        let verdict = match einvoice::check_batch(&name, &bytes, &self.config.read_options()) {
+        let checked = einvoice::check_batch(&name, &bytes, &self.config.read_options());
+        if !recorded {
+            // It was read and checked without dying: a later failure (a locked database, a
+            // full disk) is retried as before, not counted as a crash.
+            self.store.reset_attempts(&job_id)?;
+        }
+        let verdict = match checked {
             Ok(v) => v,
             Err(e) if recorded => {
                 // Recorded before a restart under another config: finish what was recorded.

@@ -7,7 +7,7 @@
 //! Messages are unique by (type, seller, number): a re-run after a crash finds the row and
 //! never writes a second XML for it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -27,6 +27,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("database task failed: {0}")]
     Task(String),
+    #[error("database {path} is missing, but {marker} says this state folder had one: restore the database (or, to start afresh on purpose, remove {marker}); a new database would number XML files from 1 again, under names Turnkey has already taken")]
+    Missing { path: String, marker: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -394,7 +396,35 @@ impl Shared {
 
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (or, in a state folder that never had one, creates) the database. A database
+    /// that disappeared is never silently recreated: a marker beside it records that it was
+    /// created, and its absence then refuses to open.
     pub fn open(path: &Path) -> Result<Store> {
+        let marker = Self::marker(path);
+        if !path.exists() && marker.exists() {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+                marker: marker.display().to_string(),
+            });
+        }
+        let store = Self::open_existing_or_new(path)?;
+        if !marker.exists() {
+            let _ = crate::durable::write_atomic(
+                &marker,
+                b"turnbridge created its database here; see Store::open\n",
+            );
+        }
+        Ok(store)
+    }
+
+    /// The marker that says a database was created beside it.
+    fn marker(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".created");
+        path.with_file_name(name)
+    }
+
+    fn open_existing_or_new(path: &Path) -> Result<Store> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
@@ -483,6 +513,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an unused sign-in was started within `window` (read only).
+    pub fn ne_login_open(&self, window: chrono::Duration) -> Result<bool> {
+        let since =
+            (chrono::Utc::now() - window).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM ne_logins WHERE used_at IS NULL AND started_at >= ?1",
+            [since],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    }
+
     /// Takes (marks used) the newest unused sign-in started within `window`; false when there
     /// is none, so the callback is refused.
     pub fn take_ne_login(&mut self, window: chrono::Duration) -> Result<bool> {
@@ -507,6 +548,13 @@ impl Store {
             [id],
             |r| r.get(0),
         )?)
+    }
+
+    /// Forgets a job's starts once its file was read and checked without dying.
+    pub fn reset_attempts(&self, id: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE jobs SET attempts = 0 WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     /// An earlier job (other than `except`) that processed the same bytes.
@@ -698,5 +746,27 @@ impl TxExt for Transaction<'_> {
             params![id, seller, invoice, amount],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_that_disappeared_is_not_silently_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("turnbridge.db");
+        drop(Store::open(&db).unwrap());
+        assert!(Store::open(&db).is_ok(), "reopens as usual");
+        for f in ["turnbridge.db", "turnbridge.db-wal", "turnbridge.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let e = Store::open(&db).err().expect("refused");
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+        assert!(!db.exists(), "no empty database was made");
+        // Removing the marker is the way to start afresh on purpose.
+        std::fs::remove_file(dir.path().join("turnbridge.db.created")).unwrap();
+        assert!(Store::open(&db).is_ok());
     }
 }

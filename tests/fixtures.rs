@@ -436,7 +436,7 @@ fn check_config_refuses_guessable_secrets() {
     let short = dir.path().join("short.toml");
     std::fs::write(
         &short,
-        "[http]\nadmin_token = \"admin\"\n[company_webhook]\nsecret = \"secret\"\n",
+        "[http]\nadmin_token = \"qzv-tok\"\n[company_webhook]\nsecret = \"qzv-sec\"\n",
     )
     .unwrap();
     let (code, out) = turnbridge(&["check-config", short.to_str().unwrap()]);

@@ -70,10 +70,10 @@ pub struct AccountStatus {
     pub last_error: Option<String>,
 }
 
-/// The sign-in URL a person opens to connect an account.
 /// How long a started sign-in may take before its callback is refused.
 pub const LOGIN_WINDOW_MINUTES: i64 = 10;
 
+/// The sign-in URL a person opens to connect an account.
 pub fn login_url(s: &Settings) -> Result<String, NeError> {
     if s.client_id.is_empty() {
         return Err(NeError::NotConfigured);

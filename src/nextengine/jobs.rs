@@ -214,8 +214,13 @@ impl Jobs {
                 let text = match crate::limited::read(work, limit) {
                     Ok(t) => t,
                     Err(e) if e.is_refusal() => {
-                        let why =
-                            format!("the file cannot be taken: {e} (einvoice.max_file_bytes)");
+                        let why = match e {
+                            crate::limited::LimitedError::TooLarge { .. }
+                            | crate::limited::LimitedError::Grew { .. } => {
+                                format!("{e} (einvoice.max_file_bytes)")
+                            }
+                            e => format!("the file cannot be taken: {e}"),
+                        };
                         return self.reject(&job_id, &name, work, &why, &[]).await;
                     }
                     Err(e) => return Err(NeError::Http(format!("read {}: {e}", work.display()))),

@@ -650,7 +650,10 @@ impl Tracker {
         let dest = if self.config.turnkey.layout == Layout::Turnkey {
             durable::create_dir_all(&self.rejected).map_err(io_err("create", &self.rejected))?;
             let dest = durable::free_name(&self.rejected, &format!("{day}_{name}"));
-            durable::copy_atomic(path, &dest).map_err(io_err("copy to rejected", &dest))?;
+            // A file too large (or not a regular file) is reported, not copied.
+            if let Err(e) = durable::copy_atomic(path, &dest, results::MAX_RESULT_BYTES) {
+                warn!(file = %path.display(), "result file not copied to rejected/: {e}");
+            }
             dest
         } else {
             durable::move_into(path, &self.rejected, &format!("{day}_{name}"))

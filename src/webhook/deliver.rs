@@ -74,6 +74,8 @@ impl Deliverer {
         let allow_private = Arc::new(AtomicBool::new(config.allow_private_networks));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the target itself, past the address policy.
+            .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver {
                 allow_private: allow_private.clone(),
             }))

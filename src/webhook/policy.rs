@@ -27,6 +27,10 @@ pub fn is_public(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => public_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => public_v4(v4),
+            // ::/96 holds the IPv4-compatible forms (`::127.0.0.1`): judged as that IPv4.
+            None if v6.segments()[..6].iter().all(|s| *s == 0) => {
+                public_v4(Ipv4Addr::from((u128::from(v6) as u32).to_be_bytes()))
+            }
             None => public_v6(v6),
         },
     }
@@ -56,7 +60,10 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
         || (s[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64 of an IPv4 address
+        || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 of an IPv4 address (and 64:ff9b:1::/48)
+        || (s[0] & 0xffc0) == 0xfec0 // fec0::/10, the old site-local
+        || s[0] == 0x2002 // 6to4, which carries an IPv4 address
+        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)) // 100::/64, discard
 }
 
 /// Why a URL is refused, or `None` when it may be registered.
@@ -130,6 +137,9 @@ mod tests {
             "http://0.0.0.0:8780/",
             "http://[::1]/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[fec0::1]/",
             "http://[fe80::1]/",
             "http://[fd00::1]/",
             "http://10.1.2.3/",
