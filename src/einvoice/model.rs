@@ -722,6 +722,22 @@ fn allowance_type_41(f: &mut Fields) -> Option<String> {
 /// The most lines (`ProductItem`) one F0401 or G0401 may have (the XSD's `maxOccurs`).
 const MAX_LINES: usize = 9999;
 
+/// Refuses more lines than the XSD allows.
+fn too_many_lines(raw: &RawMessage, problems: &mut Vec<Problem>) {
+    if raw.items.len() > MAX_LINES {
+        problems.push(Problem {
+            rule: None,
+            row: raw.row,
+            field: format!("{}Details", raw.display_prefix),
+            value: raw.items.len().to_string(),
+            reason: format!(
+                "has {} lines; the XSD allows at most {MAX_LINES}",
+                raw.items.len()
+            ),
+        });
+    }
+}
+
 fn no_items(raw: &RawMessage, ty: MessageType, problems: &mut Vec<Problem>) {
     for item in &raw.items {
         for cell in item.fields.values().filter(|c| !c.value.trim().is_empty()) {
@@ -841,18 +857,7 @@ fn build_invoice(raw: &RawMessage, legacy: bool, problems: &mut Vec<Problem>) ->
             reason: "an F0401 invoice needs at least one product line".into(),
         });
     }
-    if raw.items.len() > MAX_LINES {
-        problems.push(Problem {
-            rule: None,
-            row: raw.row,
-            field: format!("{}Details", raw.display_prefix),
-            value: raw.items.len().to_string(),
-            reason: format!(
-                "has {} lines; the XSD allows at most {MAX_LINES}",
-                raw.items.len()
-            ),
-        });
-    }
+    too_many_lines(raw, problems);
     for item in &raw.items {
         if let Some(it) = build_invoice_item(item, default_item_tax, problems) {
             items.push(it);
@@ -1055,18 +1060,7 @@ fn build_allowance(raw: &RawMessage, problems: &mut Vec<Problem>) -> Option<Allo
             reason: "a G0401 allowance needs at least one line".into(),
         });
     }
-    if raw.items.len() > MAX_LINES {
-        problems.push(Problem {
-            rule: None,
-            row: raw.row,
-            field: format!("{}Details", raw.display_prefix),
-            value: raw.items.len().to_string(),
-            reason: format!(
-                "has {} lines; the XSD allows at most {MAX_LINES}",
-                raw.items.len()
-            ),
-        });
-    }
+    too_many_lines(raw, problems);
     let mut items = Vec::new();
     for item in &raw.items {
         let mut f = Fields::new(&item.fields, item.row, &item.display_prefix, problems);

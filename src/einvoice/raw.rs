@@ -39,7 +39,7 @@ pub struct RawMessage {
     pub grouped: bool,
 }
 
-/// The header fields that live in a message's `Amount` group.
+/// The header fields that live in a message's `Amount` group (F0401; G0401 uses two of them).
 const AMOUNT_FIELDS: [&str; 11] = [
     "SalesAmount",
     "FreeTaxSalesAmount",
@@ -97,7 +97,7 @@ pub fn known_header_field(key: &str) -> bool {
     {
         return ROLE.contains(&rest);
     }
-    HEADER_FIELDS.contains(&key)
+    HEADER_FIELDS.contains(&key) || AMOUNT_FIELDS.contains(&key)
 }
 
 /// Item fields in CSV spelling without the `Item.` prefix.
@@ -133,18 +133,6 @@ const HEADER_FIELDS: &[&str] = &[
     "ZeroTaxRateReason",
     "Reserved1",
     "Reserved2",
-    // F0401 Amount
-    "SalesAmount",
-    "FreeTaxSalesAmount",
-    "ZeroTaxSalesAmount",
-    "TaxType",
-    "TaxRate",
-    "TaxAmount",
-    "TotalAmount",
-    "DiscountAmount",
-    "OriginalCurrencyAmount",
-    "ExchangeRate",
-    "Currency",
     // F0501 / F0701 / G0501 (flat)
     "CancelInvoiceNumber",
     "VoidInvoiceNumber",
@@ -163,6 +151,8 @@ const HEADER_FIELDS: &[&str] = &[
     "AllowanceNumber",
     "AllowanceDate",
     "AllowanceType",
+    "OriginalInvoiceSellerId",
+    "OriginalInvoiceBuyerId",
 ];
 
 const ITEM_FIELDS: &[&str] = &[

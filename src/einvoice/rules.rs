@@ -788,6 +788,22 @@ mod tests {
     }
 
     #[test]
+    fn g0401_takes_the_original_invoices_seller_and_buyer_ids() {
+        let mut m = allowance();
+        m["Main"]["OriginalInvoiceSellerId"] = json!("28080623");
+        m["Main"]["OriginalInvoiceBuyerId"] = json!("04595257");
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let v = check_batch("m.json", &bytes, &opts()).unwrap();
+        let xml = String::from_utf8(v.accepted[0].xml.clone()).unwrap();
+        assert!(xml.contains("<OriginalInvoiceSellerId>28080623</OriginalInvoiceSellerId>"));
+        assert!(xml.contains("<OriginalInvoiceBuyerId>04595257</OriginalInvoiceBuyerId>"));
+        let csv = "MessageType,AllowanceNumber,AllowanceDate,Seller.Identifier,Seller.Name,Buyer.Identifier,Buyer.Name,OriginalInvoiceSellerId,Item.OriginalInvoiceDate,Item.OriginalInvoiceNumber,Item.OriginalDescription,Item.Quantity,Item.UnitPrice,Item.Amount,Item.Tax,Item.AllowanceSequenceNumber,Item.TaxType,TaxAmount,TotalAmount\n\
+                   G0401,AL1,20261128,28080623,S,04595257,B,28080623,20261126,AB00000001,x,1,20,20,1,1,1,1,20\n";
+        let v = check_batch("a.csv", csv.as_bytes(), &opts()).unwrap();
+        assert_eq!(v.accepted.len(), 1, "{:?}", v.rejected);
+    }
+
+    #[test]
     fn g0401_lines_need_no_unit_and_keep_their_stated_amount() {
         let mut m = allowance();
         m["Details"]["ProductItem"][0]
