@@ -620,8 +620,8 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
     use crate::nextengine::client;
     let search = |what: &str, a: SearchArgs| -> anyhow::Result<ExitCode> {
         let (cfg, store) = open_store(config)?;
-        let account = client::default_account(store.conn())?
-            .context("no usable NextEngine account; run `turnbridge nextengine login`")?;
+        let account = client::chosen_account(store.conn(), &cfg.nextengine.account)?
+            .map_err(|why| anyhow::anyhow!(why))?;
         let (path, fields, key) = match what {
             "shops" => ("/api_v1_master_shop/search", "shop_id,shop_name,shop_abbreviated_name,shop_note", None),
             "goods" => ("/api_v1_master_goods/search", "goods_id,goods_name,stock_quantity,goods_selling_price", Some("goods_id-eq")),

@@ -125,6 +125,10 @@ pub struct NextEngine {
     pub redirect_uri: String,
     pub api_base: String,
     pub login_base: String,
+    /// The account (its `company_ne_id`, as `turnbridge nextengine accounts` lists it) that
+    /// spool uploads and searches use. Empty: the only connected account; with several
+    /// connected, nothing is uploaded (and `status` says why) until one is named here.
+    pub account: String,
     /// An authenticated call this often keeps the 3-day refresh token alive on a quiet system.
     pub keepalive_minutes: u64,
     /// Busy answers (003001 / 003002) are retried this many times, doubling from 1 s.
@@ -151,6 +155,7 @@ impl Default for NextEngine {
             redirect_uri: String::new(),
             api_base: "https://api.next-engine.org".into(),
             login_base: "https://base.next-engine.org".into(),
+            account: String::new(),
             keepalive_minutes: 360,
             busy_retries: 3,
             busy_backoff_ms: 1000,
@@ -287,6 +292,13 @@ pub struct Einvoice {
     pub settle_ms: u64,
     pub rescan_secs: u64,
     pub max_invoices_per_batch: usize,
+    /// Product lines (CSV rows, JSON `ProductItem`s) one batch may hold in all, across every
+    /// member of an archive. With `max_file_bytes` it bounds what reading a batch costs in
+    /// memory (see the README's limits); a batch beyond it is refused while it is read.
+    pub max_lines_per_batch: usize,
+    /// Largest batch file accepted, checked on the open descriptor and enforced while
+    /// reading. Reading a batch costs up to about 7 times this in memory (its text, decoded,
+    /// as written back, as messages and as XML): the README's budget assumes the default.
     pub max_file_bytes: u64,
     pub encoding: TextEncoding,
     pub default_tenant: String,
@@ -299,7 +311,8 @@ impl Default for Einvoice {
             settle_ms: 250,
             rescan_secs: 30,
             max_invoices_per_batch: 999,
-            max_file_bytes: 64 << 20,
+            max_lines_per_batch: 100_000,
+            max_file_bytes: 16 << 20,
             encoding: TextEncoding::Auto,
             default_tenant: "default".into(),
             zip: Zip::default(),
@@ -310,8 +323,12 @@ impl Default for Einvoice {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Zip {
+    /// Entries one archive may list.
     pub max_members: usize,
+    /// Bytes one member may expand to (its declared size is not trusted).
     pub max_member_bytes: u64,
+    /// Bytes all members may expand to together: what an archive holds counts like one
+    /// batch file against the memory budget.
     pub max_total_bytes: u64,
 }
 
@@ -319,8 +336,8 @@ impl Default for Zip {
     fn default() -> Self {
         Zip {
             max_members: 1000,
-            max_member_bytes: 32 << 20,
-            max_total_bytes: 128 << 20,
+            max_member_bytes: 16 << 20,
+            max_total_bytes: 16 << 20,
         }
     }
 }
@@ -516,6 +533,12 @@ impl Config {
         if !(1..=999).contains(&e.max_invoices_per_batch) {
             bad("einvoice.max_invoices_per_batch", "must be 1 to 999".into());
         }
+        if !(1..=1_000_000).contains(&e.max_lines_per_batch) {
+            bad(
+                "einvoice.max_lines_per_batch",
+                "must be 1 to 1000000".into(),
+            );
+        }
         if e.max_file_bytes == 0 {
             bad("einvoice.max_file_bytes", "must be above 0".into());
         }
@@ -683,6 +706,7 @@ impl Config {
                 max_total_bytes: self.einvoice.zip.max_total_bytes,
             },
             max_invoices: self.einvoice.max_invoices_per_batch,
+            max_lines: self.einvoice.max_lines_per_batch,
             default_tenant: self.einvoice.default_tenant.clone(),
         }
     }

@@ -219,6 +219,8 @@ impl Pipeline {
             }
         }
         let checked = einvoice::check_batch(&name, &bytes, &self.config.read_options());
+        // What is left to do works from the verdict; the file's bytes are not needed again.
+        drop(bytes);
         if !recorded {
             // It was read and checked without dying: a later failure (a locked database, a
             // full disk) is retried as before, not counted as a crash.
@@ -632,31 +634,38 @@ impl Pipeline {
             let out_name = rejected_name(job_id, name, file);
             let bytes = match &rows[0].source {
                 Source::Csv(_) => {
-                    // Flexible: a row rejected for its number of fields goes back as it came.
-                    let mut w = csv::WriterBuilder::new()
-                        .flexible(true)
-                        .from_writer(Vec::new());
+                    // The header as read, then each rejected record as it was written (a
+                    // row refused for its number of fields goes back as it came).
+                    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
                     if let Some(h) = verdict.csv_headers.get(*file) {
                         w.write_record(h).expect("write to memory");
                     }
+                    let mut out = w.into_inner().expect("flush to memory");
                     for r in rows {
                         if let Source::Csv(records) = &r.source {
                             for rec in records {
-                                w.write_record(rec).expect("write to memory");
+                                out.extend_from_slice(rec.as_bytes());
+                                out.push(b'\n');
                             }
                         }
                     }
-                    w.into_inner().expect("flush to memory")
+                    out
                 }
                 Source::Json(_) => {
-                    let values: Vec<_> = rows
-                        .iter()
-                        .filter_map(|r| match &r.source {
-                            Source::Json(v) => Some(v.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    serde_json::to_vec_pretty(&json!({ "Messages": values })).expect("json")
+                    // `{"Messages": [...]}` around each rejected message as it was written.
+                    let mut out = b"{\"Messages\": [\n".to_vec();
+                    let texts = rows.iter().filter_map(|r| match &r.source {
+                        Source::Json(text) => Some(text),
+                        _ => None,
+                    });
+                    for (i, text) in texts.enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b",\n");
+                        }
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                    out.extend_from_slice(b"\n]}\n");
+                    out
                 }
             };
             let path = dir.join(&out_name);

@@ -261,15 +261,6 @@ fn job_of(sb: &Sandbox, name: &str) -> Option<(String, String, Option<String>)> 
         .ok()
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
     let started = std::time::Instant::now();

@@ -426,6 +426,63 @@ fn daemon_with_fake(fake: &FakeNextEngine) -> Sandbox {
     sb
 }
 
+#[test]
+fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
+    let fake = FakeNextEngine::start();
+    fake.state
+        .lock()
+        .unwrap()
+        .companies
+        .insert("u2".into(), "NE000002".into());
+    let mut sb = daemon_with_fake(&fake);
+    // A second company signs in: its id sorts before the first's.
+    cli(&sb.config_path(), &["nextengine", "login"]);
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u2&state=s2", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    drop_into(&sb, "goods", "goods.csv", &goods);
+    wait_for(20, "the reason nothing is uploaded", || {
+        health_problems(&sb).iter().any(|(c, p)| {
+            c == "nextengine"
+                && p.contains("NE000002, NE123456")
+                && p.contains("nextengine.account")
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(fake.state.lock().unwrap().uploads.is_empty(), "no guess");
+
+    // Named in the config, it is the one used, with its own token.
+    sb.terminate();
+    let config = std::fs::read_to_string(sb.config_path())
+        .unwrap()
+        .replace("[nextengine]\n", "[nextengine]\naccount = \"NE123456\"\n");
+    std::fs::write(sb.config_path(), config).unwrap();
+    sb.start();
+    wait_for(30, "the goods job done", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), "done".to_string())]
+    });
+    let token: String = sb
+        .db()
+        .query_row(
+            "SELECT access_token FROM nextengine_accounts WHERE id = 'NE123456'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let calls = fake.calls();
+    let upload = calls
+        .iter()
+        .find(|(p, _)| p.ends_with("/upload"))
+        .expect("an upload");
+    assert!(
+        upload.1.contains(&("access_token".to_string(), token)),
+        "uploaded with NE123456's token: {:?}",
+        upload.1
+    );
+    assert!(health_problems(&sb).iter().all(|(c, _)| c != "nextengine"));
+}
+
 fn drop_into(sb: &Sandbox, kind: &str, name: &str, text: &str) {
     let dir = sb.path().join("spool/nextengine").join(kind);
     std::fs::create_dir_all(&dir).unwrap();

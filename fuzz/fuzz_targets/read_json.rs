@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use turnbridge::config::Config;
-use turnbridge::einvoice::read::{decode, read_json, Defaults};
+use turnbridge::einvoice::read::{decode, read_json, Budget, Defaults};
 use turnbridge::einvoice::{check_batch, render::render, TextEncoding};
 use turnbridge::turnkey::results::parse_xml;
 
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         tenant: (sel & 0x20 != 0).then(|| "TEN-001".to_string()),
     };
     if let Ok(text) = decode(bytes, encoding) {
-        let _ = read_json("fuzz.json", &text, &defaults);
+        let _ = read_json("fuzz.json", &text, &defaults, &mut Budget::default(), &mut |_| {});
     }
     let mut opts = Config::default().read_options();
     opts.encoding = encoding;

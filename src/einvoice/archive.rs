@@ -63,11 +63,14 @@ struct ManifestEntry {
 
 const MANIFEST: &str = "manifest.json";
 
-/// Opens a ZIP batch and returns its readable members and the ones refused alone.
+/// Opens a ZIP batch and hands its readable members to `each`, one at a time (a member's
+/// bytes are dropped once `each` returns); returns the members refused alone. Entries are
+/// checked from the central directory before any is decompressed.
 pub fn read_zip(
     bytes: &[u8],
     limits: ZipLimits,
-) -> Result<(Vec<Member>, Vec<RefusedMember>), ReadError> {
+    each: &mut dyn FnMut(Member) -> Result<(), ReadError>,
+) -> Result<Vec<RefusedMember>, ReadError> {
     let bad = |m: String| ReadError::Archive(m);
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| bad(format!("not a readable ZIP archive: {e}")))?;
@@ -85,11 +88,11 @@ pub fn read_zip(
             zip.len()
         )));
     }
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut total = 0u64;
+    // 1. Every entry's name, kind and declared size, before anything is expanded.
+    let mut files: Vec<(usize, String)> = Vec::new();
     for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
+        let entry = zip
+            .by_index_raw(i)
             .map_err(|e| bad(format!("entry {i} cannot be read: {e}")))?;
         let name = entry.name().to_string();
         let shown = printable(&name, 80);
@@ -109,6 +112,16 @@ pub fn read_zip(
                 limits.max_member_bytes
             )));
         }
+        files.push((i, name));
+    }
+
+    // 2. The manifest, then each member in turn.
+    let mut total = 0u64;
+    let mut expand = |zip: &mut zip::ZipArchive<Cursor<&[u8]>>, i: usize, name: &str| {
+        let shown = printable(name, 80);
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("entry `{shown}` cannot be read: {e}")))?;
         // Do not trust the declared size: read at most one byte past the limit.
         let mut data = Vec::new();
         (&mut entry)
@@ -128,17 +141,17 @@ pub fn read_zip(
                 limits.max_total_bytes
             )));
         }
-        if is_archive(&name, &data) {
+        if is_archive(name, &data) {
             return Err(bad(format!(
                 "entry `{shown}` is an archive itself; nested archives are not accepted"
             )));
         }
-        files.push((name, data));
-    }
-
-    let manifest = match files.iter().position(|(n, _)| n == MANIFEST) {
-        Some(i) => {
-            let (_, data) = files.remove(i);
+        Ok(data)
+    };
+    let manifest = match files.iter().position(|(_, n)| n == MANIFEST) {
+        Some(at) => {
+            let (i, name) = files.remove(at);
+            let data = expand(&mut zip, i, &name)?;
             let m: Manifest = serde_json::from_slice(&data).map_err(|e| {
                 bad(format!(
                     "{MANIFEST} is not valid: {}",
@@ -150,9 +163,10 @@ pub fn read_zip(
         None => None,
     };
 
-    let mut members = Vec::new();
+    let names: std::collections::BTreeSet<String> = files.iter().map(|(_, n)| n.clone()).collect();
     let mut refused = Vec::new();
-    for (name, data) in files {
+    for (i, name) in files {
+        let data = expand(&mut zip, i, &name)?;
         let lower = name.to_ascii_lowercase();
         if !(lower.ends_with(".csv") || lower.ends_with(".json")) {
             refused.push(RefusedMember {
@@ -188,7 +202,7 @@ pub fn read_zip(
                 continue;
             }
         }
-        members.push(Member {
+        each(Member {
             name,
             bytes: data,
             defaults: Defaults {
@@ -196,13 +210,11 @@ pub fn read_zip(
                 tenant: entry.and_then(|e| e.tenant.clone()),
             },
             encoding: entry.and_then(|e| e.encoding),
-        });
+        })?;
     }
     if let Some(m) = &manifest {
         for e in &m.members {
-            let present = members.iter().any(|x| x.name == e.name)
-                || refused.iter().any(|x| x.name == e.name);
-            if !present {
+            if !names.contains(&e.name) {
                 refused.push(RefusedMember {
                     name: e.name.clone(),
                     bytes: Vec::new(),
@@ -211,7 +223,7 @@ pub fn read_zip(
             }
         }
     }
-    Ok((members, refused))
+    Ok(refused)
 }
 
 fn check_name(name: &str) -> Result<(), &'static str> {
@@ -287,6 +299,19 @@ mod tests {
         assert!(check_name("jan/a.csv").is_ok());
     }
 
+    /// Every member the archive hands out, and the refused ones.
+    fn read_all(
+        bytes: &[u8],
+        limits: ZipLimits,
+    ) -> Result<(Vec<Member>, Vec<RefusedMember>), ReadError> {
+        let mut members = Vec::new();
+        let refused = read_zip(bytes, limits, &mut |m| {
+            members.push(m);
+            Ok(())
+        })?;
+        Ok((members, refused))
+    }
+
     fn zip_of(members: &[(&str, &[u8], Option<u32>)]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         for (name, data, mode) in members {
@@ -309,7 +334,7 @@ mod tests {
     #[test]
     fn symbolic_links_are_refused() {
         let plain = zip_of(&[("a.csv", b"MessageType\n", Some(0o644))]);
-        assert!(read_zip(&plain, LIMITS).is_ok());
+        assert!(read_all(&plain, LIMITS).is_ok());
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         w.add_symlink(
             "a.csv",
@@ -318,7 +343,7 @@ mod tests {
         )
         .unwrap();
         let link = w.finish().unwrap().into_inner();
-        let err = read_zip(&link, LIMITS).unwrap_err();
+        let err = read_all(&link, LIMITS).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
@@ -337,14 +362,14 @@ mod tests {
         );
         let bytes = w.finish().unwrap().into_inner();
         assert_eq!(declared_entries(&bytes), Some(3));
-        assert_eq!(read_zip(&bytes, LIMITS).unwrap().0.len(), 3);
+        assert_eq!(read_all(&bytes, LIMITS).unwrap().0.len(), 3);
     }
 
     #[test]
     fn two_entries_with_one_name_are_refused() {
         let one = zip_of(&[("a.csv", b"x", None), ("b.csv", b"y", None)]);
         assert_eq!(declared_entries(&one), Some(2));
-        assert!(read_zip(&one, LIMITS).is_ok());
+        assert!(read_all(&one, LIMITS).is_ok());
         // Rename b.csv to a.csv in both headers (the writer refuses duplicates itself).
         let mut twice = one.clone();
         for i in 0..twice.len() - 5 {
@@ -352,14 +377,14 @@ mod tests {
                 twice[i] = b'a';
             }
         }
-        let err = read_zip(&twice, LIMITS).unwrap_err();
+        let err = read_all(&twice, LIMITS).unwrap_err();
         assert!(err.to_string().contains("same name"), "{err}");
     }
 
     #[test]
     fn names_in_messages_are_printable() {
         let evil = zip_of(&[("../\x1b[2J\nFORGED.csv", b"x", None)]);
-        let err = read_zip(&evil, LIMITS).unwrap_err().to_string();
+        let err = read_all(&evil, LIMITS).unwrap_err().to_string();
         assert!(err.contains("\\u{1b}[2J\\nFORGED"), "{err}");
         assert!(!err.contains('\x1b') && !err.contains('\n'), "{err:?}");
     }

@@ -22,7 +22,7 @@ pub use read::{Source, TextEncoding};
 pub use types::{Ban, InvoiceNumber, MessageType};
 
 use archive::{RefusedMember, ZipLimits};
-use read::{Defaults, Entry, ReadError};
+use read::{Budget, Defaults, Entry, ReadError};
 
 /// What the readers need to know from the config.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct ReadOptions {
     pub encoding: TextEncoding,
     pub zip: ZipLimits,
     pub max_invoices: usize,
+    /// Product lines (CSV rows, JSON `ProductItem`s) one batch may hold in all.
+    pub max_lines: usize,
     pub default_tenant: String,
 }
 
@@ -63,8 +65,6 @@ pub enum BatchError {
     UnsupportedType(String),
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("the batch holds {count} messages; at most {max} are allowed in one batch")]
-    TooMany { count: usize, max: usize },
     #[error("the batch holds no messages")]
     NoMessages,
 }
@@ -126,63 +126,92 @@ impl Verdict {
     }
 }
 
-/// Reads, builds and checks every message of a batch file.
+/// Reads, builds and checks every message of a batch file. Each message is checked as soon
+/// as it is read, and an archive's members are read one at a time, so what the check holds
+/// at once is bounded by what a batch may hold ([`read::Budget`]), not by the file's shape.
 pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdict, BatchError> {
     let format =
         Format::of(name).ok_or_else(|| BatchError::UnsupportedType(printable(name, 200)))?;
-    let mut verdict = Verdict::default();
-    let mut entries = Vec::new();
+    let mut budget = Budget::new(opts.max_invoices, opts.max_lines);
+    let mut checker = Checker {
+        opts,
+        verdict: Verdict::default(),
+        first_seen: HashMap::new(),
+    };
     match format {
         Format::Zip => {
-            let (members, refused) = archive::read_zip(bytes, opts.zip)?;
-            verdict.refused_members = refused;
-            for m in members {
+            let mut refused = Vec::new();
+            let mut each = |m: archive::Member| {
                 let file = format!("{name}:{}", m.name);
                 let encoding = m.encoding.unwrap_or(opts.encoding);
-                let read = read_text(&file, &m.name, &m.bytes, encoding, &m.defaults);
+                let read = read_text(
+                    &file,
+                    &m.name,
+                    &m.bytes,
+                    encoding,
+                    &m.defaults,
+                    &mut budget,
+                    &mut |e| checker.check(e),
+                );
                 match read {
-                    Ok((header, es)) => {
+                    Ok(header) => {
                         if let Some(h) = header {
-                            verdict.csv_headers.insert(file.clone(), h);
+                            checker.verdict.csv_headers.insert(file, h);
                         }
-                        entries.extend(es);
                     }
-                    Err(e) => verdict.refused_members.push(RefusedMember {
+                    Err(e) if e.refuses_batch() => return Err(e),
+                    Err(e) => refused.push(RefusedMember {
                         name: m.name,
                         bytes: m.bytes,
                         reason: e.to_string(),
                     }),
                 }
-            }
+                Ok(())
+            };
+            let mut alone = archive::read_zip(bytes, opts.zip, &mut each)?;
+            refused.append(&mut alone);
+            checker.verdict.refused_members = refused;
         }
         _ => {
-            let (header, es) = read_text(name, name, bytes, opts.encoding, &Defaults::default())?;
+            let header = read_text(
+                name,
+                name,
+                bytes,
+                opts.encoding,
+                &Defaults::default(),
+                &mut budget,
+                &mut |e| checker.check(e),
+            )?;
             if let Some(h) = header {
-                verdict.csv_headers.insert(name.to_string(), h);
+                checker.verdict.csv_headers.insert(name.to_string(), h);
             }
-            entries = es;
         }
     }
-    if entries.is_empty() && verdict.refused_members.is_empty() {
+    if budget.messages() == 0 && checker.verdict.refused_members.is_empty() {
         return Err(BatchError::NoMessages);
     }
-    if entries.len() > opts.max_invoices {
-        return Err(BatchError::TooMany {
-            count: entries.len(),
-            max: opts.max_invoices,
-        });
-    }
+    Ok(checker.verdict)
+}
 
-    let mut first_seen: HashMap<(MessageType, String, String), (String, usize)> = HashMap::new();
-    for entry in entries {
-        match check_entry(&entry, opts) {
+/// Checks each entry as the readers hand it over, into the verdict.
+struct Checker<'o> {
+    opts: &'o ReadOptions,
+    verdict: Verdict,
+    /// The first place each (type, seller, number) was seen in this batch.
+    first_seen: HashMap<(MessageType, String, String), (String, usize)>,
+}
+
+impl Checker<'_> {
+    fn check(&mut self, entry: Entry) {
+        let verdict = &mut self.verdict;
+        match check_entry(&entry, self.opts) {
             Ok(accepted) => {
                 let key = (
                     accepted.message.message_type(),
                     accepted.message.seller().to_string(),
                     accepted.message.number().to_string(),
                 );
-                if let Some((file, row)) = first_seen.get(&key) {
+                if let Some((file, row)) = self.first_seen.get(&key) {
                     let ty = key.0;
                     let problem = Problem {
                         rule: None,
@@ -199,9 +228,10 @@ pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdi
                         entry.source,
                         problem,
                     ));
-                    continue;
+                    return;
                 }
-                first_seen.insert(key, (accepted.file.clone(), accepted.row));
+                self.first_seen
+                    .insert(key, (accepted.file.clone(), accepted.row));
                 verdict.accepted.push(accepted);
                 verdict.accepted_sources.push(entry.source);
             }
@@ -217,16 +247,13 @@ pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdi
                     row: entry.raw.row,
                     message_type: ty,
                     number,
-                    problems,
+                    problems: read::cap_problems(problems, entry.raw.row),
                     source: entry.source,
                 });
             }
         }
     }
-    Ok(verdict)
 }
-
-type ReadResult = Result<(Option<Vec<String>>, Vec<Entry>), ReadError>;
 
 fn read_text(
     file: &str,
@@ -234,14 +261,16 @@ fn read_text(
     bytes: &[u8],
     encoding: TextEncoding,
     defaults: &Defaults,
-) -> ReadResult {
+    budget: &mut Budget,
+    sink: &mut dyn FnMut(Entry),
+) -> Result<Option<Vec<String>>, ReadError> {
     let text = read::decode(bytes, encoding)?;
     match Format::of(name) {
-        Some(Format::Json) => Ok((None, read::read_json(file, &text, defaults)?)),
-        _ => {
-            let (header, entries) = read::read_csv(file, &text, defaults)?;
-            Ok((Some(header), entries))
+        Some(Format::Json) => {
+            read::read_json(file, &text, defaults, budget, sink)?;
+            Ok(None)
         }
+        _ => read::read_csv(file, &text, defaults, budget, sink).map(Some),
     }
 }
 

@@ -719,8 +719,9 @@ fn allowance_type_41(f: &mut Fields) -> Option<String> {
     .ok()
 }
 
-/// The most lines (`ProductItem`) one F0401 or G0401 may have (the XSD's `maxOccurs`).
-const MAX_LINES: usize = 9999;
+/// The most lines (`ProductItem`) one F0401 or G0401 may have (the XSD's `maxOccurs`); the
+/// readers already stop keeping lines beyond it.
+const MAX_LINES: usize = super::read::MAX_ITEMS;
 
 /// Refuses more lines than the XSD allows.
 fn too_many_lines(raw: &RawMessage, problems: &mut Vec<Problem>) {

@@ -537,6 +537,7 @@ mod tests {
                 max_total_bytes: 1,
             },
             max_invoices: 999,
+            max_lines: 100_000,
             default_tenant: "t".into(),
         };
         let v = check_batch("a.csv", csv.as_bytes(), &opts).unwrap();
@@ -559,6 +560,7 @@ mod tests {
                 max_total_bytes: 1,
             },
             max_invoices: 999,
+            max_lines: 100_000,
             default_tenant: "t".into(),
         }
     }

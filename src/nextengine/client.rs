@@ -700,15 +700,53 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// The connected account uploads and searches use: the only one, or the first by id.
-pub fn default_account(conn: &rusqlite::Connection) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT id FROM nextengine_accounts WHERE needs_login = 0 ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?)
+/// Why no NextEngine account can be used for uploads and searches.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAccount {
+    /// Nothing was ever connected: there is nothing to do yet.
+    #[error("no NextEngine account is connected: run `turnbridge nextengine login`")]
+    NoneConnected,
+    /// An operator must act (a login, or naming the account): a problem until then.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// The account uploads and searches use: the one `nextengine.account` names, or else the
+/// only connected one; never a guess by id order.
+pub fn chosen_account(
+    conn: &rusqlite::Connection,
+    configured: &str,
+) -> Result<Result<String, NoAccount>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, needs_login FROM nextengine_accounts ORDER BY id")?;
+    let accounts = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let unusable = |why: String| Err(NoAccount::Unusable(why));
+    if !configured.is_empty() {
+        return Ok(match accounts.iter().find(|(id, _)| id == configured) {
+            Some((id, false)) => Ok(id.clone()),
+            Some((id, true)) => unusable(format!(
+                "NextEngine account {id} (nextengine.account) needs a new login: run `turnbridge nextengine login`"
+            )),
+            None => unusable(format!(
+                "NextEngine account {configured} (nextengine.account) is not connected: run `turnbridge nextengine login` and sign in to it"
+            )),
+        });
+    }
+    Ok(match accounts.as_slice() {
+        [] => Err(NoAccount::NoneConnected),
+        [(id, false)] => Ok(id.clone()),
+        [(id, true)] => unusable(format!(
+            "NextEngine account {id} needs a new login: run `turnbridge nextengine login`"
+        )),
+        several => unusable(format!(
+            "{} NextEngine accounts are connected ({}); name the one uploads and searches use in nextengine.account",
+            several.len(),
+            several.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    })
 }
 
 /// Sums an order search (`/api_v1_receiveorder_row/search` rows) into one line per order:

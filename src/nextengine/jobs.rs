@@ -22,6 +22,7 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use super::client::NoAccount;
 use super::client::{Client, NeError, UploadKind};
 use super::upload::{self, QueueState, RowProblem};
 use crate::config::Config;
@@ -95,10 +96,21 @@ impl Jobs {
         self.db.run(f).await
     }
 
-    /// The account uploads go to: the only connected one (or the first, by id).
+    /// The account uploads go to (see [`super::client::chosen_account`]); when an operator
+    /// must act before there is one, that is a health problem.
     async fn account(&self) -> Result<Option<String>, StoreError> {
-        self.db(|db| super::client::default_account(db.conn()))
-            .await
+        let configured = self.config.nextengine.account.clone();
+        let chosen = self
+            .db(move |db| super::client::chosen_account(db.conn(), &configured))
+            .await?;
+        match chosen {
+            Ok(id) => Ok(Some(id)),
+            Err(NoAccount::NoneConnected) => Ok(None),
+            Err(why @ NoAccount::Unusable(_)) => {
+                health::set("nextengine", why.to_string());
+                Ok(None)
+            }
+        }
     }
 
     /// One pass: resume jobs in flight, take settled spool files, poll queued uploads.
@@ -240,7 +252,7 @@ impl Jobs {
                         Err(e) => return self.reject(&job_id, &name, work, &e, &[]).await,
                     }
                 } else {
-                    text
+                    text.into_owned()
                 };
                 let built = match kind {
                     Kind::Goods => upload::goods_csv(&text),

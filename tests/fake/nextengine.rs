@@ -38,6 +38,8 @@ pub struct State {
     /// While set, every call is answered with this HTTP status and (non-JSON) body, as a
     /// maintenance page or a failing proxy would; nothing is recorded but the call.
     pub down: Option<(u16, String)>,
+    /// The company each sign-in uid belongs to (`company_ne_id`); NE123456 when not listed.
+    pub companies: std::collections::HashMap<String, String>,
 }
 
 pub struct FakeNextEngine {
@@ -126,8 +128,13 @@ fn answer(path: &str, f: &[(String, String)], st: &mut State) -> Value {
             return json!({"result": "error", "code": "001001", "message": "uid missing"});
         }
         let (a, r) = tokens(st);
+        let company = st
+            .companies
+            .get(&get("uid"))
+            .cloned()
+            .unwrap_or_else(|| "NE123456".to_string());
         return with_tokens(
-            json!({"result": "success", "company_ne_id": "NE123456", "company_name": "テスト株式会社", "uid": get("uid")}),
+            json!({"result": "success", "company_ne_id": company, "company_name": "テスト株式会社", "uid": get("uid")}),
             &a,
             &r,
         );
