@@ -132,6 +132,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let server = crate::http::start(&config, nextengine.clone())
         .await
         .map_err(|e| DaemonError::Start(e.to_string()))?;
+    if let Some(s) = &server {
+        crate::webhook::policy::set_own_listeners(&s.addrs);
+    }
     let ne_jobs = {
         let mut jobs = crate::nextengine::jobs::Jobs::new(
             config.clone(),

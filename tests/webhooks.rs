@@ -355,6 +355,19 @@ fn gone_disables_the_endpoint_and_the_registry_round_trips() {
         (bad.status, bad.json()["field"].as_str().unwrap()),
         (422, "url")
     );
+    // Even where private addresses are allowed, never the daemon's own listener.
+    let own = http_post(
+        sb.http_addr(),
+        "/api/v1/webhooks",
+        &[("Authorization", &auth)],
+        format!(
+            r#"{{"url":"http://{}/api/sync/company/webhook","events":["*"]}}"#,
+            sb.http_addr()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(own.status, 422, "{}", own.text());
+    assert!(own.text().contains("own listener"), "{}", own.text());
     let short = http_post(
         sb.http_addr(),
         "/api/v1/webhooks",

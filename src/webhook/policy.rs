@@ -11,11 +11,15 @@
 //!   an IP literal is checked again; redirects are never followed.
 //!
 //! `webhooks.allow_private_networks = true` lifts the address rules (the sandbox and the
-//! tests, whose receivers listen on loopback); credentials in the URL are refused always.
+//! tests, whose receivers listen on loopback); credentials in the URL are refused always, and
+//! so is the daemon's own listener (its port on its own address, on loopback or `localhost`,
+//! or on any address of the machine when it listens on all of them): a webhook to itself
+//! would feed its own events back in. A name is resolved without its port, so a name that
+//! points back at the listener is caught by the address rules only.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
@@ -66,6 +70,37 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)) // 100::/64, discard
 }
 
+/// The addresses the daemon's own listener bound.
+static OWN_LISTENERS: RwLock<Vec<SocketAddr>> = RwLock::new(Vec::new());
+
+/// Records the addresses the listener bound, which no webhook may point at.
+pub fn set_own_listeners(addrs: &[SocketAddr]) {
+    *OWN_LISTENERS.write().unwrap_or_else(|e| e.into_inner()) = addrs.to_vec();
+}
+
+/// Whether `host:port` (as the URL parser normalized it) is the daemon's own listener.
+fn is_own_listener(host: &str, port: u16) -> bool {
+    let own = OWN_LISTENERS.read().unwrap_or_else(|e| e.into_inner());
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = literal.parse::<IpAddr>().ok();
+    let h = host.to_ascii_lowercase();
+    let local_name = h == "localhost" || h.ends_with(".localhost");
+    own.iter().filter(|a| a.port() == port).any(|a| {
+        local_name
+            || ip.is_some_and(|ip| {
+                ip == a.ip()
+                    || ip.is_loopback()
+                    || ip.is_unspecified()
+                    || (a.ip().is_unspecified() && is_local_address(ip))
+            })
+    })
+}
+
+/// Whether `ip` is an address of this machine: only those can be bound.
+fn is_local_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// Why a URL is refused, or `None` when it may be registered.
 pub fn check_url(url: &str, allow_private: bool) -> Option<String> {
     let ok_shape = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2048;
@@ -77,6 +112,13 @@ pub fn check_url(url: &str, allow_private: bool) -> Option<String> {
         return Some(
             "must not carry a user name or password (put a token in the path or query)".into(),
         );
+    }
+    let port = u.port_or_known_default().unwrap_or(0);
+    if is_own_listener(u.host_str().unwrap_or_default(), port) {
+        return Some(format!(
+            "{} is this daemon's own listener; webhooks are delivered to other systems",
+            u.host_str().unwrap_or_default()
+        ));
     }
     if allow_private {
         return None;
@@ -186,5 +228,25 @@ mod tests {
             .unwrap()
             .collect();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
+    }
+
+    #[test]
+    fn the_daemons_own_listener_is_refused_even_where_private_addresses_are_allowed() {
+        set_own_listeners(&["0.0.0.0:18999".parse().unwrap()]);
+        for url in [
+            "http://127.0.0.1:18999/api/sync/company/webhook",
+            "http://localhost:18999/",
+            "http://[::1]:18999/",
+            "http://0.0.0.0:18999/",
+            "http://127.0.0.2:18999/",
+        ] {
+            let why = check_url(url, true).unwrap_or_default();
+            assert!(why.contains("own listener"), "{url}: {why:?}");
+        }
+        // Another port, or a machine that is not this one, is someone else.
+        assert_eq!(check_url("http://127.0.0.1:18998/", true), None);
+        assert_eq!(check_url("http://203.0.113.9:18999/", true), None);
+        set_own_listeners(&[]);
+        assert_eq!(check_url("http://127.0.0.1:18999/", true), None);
     }
 }

@@ -371,7 +371,6 @@ fn object(v: &RawValue, cap: usize) -> Result<Parts<'_>, ReadError> {
     walk(v, Capped { cap, keys: true })
 }
 
-
 fn walk(v: &RawValue, seed: Capped) -> Result<Parts<'_>, ReadError> {
     let mut de = serde_json::Deserializer::from_str(v.get());
     seed.deserialize(&mut de)
