@@ -2,6 +2,7 @@
 //!
 //! This is the only place that turns errors into exit codes (with `anyhow`).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -249,7 +250,21 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
         .context("the path names no file")?
         .to_string_lossy()
         .into_owned();
-    let bytes = match std::fs::read(file) {
+    // The daemon's rules, but a link named on the command line is followed.
+    let limit = config.einvoice.max_file_bytes;
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .map_err(crate::limited::LimitedError::from)
+        .and_then(|f| {
+            let meta = f.metadata()?;
+            if !meta.is_file() {
+                return Err(crate::limited::LimitedError::NotRegular("special file"));
+            }
+            crate::limited::read_open(&f, &meta, limit)
+        });
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{}: cannot be read: {e}", file.display());

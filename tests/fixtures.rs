@@ -412,6 +412,22 @@ fn validate_command_exit_codes() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["problems"][0]["field"], "Buyer.Identifier");
     assert_eq!(v["problems"][0]["row"], 2);
+
+    // The daemon's reading rules: a FIFO is refused at once (it would block a plain read),
+    // and a file over einvoice.max_file_bytes is refused without being read whole.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("batch.csv");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (code, out) = turnbridge(&["validate", fifo.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not a regular file"), "{out}");
+    let big = dir.path().join("big.csv");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len((16 << 20) + 1).unwrap();
+    let (code, out) = turnbridge(&["validate", big.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("at most 16777216"), "{out}");
 }
 
 #[test]
