@@ -628,6 +628,10 @@ impl FeedbackWorker {
                 let rescan = Duration::from_secs(self.tracker.config.turnkey.rescan_secs);
                 let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);
                 next_scan = Instant::now() + if self.tracker.pending { settle } else { rescan };
+                // A result that does not parse is looked at again when it may be set aside.
+                if let Some(due) = self.tracker.next_due() {
+                    next_scan = next_scan.min(due.max(Instant::now() + settle));
+                }
             }
             if Instant::now() >= next_prune {
                 if let Err(e) = self.tracker.prune() {

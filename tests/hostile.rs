@@ -326,11 +326,16 @@ fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
          [company_webhook]\nsecret = \"{SECRET}\"\n"
     );
     let mut sb = Sandbox::with_sections(&einvoice_limits(), &tail);
-    // Feedback folders rescanned every second too, so a wait of seconds covers several scans.
-    let text = std::fs::read_to_string(sb.config_path())
-        .unwrap()
-        .replace("[turnkey]\n", "[turnkey]\nrescan_secs = 1\n");
-    assert!(text.contains("rescan_secs = 1\ninbox"), "{text}");
+    // Feedback folders rescanned every second too, so a wait of seconds covers several scans;
+    // a result that does not parse is set aside once it has stayed the same for a second.
+    let text = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "[turnkey]\n",
+        "[turnkey]\nrescan_secs = 1\nresult_unchanged_ms = 1000\n",
+    );
+    assert!(
+        text.contains("rescan_secs = 1\nresult_unchanged_ms = 1000\ninbox"),
+        "{text}"
+    );
     std::fs::write(sb.config_path(), text).unwrap();
     let outbox = sb.path().join("turnkey/OUTBOX");
     std::fs::create_dir_all(&outbox).unwrap();
