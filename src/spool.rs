@@ -243,7 +243,8 @@ pub struct ReportEntry {
 pub struct Report {
     pub job_id: String,
     pub file: String,
-    /// `rejected` (the whole file), `partial` (some rows) or `duplicate`.
+    /// `rejected` (the whole file), `partial` (some rows), `duplicate`, or `implausible` (a
+    /// file from Turnkey that was not believed).
     pub outcome: String,
     pub summary: String,
     pub accepted: usize,
@@ -253,25 +254,35 @@ pub struct Report {
     pub problems: Vec<ReportEntry>,
 }
 
+/// The longest summary or reason a text report shows, in characters.
+const MAX_REPORT_TEXT: usize = 2000;
+
 impl Report {
+    /// The report for a person. Everything in it that can come from outside (file and member
+    /// names, values, Turnkey's words in a reason) is shown printable ([`printable`]): it
+    /// cannot start a line of its own or hold a terminal escape code, and is cut when long.
     pub fn to_text(&self) -> String {
         let mut s = format!(
             "turnbridge: {} (job {})\n{}\n",
-            self.file, self.job_id, self.summary
+            printable(&self.file, 200),
+            printable(&self.job_id, 100),
+            printable(&self.summary, MAX_REPORT_TEXT)
         );
         if !self.rejected_files.is_empty() {
-            s.push_str(&format!(
-                "What was rejected is in: {}\n",
-                self.rejected_files.join(", ")
-            ));
+            let files: Vec<String> = self
+                .rejected_files
+                .iter()
+                .map(|f| printable(f, 300))
+                .collect();
+            s.push_str(&format!("What was rejected is in: {}\n", files.join(", ")));
         }
         if !self.problems.is_empty() {
             s.push('\n');
         }
         for p in &self.problems {
             let what = match (&p.message_type, &p.number) {
-                (Some(t), Some(n)) => format!(" ({t} {n})"),
-                (Some(t), None) => format!(" ({t})"),
+                (Some(t), Some(n)) => format!(" ({} {})", printable(t, 50), printable(n, 50)),
+                (Some(t), None) => format!(" ({})", printable(t, 50)),
                 _ => String::new(),
             };
             // Names can come from the input (archive members, JSON keys): shown printable.
@@ -298,7 +309,8 @@ impl Report {
                 Some(r) => format!(" [platform rule {}: {}]", r.name(), r.source()),
                 None => String::new(),
             };
-            s.push_str(&format!("{at}{what}{field}: {}{rule}\n", p.reason));
+            let reason = printable(&p.reason, MAX_REPORT_TEXT);
+            s.push_str(&format!("{at}{what}{field}: {reason}{rule}\n"));
         }
         s
     }
@@ -359,30 +371,32 @@ mod tests {
 
     #[test]
     fn report_text_keeps_input_from_rewriting_lines_or_growing_them() {
+        let hostile = "x\nFORGED line\x1b[2J";
         let report = Report {
             job_id: "j".into(),
-            file: "a.zip".into(),
+            file: format!("a{hostile}.zip"),
             outcome: "partial".into(),
-            summary: "s".into(),
+            summary: format!("The file a{hostile}.zip was refused: {hostile}"),
             accepted: 0,
             rejected: 1,
-            rejected_files: vec![],
+            rejected_files: vec![format!("j_a{hostile}.zip")],
             problems: vec![ReportEntry {
                 rule: None,
                 file: "a.zip:x\nFORGED.json".into(),
                 row: 1,
-                message_type: None,
-                number: None,
+                message_type: Some(format!("F0401{hostile}")),
+                number: Some(hostile.into()),
                 field: "Messages[0].\x1b[2J".into(),
                 value: "v".repeat(10_000),
-                reason: "is not a known field".into(),
+                reason: format!("Turnkey says: {hostile}"),
             }],
         };
         let text = report.to_text();
         assert!(!text.contains('\x1b'), "{text:?}");
         assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+        assert_eq!(text.matches("\\nFORGED").count(), 8, "{text}");
         assert!(text.contains("… (10000 characters)"), "{text}");
-        assert!(text.len() < 1000, "{} bytes", text.len());
+        assert!(text.len() < 1500, "{} bytes", text.len());
     }
 
     #[test]
