@@ -474,3 +474,62 @@ fn an_unreadable_spool_file_is_set_aside_after_three_attempts_and_others_flow() 
     assert_alive(&mut sb);
     assert_eq!(sb.terminate().code(), Some(0));
 }
+
+#[test]
+fn an_unreadable_nextengine_spool_file_is_set_aside_after_three_attempts() {
+    let fake = FakeNextEngine::start();
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\n\
+         client_secret = \"client-secret-1\"\napi_base = \"{}\"\npoll_ms = 100\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    let dir = sb.path().join("spool/nextengine/stock");
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        sb.start_as(65534, 65534);
+    } else {
+        sb.start();
+    }
+    cli(&sb.config_path(), &["nextengine", "login"]);
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    place_unreadable(&dir.join("levels.csv"), b"syohin_code,stock\nTEST_0001,5\n");
+    let state = || -> Option<String> {
+        let conn = rusqlite::Connection::open_with_flags(
+            sb.state().join("turnbridge.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        conn.query_row(
+            "SELECT state FROM ne_jobs WHERE source_name = 'levels.csv'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    wait_for(30, "the unreadable file set aside", || {
+        state().as_deref() == Some("rejected")
+    });
+    let report = files_in(&sb.rejected())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("_levels.csv.error.txt"))
+        .expect("a report");
+    let report = std::fs::read_to_string(report).unwrap();
+    assert!(
+        report.contains("could not read this file in 3 attempts")
+            && report.contains("Permission denied"),
+        "{report}"
+    );
+    let retries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("NextEngine job left for a retry") && l.contains("levels.csv"))
+            .count()
+    };
+    assert_eq!(retries(&sb.log()), 2, "{}", sb.log());
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(retries(&sb.log()), 2, "not tried again");
+    assert!(fake.state.lock().unwrap().uploads.is_empty());
+    assert_alive(&mut sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}
