@@ -533,3 +533,72 @@ fn an_unreadable_nextengine_spool_file_is_set_aside_after_three_attempts() {
     assert_alive(&mut sb);
     assert_eq!(sb.terminate().code(), Some(0));
 }
+
+#[test]
+fn a_spool_file_that_cannot_be_taken_is_reported_once_and_tried_again_when_it_changes() {
+    if !is_root() {
+        eprintln!("skipped: making a file that cannot be moved (chattr +i) needs root");
+        return;
+    }
+    let mut sb = Sandbox::new();
+    std::fs::create_dir_all(sb.spool()).unwrap();
+    let stuck = sb.spool().join("stuck.csv");
+    std::fs::write(&stuck, batch_csv("ST", 1, 1)).unwrap();
+    // An immutable file cannot be renamed, not even by root: the claim fails every time.
+    let chattr = |flag: &str| {
+        let ok = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chattr {flag}");
+    };
+    struct Unlock(std::path::PathBuf);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    chattr("+i");
+    let _unlock = Unlock(stuck.clone());
+    sb.start();
+    let problem = wait_for_problem(&sb, "einvoice spool files", "stuck.csv");
+    assert!(
+        problem.contains("not tried again until it changes"),
+        "{problem}"
+    );
+    let reports = || -> Vec<std::path::PathBuf> {
+        files_in(&sb.rejected())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with("_stuck.csv.error.txt"))
+            .collect()
+    };
+    assert_eq!(reports().len(), 1);
+    let report = std::fs::read_to_string(&reports()[0]).unwrap();
+    assert!(
+        report.contains("could not take this file from the spool in 3 attempts")
+            && report.contains("Operation not permitted"),
+        "{report}"
+    );
+    let retries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("file left for a retry") && l.contains("stuck.csv"))
+            .count()
+    };
+    assert_eq!(retries(&sb.log()), 2, "{}", sb.log());
+    // Not tried again while it stays as it is (the spool is scanned every second).
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    assert_eq!(retries(&sb.log()), 2);
+    assert_eq!(reports().len(), 1, "reported once");
+    assert!(stuck.exists(), "left where it is");
+
+    // The operator's fix changes the file: it is taken as any other.
+    chattr("-i");
+    wait_for(20, "its XML", || sb.inbox_files().len() == 1);
+    wait_for_no_problems(&sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}
