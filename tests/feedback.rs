@@ -1196,6 +1196,18 @@ fn a_result_that_stays_garbled_is_set_aside_once_it_stayed_the_same() {
         std::fs::read_to_string(&set_aside(&w)[0]).unwrap(),
         "<ACK><MessageID>F0401_x"
     );
+    // The same bytes dropped again are set aside at once, not left in the outbox.
+    std::fs::write(&path, "<ACK><MessageID>F0401_x").unwrap();
+    w.tracker.scan().unwrap();
+    assert!(!path.exists());
+    assert_eq!(set_aside(&w).len(), 2);
+    assert!(
+        w.reports()
+            .iter()
+            .any(|r| r.contains("the same bytes were set aside before: malformed XML")),
+        "{:?}",
+        w.reports()
+    );
 }
 
 #[test]

@@ -588,9 +588,12 @@ impl Tracker {
             )
             .optional()?;
         if let Some((kind, outcome)) = seen {
-            if kind == "foreign" || kind == "rejected" {
-                // Left in Turnkey's folder on purpose (turnkey layout); nothing to do.
-                return Ok(false);
+            if !in_place && (kind == "foreign" || kind == "rejected") {
+                // Dropped again into turnbridge's outbox: set aside again rather than left
+                // there to be read at every scan.
+                let reason = format!("the same bytes were set aside before: {outcome}");
+                self.reject_result(path, &md5, &reason)?;
+                return Ok(true);
             }
             if in_place {
                 let tx = self.store.transaction()?;
