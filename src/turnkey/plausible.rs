@@ -6,7 +6,8 @@
 //!   flat layout, whose outbox is turnbridge's; Turnkey's own Unpack folder also holds other
 //!   systems' uploads);
 //! - Turnkey has taken its XML: the message is `picked_up`, or `queued` with its XML gone from
-//!   the pickup folder (never `validated`: not handed to Turnkey yet);
+//!   the pickup folder (not `validated`, which was not handed to Turnkey yet, unless its
+//!   staged file already left: moved into the pickup folder just before the process stopped);
 //! - the state machine allows the step: a final state (`acked`, `error`) is only confirmed,
 //!   never changed into the other.
 //!
