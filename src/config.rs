@@ -371,6 +371,10 @@ pub struct Turnkey {
     pub overdue_minutes: u64,
     /// Result files turnbridge keeps are pruned after this many days.
     pub retention_days: u64,
+    /// A result file that does not parse is read again at later scans (it may still be being
+    /// written) and set aside only once it has stayed unchanged (size, modification time and
+    /// content) this long, in milliseconds; 0 sets it aside at once.
+    pub result_unchanged_ms: u64,
 }
 
 impl Default for Turnkey {
@@ -384,6 +388,7 @@ impl Default for Turnkey {
             rescan_secs: 10,
             overdue_minutes: 1440,
             retention_days: 30,
+            result_unchanged_ms: 60_000,
         }
     }
 }
@@ -523,6 +528,12 @@ impl Config {
         }
         if self.turnkey.overdue_minutes == 0 {
             bad("turnkey.overdue_minutes", "must be at least 1".into());
+        }
+        if self.turnkey.result_unchanged_ms > 86_400_000 {
+            bad(
+                "turnkey.result_unchanged_ms",
+                "must be at most 86400000 (a day)".into(),
+            );
         }
         if self.turnkey.retention_days < 30 {
             bad(

@@ -298,6 +298,8 @@ struct Worker {
     stop: Arc<AtomicBool>,
     started: Instant,
     settler: Settler,
+    /// Spool files that could not be claimed.
+    unclaimable: spool::Unclaimable,
     watcher: Option<notify::RecommendedWatcher>,
     processed: u64,
 }
@@ -318,6 +320,7 @@ impl Worker {
             stop,
             started,
             settler: Settler::default(),
+            unclaimable: spool::Unclaimable::default(),
             watcher: None,
             processed: 0,
         }
@@ -492,6 +495,9 @@ impl Worker {
             if self.stop.load(Ordering::SeqCst) {
                 return false;
             }
+            if self.unclaimable.given_up(&path) {
+                continue;
+            }
             self.beat();
             self.settler.forget(&path);
             notify(&[NotifyState::Status(&format!(
@@ -500,16 +506,83 @@ impl Worker {
             ))]);
             let job_id = spool::new_job_id();
             let result = match spool::claim(&path, &self.pipeline.dirs.work, &job_id) {
-                Ok(work) => self.process_guarded(&work),
-                Err(e) => Err(PipelineError::Io {
-                    action: "claim",
-                    path: path.clone(),
-                    source: e,
-                }),
+                Ok(work) => {
+                    self.unclaimable.taken(&path);
+                    self.process_guarded(&work)
+                }
+                Err(e) => {
+                    let tries = self.unclaimable.failed(&path);
+                    if tries >= spool::CLAIM_TRIES {
+                        self.give_up_claim(&path, &job_id, tries, &e);
+                        continue;
+                    }
+                    Err(PipelineError::Io {
+                        action: "claim",
+                        path: path.clone(),
+                        source: e,
+                    })
+                }
             };
             self.report(&path, result);
         }
+        match self.unclaimable.prune().first() {
+            Some(p) => health::set(
+                "einvoice spool files",
+                format!(
+                    "{} cannot be taken from the spool and is not tried again until it changes (report in {})",
+                    p.display(),
+                    self.pipeline.dirs.rejected.display()
+                ),
+            ),
+            None => health::clear("einvoice spool files"),
+        }
         pending
+    }
+
+    /// Reports a spool file that could not be claimed `tries` times: it cannot be moved, so
+    /// it stays where it is, with a report in `rejected/`, and is not tried again until it
+    /// changes.
+    fn give_up_claim(&mut self, path: &Path, job_id: &str, tries: u32, e: &std::io::Error) {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let reason = format!(
+            "turnbridge could not take this file from the spool in {tries} attempts ({e}); it is left where it is and not tried again until it changes (its permissions, attributes or content) or turnbridge restarts"
+        );
+        error!(file = %path.display(), "{reason}");
+        let report = spool::Report {
+            job_id: job_id.to_string(),
+            file: name.clone(),
+            outcome: "rejected".into(),
+            summary: format!("The file {} was not processed: {reason}", path.display()),
+            accepted: 0,
+            rejected: 0,
+            rejected_files: vec![],
+            problems: vec![spool::ReportEntry {
+                rule: None,
+                file: name.clone(),
+                row: 0,
+                message_type: None,
+                number: None,
+                field: String::new(),
+                value: String::new(),
+                reason,
+            }],
+        };
+        let base = self
+            .pipeline
+            .dirs
+            .rejected
+            .join(spool::work_name(job_id, &name));
+        if let Err(e) = report.write(&base) {
+            error!(file = %path.display(), "cannot write the report: {e}");
+        }
+        crate::metrics::inc(
+            "turnbridge_spool_files_total",
+            &[("kind", "einvoice"), ("outcome", "rejected")],
+        );
     }
 
     fn report(&mut self, path: &Path, result: Result<crate::pipeline::Outcome, PipelineError>) {
@@ -631,6 +704,10 @@ impl FeedbackWorker {
                 let rescan = Duration::from_secs(self.tracker.config.turnkey.rescan_secs);
                 let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);
                 next_scan = Instant::now() + if self.tracker.pending { settle } else { rescan };
+                // A result that does not parse is looked at again when it may be set aside.
+                if let Some(due) = self.tracker.next_due() {
+                    next_scan = next_scan.min(due.max(Instant::now() + settle));
+                }
             }
             if Instant::now() >= next_prune {
                 if let Err(e) = self.tracker.prune() {

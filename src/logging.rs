@@ -3,14 +3,100 @@
 //! Span and event fields become journal fields in upper case (`job_id` → `JOB_ID`,
 //! `invoice_no` → `INVOICE_NO`), so `journalctl -u turnbridge INVOICE_NO=AB12345678` finds one
 //! invoice's story. The level can be changed by a reload.
+//!
+//! In the text log every message and field value is shown printable ([`Printable`]): outside
+//! text in it (spool file names, Turnkey's error text, company payloads) can neither start a
+//! line of its own nor send a terminal an escape code, and a long value is cut.
 
+use std::fmt;
 use std::os::unix::fs::MetadataExt;
 
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{Log, LogFormat};
+use crate::einvoice::printable;
+
+/// The longest message the text log shows, in characters; the rest is cut and counted.
+const MAX_MESSAGE: usize = 4000;
+/// The longest field value the text log shows, in characters.
+const MAX_VALUE: usize = 1000;
+
+/// Formats the fields of text log lines (events and spans) with control characters escaped
+/// and long values cut. Hand-written because tracing's own field formatter writes values as
+/// they are (it escapes only a few terminal codes, and only in the message).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Printable;
+
+/// The visitor [`Printable`] makes for one line.
+pub struct PrintableVisitor<'a> {
+    writer: Writer<'a>,
+    result: fmt::Result,
+    first: bool,
+}
+
+impl<'a> MakeVisitor<Writer<'a>> for Printable {
+    type Visitor = PrintableVisitor<'a>;
+
+    fn make_visitor(&self, writer: Writer<'a>) -> Self::Visitor {
+        PrintableVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        }
+    }
+}
+
+impl PrintableVisitor<'_> {
+    fn write(&mut self, field: &Field, text: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        if name.starts_with("log.") {
+            return; // metadata of records from the `log` crate, shown by the formatter
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{}", printable(text, MAX_MESSAGE))
+        } else {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            write!(self.writer, "{sep}{name}={}", printable(text, MAX_VALUE))
+        };
+    }
+}
+
+impl Visit for PrintableVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, value);
+        } else {
+            // Quoted, as tracing shows text values (quotes inside escaped).
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl VisitOutput<fmt::Result> for PrintableVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for PrintableVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
 
 /// Changes the log level after start-up (on reload).
 pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
@@ -60,6 +146,7 @@ pub fn init(cfg: &Log) -> LogHandle {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
+            .fmt_fields(Printable)
             .boxed()
     });
     let _ = tracing_subscriber::registry()
@@ -68,4 +155,68 @@ pub fn init(cfg: &Log) -> LogHandle {
         .with(text)
         .try_init();
     LogHandle(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Runs `f` with a text log like the daemon's written to a buffer; returns the log.
+    fn logged(f: impl FnOnce()) -> String {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || Sink(sink.clone()))
+            .with_ansi(false)
+            .with_target(false)
+            .fmt_fields(Printable);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn outside_text_cannot_forge_a_line_or_send_escape_codes() {
+        let name = "a.csv\n2026-01-01T00:00:00Z  INFO FORGED\x1b[2J";
+        let log = logged(|| {
+            let span = tracing::info_span!("job", file = %name);
+            let _e = span.enter();
+            tracing::warn!(
+                file = %name,
+                code = name,
+                reason = ?name,
+                "result file rejected: {name}"
+            );
+        });
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(!log.contains('\x1b'), "{log:?}");
+        // Each value shows the name escaped: the span's field, three event fields, the message.
+        assert_eq!(log.matches(r"a.csv\n2026").count(), 5, "{log}");
+        assert!(
+            log.contains(r#"code="a.csv\n"#),
+            "text values stay quoted: {log}"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = "x".repeat(100_000);
+        let log = logged(|| tracing::info!(value = %long, "{long}"));
+        assert!(log.len() < 6000, "{} bytes", log.len());
+        assert_eq!(log.matches("… (100000 characters)").count(), 2, "{log}");
+    }
 }

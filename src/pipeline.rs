@@ -105,6 +105,9 @@ pub struct Outcome {
 /// before it is set aside.
 const MAX_ATTEMPTS: i64 = 3;
 
+/// After how many failed reads (no permission, an I/O error) a claimed file is set aside.
+const READ_ATTEMPTS: i64 = 3;
+
 /// Everything the pipeline needs, owned by the one worker that runs jobs.
 pub struct Pipeline {
     pub config: Config,
@@ -189,15 +192,38 @@ impl Pipeline {
                 return self.refuse(work, &job_id, &name, "rejected", reason, None);
             }
             Err(e) => {
+                // Tried again at later scans (the job's attempts count them); a file that
+                // keeps failing is set aside rather than tried forever. A file still being
+                // written is only waited for: it ends, or grows past the limit.
+                let still_written =
+                    matches!(&e, LimitedError::Io(io) if io.kind() == io::ErrorKind::WouldBlock);
+                if !still_written {
+                    self.ensure_job(&job_id, &name, "", 0)?;
+                    let tries = self.store.count_attempt(&job_id)?;
+                    if tries >= READ_ATTEMPTS {
+                        let reason = format!(
+                            "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
+                        );
+                        return self.refuse(work, &job_id, &name, "rejected", reason, None);
+                    }
+                }
                 return Err(PipelineError::Io {
                     action: "read",
                     path: work.to_path_buf(),
                     source: io::Error::other(e.to_string()),
-                })
+                });
             }
         };
         let md5 = hex(&Md5::digest(&bytes));
         self.ensure_job(&job_id, &name, &md5, size)?;
+        // A job first recorded by a read that failed learns its content now.
+        self.store
+            .conn()
+            .execute(
+                "UPDATE jobs SET md5 = ?1, size = ?2 WHERE id = ?3 AND md5 = ''",
+                rusqlite::params![md5, size as i64, job_id],
+            )
+            .map_err(StoreError::from)?;
         if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
             let reason = format!(
                 "the same bytes (MD5 {md5}) were already processed as job {} from {}",

@@ -1,12 +1,26 @@
 //! Read-only views of the store for operators: one invoice's story (`turnbridge history`)
 //! and the state of the whole system (`turnbridge status`).
+//!
+//! The text views show every stored value printable ([`shown`]): much of it came from outside
+//! (spool file names, Turnkey's error text and folder paths, result files), and a newline or a
+//! terminal escape code in it must not forge a line or reach the operator's terminal. The JSON
+//! views are JSON, escaped by construction.
 
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::einvoice::printable;
 use crate::store::{Result, StoreError};
+
+/// The longest value a text view shows, in characters; the rest is cut and counted.
+const MAX_SHOWN: usize = 500;
+
+/// A stored value as a text view shows it: control characters escaped, cut when long.
+fn shown(value: &str) -> String {
+    printable(value, MAX_SHOWN)
+}
 
 #[derive(Debug, Serialize)]
 pub struct Transition {
@@ -89,39 +103,45 @@ pub fn history_text(stories: &[MessageStory]) -> String {
         let legacy = m
             .legacy_type
             .as_ref()
-            .map(|l| format!(" (from {l})"))
+            .map(|l| format!(" (from {})", shown(l)))
             .unwrap_or_default();
         s.push_str(&format!(
             "{} {}{legacy}  seller {}  tenant {}  state {}\n",
-            m.message_type, m.number, m.seller_ban, m.tenant, m.state
+            shown(&m.message_type),
+            shown(&m.number),
+            shown(&m.seller_ban),
+            shown(&m.tenant),
+            shown(&m.state)
         ));
         if m.mof_code.is_some() || m.status_message.is_some() {
             s.push_str(&format!(
                 "  result   {}{}\n",
                 m.mof_code
                     .as_deref()
-                    .map(|c| format!("[{c}] "))
+                    .map(|c| format!("[{}] ", shown(c)))
                     .unwrap_or_default(),
-                m.status_message.as_deref().unwrap_or("")
+                shown(m.status_message.as_deref().unwrap_or(""))
             ));
         }
         s.push_str(&format!(
             "  source   {} row {} (job {})\n",
-            m.source_file, m.source_row, m.job_id
+            shown(&m.source_file),
+            m.source_row,
+            shown(&m.job_id)
         ));
         if let Some(a) = &m.archived_source {
-            s.push_str(&format!("  archived {a}\n"));
+            s.push_str(&format!("  archived {}\n", shown(a)));
         }
         if let Some(x) = &m.xml_path {
-            s.push_str(&format!("  xml      {x}\n"));
+            s.push_str(&format!("  xml      {}\n", shown(x)));
         }
         for t in &m.transitions {
             s.push_str(&format!(
                 "  {}  {} → {}  {}\n",
-                t.at,
-                t.from.as_deref().unwrap_or("-"),
-                t.to,
-                t.evidence.as_deref().unwrap_or("")
+                shown(&t.at),
+                shown(t.from.as_deref().unwrap_or("-")),
+                shown(&t.to),
+                shown(t.evidence.as_deref().unwrap_or(""))
             ));
         }
         s.push('\n');
@@ -271,7 +291,9 @@ pub fn status_text(s: &Status) -> String {
                 for p in &h.problems {
                     out.push_str(&format!(
                         "  {}: {} (since {})\n",
-                        p.component, p.problem, p.since
+                        shown(&p.component),
+                        shown(&p.problem),
+                        shown(&p.since)
                     ));
                 }
             }
@@ -281,6 +303,7 @@ pub fn status_text(s: &Status) -> String {
     let states = ["validated", "queued", "picked_up", "acked", "error"];
     let mut types: Vec<&str> = s.messages.iter().map(|c| c.message_type.as_str()).collect();
     types.dedup();
+    let types: Vec<String> = types.into_iter().map(shown).collect();
     out.push_str(&format!("  {:<6}", "type"));
     for st in states {
         out.push_str(&format!(" {st:>10}"));
@@ -292,7 +315,7 @@ pub fn status_text(s: &Status) -> String {
             let n = s
                 .messages
                 .iter()
-                .find(|c| c.message_type == ty && c.state == st)
+                .find(|c| shown(&c.message_type) == ty && c.state == st)
                 .map_or(0, |c| c.count);
             out.push_str(&format!(" {n:>10}"));
         }
@@ -301,11 +324,18 @@ pub fn status_text(s: &Status) -> String {
     match &s.oldest_waiting {
         Some(w) => out.push_str(&format!(
             "oldest waiting: {} {} {} since {}\n",
-            w.message_type, w.number, w.state, w.since
+            shown(&w.message_type),
+            shown(&w.number),
+            shown(&w.state),
+            shown(&w.since)
         )),
         None => out.push_str("oldest waiting: none\n"),
     }
-    let jobs: Vec<String> = s.jobs.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let jobs: Vec<String> = s
+        .jobs
+        .iter()
+        .map(|(k, n)| format!("{n} {}", shown(k)))
+        .collect();
     out.push_str(&format!(
         "jobs: {}\n",
         if jobs.is_empty() {
@@ -321,15 +351,15 @@ pub fn status_text(s: &Status) -> String {
     match &s.last_summary {
         Some(l) => out.push_str(&format!(
             "last summary: {} {} expected {} total {} good {} failed {}{}\n",
-            l.date.as_deref().unwrap_or("?"),
-            l.message_type.as_deref().unwrap_or("all types"),
+            shown(l.date.as_deref().unwrap_or("?")),
+            shown(l.message_type.as_deref().unwrap_or("all types")),
             l.expected,
             l.total,
             l.good,
             l.failed,
             l.mismatch
                 .as_deref()
-                .map(|m| format!("  MISMATCH: {m}"))
+                .map(|m| format!("  MISMATCH: {}", shown(m)))
                 .unwrap_or_default()
         )),
         None => out.push_str("last summary: none yet\n"),
@@ -346,4 +376,84 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
             source,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "x\nFORGED line\x1b[2J";
+
+    fn story(status_message: String) -> MessageStory {
+        MessageStory {
+            message_type: "F0401".into(),
+            legacy_type: None,
+            seller_ban: "28080623".into(),
+            number: "EE00000001".into(),
+            tenant: "default".into(),
+            state: "error".into(),
+            mof_code: Some(format!("E1{HOSTILE}")),
+            status_message: Some(status_message),
+            job_id: "j".into(),
+            source_file: format!("batch{HOSTILE}.csv"),
+            source_row: 2,
+            archived_source: Some(format!("/a/j_batch{HOSTILE}.csv")),
+            xml_path: None,
+            transitions: vec![Transition {
+                at: "2026-01-01T00:00:00.000Z".into(),
+                from: Some("picked_up".into()),
+                to: "error".into(),
+                evidence: Some(format!("/OUTBOX/E{HOSTILE}.xml")),
+            }],
+        }
+    }
+
+    #[test]
+    fn history_text_shows_outside_text_printable_and_cut() {
+        let text = history_text(&[story(format!("rejected: {HOSTILE}"))]);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+        // Code, message, source, archive and evidence, each escaped.
+        assert_eq!(text.matches("x\\nFORGED").count(), 5, "{text}");
+        let text = history_text(&[story("y".repeat(100_000))]);
+        assert!(text.contains("… (100000 characters)"), "{text}");
+        assert!(text.len() < 2000, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn status_text_shows_problems_printable() {
+        let s = Status {
+            messages: vec![],
+            oldest_waiting: None,
+            jobs: vec![],
+            rejected_files: 0,
+            rejected_feedback_files: 1,
+            last_summary: Some(LastSummary {
+                date: Some("20260101".into()),
+                message_type: Some(format!("F0401{HOSTILE}")),
+                summary_id: None,
+                expected: 1,
+                total: 1,
+                good: 1,
+                failed: 0,
+                mismatch: Some(format!("unknown message type {HOSTILE}")),
+                at: "2026-01-01T00:00:00.000Z".into(),
+            }),
+            pending_events: 0,
+            health: Some(crate::health::Snapshot {
+                pid: 1,
+                updated_at: "2026-01-01T00:00:00.000Z".into(),
+                problems: vec![crate::health::Problem {
+                    component: "feedback".into(),
+                    problem: format!("cannot read /OUTBOX/{HOSTILE}"),
+                    since: "2026-01-01T00:00:00.000Z".into(),
+                }],
+            }),
+            daemon_running: false,
+        };
+        let text = status_text(&s);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+        assert_eq!(text.matches("x\\nFORGED").count(), 3, "{text}");
+    }
 }

@@ -154,6 +154,74 @@ impl Settler {
     }
 }
 
+/// How many times a spool file that cannot be claimed (renamed into `work/`) is tried before
+/// it is left alone.
+pub const CLAIM_TRIES: u32 = 3;
+
+/// What identifies a file's current version: inode, size, and modification and status-change
+/// times (a `chmod` or `chattr` changes the latter).
+type Stamp = (u64, u64, i64, i64, i64, i64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).ok()?;
+    Some((
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+/// Spool files that could not be claimed, and how often: one that failed [`CLAIM_TRIES`]
+/// times is not tried again until it changes (see [`Stamp`]) or the daemon restarts, so a
+/// file that cannot be moved is not retried at every scan forever. It cannot be moved aside
+/// either, so this record is what keeps it from being retried.
+#[derive(Debug, Default)]
+pub struct Unclaimable {
+    files: HashMap<PathBuf, (Option<Stamp>, u32)>,
+}
+
+impl Unclaimable {
+    /// Whether `path` failed often enough and has not changed since.
+    pub fn given_up(&self, path: &Path) -> bool {
+        self.files
+            .get(path)
+            .is_some_and(|(s, n)| *n >= CLAIM_TRIES && *s == stamp(path))
+    }
+
+    /// Counts one more failure for `path` as it is now; returns the count for this version.
+    pub fn failed(&mut self, path: &Path) -> u32 {
+        let now = stamp(path);
+        let entry = self.files.entry(path.to_path_buf()).or_insert((now, 0));
+        if entry.0 != now {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+
+    /// Forgets `path` once it was claimed.
+    pub fn taken(&mut self, path: &Path) {
+        self.files.remove(path);
+    }
+
+    /// Forgets files that are gone; returns those still given up on.
+    pub fn prune(&mut self) -> Vec<PathBuf> {
+        self.files.retain(|p, _| p.exists());
+        let mut out: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| self.given_up(p))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 /// A new job id: the claim time and a random suffix, so ids sort by arrival and read well in
 /// logs, e.g. `20261126T040212Z-3f9a2b`.
 pub fn new_job_id() -> String {
@@ -243,7 +311,8 @@ pub struct ReportEntry {
 pub struct Report {
     pub job_id: String,
     pub file: String,
-    /// `rejected` (the whole file), `partial` (some rows) or `duplicate`.
+    /// `rejected` (the whole file), `partial` (some rows), `duplicate`, or `implausible` (a
+    /// file from Turnkey that was not believed).
     pub outcome: String,
     pub summary: String,
     pub accepted: usize,
@@ -253,25 +322,35 @@ pub struct Report {
     pub problems: Vec<ReportEntry>,
 }
 
+/// The longest summary or reason a text report shows, in characters.
+const MAX_REPORT_TEXT: usize = 2000;
+
 impl Report {
+    /// The report for a person. Everything in it that can come from outside (file and member
+    /// names, values, Turnkey's words in a reason) is shown printable ([`printable`]): it
+    /// cannot start a line of its own or hold a terminal escape code, and is cut when long.
     pub fn to_text(&self) -> String {
         let mut s = format!(
             "turnbridge: {} (job {})\n{}\n",
-            self.file, self.job_id, self.summary
+            printable(&self.file, 200),
+            printable(&self.job_id, 100),
+            printable(&self.summary, MAX_REPORT_TEXT)
         );
         if !self.rejected_files.is_empty() {
-            s.push_str(&format!(
-                "What was rejected is in: {}\n",
-                self.rejected_files.join(", ")
-            ));
+            let files: Vec<String> = self
+                .rejected_files
+                .iter()
+                .map(|f| printable(f, 300))
+                .collect();
+            s.push_str(&format!("What was rejected is in: {}\n", files.join(", ")));
         }
         if !self.problems.is_empty() {
             s.push('\n');
         }
         for p in &self.problems {
             let what = match (&p.message_type, &p.number) {
-                (Some(t), Some(n)) => format!(" ({t} {n})"),
-                (Some(t), None) => format!(" ({t})"),
+                (Some(t), Some(n)) => format!(" ({} {})", printable(t, 50), printable(n, 50)),
+                (Some(t), None) => format!(" ({})", printable(t, 50)),
                 _ => String::new(),
             };
             // Names can come from the input (archive members, JSON keys): shown printable.
@@ -298,7 +377,8 @@ impl Report {
                 Some(r) => format!(" [platform rule {}: {}]", r.name(), r.source()),
                 None => String::new(),
             };
-            s.push_str(&format!("{at}{what}{field}: {}{rule}\n", p.reason));
+            let reason = printable(&p.reason, MAX_REPORT_TEXT);
+            s.push_str(&format!("{at}{what}{field}: {reason}{rule}\n"));
         }
         s
     }
@@ -359,30 +439,56 @@ mod tests {
 
     #[test]
     fn report_text_keeps_input_from_rewriting_lines_or_growing_them() {
+        let hostile = "x\nFORGED line\x1b[2J";
         let report = Report {
             job_id: "j".into(),
-            file: "a.zip".into(),
+            file: format!("a{hostile}.zip"),
             outcome: "partial".into(),
-            summary: "s".into(),
+            summary: format!("The file a{hostile}.zip was refused: {hostile}"),
             accepted: 0,
             rejected: 1,
-            rejected_files: vec![],
+            rejected_files: vec![format!("j_a{hostile}.zip")],
             problems: vec![ReportEntry {
                 rule: None,
                 file: "a.zip:x\nFORGED.json".into(),
                 row: 1,
-                message_type: None,
-                number: None,
+                message_type: Some(format!("F0401{hostile}")),
+                number: Some(hostile.into()),
                 field: "Messages[0].\x1b[2J".into(),
                 value: "v".repeat(10_000),
-                reason: "is not a known field".into(),
+                reason: format!("Turnkey says: {hostile}"),
             }],
         };
         let text = report.to_text();
         assert!(!text.contains('\x1b'), "{text:?}");
         assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+        assert_eq!(text.matches("\\nFORGED").count(), 8, "{text}");
         assert!(text.contains("… (10000 characters)"), "{text}");
-        assert!(text.len() < 1000, "{} bytes", text.len());
+        assert!(text.len() < 1500, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_claimed_is_given_up_on_until_it_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        fs::write(&path, "x").unwrap();
+        let mut u = Unclaimable::default();
+        for n in 1..CLAIM_TRIES {
+            assert_eq!(u.failed(&path), n);
+            assert!(!u.given_up(&path));
+        }
+        assert_eq!(u.failed(&path), CLAIM_TRIES);
+        assert!(u.given_up(&path));
+        assert_eq!(u.prune(), vec![path.clone()]);
+        // An operator's fix (here a chmod) changes its status-change time: tried again.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(!u.given_up(&path));
+        assert_eq!(u.failed(&path), 1, "counted afresh");
+        fs::remove_file(&path).unwrap();
+        assert!(u.prune().is_empty());
+        assert!(u.files.is_empty(), "forgotten once gone");
     }
 
     #[test]

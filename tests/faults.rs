@@ -384,3 +384,221 @@ fn a_database_deleted_while_running_stops_the_daemon() {
         sb.log()
     );
 }
+
+/// A file made unreadable to the daemon: written beside `dest` under a hidden name, its
+/// permissions taken away, then renamed into place (so the daemon never sees it readable).
+fn place_unreadable(dest: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp",
+        dest.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::rename(&tmp, dest).unwrap();
+}
+
+#[test]
+fn an_unreadable_spool_file_is_set_aside_after_three_attempts_and_others_flow() {
+    let mut sb = Sandbox::new();
+    let outbox = sb.path().join("turnkey/OUTBOX");
+    std::fs::create_dir_all(&outbox).unwrap();
+    // The daemon must really be refused: root reads anything, so as root the daemon runs as
+    // `nobody` (as a service user would), reading files root owns with no permissions.
+    if is_root() {
+        sb.start_as(65534, 65534);
+    } else {
+        sb.start();
+    }
+    place_unreadable(
+        &sb.spool().join("locked.csv"),
+        batch_csv("LK", 1, 1).as_bytes(),
+    );
+    place_unreadable(&outbox.join("locked_result.xml"), b"<ACK/>");
+
+    // Tried at three scans (rescan_secs = 1), then set aside with a report naming the error.
+    let job = || -> Option<(String, String, Option<String>)> {
+        let conn = rusqlite::Connection::open_with_flags(
+            sb.state().join("turnbridge.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        conn.query_row(
+            "SELECT id, state, final_path FROM jobs WHERE source_name = 'locked.csv'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()
+    };
+    wait_for(30, "the unreadable file set aside", || {
+        job().is_some_and(|(_, state, path)| state == "rejected" && path.is_some())
+    });
+    let (id, _, final_path) = job().unwrap();
+    let final_path = std::path::PathBuf::from(final_path.unwrap());
+    assert_eq!(final_path, sb.rejected().join(format!("{id}_locked.csv")));
+    assert!(final_path.exists(), "moved out of work/");
+    assert!(files_in(&sb.work()).is_empty());
+    let report =
+        std::fs::read_to_string(sb.rejected().join(format!("{id}_locked.csv.error.txt"))).unwrap();
+    for words in [
+        "locked.csv",
+        "could not read this file in 3 attempts",
+        "Permission denied",
+    ] {
+        assert!(report.contains(words), "{words:?} not in\n{report}");
+    }
+    let retries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("file left for a retry") && l.contains("locked.csv"))
+            .count()
+    };
+    assert_eq!(retries(&sb.log()), 2, "{}", sb.log());
+    // Not tried again: several rescans later the log says nothing more about it.
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    assert_eq!(retries(&sb.log()), 2);
+
+    // The unreadable result file is a feedback problem naming it and the error.
+    let problem = wait_for_problem(&sb, "feedback", "locked_result.xml");
+    assert!(
+        problem.contains("cannot be read") && problem.contains("Permission denied"),
+        "{problem}"
+    );
+    // Other files flow as ever, and the e-invoice side has no problem left.
+    sb.drop_file("good.csv", batch_csv("OK", 1, 2).as_bytes());
+    wait_for(20, "the good file's XML", || sb.inbox_files().len() == 2);
+    wait_for(20, "no e-invoice problem", || {
+        problems(&sb)
+            .iter()
+            .all(|(c, _)| !c.starts_with("einvoice"))
+    });
+    assert_alive(&mut sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}
+
+#[test]
+fn an_unreadable_nextengine_spool_file_is_set_aside_after_three_attempts() {
+    let fake = FakeNextEngine::start();
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\nclient_id = \"client-1\"\n\
+         client_secret = \"client-secret-1\"\napi_base = \"{}\"\npoll_ms = 100\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    let dir = sb.path().join("spool/nextengine/stock");
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        sb.start_as(65534, 65534);
+    } else {
+        sb.start();
+    }
+    cli(&sb.config_path(), &["nextengine", "login"]);
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    place_unreadable(&dir.join("levels.csv"), b"syohin_code,stock\nTEST_0001,5\n");
+    let state = || -> Option<String> {
+        let conn = rusqlite::Connection::open_with_flags(
+            sb.state().join("turnbridge.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        conn.query_row(
+            "SELECT state FROM ne_jobs WHERE source_name = 'levels.csv'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    wait_for(30, "the unreadable file set aside", || {
+        state().as_deref() == Some("rejected")
+    });
+    let report = files_in(&sb.rejected())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("_levels.csv.error.txt"))
+        .expect("a report");
+    let report = std::fs::read_to_string(report).unwrap();
+    assert!(
+        report.contains("could not read this file in 3 attempts")
+            && report.contains("Permission denied"),
+        "{report}"
+    );
+    let retries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("NextEngine job left for a retry") && l.contains("levels.csv"))
+            .count()
+    };
+    assert_eq!(retries(&sb.log()), 2, "{}", sb.log());
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(retries(&sb.log()), 2, "not tried again");
+    assert!(fake.state.lock().unwrap().uploads.is_empty());
+    assert_alive(&mut sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_spool_file_that_cannot_be_taken_is_reported_once_and_tried_again_when_it_changes() {
+    if !is_root() {
+        eprintln!("skipped: making a file that cannot be moved (chattr +i) needs root");
+        return;
+    }
+    let mut sb = Sandbox::new();
+    std::fs::create_dir_all(sb.spool()).unwrap();
+    let stuck = sb.spool().join("stuck.csv");
+    std::fs::write(&stuck, batch_csv("ST", 1, 1)).unwrap();
+    // An immutable file cannot be renamed, not even by root: the claim fails every time.
+    let chattr = |flag: &str| {
+        let ok = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chattr {flag}");
+    };
+    struct Unlock(std::path::PathBuf);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    chattr("+i");
+    let _unlock = Unlock(stuck.clone());
+    sb.start();
+    let problem = wait_for_problem(&sb, "einvoice spool files", "stuck.csv");
+    assert!(
+        problem.contains("not tried again until it changes"),
+        "{problem}"
+    );
+    let reports = || -> Vec<std::path::PathBuf> {
+        files_in(&sb.rejected())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with("_stuck.csv.error.txt"))
+            .collect()
+    };
+    assert_eq!(reports().len(), 1);
+    let report = std::fs::read_to_string(&reports()[0]).unwrap();
+    assert!(
+        report.contains("could not take this file from the spool in 3 attempts")
+            && report.contains("Operation not permitted"),
+        "{report}"
+    );
+    let retries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("file left for a retry") && l.contains("stuck.csv"))
+            .count()
+    };
+    assert_eq!(retries(&sb.log()), 2, "{}", sb.log());
+    // Not tried again while it stays as it is (the spool is scanned every second).
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    assert_eq!(retries(&sb.log()), 2);
+    assert_eq!(reports().len(), 1, "reported once");
+    assert!(stuck.exists(), "left where it is");
+
+    // The operator's fix changes the file: it is taken as any other.
+    chattr("-i");
+    wait_for(20, "its XML", || sb.inbox_files().len() == 1);
+    wait_for_no_problems(&sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}

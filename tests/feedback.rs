@@ -34,11 +34,20 @@ impl World {
     }
 
     fn with_inbox(layout: &str, inbox: &str) -> World {
+        World::build(layout, inbox, 0)
+    }
+
+    /// A world whose results that do not parse wait `unchanged_ms` before they are set aside.
+    fn with_unchanged_ms(unchanged_ms: u64) -> World {
+        World::build("flat", "turnkey/INBOX", unchanged_ms)
+    }
+
+    fn build(layout: &str, inbox: &str, unchanged_ms: u64) -> World {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
              [turnkey]\nlayout = \"{layout}\"\ninbox = \"{inbox}\"\noutbox = \"turnkey/OUTBOX\"\nerror = \"turnkey/ERROR\"\n\
-             [http]\nlisten = \"\"\n"
+             result_unchanged_ms = {unchanged_ms}\n[http]\nlisten = \"\"\n"
         );
         let config = Config::parse(&text, dir.path()).unwrap();
         std::fs::create_dir_all(config.einvoice_spool()).unwrap();
@@ -87,6 +96,42 @@ impl World {
         self.tracker.store.events(kind).unwrap()
     }
 
+    /// Takes message `n`'s XML out of the pickup folder as Turnkey does: in the flat layout
+    /// away, in the turnkey layout to `BAK/<today>/10/`.
+    fn take(&self, n: u32) {
+        let from = self.xml_path(n);
+        let to = if from.starts_with(self.dir.path().join("turnkey/INBOX")) {
+            self.dir.path().join("turnkey/SENT")
+        } else {
+            self.dir.path().join(format!(
+                "turnkey/UpCast/B2SSTORAGE/F0401/BAK/{}/10",
+                today()
+            ))
+        };
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::rename(&from, to.join(from.file_name().unwrap())).unwrap();
+    }
+
+    fn take_all(&mut self) {
+        for n in 1..=3 {
+            self.take(n);
+        }
+        self.tracker.scan().unwrap();
+    }
+
+    fn rejected_dir(&self) -> PathBuf {
+        self.dir.path().join("state/rejected/feedback")
+    }
+
+    /// The text reports in the rejected folder.
+    fn reports(&self) -> Vec<String> {
+        files_in(&self.rejected_dir())
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".error.txt"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
     fn xml_path(&self, n: u32) -> PathBuf {
         let name = format!("F0401_{}_{n:08}.xml", today());
         let flat = self.dir.path().join("turnkey/INBOX").join(&name);
@@ -111,6 +156,9 @@ fn run_fixture(rel: &str) {
         "{rel} has no entry in fixtures/feedback/outcomes.json"
     );
     let mut w = World::new("flat");
+    // Turnkey has taken every file: the results can be about them.
+    w.take_all();
+    let before = w.events("invoice.status.updated").len() as u64;
     let name = Path::new(rel)
         .file_name()
         .unwrap()
@@ -134,7 +182,7 @@ fn run_fixture(rel: &str) {
             "{rel}: file kept"
         );
         for n in ["EF00000001", "EF00000002", "EF00000003"] {
-            assert_eq!(w.state_of(n).0, "queued", "{rel}: nothing applied");
+            assert_eq!(w.state_of(n).0, "picked_up", "{rel}: nothing applied");
         }
         return;
     }
@@ -155,9 +203,9 @@ fn run_fixture(rel: &str) {
         }
     }
     let updates = w.events("invoice.status.updated");
-    // Three QUEUED events come from the batch itself.
+    // QUEUED and PICKED_UP events came before the result.
     assert_eq!(
-        updates.len() as u64 - 3,
+        updates.len() as u64 - before,
         want["events"].as_u64().unwrap(),
         "{rel}: events {updates:#?}"
     );
@@ -301,6 +349,7 @@ fn a_result_file_too_large_to_be_one_is_set_aside_unread_in_both_layouts() {
 #[test]
 fn a_result_applied_twice_changes_nothing_twice() {
     let mut w = World::new("flat");
+    w.take_all();
     w.deliver("summary_some_failed.xml", "S1.xml");
     w.tracker.scan().unwrap();
     let transitions = |w: &World| -> i64 {
@@ -340,11 +389,20 @@ fn a_result_applied_twice_changes_nothing_twice() {
     w.deliver("error.xml", "E.xml");
     w.tracker.scan().unwrap();
     assert_eq!(w.state_of("EF00000002").0, "acked", "acked is final");
+    // And a verdict contradicting it is not believed: set aside, with its reason.
+    let reports = w.reports();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].contains("claims F0401 EF00000002 error, but it is already acked"),
+        "{}",
+        reports[0]
+    );
 }
 
 #[test]
 fn a_crash_between_applying_and_keeping_a_result_repeats_nothing() {
     let mut w = World::new("flat");
+    w.take_all();
     let path = w.deliver("summary_all_good.xml", "S.xml");
     let bytes = std::fs::read(&path).unwrap();
     w.tracker.scan().unwrap();
@@ -715,7 +773,8 @@ fn a_pack_of_another_seller_does_not_take_our_message() {
     w.tracker.scan().unwrap();
     assert_eq!(pack_members(&w), [("EF00000001".to_string(), None)]);
     assert_eq!(w.state_of("EF00000001").0, "queued");
-    // The same document in our seller's pack is ours.
+    // The same document in our seller's pack is ours (UpCast moved it to BAK).
+    w.take(1);
     let ours = "b72cf668-ca86-446c-8c67-5ff8d73159fd";
     write_pack(&w, "28080623", &["EF00000001"], ours);
     write_result(&w, ours, ALL_GOOD);
@@ -778,8 +837,11 @@ fn a_result_seen_before_its_pack_waits_for_it() {
     assert_eq!(w.state_of("EF00000001").0, "queued");
     assert!(w.tracker.pending, "a waiting result asks for a scan soon");
     assert!(!recorded(&w, &result), "not recorded yet");
-    // The pack shows up on the next scan: the result reaches its messages.
+    // The pack shows up on the next scan (its files moved to BAK): the result reaches its
+    // messages.
     write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
+    w.take(1);
+    w.take(2);
     w.tracker.scan().unwrap();
     assert_eq!(w.state_of("EF00000001").0, "acked");
     assert_eq!(w.state_of("EF00000002").0, "acked");
@@ -799,6 +861,7 @@ fn a_result_whose_pack_never_shows_up_falls_back_to_numbers_and_says_so() {
     let problem = w.tracker.problem().expect("a health problem");
     assert!(problem.contains("applied to nothing"), "{problem}");
     // A refusal naming an invoice reaches it by its number.
+    w.take(2);
     let other = "c72cf668-ca86-446c-8c67-5ff8d73159fd";
     write_result(
         &w,
@@ -834,6 +897,7 @@ fn an_err_file_that_vanished_is_no_longer_waited_for() {
 #[test]
 fn parameter0_wins_over_a_no_n_that_names_another_member() {
     let mut w = World::new("turnkey");
+    w.take_all();
     write_pack(
         &w,
         "28080623",
@@ -875,4 +939,412 @@ fn old_records_of_results_read_in_place_are_pruned_but_not_of_a_pack_still_there
         "a pack still in Pack/…/SRC keeps its record"
     );
     assert!(!recorded(&w, &gone) && !recorded(&w, &result));
+}
+
+/// The files in the rejected folder that are not reports.
+fn set_aside(w: &World) -> Vec<PathBuf> {
+    files_in(&w.rejected_dir())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".error."))
+        .collect()
+}
+
+#[test]
+fn a_forged_ack_for_a_message_still_in_the_pickup_folder_is_set_aside_until_removed() {
+    let mut w = World::new("flat");
+    let xml = w.xml_path(1);
+    let forged = w.deliver("ack.xml", "ACK_1.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "queued", "not acked");
+    assert!(!forged.exists(), "it left the outbox");
+    assert_eq!(
+        w.events("invoice.status.updated").len(),
+        3,
+        "no event beyond the three QUEUED"
+    );
+    let kept = set_aside(&w);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].to_string_lossy().ends_with("_ACK_1.xml"));
+    let report = &w.reports()[0];
+    for words in [
+        "ACK result file",
+        "ACK_1.xml",
+        "was not believed",
+        "claims F0401 EF00000001 acked",
+        &format!("its XML {} is still in the pickup folder", xml.display()),
+    ] {
+        assert!(report.contains(words), "{words:?} not in\n{report}");
+    }
+    let problem = w.tracker.problem().expect("a health problem");
+    assert!(
+        problem.contains("not believed") && problem.contains("_ACK_1.xml"),
+        "{problem}"
+    );
+    // Still a problem at the next scans, and after a restart.
+    w.tracker.scan().unwrap();
+    assert!(w.tracker.problem().is_some());
+    w.tracker = Tracker::open(w.config.clone()).unwrap();
+    w.tracker.scan().unwrap();
+    assert!(
+        w.tracker.problem().is_some(),
+        "recorded, not only in memory"
+    );
+
+    // Turnkey takes the file; the same ACK, moved back by the operator, is now believed.
+    w.take(1);
+    std::fs::rename(&kept[0], &forged).unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.tracker.problem(), None, "the operator acted on it");
+}
+
+#[test]
+fn results_for_messages_never_sent_are_set_aside() {
+    let mut w = World::new("flat");
+    w.take_all();
+    // An ACK for an invoice turnbridge never sent.
+    let outbox = w.outbox();
+    std::fs::create_dir_all(&outbox).unwrap();
+    let name = format!("F0401_{}_00000009", today());
+    std::fs::write(
+        outbox.join("ACK_9.xml"),
+        format!("<ACK><MessageID>{name}</MessageID></ACK>"),
+    )
+    .unwrap();
+    // A ProcessResult naming nothing turnbridge sent (the flat outbox is turnbridge's).
+    std::fs::write(
+        outbox.join("PR_9.xml"),
+        format!("<ProcessResult><MessageInfo><Id>{name}</Id></MessageInfo><Result><Info><Code>0</Code></Info></Result></ProcessResult>"),
+    )
+    .unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(set_aside(&w).len(), 2);
+    let reports = w.reports().join("\n");
+    assert_eq!(
+        reports
+            .matches(&format!(
+                "claims {name} acked, but turnbridge never sent a message of that name"
+            ))
+            .count(),
+        1,
+        "{reports}"
+    );
+    assert!(
+        reports.contains(&format!(
+            "claims {name} processed, but turnbridge never sent"
+        )),
+        "{reports}"
+    );
+    for n in ["EF00000001", "EF00000002", "EF00000003"] {
+        assert_eq!(w.state_of(n).0, "picked_up");
+    }
+    let problem = w.tracker.problem().unwrap();
+    assert!(
+        problem.starts_with("2 file(s) from Turnkey not believed"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn a_result_with_one_claim_not_believed_is_applied_not_at_all() {
+    let mut w = World::new("flat");
+    // EF00000003 is still in the pickup folder; the summary says all three were accepted.
+    w.take(1);
+    w.take(2);
+    w.tracker.scan().unwrap();
+    w.deliver("summary_all_good.xml", "S.xml");
+    w.tracker.scan().unwrap();
+    for (n, state) in [
+        ("EF00000001", "picked_up"),
+        ("EF00000002", "picked_up"),
+        ("EF00000003", "queued"),
+    ] {
+        assert_eq!(w.state_of(n).0, state, "{n}");
+    }
+    assert!(w.events("turnkey.feedback.daily-summary").is_empty());
+    let report = &w.reports()[0];
+    assert!(
+        report.contains("claims F0401 EF00000003 acked, but its XML"),
+        "{report}"
+    );
+}
+
+#[test]
+fn folder_moves_of_a_file_still_in_the_pickup_folder_are_not_believed() {
+    // Flat: a file of our name in the error folder while ours is still in the inbox.
+    let mut w = World::new("flat");
+    let error_dir = w.dir.path().join("turnkey/ERROR");
+    std::fs::create_dir_all(&error_dir).unwrap();
+    let two = w.xml_path(2);
+    std::fs::copy(&two, error_dir.join(two.file_name().unwrap())).unwrap();
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000002").0, "queued");
+    assert!(
+        error_dir.join(two.file_name().unwrap()).exists(),
+        "left where it is"
+    );
+    assert!(set_aside(&w).is_empty(), "only reported");
+    let report = &w.reports()[0];
+    assert!(
+        report.contains("file in Turnkey's error folder")
+            && report.contains("claims F0401 EF00000002 error"),
+        "{report}"
+    );
+    assert!(w.tracker.problem().is_some());
+    // Reported once: the file is recorded.
+    w.tracker.scan().unwrap();
+    assert_eq!(w.reports().len(), 1);
+}
+
+#[test]
+fn turnkey_results_about_files_still_in_src_are_copied_aside_and_left_in_place() {
+    let mut w = World::new("turnkey");
+    write_pack(&w, "28080623", &["EF00000001"], UPLOAD);
+    let result = write_result(&w, UPLOAD, ALL_GOOD);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "queued", "still in SRC");
+    assert!(result.exists(), "Turnkey's folder is left as it is");
+    let kept = set_aside(&w);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap(),
+        std::fs::read(&result).unwrap()
+    );
+    assert!(w.reports()[0].contains("ProcessResult result file"));
+    assert!(w.tracker.problem().is_some());
+    // Read once: a later scan neither applies nor copies it again.
+    w.take(1);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "picked_up");
+    assert_eq!(set_aside(&w).len(), 1);
+    // The operator removes the copy (and its reports): no problem any more.
+    for f in files_in(&w.rejected_dir()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    w.tracker.scan().unwrap();
+    assert_eq!(w.tracker.problem(), None);
+}
+
+#[test]
+fn a_result_written_with_a_pause_is_applied_once_complete() {
+    let mut w = World::with_unchanged_ms(60_000);
+    w.take_all();
+    for (fixture_name, number, state) in [
+        ("ack.xml", "EF00000001", "acked"),
+        ("error.xml", "EF00000002", "error"),
+    ] {
+        let whole = std::fs::read_to_string(fixture(&format!("feedback/{fixture_name}")))
+            .unwrap()
+            .replace("{TODAY}", &today());
+        let path = w.outbox().join(fixture_name);
+        std::fs::create_dir_all(w.outbox()).unwrap();
+        let (first, rest) = whole.split_at(whole.len() / 2);
+        std::fs::write(&path, first).unwrap();
+        w.tracker.scan().unwrap();
+        assert!(path.exists(), "{fixture_name}: left to finish");
+        assert_eq!(w.state_of(number).0, "picked_up");
+        assert!(w.reports().is_empty(), "{fixture_name}: not rejected");
+        assert_eq!(w.tracker.unparsed_len(), 1);
+        // The writer pauses longer than settle_ms (0 here), then finishes.
+        std::thread::sleep(Duration::from_millis(20));
+        w.tracker.scan().unwrap();
+        assert!(path.exists(), "{fixture_name}: still waiting");
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(rest.as_bytes())
+            .unwrap();
+        w.tracker.scan().unwrap();
+        assert_eq!(w.state_of(number).0, state, "{fixture_name}");
+        assert!(!path.exists());
+        assert_eq!(w.tracker.unparsed_len(), 0);
+    }
+    assert_eq!(w.state_of("EF00000002").1.as_deref(), Some("E0403"));
+}
+
+#[test]
+fn a_result_that_stays_garbled_is_set_aside_once_it_stayed_the_same() {
+    let mut w = World::with_unchanged_ms(1000);
+    std::fs::create_dir_all(w.outbox()).unwrap();
+    let path = w.outbox().join("garbled.xml");
+    std::fs::write(&path, "<ACK><MessageID>F0401_").unwrap();
+    w.tracker.scan().unwrap();
+    let due = w.tracker.next_due().expect("a scan is due for it");
+    assert!(due > std::time::Instant::now());
+    // Changed before the period ends: the wait starts again.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&path, "<ACK><MessageID>F0401_x").unwrap();
+    w.tracker.scan().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    w.tracker.scan().unwrap();
+    assert!(
+        path.exists(),
+        "1.1 s after it was written, but only 0.6 s after it changed"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    w.tracker.scan().unwrap();
+    assert!(!path.exists(), "set aside");
+    assert_eq!(w.tracker.next_due(), None);
+    let report = &w.reports()[0];
+    assert!(
+        report.contains("malformed XML") && report.contains("unchanged for 1000 ms"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&set_aside(&w)[0]).unwrap(),
+        "<ACK><MessageID>F0401_x"
+    );
+    // The same bytes dropped again are set aside at once, not left in the outbox.
+    std::fs::write(&path, "<ACK><MessageID>F0401_x").unwrap();
+    w.tracker.scan().unwrap();
+    assert!(!path.exists());
+    assert_eq!(set_aside(&w).len(), 2);
+    assert!(
+        w.reports()
+            .iter()
+            .any(|r| r.contains("the same bytes were set aside before: malformed XML")),
+        "{:?}",
+        w.reports()
+    );
+}
+
+#[test]
+fn a_forged_ack_is_a_health_problem_and_a_result_written_with_a_pause_still_applies() {
+    const ADMIN: &str = "feedback-admin-token-0123";
+    let mut sb = Sandbox::with_sections(
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n"),
+    );
+    let text = std::fs::read_to_string(sb.config_path())
+        .unwrap()
+        .replace("[turnkey]\n", "[turnkey]\nrescan_secs = 1\n");
+    std::fs::write(sb.config_path(), text).unwrap();
+    sb.start();
+    sb.drop_file("b.csv", batch_csv("FA", 1, 2).as_bytes());
+    wait_for(20, "two XML files in the inbox", || {
+        sb.inbox_files().len() == 2
+    });
+    let xml = sb.inbox_files()[0].clone();
+    let number = invoice_number(&std::fs::read_to_string(&xml).unwrap());
+    let message_id = xml.file_stem().unwrap().to_string_lossy().into_owned();
+    let state = || -> String {
+        sb.db()
+            .query_row(
+                "SELECT state FROM messages WHERE number = ?1",
+                [&number],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let outbox = sb.path().join("turnkey/OUTBOX");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let ack = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ACK>\n  <MessageID>{message_id}</MessageID>\n  <ReceiptNo>R-1</ReceiptNo>\n</ACK>\n"
+    );
+    // Forged: the XML is still in the pickup folder.
+    std::fs::write(outbox.join(".forged.xml.tmp"), &ack).unwrap();
+    std::fs::rename(outbox.join(".forged.xml.tmp"), outbox.join("forged.xml")).unwrap();
+    let rejected = sb.state().join("rejected/feedback");
+    wait_for(20, "the forged ACK set aside", || {
+        files_in(&rejected)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("_forged.xml"))
+    });
+    assert_eq!(state(), "queued");
+    let mut problem = String::new();
+    wait_for(20, "a feedback problem in status", || {
+        problem = health_problems(&sb)
+            .into_iter()
+            .find(|(c, _)| c == "feedback")
+            .map(|(_, p)| p)
+            .unwrap_or_default();
+        problem.contains("not believed")
+    });
+    assert!(problem.contains("_forged.xml"), "{problem}");
+    assert!(problem.contains("still in the pickup folder"), "{problem}");
+    let status = cli(&sb.config_path(), &["status"]);
+    assert!(status.contains("not believed"), "{status}");
+    let health = http_get(
+        sb.http_addr(),
+        "/healthz",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .json();
+    assert_eq!(health["status"], "degraded");
+    assert!(
+        health["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["component"] == "feedback"
+                && p["problem"].as_str().unwrap().contains("not believed")),
+        "{health}"
+    );
+
+    // Turnkey takes the file; its ACK is written in two parts, with a pause longer than
+    // settle_ms (100 ms) between them.
+    let sent = sb.path().join("turnkey/SENT");
+    std::fs::create_dir_all(&sent).unwrap();
+    std::fs::rename(&xml, sent.join(xml.file_name().unwrap())).unwrap();
+    wait_for(20, "picked up", || state() == "picked_up");
+    let genuine = outbox.join("ACK_genuine.xml");
+    let (first, rest) = ack.split_at(ack.len() / 2);
+    std::fs::write(&genuine, first).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state(), "picked_up");
+    assert!(genuine.exists(), "the half-written file is waited for");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&genuine)
+            .unwrap();
+        f.write_all(rest.as_bytes()).unwrap();
+    }
+    wait_for(20, "the complete ACK applied", || state() == "acked");
+    assert!(files_in(&rejected)
+        .iter()
+        .all(|p| !p.to_string_lossy().contains("ACK_genuine")));
+
+    // The forged one stays a problem until an operator removes it.
+    assert!(health_problems(&sb).iter().any(|(c, _)| c == "feedback"));
+    for f in files_in(&rejected) {
+        std::fs::remove_file(f).unwrap();
+    }
+    wait_for(20, "the problem cleared", || {
+        health_problems(&sb).iter().all(|(c, _)| c != "feedback")
+    });
+    assert_eq!(sb.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_result_for_a_message_not_handed_to_turnkey_is_believed_only_once_it_was_published() {
+    let mut w = World::new("flat");
+    w.take(1);
+    w.take(2);
+    // As if the process stopped after publishing EF00000001 (its staged file gone) but before
+    // recording it, and EF00000002 had not even been staged.
+    let conn = w.tracker.store.conn();
+    conn.execute(
+        "UPDATE messages SET state = 'validated', staged = 1, staged_path = '/nonexistent/staged.xml' WHERE number = 'EF00000001'",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE messages SET state = 'validated', staged = 0 WHERE number = 'EF00000002'",
+        [],
+    )
+    .unwrap();
+    w.deliver("ack.xml", "A.xml");
+    w.deliver("error.xml", "E.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.state_of("EF00000002").0, "validated");
+    let report = &w.reports()[0];
+    assert!(
+        report.contains("claims F0401 EF00000002 error, but it was never handed to Turnkey"),
+        "{report}"
+    );
 }

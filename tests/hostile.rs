@@ -317,11 +317,16 @@ fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
          [company_webhook]\nsecret = \"{SECRET}\"\n"
     );
     let mut sb = Sandbox::with_sections(&einvoice_limits(), &tail);
-    // Feedback folders rescanned every second too, so a wait of seconds covers several scans.
-    let text = std::fs::read_to_string(sb.config_path())
-        .unwrap()
-        .replace("[turnkey]\n", "[turnkey]\nrescan_secs = 1\n");
-    assert!(text.contains("rescan_secs = 1\ninbox"), "{text}");
+    // Feedback folders rescanned every second too, so a wait of seconds covers several scans;
+    // a result that does not parse is set aside once it has stayed the same for a second.
+    let text = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "[turnkey]\n",
+        "[turnkey]\nrescan_secs = 1\nresult_unchanged_ms = 1000\n",
+    );
+    assert!(
+        text.contains("rescan_secs = 1\nresult_unchanged_ms = 1000\ninbox"),
+        "{text}"
+    );
     std::fs::write(sb.config_path(), text).unwrap();
     let outbox = sb.path().join("turnkey/OUTBOX");
     std::fs::create_dir_all(&outbox).unwrap();
@@ -655,4 +660,109 @@ fn responses_are_counted_one_after_another() {
     let smuggled = [&one[..], b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"].concat();
     assert_eq!(statuses(&smuggled), vec![400, 200]);
     assert!(statuses(b"").is_empty());
+}
+
+/// Text that would forge a log or report line and clear the operator's terminal.
+const FORGE: &str = "\nFORGED line\x1b[2J";
+
+/// No escape code, and no line of `text` begins with the forged words.
+fn assert_nothing_forged(what: &str, text: &str) {
+    assert!(
+        !text.contains('\x1b'),
+        "{what}: an escape code in\n{text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "{what}: a forged line in\n{text}"
+    );
+}
+
+#[test]
+fn outside_text_is_shown_escaped_in_reports_history_and_the_log() {
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n[company_webhook]\nsecret = \"{SECRET}\"\n"
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    let text = std::fs::read_to_string(sb.config_path())
+        .unwrap()
+        .replace("[turnkey]\n", "[turnkey]\nrescan_secs = 1\n");
+    std::fs::write(sb.config_path(), text).unwrap();
+    sb.start();
+    let addr = sb.http_addr();
+
+    // A spool file named with a newline and an escape code: one good row, one bad.
+    let name = format!("hostile{FORGE}.csv");
+    let good = batch_csv("HX", 1, 1);
+    sb.drop_file(&name, format!("{good}F0401,HX-BAD\n").as_bytes());
+    wait_for(20, "the good row's XML", || sb.inbox_files().len() == 1);
+    let xml = sb.inbox_files()[0].clone();
+    let message_id = xml.file_stem().unwrap().to_string_lossy().into_owned();
+    let state = || -> String {
+        sb.db()
+            .query_row(
+                "SELECT state FROM messages WHERE number = 'HX00000001'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // Turnkey takes it and answers with an ERROR whose name, code and text carry the same.
+    let sent = sb.path().join("turnkey/SENT");
+    std::fs::create_dir_all(&sent).unwrap();
+    std::fs::rename(&xml, sent.join(xml.file_name().unwrap())).unwrap();
+    wait_for(20, "picked up", || state() == "picked_up");
+    let outbox = sb.path().join("turnkey/OUTBOX");
+    std::fs::create_dir_all(&outbox).unwrap();
+    place(
+        &outbox.join(format!("ERR{FORGE}.xml")),
+        format!(
+            "<ERROR><OriginalMessageID>{message_id}</OriginalMessageID><ErrorCode>E1{FORGE}</ErrorCode><ErrorMessage>refused{FORGE}</ErrorMessage></ERROR>"
+        )
+        .as_bytes(),
+    );
+    wait_for(20, "the ERROR applied", || state() == "error");
+    // A company payload with them, refused and accepted.
+    for body in [
+        serde_json::json!({"type": format!("inventory{FORGE}"), "inventory": {"productId": "a", "quantity": 1}}),
+        serde_json::json!({"type": "inventory.updated", "inventory": {"productId": format!("sku{FORGE}"), "quantity": 3}}),
+    ] {
+        let r = http_post(
+            addr,
+            "/api/sync/company/webhook",
+            &[("X-Webhook-Secret", SECRET)],
+            body.to_string().as_bytes(),
+        );
+        assert!(r.status < 500, "{}", r.text());
+    }
+
+    // `history` shows each outside value escaped: the source name, Turnkey's code and text,
+    // the result file's path.
+    let history = cli(&sb.config_path(), &["history", "HX00000001"]);
+    assert_nothing_forged("history", &history);
+    assert!(
+        history.matches("\\nFORGED line\\u{1b}[2J").count() >= 4,
+        "{history}"
+    );
+    let status = cli(&sb.config_path(), &["status"]);
+    assert_nothing_forged("status", &status);
+    // The report on the bad row names the file escaped.
+    let reports: Vec<PathBuf> = files_below(&sb.rejected())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".error.txt"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report = std::fs::read_to_string(&reports[0]).unwrap();
+    assert_nothing_forged("report", &report);
+    assert!(
+        report.starts_with("turnbridge: hostile\\nFORGED line\\u{1b}[2J.csv"),
+        "{report}"
+    );
+    // And the log, which names the spool file, the result file and the payloads.
+    std::thread::sleep(Duration::from_millis(500));
+    let log = sb.log();
+    assert_nothing_forged("log", &log);
+    assert!(log.contains("hostile\\nFORGED line\\u{1b}[2J.csv"), "{log}");
+    assert!(log.contains("ERR\\nFORGED line\\u{1b}[2J.xml"), "{log}");
+    assert!(log.contains("inventory\\nFORGED line"), "{log}");
+    assert_eq!(sb.terminate().code(), Some(0));
 }

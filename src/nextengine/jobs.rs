@@ -63,12 +63,17 @@ type JobRow = (
     Option<String>,
 );
 
+/// After how many failed reads (no permission, an I/O error) a claimed file is set aside.
+const READ_ATTEMPTS: u32 = 3;
+
 /// Runs NextEngine spool jobs; one per daemon.
 pub struct Jobs {
     config: Config,
     client: Arc<Client>,
     db: store::Shared,
     settlers: [Settler; 2],
+    /// Claimed files whose reading failed in this run, by job id, and how often.
+    read_failures: std::collections::HashMap<String, u32>,
 }
 
 impl Jobs {
@@ -78,6 +83,7 @@ impl Jobs {
             client,
             db: store::Shared::new(store),
             settlers: [Settler::default(), Settler::default()],
+            read_failures: Default::default(),
         }
     }
 
@@ -224,7 +230,10 @@ impl Jobs {
                 // One descriptor, no link followed, no further than the limit.
                 let limit = self.config.einvoice.max_file_bytes;
                 let text = match crate::limited::read(work, limit) {
-                    Ok(t) => t,
+                    Ok(t) => {
+                        self.read_failures.remove(&job_id);
+                        t
+                    }
                     Err(e) if e.is_refusal() => {
                         let why = match e {
                             crate::limited::LimitedError::TooLarge { .. }
@@ -235,7 +244,20 @@ impl Jobs {
                         };
                         return self.reject(&job_id, &name, work, &why, &[]).await;
                     }
-                    Err(e) => return Err(NeError::Http(format!("read {}: {e}", work.display()))),
+                    Err(e) => {
+                        // Tried again at the next passes; a file that keeps failing is set
+                        // aside rather than tried forever.
+                        let tries = self.read_failures.entry(job_id.clone()).or_insert(0);
+                        *tries += 1;
+                        if *tries >= READ_ATTEMPTS {
+                            let why = format!(
+                                "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
+                            );
+                            self.read_failures.remove(&job_id);
+                            return self.reject(&job_id, &name, work, &why, &[]).await;
+                        }
+                        return Err(NeError::Http(format!("read {}: {e}", work.display())));
+                    }
                 };
                 let text =
                     match crate::einvoice::read::decode(&text, crate::einvoice::TextEncoding::Auto)

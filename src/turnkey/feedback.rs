@@ -14,15 +14,19 @@
 //! writes the events the changes raise, so a file seen again after a restart changes nothing.
 //! States only move forward; a final state never changes. Result files are moved to
 //! `state/archive/feedback/YYYY-MM-DD/` once applied, and pruned after `retention_days`;
-//! files in Turnkey's own folders are left where they are. A result file that cannot
-//! be read, or is too large to be one ([`results::MAX_RESULT_BYTES`], set aside unread), goes
-//! to `state/rejected/feedback/` beside a report.
+//! files in Turnkey's own folders are left where they are.
+//!
+//! What is not applied goes to `state/rejected/feedback/` beside a report: a result file too
+//! large to be one ([`results::MAX_RESULT_BYTES`], set aside unread); one that does not parse
+//! once it has stayed the same for `turnkey.result_unchanged_ms` (it may still be being
+//! written, see [`crate::turnkey::unparsed`]); and a file whose claims cannot be true (see
+//! [`crate::turnkey::plausible`]), which stays a health problem until an operator removes it.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -33,11 +37,15 @@ use tracing::{info, warn};
 use crate::config::{Config, Layout};
 use crate::durable;
 use crate::einvoice::archive::hex;
-use crate::einvoice::MessageType;
-use crate::spool::{self, Report, ReportEntry};
+use crate::einvoice::printable;
 use crate::store::{self, Store, StoreError, TxExt};
+use crate::turnkey::apply::apply;
+pub use crate::turnkey::files::settled_files;
+use crate::turnkey::files::{md5_of, read_limited, settled_files_noting_young};
 use crate::turnkey::layout::{Def, DefTemplate};
-use crate::turnkey::results::{self, InvoiceRef, ResultFile};
+use crate::turnkey::plausible::{self, Keep};
+use crate::turnkey::results::{self, ResultFile};
+use crate::turnkey::unparsed::{self, Verdict};
 use crate::turnkey::InboxTemplate;
 
 #[derive(Debug, Error)]
@@ -107,16 +115,30 @@ pub(super) struct Applied {
     pub(super) changed: usize,
     pub(super) unmatched: Vec<String>,
     pub(super) notes: Vec<String>,
+    /// Claims that cannot be true: the file is then not applied at all.
+    pub(super) doubts: Vec<String>,
 }
+
+/// How many unmatched references an outcome names (the rest are counted).
+const NAMED_UNMATCHED: usize = 20;
 
 impl Applied {
     fn outcome(&self) -> String {
         let mut s = format!("{} message(s) changed", self.changed);
         if !self.unmatched.is_empty() {
-            s.push_str(&format!(
-                "; matched nothing for {}",
-                self.unmatched.join(", ")
-            ));
+            let named: Vec<String> = self
+                .unmatched
+                .iter()
+                .take(NAMED_UNMATCHED)
+                .map(|u| printable(u, 100))
+                .collect();
+            s.push_str(&format!("; matched nothing for {}", named.join(", ")));
+            if self.unmatched.len() > NAMED_UNMATCHED {
+                s.push_str(&format!(
+                    " and {} more",
+                    self.unmatched.len() - NAMED_UNMATCHED
+                ));
+            }
         }
         for n in &self.notes {
             s.push_str("; ");
@@ -176,7 +198,7 @@ pub struct Tracker {
     /// Turnkey's `<def>` folder (turnkey layout).
     pub(super) def: Option<DefTemplate>,
     archive: PathBuf,
-    rejected: PathBuf,
+    pub(super) rejected: PathBuf,
     /// ERR files whose reason is not in Turnkey.log yet, and ProcessResults whose pack is not
     /// seen yet, with when they were first seen; only those seen in the last scan are kept.
     pub(super) deferred: std::collections::HashMap<PathBuf, std::time::Instant>,
@@ -188,6 +210,12 @@ pub struct Tracker {
     pub(super) unreadable: std::collections::BTreeMap<PathBuf, (u32, String)>,
     /// ProcessResults applied to nothing after their pack never showed up.
     pub(super) late: std::collections::BTreeMap<PathBuf, String>,
+    /// Files not believed, set aside until an operator removes them.
+    pub(super) doubted: plausible::Doubted,
+    /// Result files that do not parse yet (they may still be being written).
+    pub(super) unparsed: unparsed::Waiting,
+    /// How long a result that does not parse must stay the same before it is set aside.
+    pub result_unchanged: Duration,
     /// How long a ProcessResult waits for its upload's pack before falling back to numbers.
     pub pack_wait: Duration,
     /// Set by a scan that saw files still being written: scan again soon.
@@ -227,6 +255,8 @@ impl Tracker {
             })?;
             rows.collect::<Result<_, _>>()?
         };
+        let doubted = plausible::load(store.conn())?;
+        let result_unchanged = Duration::from_millis(config.turnkey.result_unchanged_ms);
         Ok(Tracker {
             config,
             store,
@@ -239,6 +269,9 @@ impl Tracker {
             deferring: false,
             unreadable,
             late: Default::default(),
+            doubted,
+            unparsed: Default::default(),
+            result_unchanged,
             pack_wait: Duration::from_secs(60),
             pending: false,
         })
@@ -304,6 +337,8 @@ impl Tracker {
         self.deferred.retain(|p, _| touched.contains(p));
         self.unreadable.retain(|p, _| p.exists());
         self.late.retain(|p, _| p.exists());
+        self.prune_doubted();
+        self.prune_unparsed();
         self.pending = young || self.deferring;
         self.raise_overdue()?;
         Ok(n)
@@ -361,24 +396,28 @@ impl Tracker {
         self.deferred.len()
     }
 
-    /// What is wrong with feedback now, for [`crate::health`]: files that cannot be read, and
-    /// ProcessResults that matched nothing after their pack never showed up.
+    /// What is wrong with feedback now, for [`crate::health`]: files that cannot be read,
+    /// ProcessResults that matched nothing after their pack never showed up, and files not
+    /// believed that are still set aside.
     pub fn problem(&self) -> Option<String> {
         let mut parts = Vec::new();
         if let Some((p, (_, why))) = self.unreadable.iter().next() {
             parts.push(format!(
-                "{} file(s) in Turnkey's folders cannot be read (e.g. {}: {why})",
+                "{} file(s) in Turnkey's folders cannot be read (e.g. {}: {})",
                 self.unreadable.len(),
-                p.display()
+                printable(&p.display().to_string(), 300),
+                printable(why, 300)
             ));
         }
         if let Some((p, why)) = self.late.iter().next() {
             parts.push(format!(
-                "{} ProcessResult(s) applied to nothing (e.g. {}: {why})",
+                "{} ProcessResult(s) applied to nothing (e.g. {}: {})",
                 self.late.len(),
-                p.display()
+                printable(&p.display().to_string(), 300),
+                printable(why, 300)
             ));
         }
+        parts.extend(self.doubted_problem());
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
@@ -466,6 +505,23 @@ impl Tracker {
                 target,
             )
             .optional()?;
+        // A move of a file Turnkey has not taken, or that contradicts a final state, is not
+        // believed (another file of the same name, not Turnkey's move of ours).
+        let to = if kind == "bak" { "picked_up" } else { "error" };
+        let doubt = match &found {
+            Some(t) => plausible::doubt(&tx, t, to)?,
+            None => None,
+        };
+        if let Some(why) = doubt {
+            tx.rollback()?;
+            let what = if kind == "bak" {
+                "file in Turnkey's BAK folder"
+            } else {
+                "file in Turnkey's error folder"
+            };
+            self.set_aside_doubted(path, &md5, what, Keep::ReportOnly, &[why])?;
+            return Ok(true);
+        }
         let (kind, outcome) = match &found {
             None => ("foreign", "not a file turnbridge wrote".to_string()),
             Some(t) => {
@@ -510,6 +566,9 @@ impl Tracker {
         if in_place && self.known(path)?.is_some() {
             return Ok(false);
         }
+        if self.unparsed_waits(path)? {
+            return Ok(false);
+        }
         // A file too large to be a result is never held in memory: only its MD5 is taken,
         // in pieces, to record it like any other file.
         let bytes = read_limited(path, results::MAX_RESULT_BYTES)?;
@@ -523,15 +582,18 @@ impl Tracker {
             .store
             .conn()
             .query_row(
-                "SELECT kind, outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err') LIMIT 1",
+                "SELECT kind, outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err', 'implausible') LIMIT 1",
                 [&md5],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
         if let Some((kind, outcome)) = seen {
-            if kind == "foreign" || kind == "rejected" {
-                // Left in Turnkey's folder on purpose (turnkey layout); nothing to do.
-                return Ok(false);
+            if !in_place && (kind == "foreign" || kind == "rejected") {
+                // Dropped again into turnbridge's outbox: set aside again rather than left
+                // there to be read at every scan.
+                let reason = format!("the same bytes were set aside before: {outcome}");
+                self.reject_result(path, &md5, &reason)?;
+                return Ok(true);
             }
             if in_place {
                 let tx = self.store.transaction()?;
@@ -560,7 +622,10 @@ impl Tracker {
             return Ok(true);
         };
         let parsed = match results::parse(&bytes) {
-            Ok(p) => p,
+            Ok(p) => {
+                self.unparsed.remove(path);
+                p
+            }
             Err(e) => {
                 // In the turnkey layout the outbox is Turnkey's own folder: files that are not
                 // results (E0501 allocations, …) are left there, untouched.
@@ -579,7 +644,19 @@ impl Tracker {
                         return Ok(true);
                     }
                 }
-                self.reject_result(path, &md5, &e.to_string())?;
+                // Perhaps half-written: read again until it has stayed the same a while.
+                if self.unparsed_verdict(path, &md5, &e.to_string())? == Verdict::Wait {
+                    return Ok(false);
+                }
+                let reason = if self.result_unchanged.is_zero() {
+                    e.to_string()
+                } else {
+                    format!(
+                        "{e} (unchanged for {} ms)",
+                        self.result_unchanged.as_millis()
+                    )
+                };
+                self.reject_result(path, &md5, &reason)?;
                 return Ok(true);
             }
         };
@@ -610,14 +687,23 @@ impl Tracker {
         let tx = self.store.transaction()?;
         let id = record(&tx, path, &md5, "result", "", None)?;
         let (kind, mut applied) = apply(&tx, &parsed, &evidence, id, &self.config)?;
+        if !applied.doubts.is_empty() {
+            // Not believed: nothing of it is applied, not even its record.
+            tx.rollback()?;
+            let keep = if in_place { Keep::Copy } else { Keep::Move };
+            let what = format!("{} result file", kind_name(kind));
+            self.set_aside_doubted(path, &md5, &what, keep, &applied.doubts)?;
+            return Ok(true);
+        }
         if let Some(uuid) = &late {
             applied.notes.push(format!(
                 "the pack of upload {uuid} was not seen; matched by invoice numbers"
             ));
         }
         let outcome = applied.outcome();
+        // kept_at is set again when it is kept (a file set aside before and dropped back).
         tx.execute(
-            "UPDATE feedback_files SET kind = ?1, outcome = ?2 WHERE id = ?3",
+            "UPDATE feedback_files SET kind = ?1, outcome = ?2, kept_at = NULL WHERE id = ?3",
             params![kind, outcome, id],
         )?;
         tx.commit()?;
@@ -640,56 +726,17 @@ impl Tracker {
     /// layout (the outbox is turnbridge's), copied in the turnkey layout (the folder is
     /// Turnkey's). Recorded, so it is not read again.
     fn reject_result(&mut self, path: &Path, md5: &str, reason: &str) -> Result<(), FeedbackError> {
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
         warn!(file = %path.display(), "result file rejected: {reason}");
-        let day = chrono::Local::now().format("%Y%m%d").to_string();
-        let dest = if self.config.turnkey.layout == Layout::Turnkey {
-            durable::create_dir_all(&self.rejected).map_err(io_err("create", &self.rejected))?;
-            let dest = durable::free_name(&self.rejected, &format!("{day}_{name}"));
-            // A file too large (or not a regular file) is reported, not copied.
-            if let Err(e) = durable::copy_atomic(path, &dest, results::MAX_RESULT_BYTES) {
-                warn!(file = %path.display(), "result file not copied to rejected/: {e}");
-            }
-            dest
+        let keep = if self.config.turnkey.layout == Layout::Turnkey {
+            Keep::Copy
         } else {
-            durable::move_into(path, &self.rejected, &format!("{day}_{name}"))
-                .map_err(io_err("move to rejected", path))?
+            Keep::Move
         };
-        let report = Report {
-            job_id: "-".into(),
-            file: name.clone(),
-            outcome: "rejected".into(),
-            summary: format!(
-                "This result file from {} was not applied: {reason}",
-                path.display()
-            ),
-            accepted: 0,
-            rejected: 1,
-            rejected_files: vec![dest
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()],
-            problems: vec![ReportEntry {
-                rule: None,
-                file: name,
-                row: 0,
-                message_type: None,
-                number: None,
-                field: String::new(),
-                value: String::new(),
-                reason: reason.to_string(),
-            }],
-        };
-        report.write(&dest).map_err(io_err("write report", &dest))?;
-        let tx = self.store.transaction()?;
-        record(&tx, path, md5, "rejected", reason, Some(&dest))?;
-        tx.commit()?;
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "rejected")]);
+        let summary = format!(
+            "This result file from {} was not applied: {reason}",
+            path.display()
+        );
+        self.set_aside(path, md5, "rejected", keep, summary, &[reason.to_string()])?;
         Ok(())
     }
 
@@ -860,422 +907,14 @@ pub(super) fn record(
     )?)
 }
 
-/// The MD5 of a file, read in pieces (a message file may be megabytes).
-pub(super) fn md5_of(path: &Path) -> Result<String, FeedbackError> {
-    let mut md5 = Md5::new();
-    let mut f = open_read(path)?;
-    io::copy(&mut f, &mut md5).map_err(io_err("read", path))?;
-    Ok(hex(&md5.finalize()))
-}
-
-/// Finds the message a file name (with or without `.xml`) is about.
-fn by_file_name(tx: &Transaction, id: &str) -> Result<Option<Target>, FeedbackError> {
-    let name = if id.ends_with(".xml") {
-        id.to_string()
-    } else {
-        format!("{id}.xml")
-    };
-    Ok(tx
-        .query_row(
-            &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE xml_name = ?1"),
-            [name],
-            target,
-        )
-        .optional()?)
-}
-
-/// Finds the message a SummaryResult invoice reference is about. Invoices and allowances match
-/// on number and date; cancels and voids carry the report date, so they match on number only.
-fn by_reference(
-    tx: &Transaction,
-    ty: MessageType,
-    r: &InvoiceRef,
-    seller: Option<&str>,
-) -> Result<Option<Target>, FeedbackError> {
-    let mut stmt = tx.prepare(&format!(
-        "SELECT {TARGET_COLUMNS}, seller_ban, document_date FROM messages WHERE message_type = ?1 AND number = ?2"
-    ))?;
-    let rows = stmt.query_map(params![ty.as_str(), r.number], |row| {
-        Ok((
-            target(row)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, String>(6)?,
-        ))
-    })?;
-    let mut candidates: Vec<(Target, String, String)> = rows.collect::<Result<_, _>>()?;
-    if matches!(ty, MessageType::F0401 | MessageType::G0401) {
-        if let Some(d) = &r.date {
-            let want = d.replace('-', "");
-            candidates.retain(|(_, _, date)| date.replace('-', "") == want);
-        }
+/// How a result kind is named in messages.
+fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        "ack" => "ACK",
+        "error" => "ERROR",
+        "process" => "ProcessResult",
+        "summary" => "SummaryResult",
+        "daily" => "DailySummary",
+        _ => "result",
     }
-    if candidates.len() > 1 {
-        if let Some(s) = seller {
-            candidates.retain(|(_, ban, _)| ban == s);
-        }
-    }
-    Ok(if candidates.len() == 1 {
-        candidates.pop().map(|(t, _, _)| t)
-    } else {
-        None
-    })
-}
-
-/// The message a ProcessResult names through an invoice number in its parameters.
-fn by_parameters(
-    tx: &Transaction,
-    p: &results::ProcessResult,
-) -> Result<Option<Target>, FeedbackError> {
-    let types: Vec<MessageType> = match p
-        .message_type
-        .as_deref()
-        .and_then(|t| MessageType::parse_with_legacy(t).ok())
-    {
-        Some((t, _)) => vec![t],
-        None => MessageType::ALL.to_vec(),
-    };
-    for number in p.results.iter().flat_map(|i| i.parameters.iter()) {
-        if crate::einvoice::InvoiceNumber::parse(number).is_err() {
-            continue;
-        }
-        for ty in &types {
-            let r = InvoiceRef {
-                number: number.clone(),
-                date: None,
-            };
-            if let Some(found) = by_reference(tx, *ty, &r, None)? {
-                return Ok(Some(found));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// How many messages (of one type, or all) turnbridge queued for Turnkey on a local day
-/// (`YYYYMMDD`); transitions are stored in UTC, so the day's bounds are converted.
-fn queued_on(tx: &Transaction, ty: Option<&str>, day: &str) -> Result<i64, FeedbackError> {
-    use chrono::TimeZone;
-    let Ok(date) = chrono::NaiveDate::parse_from_str(day, "%Y%m%d") else {
-        return Ok(0);
-    };
-    let bound = |d: chrono::NaiveDate| {
-        chrono::Local
-            .from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
-            .earliest()
-            .map(|t| {
-                t.with_timezone(&chrono::Utc)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            })
-    };
-    let (Some(start), Some(end)) = (bound(date), date.succ_opt().and_then(bound)) else {
-        return Ok(0);
-    };
-    Ok(tx.query_row(
-        "SELECT count(*) FROM transitions t JOIN messages m ON m.id = t.message_id
-         WHERE t.to_state = 'queued' AND t.at >= ?1 AND t.at < ?2 AND (?3 IS NULL OR m.message_type = ?3)",
-        params![start, end, ty],
-        |r| r.get(0),
-    )?)
-}
-
-fn apply(
-    tx: &Transaction,
-    file: &ResultFile,
-    evidence: &str,
-    feedback_id: i64,
-    config: &Config,
-) -> Result<(&'static str, Applied), FeedbackError> {
-    let mut applied = Applied::default();
-    let kind = match file {
-        ResultFile::Ack(a) => {
-            match by_file_name(tx, &a.message_id)? {
-                Some(t) => {
-                    let msg = match &a.receipt_no {
-                        Some(r) => format!("acknowledged, receipt {r}"),
-                        None => "acknowledged".to_string(),
-                    };
-                    applied.changed += advance(tx, &t, "acked", evidence, None, &msg)? as usize;
-                }
-                None => applied.unmatched.push(a.message_id.clone()),
-            }
-            "ack"
-        }
-        ResultFile::Error(e) => {
-            match by_file_name(tx, &e.original_message_id)? {
-                Some(t) => {
-                    let msg = e.error_message.clone().unwrap_or_else(|| "error".into());
-                    applied.changed +=
-                        advance(tx, &t, "error", evidence, Some(&e.error_code), &msg)? as usize;
-                }
-                None => applied.unmatched.push(e.original_message_id.clone()),
-            }
-            "error"
-        }
-        ResultFile::Process(p)
-            if crate::turnkey::gateway::apply_to_pack(tx, p, evidence, &mut applied)? =>
-        {
-            "process"
-        }
-        ResultFile::Process(p) => {
-            // MessageInfo/Id may be turnbridge's file name, or Turnkey's own pack id: then an
-            // invoice number among the results' parameters names the message.
-            let found = match by_file_name(tx, &p.message_id)? {
-                Some(t) => Some(t),
-                None => by_parameters(tx, p)?,
-            };
-            match found {
-                Some(t) => {
-                    // Codes of zeros mean success; anything else is an error with its code.
-                    let failure = p
-                        .results
-                        .iter()
-                        .find(|i| !i.code.bytes().all(|b| b == b'0'));
-                    let changed = match failure {
-                        None => {
-                            advance(tx, &t, "acked", evidence, None, "accepted (ProcessResult)")?
-                        }
-                        Some(i) => {
-                            let msg = i
-                                .description
-                                .clone()
-                                .unwrap_or_else(|| "ProcessResult error".into());
-                            advance(tx, &t, "error", evidence, Some(&i.code), &msg)?
-                        }
-                    };
-                    applied.changed += changed as usize;
-                }
-                None => applied.unmatched.push(p.message_id.clone()),
-            }
-            "process"
-        }
-        ResultFile::Summary(s) => {
-            for m in &s.messages {
-                let unmatched_before = applied.unmatched.len() as i64;
-                let ty = MessageType::parse_with_legacy(&m.message_type)
-                    .ok()
-                    .map(|(t, _)| t);
-                let mut mismatch = Vec::new();
-                if !m.counts_agree() {
-                    mismatch.push(format!(
-                        "Total {} is not Good {} + Failed {}",
-                        m.total, m.good, m.failed
-                    ));
-                }
-                match ty {
-                    None => mismatch.push(format!("unknown message type {}", m.message_type)),
-                    Some(ty) => {
-                        for (refs, to, text) in [
-                            (&m.good_invoices, "acked", "accepted by the platform"),
-                            (&m.failed_invoices, "error", "failed at the platform"),
-                        ] {
-                            for r in refs {
-                                match by_reference(tx, ty, r, s.from.as_deref())? {
-                                    Some(t) => {
-                                        let msg = format!("{text} (SummaryResult {})", m.id);
-                                        applied.changed +=
-                                            advance(tx, &t, to, evidence, None, &msg)? as usize;
-                                    }
-                                    None => applied.unmatched.push(format!("{ty} {}", r.number)),
-                                }
-                            }
-                        }
-                    }
-                }
-                // A SummaryResult message covers one pack: what turnbridge expected is the
-                // listed invoices it knows; listed invoices it does not know are a mismatch.
-                let date = m.date().map(str::to_string);
-                let listed = (m.good_invoices.len() + m.failed_invoices.len()) as i64;
-                let unknown = applied.unmatched.len() as i64 - unmatched_before;
-                let expected = listed - unknown;
-                if unknown > 0 {
-                    mismatch.push(format!("{unknown} listed invoice(s) unknown to turnbridge"));
-                }
-                if listed > 0 && listed != m.total as i64 {
-                    mismatch.push(format!(
-                        "{listed} invoice(s) listed, Total says {}",
-                        m.total
-                    ));
-                }
-                summary_event(
-                    tx,
-                    evidence,
-                    feedback_id,
-                    Some(&m.id),
-                    Some(&m.message_type),
-                    date.as_deref(),
-                    expected,
-                    m.total,
-                    m.good,
-                    m.failed,
-                    &mismatch,
-                    config,
-                )?;
-                applied.notes.extend(mismatch);
-            }
-            if !applied.unmatched.is_empty() {
-                applied.notes.push(format!(
-                    "{} reference(s) unknown to turnbridge",
-                    applied.unmatched.len()
-                ));
-            }
-            "summary"
-        }
-        ResultFile::Daily(d) => {
-            let mut mismatch = Vec::new();
-            if d.success.checked_add(d.failed) != Some(d.total) {
-                mismatch.push(format!(
-                    "Total {} is not Success {} + Failed {}",
-                    d.total, d.success, d.failed
-                ));
-            }
-            let expected = queued_on(tx, None, &d.date)?;
-            if expected != d.total as i64 {
-                mismatch.push(format!(
-                    "turnbridge queued {expected} on {}, the summary counts {}",
-                    d.date, d.total
-                ));
-            }
-            summary_event(
-                tx,
-                evidence,
-                feedback_id,
-                None,
-                None,
-                Some(&d.date),
-                expected,
-                d.total,
-                d.success,
-                d.failed,
-                &mismatch,
-                config,
-            )?;
-            applied.notes.extend(mismatch);
-            "daily"
-        }
-    };
-    Ok((kind, applied))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn summary_event(
-    tx: &Transaction,
-    evidence: &str,
-    feedback_id: i64,
-    summary_id: Option<&str>,
-    message_type: Option<&str>,
-    date: Option<&str>,
-    expected: i64,
-    total: u64,
-    good: u64,
-    failed: u64,
-    mismatch: &[String],
-    config: &Config,
-) -> Result<(), FeedbackError> {
-    let mismatch = (!mismatch.is_empty()).then(|| mismatch.join("; "));
-    tx.execute(
-        "INSERT INTO summaries (feedback_id, summary_id, message_type, date, expected, total, good, failed, mismatch, at)
-         VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![summary_id, message_type, date, expected, total as i64, good as i64, failed as i64, mismatch, store::now(), feedback_id],
-    )?;
-    tx.add_event(
-        "turnkey.feedback.daily-summary",
-        Some(&config.einvoice.default_tenant),
-        &json!({
-            "date": date,
-            "summary_id": summary_id,
-            "message_type": message_type,
-            "expected": expected,
-            "total": total,
-            "ack_count": good,
-            "error_count": failed,
-            "mismatch": mismatch,
-            "evidence": evidence,
-        }),
-    )?;
-    if let Some(m) = &mismatch {
-        warn!(date = ?date, "summary does not match the store: {m}");
-    }
-    Ok(())
-}
-
-/// Files below `dir` (recursively) that are complete: not hidden or temporary, and unchanged
-/// for `settle`. A missing folder has none.
-pub fn settled_files(dir: &Path, settle: Duration) -> Vec<PathBuf> {
-    let mut young = false;
-    settled_files_noting_young(dir, settle, &mut young)
-}
-
-/// [`settled_files`], also telling whether some file was too young to take yet.
-pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !spool::is_candidate(&name) {
-            continue;
-        }
-        let path = e.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            out.extend(settled_files_noting_young(&path, settle, young));
-        } else if meta.is_file() {
-            if is_settled(&meta, settle) {
-                out.push(path);
-            } else {
-                *young = true;
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Whether a file has not been modified for `settle`.
-pub(super) fn is_settled(meta: &fs::Metadata, settle: Duration) -> bool {
-    meta.modified()
-        .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_some_and(|age| age >= settle)
-}
-
-#[cfg(test)]
-thread_local! {
-    /// File names that fail to open, as a file the daemon's user cannot read does (the tests
-    /// run as root, which reads anything).
-    pub(super) static UNREADABLE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Opens one of Turnkey's files for reading through one descriptor: no link followed, a
-/// regular file only (see [`crate::limited`]).
-pub(super) fn open_read(path: &Path) -> Result<fs::File, FeedbackError> {
-    #[cfg(test)]
-    {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if UNREADABLE.with(|u| u.borrow().iter().any(|n| *n == name)) {
-            return Err(io_err("read", path)(io::ErrorKind::PermissionDenied.into()));
-        }
-    }
-    match crate::limited::open(path) {
-        Ok((file, _)) => Ok(file),
-        Err(crate::limited::LimitedError::Io(e)) => Err(io_err("read", path)(e)),
-        Err(e) => Err(io_err("read", path)(io::Error::new(
-            io::ErrorKind::InvalidData,
-            e.to_string(),
-        ))),
-    }
-}
-
-/// A file's bytes, `None` when it holds more than `max` (it is read no further).
-pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>, FeedbackError> {
-    use io::Read;
-    let mut bytes = Vec::new();
-    open_read(path)?
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
-    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }

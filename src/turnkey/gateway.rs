@@ -27,10 +27,11 @@ use tracing::{info, warn};
 use crate::einvoice::MessageType;
 use crate::spool;
 use crate::store;
+use crate::turnkey::apply::conclude;
 use crate::turnkey::feedback::{
-    advance, io_err, md5_of, read_limited, record, target, Applied, FeedbackError, Target, Tracker,
-    TARGET_COLUMNS,
+    io_err, record, target, Applied, FeedbackError, Target, Tracker, TARGET_COLUMNS,
 };
+use crate::turnkey::files::{self, md5_of, read_limited};
 use crate::turnkey::layout::{self, Def, PackName};
 use crate::turnkey::pack::{self, MAX_PACK_BYTES};
 use crate::turnkey::results::ProcessResult;
@@ -370,18 +371,18 @@ pub(super) fn apply_to_pack(
             applied.unmatched.push(number.clone());
             continue;
         };
-        let changed = match failed.get(seq).or(whole.as_ref()) {
-            Some((code, desc)) => advance(tx, &t, "error", evidence, Some(code), desc)?,
-            None => advance(
+        match failed.get(seq).or(whole.as_ref()) {
+            Some((code, desc)) => conclude(tx, &t, "error", evidence, Some(code), desc, applied)?,
+            None => conclude(
                 tx,
                 &t,
                 "acked",
                 evidence,
                 None,
                 &format!("accepted by the platform (ProcessResult, upload {uuid})"),
+                applied,
             )?,
-        };
-        applied.changed += changed as usize;
+        }
     }
     Ok(true)
 }
@@ -421,12 +422,10 @@ fn fresh_files(
             let old =
                 chrono::NaiveDate::parse_from_str(&name, "%Y%m%d").is_ok_and(|d| d < keep_after);
             if !old {
-                out.extend(crate::turnkey::feedback::settled_files_noting_young(
-                    &path, settle, young,
-                ));
+                out.extend(files::settled_files_noting_young(&path, settle, young));
             }
         } else if meta.is_file() {
-            if crate::turnkey::feedback::is_settled(&meta, settle) {
+            if files::is_settled(&meta, settle) {
                 out.push(path);
             } else {
                 *young = true;
@@ -441,82 +440,88 @@ fn fresh_files(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::turnkey::feedback::UNREADABLE;
 
-    #[test]
-    fn a_file_that_cannot_be_read_is_skipped_recorded_and_reported() {
-        let dir = tempfile::tempdir().unwrap();
+    fn tracker(dir: &Path) -> Tracker {
         let config = Config::parse(
             "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
              [turnkey]\nlayout = \"turnkey\"\ninbox = \"tk/UpCast/B2SSTORAGE/{message_type}/SRC\"\n",
-            dir.path(),
+            dir,
         )
         .unwrap();
         std::fs::create_dir_all(&config.paths.state).unwrap();
-        let mut t = Tracker::open(config.clone()).unwrap();
+        Tracker::open(config).unwrap()
+    }
+
+    /// What reading a file the daemon's user may not read gives (the tests run as root, which
+    /// reads anything; `tests/faults.rs` produces the real error with the daemon as another
+    /// user).
+    fn denied(path: &Path) -> Result<bool, FeedbackError> {
+        Err(io_err("read", path)(
+            std::io::ErrorKind::PermissionDenied.into(),
+        ))
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_recorded_reported_and_read_again_once_it_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tracker(dir.path());
         let bak = dir
             .path()
             .join("tk/UpCast/B2SSTORAGE/F0401/BAK/20991231/10");
         std::fs::create_dir_all(&bak).unwrap();
-        // Sorted first, so a scan that stopped at it would never reach the other.
-        std::fs::write(bak.join("A_FOREIGN.xml"), "<x/>").unwrap();
-        std::fs::write(bak.join("B_FOREIGN.xml"), "<y/>").unwrap();
-        let kinds = |t: &Tracker| -> Vec<(String, String)> {
-            let conn = t.store.conn();
-            let mut stmt = conn
-                .prepare("SELECT path, kind FROM feedback_files ORDER BY path")
-                .unwrap();
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .map(|(p, k): (String, String)| (p.rsplit('/').next().unwrap().to_string(), k))
-                .collect()
-        };
-        UNREADABLE.with(|u| u.borrow_mut().push("A_FOREIGN.xml".into()));
-        assert_eq!(t.scan().unwrap(), 1);
-        assert_eq!(
-            kinds(&t),
-            [
-                ("A_FOREIGN.xml".to_string(), "unreadable".to_string()),
-                ("B_FOREIGN.xml".to_string(), "foreign".to_string())
-            ]
-        );
+        let f = bak.join("A_FOREIGN.xml");
+        std::fs::write(&f, "<x/>").unwrap();
+        // The scan goes on: the error becomes a record and a problem, not the scan's error.
+        assert!(!t.per_file(&f, denied(&f)).unwrap());
+        let kind: String = t
+            .store
+            .conn()
+            .query_row(
+                "SELECT kind FROM feedback_files WHERE path = ?1",
+                [f.to_string_lossy()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kind, "unreadable");
         let p = t.problem().expect("a health problem");
         assert!(
             p.contains("A_FOREIGN.xml") && p.contains("cannot be read"),
             "{p}"
         );
         // Readable again: read, recorded as usual, and the problem is gone.
-        UNREADABLE.with(|u| u.borrow_mut().clear());
         assert_eq!(t.scan().unwrap(), 1);
-        assert_eq!(kinds(&t)[0], ("A_FOREIGN.xml".into(), "foreign".into()));
+        let kind: String = t
+            .store
+            .conn()
+            .query_row(
+                "SELECT kind FROM feedback_files WHERE path = ?1",
+                [f.to_string_lossy()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kind, "foreign");
         assert_eq!(t.problem(), None);
     }
 
     #[test]
     fn a_file_that_stays_unreadable_is_tried_a_bounded_number_of_times() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(
-            "[paths]\nspool = \"spool\"\nstate = \"state\"\n[einvoice]\nsettle_ms = 0\n\
-             [turnkey]\nlayout = \"turnkey\"\ninbox = \"tk/UpCast/B2SSTORAGE/{message_type}/SRC\"\n",
-            dir.path(),
-        )
-        .unwrap();
-        std::fs::create_dir_all(&config.paths.state).unwrap();
-        let mut t = Tracker::open(config).unwrap();
+        let mut t = tracker(dir.path());
         let pack = dir.path().join("tk/Pack/B2SSTORAGE/SRC");
         std::fs::create_dir_all(&pack).unwrap();
-        let name = "a.xml_28080623_00000000_v41-F0401-20991231-103633689-a72cf668-ca86-446c-8c67-5ff8d73159fd_1";
-        std::fs::write(pack.join(name), "<Invoice/>").unwrap();
-        UNREADABLE.with(|u| u.borrow_mut().push(name.into()));
+        let f = pack.join("a.xml_28080623_00000000_v41-F0401-20991231-103633689-a72cf668-ca86-446c-8c67-5ff8d73159fd_1");
+        std::fs::write(&f, "<Invoice/>").unwrap();
+        let mut tries = 0;
         for _ in 0..5 {
-            assert_eq!(t.scan().unwrap(), 0);
+            if !t.gave_up(&f) {
+                tries += 1;
+                t.per_file(&f, denied(&f)).unwrap();
+            }
         }
-        assert_eq!(t.unreadable.get(&pack.join(name)).unwrap().0, 3);
+        assert_eq!(tries, 3);
         assert!(t.problem().is_some(), "reported while the file is there");
-        std::fs::remove_file(pack.join(name)).unwrap();
+        std::fs::remove_file(&f).unwrap();
         t.scan().unwrap();
         assert_eq!(t.problem(), None, "not once it is gone");
-        UNREADABLE.with(|u| u.borrow_mut().clear());
     }
 }

@@ -4,13 +4,17 @@
 //! ([`tklog`]) in the `turnkey` layout), and a stand-in that behaves like it for the sandbox
 //! ([`simulator`]).
 
+mod apply;
 pub mod feedback;
+mod files;
 mod gateway;
 pub mod layout;
 pub mod pack;
 pub mod pickup;
+mod plausible;
 pub mod results;
 pub mod simulator;
 pub mod tklog;
+mod unparsed;
 
 pub use pickup::{file_name, InboxTemplate, Pickup, PickupError};

@@ -241,6 +241,26 @@ impl Sandbox {
     }
 
     pub fn start(&mut self) {
+        self.spawn(None);
+    }
+
+    /// Starts the daemon as another user, the sandbox folder given to that user (only root
+    /// can): file permissions then apply to the daemon as they do to a service user.
+    pub fn start_as(&mut self, uid: u32, gid: u32) {
+        std::fs::create_dir_all(self.spool()).unwrap();
+        let ok = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(self.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown the sandbox to {uid}:{gid}");
+        self.spawn(Some((uid, gid)));
+    }
+
+    fn spawn(&mut self, user: Option<(u32, u32)>) {
+        use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(self.spool()).unwrap();
         let starts = self.log().matches(" starting").count();
         let log = std::fs::OpenOptions::new()
@@ -248,17 +268,20 @@ impl Sandbox {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_turnbridge"))
-            .arg("run")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnbridge"));
+        cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start turnbridge");
+            .stderr(log);
+        if let Some((uid, gid)) = user {
+            // std drops root's supplementary groups when it changes the user.
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd.spawn().expect("start turnbridge");
         self.child = Some(child);
         wait_for(20, "the daemon to start", || {
             self.log().matches(" starting").count() > starts || self.exited()
