@@ -189,6 +189,10 @@ enum DlqCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Man pages and completions are for everyone; everything else keeps to its owner.
+    if !matches!(cli.command, Command::Generate { .. }) {
+        crate::filemode::restrict_umask();
+    }
     let result = match cli.command {
         Command::Run => run_daemon(&cli.config),
         Command::Sandbox { dir } => sandbox(&dir),

@@ -30,6 +30,7 @@ pub struct Config {
     pub nextengine: NextEngine,
     pub company_webhook: CompanyWebhook,
     pub webhooks: Webhooks,
+    pub retention: Retention,
     pub log: Log,
 }
 
@@ -207,7 +208,8 @@ pub struct Webhooks {
     /// Deliveries in flight at once, in all and per endpoint.
     pub max_in_flight: usize,
     pub max_in_flight_per_endpoint: usize,
-    /// How long a rotated-out secret still signs, beside the new one.
+    /// How long a rotated-out secret still signs, beside the new one; then it is removed
+    /// from the store.
     pub secret_overlap_hours: u64,
     /// How often the outbox is polled for new events and due attempts.
     pub poll_ms: u64,
@@ -393,6 +395,79 @@ impl Default for Turnkey {
     }
 }
 
+/// How long rows are kept once nothing depends on them any more (see `retention`). Rows that
+/// are not final (messages and jobs in flight, pending deliveries, events not fanned out,
+/// stock levels waiting to be forwarded) are never pruned, and neither are the messages
+/// themselves: they refuse a document number sent before and cap allowances.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Retention {
+    /// Outbox events, once fanned out and without a delivery left.
+    pub events_days: u64,
+    /// Delivered (succeeded) or cancelled webhook deliveries, with their attempts.
+    pub deliveries_days: u64,
+    /// Dead deliveries (the dead-letter queue), with their attempts.
+    pub dead_letters_days: u64,
+    /// State changes of messages final (acked or error) for this long.
+    pub transitions_days: u64,
+    /// Finished e-invoice jobs that recorded no message (refused or duplicate files).
+    pub jobs_days: u64,
+    /// Daily summaries, and the records of result files turnbridge kept or set aside (once
+    /// the file is gone from where it was read).
+    pub feedback_days: u64,
+    /// Accepted stock levels already recorded; the newest per product code stays, and none
+    /// goes before `nextengine.ts_max_age_secs + ts_max_ahead_secs` (its replay window).
+    pub stock_updates_days: u64,
+    /// Every stock-callback request.
+    pub inventory_logs_days: u64,
+    /// Company-system pushes (the same push after this is stored again).
+    pub company_events_days: u64,
+    /// The audit trail of webhooks received, refused and resent.
+    pub audit_days: u64,
+    /// Finished NextEngine uploads (done, failed, unknown, rejected) with their CSV.
+    pub ne_jobs_days: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            events_days: 30,
+            deliveries_days: 30,
+            dead_letters_days: 90,
+            transitions_days: 400,
+            jobs_days: 400,
+            feedback_days: 90,
+            stock_updates_days: 30,
+            inventory_logs_days: 30,
+            company_events_days: 90,
+            audit_days: 400,
+            ne_jobs_days: 90,
+        }
+    }
+}
+
+impl Retention {
+    /// Every key with its value, for range checks and logs.
+    pub fn days(&self) -> [(&'static str, u64); 11] {
+        [
+            ("events_days", self.events_days),
+            ("deliveries_days", self.deliveries_days),
+            ("dead_letters_days", self.dead_letters_days),
+            ("transitions_days", self.transitions_days),
+            ("jobs_days", self.jobs_days),
+            ("feedback_days", self.feedback_days),
+            ("stock_updates_days", self.stock_updates_days),
+            ("inventory_logs_days", self.inventory_logs_days),
+            ("company_events_days", self.company_events_days),
+            ("audit_days", self.audit_days),
+            ("ne_jobs_days", self.ne_jobs_days),
+        ]
+    }
+}
+
+/// The longest retention accepted: a hundred years is "keep".
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -494,6 +569,7 @@ impl Config {
                 "nextengine" => section(&key, value, &mut issues, &mut config.nextengine),
                 "company_webhook" => section(&key, value, &mut issues, &mut config.company_webhook),
                 "webhooks" => section(&key, value, &mut issues, &mut config.webhooks),
+                "retention" => section(&key, value, &mut issues, &mut config.retention),
                 "log" => section(&key, value, &mut issues, &mut config.log),
                 _ => {}
             }
@@ -667,6 +743,7 @@ impl Config {
         if w.max_in_flight == 0 || w.max_in_flight_per_endpoint == 0 {
             bad("webhooks.max_in_flight", "must be above 0".into());
         }
+        self.check_retention(&mut bad);
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             bad(
                 "log.level",
@@ -674,6 +751,26 @@ impl Config {
                     "`{}` is not one of error, warn, info, debug, trace",
                     self.log.level
                 ),
+            );
+        }
+    }
+
+    fn check_retention(&self, bad: &mut impl FnMut(&str, String)) {
+        let r = &self.retention;
+        for (key, days) in r.days() {
+            if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+                bad(
+                    &format!("retention.{key}"),
+                    format!("must be 1 to {MAX_RETENTION_DAYS} days"),
+                );
+            }
+        }
+        // The daily summary compares what was queued on a day with what Turnkey counted.
+        if r.transitions_days < 30 {
+            bad(
+                "retention.transitions_days",
+                "must be at least 30 (daily summaries count the messages queued on their day)"
+                    .into(),
             );
         }
     }
@@ -821,6 +918,22 @@ mod tests {
                 "{expected} missing from {issues:#?}"
             );
         }
+    }
+
+    #[test]
+    fn retention_days_are_checked_naming_the_key() {
+        let text = "[retention]\nevents_days = 0\naudit_days = 40000\ntransitions_days = 10\n";
+        let issues = Config::parse(text, Path::new("/")).unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "retention.events_days",
+                "retention.audit_days",
+                "retention.transitions_days",
+            ],
+            "{issues:#?}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::logging;
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::retention::Retention;
 use crate::spool::{self, Settler, Wake};
 use crate::turnkey::feedback::{FeedbackError, Tracker};
 use crate::turnkey::simulator::Simulator;
@@ -51,6 +52,7 @@ fn notify(states: &[NotifyState]) {
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(config_path)?;
     let log = logging::init(&config.log);
+    let (inherited_umask, umask) = crate::filemode::restrict_umask();
     let spool_dir = config.einvoice_spool();
     crate::durable::create_dir_all(&spool_dir)
         .map_err(|e| DaemonError::Start(format!("create {}: {e}", spool_dir.display())))?;
@@ -64,6 +66,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         spool = %spool_dir.display(),
         inbox = %config.turnkey.inbox,
         state = %config.paths.state.display(),
+        umask = %format!("{umask:04o}"),
+        inherited_umask = %format!("{inherited_umask:04o}"),
         "turnbridge {} starting",
         env!("CARGO_PKG_VERSION")
     );
@@ -94,12 +98,18 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let fb_heartbeat = Arc::new(AtomicU64::new(0));
     let feedback = {
         let tracker = Tracker::open(config.clone())?;
+        let retention = Retention::new(
+            crate::store::Store::open(&config.database())
+                .map_err(|e| DaemonError::Start(e.to_string()))?,
+            crate::retention::Limits::of(&config),
+        );
         let (tx, heartbeat, stop) = (fb_tx.clone(), fb_heartbeat.clone(), stop.clone());
         std::thread::Builder::new()
             .name("feedback".into())
             .spawn(move || {
                 FeedbackWorker {
                     tracker,
+                    retention,
                     wake_tx: tx,
                     heartbeat,
                     stop,
@@ -643,9 +653,19 @@ fn with_progress(mut pipeline: Pipeline, heartbeat: &Arc<AtomicU64>, started: In
     pipeline
 }
 
-/// The thread that follows queued messages through Turnkey's folders and results.
+/// How often the tables are pruned, how long one run may take, and how soon the next run
+/// comes while rows are left.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+const RETENTION_BUDGET: Duration = Duration::from_millis(500);
+const RETENTION_AGAIN: Duration = Duration::from_secs(2);
+/// How often rotated-out webhook secrets past their overlap are looked for.
+const SECRETS_EVERY: Duration = Duration::from_secs(60);
+
+/// The thread that follows queued messages through Turnkey's folders and results, and keeps
+/// the store's tables bounded.
 struct FeedbackWorker {
     tracker: Tracker,
+    retention: Retention,
     wake_tx: Sender<Command>,
     heartbeat: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -670,6 +690,7 @@ impl FeedbackWorker {
     }
 
     fn reload(&mut self, config: Config, next_scan: &mut Instant) {
+        self.retention.reload(crate::retention::Limits::of(&config));
         match Tracker::open(config) {
             Ok(t) => {
                 self.tracker = t;
@@ -680,9 +701,41 @@ impl FeedbackWorker {
         }
     }
 
+    /// One retention run; returns when to run again: soon while rows are left.
+    fn prune_tables(&mut self) -> Duration {
+        match self.retention.prune(chrono::Utc::now(), RETENTION_BUDGET) {
+            Ok(p) => {
+                if p.total() > 0 || p.secrets > 0 {
+                    let tables: Vec<String> =
+                        p.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                    info!(
+                        rows = p.total(),
+                        secrets = p.secrets,
+                        done = p.done,
+                        "pruned rows past their retention: {}",
+                        tables.join(", ")
+                    );
+                }
+                health::clear("retention");
+                if p.done {
+                    RETENTION_EVERY
+                } else {
+                    RETENTION_AGAIN
+                }
+            }
+            Err(e) => {
+                error!("pruning old rows failed, retrying later: {e}");
+                health::set("retention", format!("pruning old rows: {e}"));
+                RETENTION_AGAIN * 30
+            }
+        }
+    }
+
     fn run(mut self, rx: Receiver<Command>) {
         self.arm_watcher();
         let mut next_prune = Instant::now();
+        let mut next_retention = Instant::now();
+        let mut next_secrets = Instant::now();
         let mut next_scan = Instant::now();
         loop {
             let ms = self.started.elapsed().as_millis() as u64;
@@ -717,6 +770,14 @@ impl FeedbackWorker {
                     error!("pruning old log rows failed: {e}");
                 }
                 next_prune = Instant::now() + Duration::from_secs(3600);
+            }
+            if Instant::now() >= next_retention {
+                next_retention = Instant::now() + self.prune_tables();
+            } else if Instant::now() >= next_secrets {
+                if let Err(e) = self.retention.forget_rotated_secrets(chrono::Utc::now()) {
+                    error!("removing rotated-out webhook secrets failed: {e}");
+                }
+                next_secrets = Instant::now() + SECRETS_EVERY;
             }
             let wait = next_scan
                 .saturating_duration_since(Instant::now())

@@ -24,13 +24,15 @@
 //!
 //! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
 //! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
-//! rest is built on, and [`limited`] the bounded reads of files others control.
+//! rest is built on, and [`limited`] the bounded reads of files others control. [`retention`]
+//! keeps every table bounded, and [`filemode`] keeps what turnbridge writes from other users.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod einvoice;
+pub mod filemode;
 pub mod health;
 pub mod http;
 pub mod limited;
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod nextengine;
 pub mod pipeline;
 pub mod report;
+pub mod retention;
 pub mod spool;
 pub mod store;
 pub mod turnkey;

@@ -6,6 +6,11 @@
 //!
 //! Messages are unique by (type, seller, number): a re-run after a crash finds the row and
 //! never writes a second XML for it.
+//!
+//! The database holds secrets (NextEngine tokens, webhook secrets): it and its `-wal` and
+//! `-shm` files are owner-only (0600) whatever the umask, and deleted or overwritten content
+//! is zeroed in the file (`secure_delete`). Every table is bounded by a rule in
+//! [`crate::retention`].
 
 use std::path::{Path, PathBuf};
 
@@ -311,6 +316,33 @@ CREATE TABLE ne_logins (
     used_at     TEXT
 );
 "#,
+    r#"
+-- An index for every lookup by hash, name or time, and for the retention rules' scans (oldest
+-- first). Only indexes on the tables above, so it applies after any other migration.
+CREATE INDEX IF NOT EXISTS feedback_files_md5 ON feedback_files(md5);
+CREATE INDEX IF NOT EXISTS feedback_files_kind ON feedback_files(kind, seen_at);
+CREATE INDEX IF NOT EXISTS feedback_files_seen ON feedback_files(seen_at);
+CREATE INDEX IF NOT EXISTS summaries_feedback ON summaries(feedback_id);
+CREATE INDEX IF NOT EXISTS summaries_at ON summaries(at);
+CREATE INDEX IF NOT EXISTS messages_tenant ON messages(tenant);
+CREATE INDEX IF NOT EXISTS messages_type_state ON messages(message_type, state);
+CREATE INDEX IF NOT EXISTS transitions_state_at ON transitions(to_state, at);
+CREATE INDEX IF NOT EXISTS transitions_at ON transitions(at);
+CREATE INDEX IF NOT EXISTS events_fanned_created ON events(fanned_out, created_at);
+CREATE INDEX IF NOT EXISTS deliveries_final ON deliveries(state, updated_at);
+CREATE INDEX IF NOT EXISTS delivery_attempts_started ON delivery_attempts(started_at);
+CREATE INDEX IF NOT EXISTS stock_updates_code ON stock_updates(code);
+CREATE INDEX IF NOT EXISTS stock_updates_received ON stock_updates(sink_state, received_at);
+CREATE INDEX IF NOT EXISTS inventory_logs_received ON inventory_logs(received_at);
+CREATE INDEX IF NOT EXISTS inventory_logs_outcome ON inventory_logs(outcome);
+CREATE INDEX IF NOT EXISTS company_events_received ON company_events(received_at);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, at);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+CREATE INDEX IF NOT EXISTS ne_jobs_state ON ne_jobs(state, updated_at);
+CREATE INDEX IF NOT EXISTS ne_jobs_que ON ne_jobs(que_id);
+CREATE INDEX IF NOT EXISTS ne_logins_started ON ne_logins(started_at);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -425,16 +457,29 @@ impl Store {
     }
 
     fn open_existing_or_new(path: &Path) -> Result<Store> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        // Created owner-only before SQLite opens it: SQLite creates the -wal and -shm files
+        // with the database's own mode.
+        create_owner_only(path).map_err(|e| open_err(io_error(e)))?;
+        let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted and overwritten content (pruned rows, removed webhook secrets, replaced
+        // tokens) is zeroed in the file, not left in free space.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let mut store = Store { conn };
         store.migrate()?;
+        // A database made by an earlier version (or under a looser umask) is narrowed too.
+        for file in database_files(path) {
+            if let Err(e) = crate::filemode::owner_only(&file) {
+                tracing::warn!(file = %file.display(), "cannot make the database owner-only: {e}");
+            }
+        }
         Ok(store)
     }
 
@@ -590,6 +635,39 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The database and the -wal and -shm files SQLite keeps beside it.
+pub fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Creates an empty database file, mode 0600, unless one is there.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::filemode::DATABASE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn io_error(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+        Some(e.to_string()),
+    )
 }
 
 const MESSAGE_COLUMNS: &str = "id, job_id, message_type, seller_ban, number, tenant, state, staged, xml_name, xml_path, source_file, source_row, staged_path, xml_md5";
@@ -750,6 +828,9 @@ impl TxExt for Transaction<'_> {
 }
 
 #[cfg(test)]
+mod plans;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -768,5 +849,27 @@ mod tests {
         // Removing the marker is the way to start afresh on purpose.
         std::fs::remove_file(dir.path().join("turnbridge.db.created")).unwrap();
         assert!(Store::open(&db).is_ok());
+    }
+
+    #[test]
+    fn the_database_and_its_wal_and_shm_are_owner_only_even_when_they_were_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("turnbridge.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let store = Store::open(&db).unwrap();
+        let files = database_files(&db);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        // As an earlier version (or a looser umask) left them.
+        for f in &files {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let again = Store::open(&db).unwrap();
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        drop((store, again));
     }
 }

@@ -233,7 +233,7 @@ pub fn update_endpoint(
             return Ok(Err(e));
         }
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if endpoint(&tx, id)?.is_none() {
         return Ok(Ok(None));
     }
@@ -278,9 +278,10 @@ pub fn update_endpoint(
     Ok(Ok(Some((ep, new_secret_shown))))
 }
 
-/// Removes an endpoint; its pending deliveries are cancelled. Returns whether it existed.
+/// Removes an endpoint, its secrets with it (the row is deleted, and the store zeroes
+/// deleted content); its pending deliveries are cancelled. Returns whether it existed.
 pub fn remove_endpoint(conn: &mut Connection, id: &str) -> Result<bool, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let n = tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [id])?;
     tx.execute(
         "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?1 WHERE endpoint_id = ?2 AND state = 'pending'",
@@ -288,6 +289,26 @@ pub fn remove_endpoint(conn: &mut Connection, id: &str) -> Result<bool, StoreErr
     )?;
     tx.commit()?;
     Ok(n == 1)
+}
+
+/// Removes from the store every rotated-out secret whose overlap ended by `now` (RFC 3339
+/// as the store writes it). Returns how many were removed.
+pub fn forget_rotated_secrets(conn: &Connection, now: &str) -> Result<usize, StoreError> {
+    let due: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+         WHERE old_secret IS NOT NULL AND (old_secret_until IS NULL OR old_secret_until <= ?1))",
+        [now],
+        |r| r.get(0),
+    )?;
+    // Checked first, so the common case takes no write lock.
+    if !due {
+        return Ok(0);
+    }
+    Ok(conn.execute(
+        "UPDATE webhook_endpoints SET old_secret = NULL, old_secret_until = NULL
+         WHERE old_secret IS NOT NULL AND (old_secret_until IS NULL OR old_secret_until <= ?1)",
+        [now],
+    )?)
 }
 
 fn subscribed(events: &[String], event: &str) -> bool {

@@ -1,0 +1,307 @@
+//! Bounded tables and secrets at rest, on the real daemon: what it writes is never open to
+//! other users whatever umask it starts with, it prunes old rows at start (keeping what is
+//! still needed), and webhook secrets leave the store when rotated out or removed.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use rusqlite::params;
+
+/// Starts the daemon with `umask` (set in the child only, so the tests beside it are not
+/// affected).
+fn start_with_umask(sb: &mut Sandbox, umask: u32) {
+    std::fs::create_dir_all(sb.spool()).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(sb.log_path())
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnbridge"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(sb.config_path())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: umask is async-signal-safe and touches only the child's mask.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    sb.child = Some(cmd.spawn().expect("start turnbridge"));
+    wait_for(20, "the daemon to start", || sb.log().contains(" starting"));
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Drops a good batch and a refused one and waits for the XML and the report.
+fn one_sent_one_refused(sb: &Sandbox) -> (PathBuf, PathBuf) {
+    sb.drop_file("good.csv", batch_csv("UM", 1, 1).as_bytes());
+    sb.drop_file("bad.json", b"{ not json");
+    wait_for(20, "the XML in the inbox", || sb.inbox_files().len() == 1);
+    let mut report = None;
+    wait_for(20, "the refused file's report", || {
+        report = files_in(&sb.rejected())
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(".error.txt"));
+        report.is_some()
+    });
+    (sb.inbox_files().remove(0), report.unwrap())
+}
+
+fn database_files(sb: &Sandbox) -> Vec<PathBuf> {
+    ["turnbridge.db", "turnbridge.db-wal", "turnbridge.db-shm"]
+        .iter()
+        .map(|f| sb.state().join(f))
+        .collect()
+}
+
+#[test]
+fn under_a_permissive_umask_everything_turnbridge_writes_is_owner_only() {
+    let mut sb = Sandbox::new();
+    start_with_umask(&mut sb, 0o000);
+    let (xml, report) = one_sent_one_refused(&sb);
+    assert!(
+        sb.log().contains("umask=0077") && sb.log().contains("inherited_umask=0000"),
+        "the start line says which umask is used"
+    );
+    for f in database_files(&sb) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(&xml), 0o600, "staged XML {}", xml.display());
+    let json = report.with_file_name(
+        report
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".error.txt", ".error.json"),
+    );
+    for f in [&report, &json] {
+        assert_eq!(mode(f), 0o600, "report {}", f.display());
+    }
+    assert_eq!(mode(&sb.state().join("health.json")), 0o600);
+    // Dropped files keep the mode their writer gave them (turnbridge may not own them); the
+    // folders they are kept in are closed to others.
+    let mut folders = vec![sb.state(), sb.rejected(), sb.state().join("archive")];
+    folders.extend(
+        sb.archived()
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf)),
+    );
+    for dir in folders {
+        assert_eq!(mode(&dir) & 0o077, 0, "folder {}", dir.display());
+    }
+    sb.terminate();
+}
+
+#[test]
+fn under_the_packaged_units_umask_the_group_shares_the_files_but_not_the_database() {
+    let mut sb = Sandbox::new();
+    // systemd/turnbridge.service: UMask=0007, so Turnkey's user (in the group) reads the XML.
+    start_with_umask(&mut sb, 0o007);
+    let (xml, report) = one_sent_one_refused(&sb);
+    assert_eq!(mode(&xml), 0o660, "staged XML {}", xml.display());
+    assert_eq!(mode(&report), 0o660, "report {}", report.display());
+    for f in database_files(&sb) {
+        assert_eq!(mode(&f), 0o600, "it holds secrets: {}", f.display());
+    }
+    sb.terminate();
+}
+
+/// `days` ago, as the store writes times.
+fn ago(days: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[test]
+fn the_daemon_prunes_old_rows_at_start_and_keeps_what_is_still_needed() {
+    let tail = "[retention]\naudit_days = 5\ncompany_events_days = 5\nevents_days = 5\ndeliveries_days = 5\n\
+                [webhooks]\nallow_private_networks = true\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    std::fs::create_dir_all(sb.state()).unwrap();
+    {
+        // Rows the daemon's own paths would have written weeks ago.
+        let mut store = turnbridge::store::Store::open(&sb.state().join("turnbridge.db")).unwrap();
+        let conn = store.conn_mut();
+        for (days, what) in [(9, "old"), (1, "new")] {
+            conn.execute(
+                "INSERT INTO audit (action, subject, at) VALUES ('WEBHOOK_RECEIVED', ?1, ?2)",
+                params![what, ago(days)],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO company_events (event_type, business_key, content_md5, payload, request_id, received_at)
+                 VALUES ('inventory.updated', ?1, 'm', '{}', 'r', ?2)",
+                params![what, ago(days)],
+            )
+            .unwrap();
+        }
+        turnbridge::webhook::outbound::add_endpoint(
+            conn,
+            "http://127.0.0.1:9/never",
+            &["*".to_string()],
+            None,
+            None,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        for i in 0..3 {
+            conn.execute(
+                "INSERT INTO events (event, tenant, payload, created_at) VALUES ('upload.completed', NULL, ?1, ?2)",
+                params![format!("{{\"n\":{i}}}"), ago(9)],
+            )
+            .unwrap();
+        }
+        turnbridge::webhook::outbound::fan_out(conn, 100).unwrap();
+        // One delivered weeks ago; two still pending (their receiver is down).
+        conn.execute(
+            "UPDATE deliveries SET state = 'succeeded', updated_at = ?1
+             WHERE rowid = (SELECT min(rowid) FROM deliveries)",
+            [ago(9)],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE deliveries SET next_attempt_at = ?1 WHERE state = 'pending'",
+            [ago(-30)],
+        )
+        .unwrap();
+    }
+    sb.start();
+    wait_for(20, "the first retention run", || {
+        sb.log().contains("pruned rows past their retention")
+    });
+    let db = sb.db();
+    let col = |sql: &str| -> Vec<String> {
+        let mut stmt = db.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(col("SELECT subject FROM audit"), ["new"]);
+    assert_eq!(col("SELECT business_key FROM company_events"), ["new"]);
+    assert_eq!(
+        col("SELECT state FROM deliveries ORDER BY state"),
+        ["pending", "pending"],
+        "pending deliveries are never pruned"
+    );
+    assert_eq!(
+        col("SELECT CAST(count(*) AS TEXT) FROM events"),
+        ["2"],
+        "the delivered event went; those still being delivered stay"
+    );
+    sb.terminate();
+}
+
+/// Whether any text or blob in any row of the database holds `needle`.
+fn stored_anywhere(db: &rusqlite::Connection, needle: &str) -> Vec<String> {
+    let tables: Vec<String> = {
+        let mut stmt = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let mut found = Vec::new();
+    for t in tables {
+        let mut stmt = db.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            for i in 0..n {
+                let hit = match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        b.windows(needle.len()).any(|w| w == needle.as_bytes())
+                    }
+                    _ => false,
+                };
+                if hit {
+                    found.push(t.clone());
+                }
+            }
+        }
+    }
+    found
+}
+
+fn cli(sb: &Sandbox, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(args)
+        .arg("--config")
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {text}");
+    text
+}
+
+fn field(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn rotated_out_and_removed_webhook_secrets_leave_the_store() {
+    // No overlap: a rotated-out secret is due for removal at once.
+    let tail = "[webhooks]\nallow_private_networks = true\nsecret_overlap_hours = 0\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    std::fs::create_dir_all(sb.state()).unwrap();
+    let out = cli(
+        &sb,
+        &[
+            "webhooks",
+            "add",
+            "http://127.0.0.1:9/hook",
+            "--events",
+            "*",
+        ],
+    );
+    let (id, first) = (field(&out, "id"), field(&out, "secret"));
+    let out = cli(&sb, &["webhooks", "update", &id, "--rotate-secret"]);
+    let second = field(&out, "new secret");
+    assert_eq!(
+        stored_anywhere(&sb.db(), &first),
+        ["webhook_endpoints"],
+        "kept for its overlap until the daemon sees it ended"
+    );
+    sb.start();
+    wait_for(20, "the rotated-out secret to leave the store", || {
+        stored_anywhere(&sb.db(), &first).is_empty()
+    });
+    assert!(sb.log().contains("secrets=1"), "the run says so");
+    assert_eq!(stored_anywhere(&sb.db(), &second), ["webhook_endpoints"]);
+    // A removed endpoint's secret goes at once, with the row: not flagged, deleted.
+    cli(&sb, &["webhooks", "remove", &id]);
+    assert!(stored_anywhere(&sb.db(), &second).is_empty());
+    sb.db()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let bytes = std::fs::read(sb.state().join("turnbridge.db")).unwrap();
+    for s in [&first, &second] {
+        assert!(
+            !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+            "a secret is still in the database file's free space"
+        );
+    }
+    sb.terminate();
+}
