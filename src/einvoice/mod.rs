@@ -362,13 +362,24 @@ pub fn printable(text: &str, max: usize) -> String {
             out.push_str(&format!("… ({} characters)", text.chars().count()));
             break;
         }
-        if c.is_control() {
+        if c.is_control() || reorders_text(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Characters that are not control characters but still rewrite what a reader sees: the
+/// bidirectional overrides and isolates (which can reverse a file name on screen) and the
+/// Unicode line and paragraph separators (which some viewers break lines at).
+fn reorders_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            | '\u{2028}' | '\u{2029}'
+    )
 }
 
 /// A tenant id may become part of a folder name, so it is kept to a safe alphabet.
@@ -392,5 +403,9 @@ mod tests {
         );
         let long = "x".repeat(1000);
         assert_eq!(printable(&long, 3), "xxx… (1000 characters)");
+        assert_eq!(
+            printable("invoice\u{202E}vsc.exe\u{2028}x", 80),
+            "invoice\\u{202e}vsc.exe\\u{2028}x"
+        );
     }
 }

@@ -826,27 +826,15 @@ impl Tracker {
         Ok(late.len())
     }
 
-    /// Deletes request and attempt logs older than `retention_days` (the rows that only
-    /// grow: every stock callback request, and the attempts of finished deliveries).
+    /// Deletes the records of Turnkey's files older than `retention_days` (the request and
+    /// attempt logs are [`crate::retention`]'s, under `[retention]`).
     pub fn prune_logs(&mut self) -> Result<usize, FeedbackError> {
-        let before = (chrono::Utc::now()
-            - chrono::Duration::days(self.config.turnkey.retention_days as i64))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let tx = self.store.transaction()?;
-        let mut n = tx.execute(
-            "DELETE FROM inventory_logs WHERE received_at < ?1",
-            [&before],
-        )?;
-        n += tx.execute(
-            "DELETE FROM delivery_attempts WHERE started_at < ?1
-             AND delivery_id IN (SELECT id FROM deliveries WHERE state IN ('succeeded', 'cancelled'))",
-            [&before],
-        )?;
-        n += Self::prune_turnkey_records(&tx, self.config.turnkey.retention_days)?;
+        let n = Self::prune_turnkey_records(&tx, self.config.turnkey.retention_days)?;
         tx.commit()?;
         if n > 0 {
             info!(
-                "pruned {n} log rows older than {} days",
+                "pruned {n} records of Turnkey files older than {} days",
                 self.config.turnkey.retention_days
             );
         }
