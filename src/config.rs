@@ -843,6 +843,14 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_are_resolved_against_the_config_folder() {
+        let text = "[paths]\nspool = \"spool\"\n[turnkey]\ninbox = \"tk/{message_type}\"\n";
+        let c = Config::parse(text, Path::new("/srv/tb")).unwrap();
+        assert_eq!(c.paths.spool, Path::new("/srv/tb/spool"));
+        assert_eq!(c.turnkey.inbox, "/srv/tb/tk/{message_type}");
+    }
+
+    #[test]
     fn listener_limits_are_checked_each_under_its_own_key() {
         let text = "[http]\nrequest_timeout_ms = 0\nheader_timeout_ms = 0\nidle_timeout_ms = 0\n\
                     write_timeout_ms = 3600001\nmax_connection_age_ms = 999\nmax_connections = 0\n\
@@ -870,13 +878,5 @@ mod tests {
             (c.http.send_buffer_bytes, c.http.max_connections_per_peer),
             (0, 64)
         );
-    }
-
-    #[test]
-    fn relative_paths_are_resolved_against_the_config_folder() {
-        let text = "[paths]\nspool = \"spool\"\n[turnkey]\ninbox = \"tk/{message_type}\"\n";
-        let c = Config::parse(text, Path::new("/srv/tb")).unwrap();
-        assert_eq!(c.paths.spool, Path::new("/srv/tb/spool"));
-        assert_eq!(c.turnkey.inbox, "/srv/tb/tk/{message_type}");
     }
 }
