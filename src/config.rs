@@ -57,7 +57,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The embedded HTTP listener.
+/// The embedded HTTP listener. The connection limits and timeouts apply to each listening
+/// address on its own (see `listener` for how they work together).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Http {
@@ -69,10 +70,30 @@ pub struct Http {
     pub admin_token: Secret,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
+    /// A handler must answer within this.
     pub request_timeout_ms: u64,
+    /// A request head must be complete this long after its first byte (after the connection
+    /// opened, for its first request).
     pub header_timeout_ms: u64,
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// A connection between requests that receives and sends nothing for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A connection whose answer makes no progress for this long (its client does not read)
+    /// is closed.
+    pub write_timeout_ms: u64,
+    /// A connection older than this is closed once idle; an answer in progress goes out
+    /// first, with `Connection: close`.
+    pub max_connection_age_ms: u64,
+    /// Connections held at once. When all are taken, a new connection takes the slot of one
+    /// that is only waiting on its client: from the peer holding the most (its longest
+    /// waiting) if that peer holds more than the newcomer's, else from its own peer, else it
+    /// is reset; when all are being answered, new ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one peer (an IPv4 address, an IPv6 /64) holds at once; a new one beyond is
+    /// reset at once. At `max_connections` or above, there is no cap per peer.
+    pub max_connections_per_peer: usize,
+    /// Kernel send buffer of each connection (`SO_SNDBUF`, which Linux doubles): bounds what
+    /// an answer a client never reads can hold in memory. 0 keeps the kernel's default.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for Http {
@@ -85,7 +106,12 @@ impl Default for Http {
             max_header_bytes: 16 << 10,
             request_timeout_ms: 10_000,
             header_timeout_ms: 5_000,
+            idle_timeout_ms: 15_000,
+            write_timeout_ms: 10_000,
+            max_connection_age_ms: 120_000,
             max_connections: 512,
+            max_connections_per_peer: 64,
+            send_buffer_bytes: 64 << 10,
         }
     }
 }
@@ -343,6 +369,9 @@ impl Default for Zip {
         }
     }
 }
+
+/// The most connections `http.max_connections` allows per listening address.
+pub const MAX_CONNECTIONS: usize = 65_536;
 
 /// The shortest admin token or company-system secret accepted (the seed's sample secret,
 /// `jyt-gas-webhook-2024`, has 20).
@@ -691,14 +720,39 @@ impl Config {
         if h.max_header_bytes < 8192 {
             bad("http.max_header_bytes", "must be at least 8192".into());
         }
-        if h.max_connections == 0 {
-            bad("http.max_connections", "must be above 0".into());
+        if !(1..=MAX_CONNECTIONS).contains(&h.max_connections) {
+            bad(
+                "http.max_connections",
+                format!("must be 1 to {MAX_CONNECTIONS}"),
+            );
+        }
+        if h.max_connections_per_peer == 0 {
+            bad("http.max_connections_per_peer", "must be at least 1".into());
         }
         if h.max_body_bytes == 0 {
             bad("http.max_body_bytes", "must be above 0".into());
         }
-        if h.request_timeout_ms == 0 || h.header_timeout_ms == 0 {
-            bad("http.request_timeout_ms", "timeouts must be above 0".into());
+        for (key, ms) in [
+            ("http.request_timeout_ms", h.request_timeout_ms),
+            ("http.header_timeout_ms", h.header_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.write_timeout_ms", h.write_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                bad(key, "must be 1 to 3600000 (an hour)".into());
+            }
+        }
+        if !(1000..=86_400_000).contains(&h.max_connection_age_ms) {
+            bad(
+                "http.max_connection_age_ms",
+                "must be 1000 to 86400000 (a day)".into(),
+            );
+        }
+        if h.send_buffer_bytes != 0 && !(4096..=16 << 20).contains(&h.send_buffer_bytes) {
+            bad(
+                "http.send_buffer_bytes",
+                "must be 0 (the kernel's default) or 4096 to 16777216".into(),
+            );
         }
         let ne = &self.nextengine;
         if !ne.updatestock_path.starts_with('/') {
@@ -942,5 +996,35 @@ mod tests {
         let c = Config::parse(text, Path::new("/srv/tb")).unwrap();
         assert_eq!(c.paths.spool, Path::new("/srv/tb/spool"));
         assert_eq!(c.turnkey.inbox, "/srv/tb/tk/{message_type}");
+    }
+
+    #[test]
+    fn listener_limits_are_checked_each_under_its_own_key() {
+        let text = "[http]\nrequest_timeout_ms = 0\nheader_timeout_ms = 0\nidle_timeout_ms = 0\n\
+                    write_timeout_ms = 3600001\nmax_connection_age_ms = 999\nmax_connections = 0\n\
+                    max_connections_per_peer = 0\nsend_buffer_bytes = 100\n";
+        let issues = Config::parse(text, Path::new("/")).unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "http.max_connections",
+                "http.max_connections_per_peer",
+                "http.request_timeout_ms",
+                "http.header_timeout_ms",
+                "http.idle_timeout_ms",
+                "http.write_timeout_ms",
+                "http.max_connection_age_ms",
+                "http.send_buffer_bytes",
+            ]
+        );
+        // The kernel's send buffer, and a per-peer cap above the total (no cap), are allowed.
+        let ok =
+            "[http]\nsend_buffer_bytes = 0\nmax_connections = 8\nmax_connections_per_peer = 64\n";
+        let c = Config::parse(ok, Path::new("/")).unwrap();
+        assert_eq!(
+            (c.http.send_buffer_bytes, c.http.max_connections_per_peer),
+            (0, 64)
+        );
     }
 }

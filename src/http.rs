@@ -9,9 +9,10 @@
 //! | `GET /healthz`, `/metrics` | none | liveness, Prometheus metrics |
 //!
 //! Every request gets an id (`X-Request-Id`, and `request_id` in every log line of it), a
-//! deadline (`http.request_timeout_ms`), a header deadline and size cap (431 beyond), and a
-//! body cap (413). Errors are JSON with a stable `code`. A request is answered only after what
-//! it changed is committed.
+//! deadline (`http.request_timeout_ms`), a header size cap (431 beyond), and a body cap
+//! (413). Errors are JSON with a stable `code`. A request is answered only after what it
+//! changed is committed. Which connections are held, and when one that stalls is closed, is
+//! [`crate::listener`]'s part.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,9 +31,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::config::{Config, StockSink};
+use crate::listener::{self, Close, GuardedIo, Limits, Table};
 use crate::metrics::{self, Gauge};
 use crate::nextengine::stock_callback::{self, StockQuery};
 use crate::store::{self, Store, StoreError};
@@ -58,6 +60,11 @@ pub struct AppState {
     nextengine: Arc<crate::nextengine::client::Client>,
     /// Bounds what refused stock callbacks cost (rows, log lines).
     refusals: stock_callback::RefusalGate,
+    /// The connections of each listening address.
+    main_conns: Arc<Table>,
+    monitor_conns: Arc<Table>,
+    /// When the listener last warned that it is evicting or refusing connections.
+    pressure_warned: std::sync::Mutex<Option<Instant>>,
 }
 
 impl AppState {
@@ -66,6 +73,30 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn table(&self, role: Role) -> &Arc<Table> {
+        match role {
+            Role::Main => &self.main_conns,
+            Role::Monitor => &self.monitor_conns,
+        }
+    }
+
+    /// Warns, at most once a minute, that connections are being evicted or refused (the
+    /// counts are in `turnbridge_http_connections_closed_total`).
+    fn warn_pressure(&self, role: Role, what: Close) {
+        let mut last = self
+            .pressure_warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            warn!(
+                listener = ?role,
+                "the listener is full or a peer is at its cap: connections are being {} (see turnbridge_http_connections_closed_total; limits in [http])",
+                if what == Close::Evicted { "evicted" } else { "refused" }
+            );
+        }
     }
 }
 
@@ -112,11 +143,15 @@ pub async fn start(
     if config.http.listen.is_empty() {
         return Ok(None);
     }
+    listener::check_open_file_limit(config);
     let state = Arc::new(AppState {
         config: RwLock::new(Arc::new(config.clone())),
         db: store::Shared::new(Store::open(&config.database())?),
         nextengine,
         refusals: Default::default(),
+        main_conns: Default::default(),
+        monitor_conns: Default::default(),
+        pressure_warned: Default::default(),
     });
     let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
@@ -126,12 +161,10 @@ pub async fn start(
         listeners.push((config.http.monitor_listen.clone(), Role::Monitor));
     }
     for (addr, role) in listeners {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| HttpError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
+        let listener = listener::bind(&addr).map_err(|source| HttpError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
         let local = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
@@ -167,50 +200,96 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(
-        state.config().http.max_connections,
-    ));
+    let table = state.table(role).clone();
     loop {
-        // A connection is accepted only when there is room for it, so a flood of clients
-        // waits in the kernel's queue instead of exhausting the daemon.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = shutdown.changed() => break,
         };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let cfg = state.config();
-                let st = state.clone();
-                let service = service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, Infallible>(handle(st, role, req, remote).await) }
-                });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_millis(cfg.http.header_timeout_ms))
-                    .max_buf_size(cfg.http.max_header_bytes)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%remote, "connection ended: {e}");
-                    }
-                    drop(permit);
-                });
+        let limits = Limits::from(&state.config().http);
+        // Every slot being answered is the one case a new connection waits (and, while it
+        // does, the ones after it wait in the kernel's accept queue).
+        let admitted = loop {
+            match table.admit(remote.ip(), &limits, tokio::time::Instant::now()) {
+                Err(None) => tokio::select! {
+                    _ = table.changed() => {}
+                    _ = shutdown.changed() => break None,
+                },
+                other => break Some(other),
             }
-            _ = shutdown.changed() => break,
+        };
+        let mut ticket = match admitted {
+            None => break,
+            Some(Ok((ticket, evicted))) => {
+                if evicted {
+                    state.warn_pressure(role, Close::Evicted);
+                }
+                ticket
+            }
+            Some(Err(refused)) => {
+                let refused = refused.unwrap_or(Close::Full);
+                // Reset at once: the cheapest answer, and nothing is kept for it.
+                let _ = stream.set_zero_linger();
+                drop(stream);
+                trace!(%remote, reason = refused.as_str(), "connection refused");
+                closed_metric(refused);
+                state.warn_pressure(role, refused);
+                continue;
+            }
+        };
+        if limits.send_buffer > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer);
         }
+        let st = state.clone();
+        let track = ticket.track.clone();
+        let service = service_fn(move |req| {
+            let (st, track) = (st.clone(), track.clone());
+            async move {
+                let busy = track.busy();
+                let mut resp = handle(st, role, req, remote).await;
+                if busy.track().too_old(&limits, tokio::time::Instant::now()) {
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let io = TokioIo::new(GuardedIo::new(stream, ticket.track.clone()));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            // The listener keeps the header deadline itself (from a request's first byte,
+            // apart from the idle time between requests).
+            .header_read_timeout(None)
+            .max_buf_size(state.config().http.max_header_bytes)
+            .serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            match listener::supervise(conn, &mut ticket, &limits).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%remote, "connection ended: {e}"),
+                Err(why) => {
+                    trace!(%remote, reason = why.as_str(), "connection closed");
+                    closed_metric(why);
+                }
+            }
+        });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+fn closed_metric(why: Close) {
+    metrics::inc(
+        "turnbridge_http_connections_closed_total",
+        &[("reason", why.as_str())],
+    );
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response<Body> {
@@ -961,6 +1040,18 @@ async fn metrics_response(state: &Arc<AppState>) -> Response<Body> {
     })
     .await
     .unwrap_or_default();
+    let mut gauges = gauges;
+    let mut roles = vec![(Role::Main, "main")];
+    if !state.config().http.monitor_listen.is_empty() {
+        roles.push((Role::Monitor, "monitor"));
+    }
+    for (role, name) in roles {
+        gauges.push(Gauge {
+            name: "turnbridge_http_connections",
+            labels: vec![("listener".into(), name.into())],
+            value: state.table(role).len() as f64,
+        });
+    }
     let mut r = Response::new(Full::new(Bytes::from(metrics::render(&gauges))));
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -17,7 +17,8 @@
 //!
 //! Beside the spool, [`http`] is the embedded listener: NextEngine's stock callback
 //! ([`nextengine::stock_callback`]), the company system's webhook ([`webhook::inbound`]),
-//! monitoring routes and [`metrics`].
+//! monitoring routes and [`metrics`]; [`listener`] decides which connections it holds and
+//! closes the ones that stall.
 //!
 //! Trouble the daemon retries on its own (a full disk, a receiver that is down) is logged and
 //! kept in [`health`] until it clears, for `turnbridge status` and `/healthz`.
@@ -36,6 +37,7 @@ pub mod filemode;
 pub mod health;
 pub mod http;
 pub mod limited;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod nextengine;

@@ -22,6 +22,16 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Time to answer an HTTP request, by route.",
     ),
     (
+        "turnbridge_http_connections",
+        "gauge",
+        "Connections the listener holds, by listener (main, monitor).",
+    ),
+    (
+        "turnbridge_http_connections_closed_total",
+        "counter",
+        "Connections the listener closed or refused, by reason (header_timeout, idle_timeout, write_timeout, max_age, evicted, peer_cap, full).",
+    ),
+    (
         "turnbridge_signature_failures_total",
         "counter",
         "Requests refused for a missing or wrong signature or secret, by route.",

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -439,24 +440,322 @@ fn metrics_pass_promtool_when_it_is_installed() {
     promtool_check(&text);
 }
 
+/// A client socket bound to `ip` (any 127/8 address: the listener sees another peer), with a
+/// small receive buffer when asked, as a blocking std stream.
+fn connect_from(ip: [u8; 4], to: SocketAddr, rcvbuf: Option<u32>) -> std::net::TcpStream {
+    try_connect_from(ip, to, rcvbuf).unwrap()
+}
+
+/// As [`connect_from`]; the error is the connection's, e.g. a reset that came at once.
+fn try_connect_from(
+    ip: [u8; 4],
+    to: SocketAddr,
+    rcvbuf: Option<u32>,
+) -> std::io::Result<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(n) = rcvbuf {
+            s.set_recv_buffer_size(n).unwrap();
+        }
+        s.bind(SocketAddr::from((ip, 0))).unwrap();
+        s.connect(to).await?.into_std()
+    })?;
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// Whether the kernel still has the connection established (the server has neither closed
+/// nor reset it), without reading from it.
+fn established(s: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        );
+        rc == 0 && info.tcpi_state == 1
+    }
+}
+
+/// Waits (up to `secs`) for the server to close or reset `s`; returns when it was seen.
+fn closed_within(s: &std::net::TcpStream, secs: u64) -> Option<Instant> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if !established(s) {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn closed_count(addr: SocketAddr, reason: &str) -> u64 {
+    let text = http_get(addr, "/metrics", &[]).text();
+    let key = format!("turnbridge_http_connections_closed_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key)?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
-fn connections_beyond_the_cap_wait_their_turn() {
-    let tail = "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\nheader_timeout_ms = 600\n";
+fn a_full_listener_gives_a_new_client_the_slot_of_a_stuck_one() {
+    // Long timeouts: only eviction can make room in time.
+    let tail = "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\nheader_timeout_ms = 20000\n";
     let mut sb = Sandbox::with_sections("", tail);
     sb.start();
     let addr = sb.http_addr();
-    // Two clients hold both slots without sending anything.
-    let _a = std::net::TcpStream::connect(addr).unwrap();
-    let _b = std::net::TcpStream::connect(addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // One peer holds both slots: a silent connection and a slowloris.
+    let silent = connect_from([127, 0, 0, 2], addr, None);
+    let mut slow = connect_from([127, 0, 0, 2], addr, None);
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = http_get(addr, "/healthz", &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "served at once, not after a timeout ({:?})",
+        t.elapsed()
+    );
+    // The longest-waiting one gave up its slot, and was reset.
+    assert!(
+        closed_within(&silent, 5).is_some(),
+        "the older one was evicted"
+    );
+    assert!(established(&slow), "the newer one kept its slot");
+    assert!(closed_count(addr, "evicted") >= 1);
+}
+
+#[test]
+fn when_every_slot_is_being_answered_a_new_client_waits_its_turn() {
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\nrequest_timeout_ms = 600\n\
+         [company_webhook]\nsecret = \"{SECRET}\"\n"
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let addr = sb.http_addr();
+    // Two authenticated pushes whose bodies never come: their handlers hold both slots until
+    // request_timeout_ms; they are being answered, so nobody evicts them.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!(
+                "POST /api/sync/company/webhook HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: {SECRET}\r\nContent-Length: 100\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(150));
     let t = Instant::now();
     let r = http_get(addr, "/healthz", &[]);
     assert_eq!(r.status, 200);
     assert!(
         t.elapsed() >= Duration::from_millis(300),
-        "the third client was served before a slot freed up ({:?})",
+        "the third client was served before a handler finished ({:?})",
         t.elapsed()
     );
+    for mut s in held {
+        let mut buf = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read_to_end(&mut buf);
+        assert!(
+            String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+            "the held requests timed out: {}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+}
+
+#[test]
+fn a_peer_over_its_cap_is_reset_at_once_and_others_are_served() {
+    let tail = "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_peer = 2\nheader_timeout_ms = 20000\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    sb.start();
+    let addr = sb.http_addr();
+    let a = connect_from([127, 0, 0, 2], addr, None);
+    let b = connect_from([127, 0, 0, 2], addr, None);
+    std::thread::sleep(Duration::from_millis(200));
+    // Reset at once: even before the client sees its connection complete, or just after.
+    match try_connect_from([127, 0, 0, 2], addr, None) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        Ok(third) => assert!(
+            closed_within(&third, 5).is_some(),
+            "the third connection from one address is reset, not kept until a timeout"
+        ),
+    }
+    assert!(established(&a) && established(&b), "its first two are kept");
+    // Another peer, and 127.0.0.1, are served as usual.
+    let mut other = connect_from([127, 0, 0, 3], addr, None);
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    other.read_to_end(&mut buf).unwrap();
+    assert_eq!(parse_response(&buf).status, 200);
+    assert_eq!(closed_count(addr, "peer_cap"), 1);
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_cut_off_after_the_write_timeout() {
+    let tail = "[http]\nlisten = \"127.0.0.1:0\"\nwrite_timeout_ms = 800\nidle_timeout_ms = 20000\nheader_timeout_ms = 20000\nsend_buffer_bytes = 8192\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    sb.start();
+    let addr = sb.http_addr();
+    // Pipelined requests whose 404 answers (each naming its 6 KB path) overflow the buffers
+    // between the server and a socket with a small receive buffer that is never read.
+    let mut reader = connect_from([127, 0, 0, 2], addr, Some(2048));
+    let one = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "r".repeat(6000));
+    reader.write_all(one.repeat(12).as_bytes()).unwrap();
+    let sent = Instant::now();
+    // Others are served meanwhile.
+    assert_eq!(http_get(addr, "/healthz", &[]).status, 200);
+    let closed = closed_within(&reader, 10).expect("the server gave up on the slow reader");
+    assert!(
+        closed - sent >= Duration::from_millis(700),
+        "closed {:?} after the requests: not before the write timeout",
+        closed - sent
+    );
+    assert_eq!(closed_count(addr, "write_timeout"), 1);
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let tail =
+        "[http]\nlisten = \"127.0.0.1:0\"\nidle_timeout_ms = 700\nheader_timeout_ms = 20000\n";
+    let mut sb = Sandbox::with_sections("", tail);
+    sb.start();
+    let addr = sb.http_addr();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    let closed = closed_within(&s, 10).expect("the idle connection was closed");
+    assert!(
+        closed - answered >= Duration::from_millis(600),
+        "kept for the idle timeout: closed {:?} after its answer",
+        closed - answered
+    );
+    assert_eq!(closed_count(addr, "idle_timeout"), 1);
+}
+
+#[test]
+fn an_old_connection_is_closed_once_idle_and_an_answer_in_progress_says_so() {
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_connection_age_ms = 1000\n\
+         [company_webhook]\nsecret = \"{SECRET}\"\n"
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let addr = sb.http_addr();
+    // Kept alive while young, closed once it is idle past its age (long before the 15 s
+    // idle timeout).
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    let opened = Instant::now();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).unwrap();
+    let young = parse_response(&buf[..n]);
+    assert_eq!(young.status, 200);
+    assert_eq!(young.header("connection"), None, "kept alive while young");
+    // A push whose body comes only after the connection has grown old.
+    let mut busy = std::net::TcpStream::connect(addr).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = r#"{"type":"order.created","order":{"orderNo":"AGE-1","items":[]}}"#;
+    busy.write_all(
+        format!(
+            "POST /api/sync/company/webhook HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: {SECRET}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let closed = closed_within(&idle, 10).expect("the old idle connection was closed");
+    assert!(
+        closed - opened >= Duration::from_millis(900),
+        "closed {:?} after opening: at its age, not before",
+        closed - opened
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    busy.write_all(body.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    busy.read_to_end(&mut answer).unwrap();
+    let old = parse_response(&answer);
+    assert_eq!(old.status, 200, "the answer in progress still goes out");
+    assert_eq!(old.json()["status"], "stored");
+    assert_eq!(old.header("connection"), Some("close"));
+    assert!(closed_count(addr, "max_age") >= 1);
+}
+
+/// What anyone who can reach the listener gets without a token, secret or signature: the
+/// health status, the metrics, NextEngine's connection check, and refusals.
+#[test]
+fn without_credentials_the_listener_gives_out_status_metrics_and_refusals_only() {
+    let sb = listener_sandbox(3600);
+    let addr = sb.http_addr();
+    let health = http_get(addr, "/healthz", &[]);
+    assert_eq!(health.status, 200);
+    let v = health.json();
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["status"],
+        "no problem details: {v}"
+    );
+    let metrics = http_get(addr, "/metrics", &[]);
+    assert_eq!(metrics.status, 200);
+    for secret in [ADMIN, SECRET, "aaa", "samplestore"] {
+        assert!(!metrics.text().contains(secret), "{secret} in /metrics");
+    }
+    // NextEngine's connection check: a well-formed reply, nothing stored.
+    let check = http_get(addr, "/UpdateStock.php", &[]);
+    assert_eq!(
+        (check.status, processed(&check.body)),
+        (200, "0".to_string())
+    );
+    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 0);
+    // Everything else is refused without its credential.
+    for (method, path, status) in [
+        ("GET", "/api/inventory/status", 401),
+        ("GET", "/api/inventory/updates", 401),
+        ("GET", "/api/inventory/logs", 401),
+        ("GET", "/api/webhook/status", 401),
+        ("GET", "/api/v1/webhooks", 401),
+        ("POST", "/api/v1/webhooks", 401),
+        ("GET", "/api/v1/deliveries", 401),
+        ("POST", "/api/v1/dlq/resend", 401),
+        ("GET", "/auth/ne", 401),
+        ("GET", "/auth/callback?uid=u&state=s", 403),
+        ("POST", "/api/sync/company/webhook", 401),
+        (
+            "GET",
+            "/UpdateStock.php?StoreAccount=samplestore&Code=a&Stock=1&ts=1",
+            401,
+        ),
+        ("GET", "/", 404),
+        ("GET", "/admin", 404),
+    ] {
+        let r = http_send(addr, method, path, &[], b"{}");
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+    }
+    assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 0);
 }
 
 /// A flood of forged callbacks costs a bounded number of rows and log lines; every one is
