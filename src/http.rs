@@ -60,6 +60,8 @@ pub struct AppState {
     nextengine: Arc<crate::nextengine::client::Client>,
     /// Bounds what refused stock callbacks cost (rows, log lines).
     refusals: stock_callback::RefusalGate,
+    /// The same bound for company webhooks without the right secret (log lines).
+    webhook_refusals: stock_callback::RefusalGate,
     /// The connections of each listening address.
     main_conns: Arc<Table>,
     monitor_conns: Arc<Table>,
@@ -149,6 +151,7 @@ pub async fn start(
         db: store::Shared::new(Store::open(&config.database())?),
         nextengine,
         refusals: Default::default(),
+        webhook_refusals: Default::default(),
         main_conns: Default::default(),
         monitor_conns: Default::default(),
         pressure_warned: Default::default(),
@@ -808,7 +811,17 @@ async fn company_webhook(
             "turnbridge_company_webhooks_total",
             &[("type", "unknown"), ("outcome", "unauthorized")],
         );
-        warn!("company webhook refused: missing or wrong X-Webhook-Secret");
+        let admit = state.webhook_refusals.admit(std::time::Instant::now());
+        if admit.suppressed_before > 0 {
+            warn!(
+                "{} more company webhooks were refused for their secret in the last {} s (counted in turnbridge_company_webhooks_total)",
+                admit.suppressed_before,
+                stock_callback::RefusalGate::WINDOW.as_secs()
+            );
+        }
+        if admit.detailed {
+            warn!("company webhook refused: missing or wrong X-Webhook-Secret");
+        }
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

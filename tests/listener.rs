@@ -794,4 +794,15 @@ fn a_flood_of_forged_callbacks_is_counted_but_stored_and_logged_a_bounded_number
     let sig = sign("samplestore", "sku-7", "4", &ts, "aaa");
     let r = http_get(addr, &stock_path("sku-7", "4", &ts, Some(&sig)), &[]);
     assert_eq!(r.status, 200);
+
+    // Company webhooks without the secret: the same bound on log lines.
+    for _ in 0..100 {
+        let r = post_webhook(&sb, "not-the-secret-at-all", r#"{"type":"order.created"}"#);
+        assert_eq!(r.status, 401);
+    }
+    let logged = sb.log().matches("company webhook refused").count();
+    assert!(
+        (1..=21).contains(&logged),
+        "{logged} company webhook refusal lines"
+    );
 }
