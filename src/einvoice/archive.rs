@@ -152,12 +152,19 @@ pub fn read_zip(
         Some(at) => {
             let (i, name) = files.remove(at);
             let data = expand(&mut zip, i, &name)?;
+            if data.len() > MAX_MANIFEST_BYTES {
+                return Err(bad(format!(
+                    "{MANIFEST} is {} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}",
+                    data.len()
+                )));
+            }
             let m: Manifest = serde_json::from_slice(&data).map_err(|e| {
                 bad(format!(
                     "{MANIFEST} is not valid: {}",
                     printable(&e.to_string(), 200)
                 ))
             })?;
+            check_manifest(&m, limits).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
             Some(m)
         }
         None => None,
@@ -179,6 +186,7 @@ pub fn read_zip(
         let entry = manifest
             .as_ref()
             .map(|m| m.members.iter().find(|e| e.name == name));
+        // (A linear search: a manifest lists at most max_members entries.)
         let entry = match entry {
             None => None,
             Some(Some(e)) => Some(e),
@@ -226,7 +234,44 @@ pub fn read_zip(
     Ok(refused)
 }
 
+/// Bytes a manifest may hold: a thousand entries take about 200 KB.
+const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+/// Bytes a member's name may hold: the name is shown beside every problem of its rows.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A manifest lists each member once, no more members than an archive may hold, and
+/// defaults no longer than a tenant id.
+fn check_manifest(m: &Manifest, limits: ZipLimits) -> Result<(), String> {
+    if m.members.len() > limits.max_members {
+        return Err(format!(
+            "lists {} members, at most {} are allowed",
+            m.members.len(),
+            limits.max_members
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in &m.members {
+        let shown = printable(&e.name, 80);
+        if !seen.insert(e.name.as_str()) {
+            return Err(format!("`{shown}` is listed twice"));
+        }
+        if e.name.len() > MAX_NAME_BYTES {
+            return Err(format!("a name is longer than {MAX_NAME_BYTES} bytes"));
+        }
+        for (key, v) in [("message_type", &e.message_type), ("tenant", &e.tenant)] {
+            if v.as_ref().is_some_and(|v| v.len() > 64) {
+                return Err(format!("`{shown}`: {key} is longer than 64 bytes"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err("names longer than 255 bytes are not accepted");
+    }
     let absolute =
         name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':');
     if absolute {
@@ -379,6 +424,32 @@ mod tests {
         }
         let err = read_all(&twice, LIMITS).unwrap_err();
         assert!(err.to_string().contains("same name"), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_beyond_the_archive_is_refused() {
+        let many: Vec<String> = (0..LIMITS.max_members + 1)
+            .map(|i| format!("{{\"name\":\"m{i}.csv\"}}"))
+            .collect();
+        let manifest = format!("{{\"members\":[{}]}}", many.join(","));
+        let z = zip_of(&[("manifest.json", manifest.as_bytes(), None)]);
+        let err = read_all(&z, LIMITS).unwrap_err().to_string();
+        assert!(err.contains("at most 10 are allowed"), "{err}");
+        let twice = r#"{"members":[{"name":"a.csv"},{"name":"a.csv"}]}"#;
+        let z = zip_of(&[("manifest.json", twice.as_bytes(), None)]);
+        let err = read_all(&z, LIMITS).unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        let long = format!(
+            r#"{{"members":[{{"name":"a.csv","tenant":"{}"}}]}}"#,
+            "t".repeat(65)
+        );
+        let z = zip_of(&[("manifest.json", long.as_bytes(), None)]);
+        let err = read_all(&z, LIMITS).unwrap_err().to_string();
+        assert!(err.contains("tenant is longer than 64"), "{err}");
+        let name = format!("{}.csv", "n".repeat(300));
+        let z = zip_of(&[(name.as_str(), b"x", None)]);
+        let err = read_all(&z, LIMITS).unwrap_err().to_string();
+        assert!(err.contains("longer than 255"), "{err}");
     }
 
     #[test]

@@ -137,6 +137,7 @@ pub fn check_batch(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Verdi
         opts,
         verdict: Verdict::default(),
         first_seen: HashMap::new(),
+        listed: 0,
     };
     match format {
         Format::Zip => {
@@ -199,6 +200,8 @@ struct Checker<'o> {
     verdict: Verdict,
     /// The first place each (type, seller, number) was seen in this batch.
     first_seen: HashMap<(MessageType, String, String), (String, usize)>,
+    /// Problems listed so far in the batch.
+    listed: usize,
 }
 
 impl Checker<'_> {
@@ -236,7 +239,8 @@ impl Checker<'_> {
                 verdict.accepted_sources.push(entry.source);
             }
             Err(problems) => {
-                let v = |k: &str| entry.raw.get(k).map(|c| c.value.clone());
+                // Shown beside every problem of the message: an identifier, cut short.
+                let v = |k: &str| entry.raw.get(k).map(|c| printable(&c.value, 64));
                 let ty = v("MessageType");
                 let number = ty
                     .as_deref()
@@ -247,7 +251,17 @@ impl Checker<'_> {
                     row: entry.raw.row,
                     message_type: ty,
                     number,
-                    problems: read::cap_problems(problems, entry.raw.row),
+                    problems: {
+                        let max = if self.listed < read::MAX_BATCH_PROBLEMS {
+                            read::MAX_PROBLEMS
+                        } else {
+                            1
+                        };
+                        let listed =
+                            read::cap_problems(problems, entry.unlisted, entry.raw.row, max);
+                        self.listed += listed.len();
+                        listed
+                    },
                     source: entry.source,
                 });
             }
@@ -276,7 +290,7 @@ fn read_text(
 
 fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Problem>> {
     let raw = &entry.raw;
-    let mut problems = entry.problems.clone();
+    let mut problems = Vec::new();
     let ty = match raw.get("MessageType") {
         None => {
             problems.push(Problem {
@@ -316,6 +330,8 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
             None
         }
     };
+    // What the reader found comes after the type and tenant, which a cut list keeps.
+    problems.extend(entry.problems.iter().cloned());
     let (Some((ty, legacy)), Some(tenant), true) = (ty, tenant, problems.is_empty()) else {
         return Err(problems);
     };

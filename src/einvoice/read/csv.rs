@@ -11,6 +11,9 @@ use crate::einvoice::printable;
 use crate::einvoice::raw::{known_header_field, known_item_field, Cell, RawItem, RawMessage};
 use crate::einvoice::types::MessageType;
 
+/// More columns than there are known fields (header and item fields together).
+const MAX_COLUMNS: usize = 128;
+
 /// A message whose rows are still being read.
 struct Open {
     key: String,
@@ -23,7 +26,8 @@ struct Open {
 impl Open {
     fn close(self) -> Entry {
         let mut entry = self.entry;
-        entry.problems = self.problems.into_vec(entry.raw.row);
+        entry.problems = self.problems.list;
+        entry.unlisted = self.problems.more;
         entry
     }
 }
@@ -41,12 +45,24 @@ pub fn read_csv(
     if text.trim().is_empty() {
         return Err(ReadError::Empty);
     }
+    if let Some((record, fields)) = too_wide(text) {
+        return Err(ReadError::CsvHeader(format!(
+            "record {record} has {fields} fields or more; there are not that many fields (at most {MAX_COLUMNS} columns)"
+        )));
+    }
     let mut rdr = ::csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(false)
         .from_reader(text.as_bytes());
     let mut rec = ::csv::StringRecord::new();
     let header: Vec<String> = match rdr.read_record(&mut rec) {
+        // Every column must be a known field, once: no header is wider than that.
+        Ok(true) if rec.len() > MAX_COLUMNS => {
+            return Err(ReadError::CsvHeader(format!(
+                "{} columns; there are not that many fields (at most {MAX_COLUMNS})",
+                rec.len()
+            )))
+        }
         Ok(true) => rec.iter().map(|s| s.trim().to_string()).collect(),
         Ok(false) => return Err(ReadError::Empty),
         Err(e) => return Err(ReadError::CsvHeader(e.to_string())),
@@ -132,9 +148,9 @@ pub fn read_csv(
                             field: cell.display.clone(),
                             value: cell.value.clone(),
                             reason: format!(
-                                "differs from row {} of the same message ({:?})",
+                                "differs from row {} of the same message (\"{}\")",
                                 o.entry.raw.row,
-                                first.unwrap_or("")
+                                printable(first.unwrap_or(""), 40)
                             ),
                         });
                     }
@@ -175,6 +191,7 @@ pub fn read_csv(
                     },
                     source: Source::Csv(vec![source]),
                     problems: Vec::new(),
+                    unlisted: 0,
                 };
                 let o = Open {
                     key: key.clone().unwrap_or_default(),
@@ -193,6 +210,42 @@ pub fn read_csv(
         sink(o.close());
     }
     Ok(header)
+}
+
+/// The first record (1-based) with more than [`MAX_COLUMNS`] fields, and how many it had
+/// when counting stopped. Counted with `csv_core` and a fixed buffer before the `csv` reader
+/// keeps a record's field bounds, which for 16 million empty fields would be 128 MB.
+fn too_wide(text: &str) -> Option<(usize, usize)> {
+    let mut rdr = csv_core::Reader::new();
+    let mut input = text.as_bytes();
+    let mut out = [0u8; 1024];
+    let (mut record, mut fields) = (1, 0);
+    loop {
+        let (result, read, _) = rdr.read_field(input, &mut out);
+        input = &input[read..];
+        match result {
+            csv_core::ReadFieldResult::InputEmpty if input.is_empty() => {
+                // Tell the reader the input ended.
+                let (result, _, _) = rdr.read_field(&[], &mut out);
+                if matches!(result, csv_core::ReadFieldResult::Field { .. }) {
+                    fields += 1;
+                }
+                return (fields > MAX_COLUMNS).then_some((record, fields));
+            }
+            csv_core::ReadFieldResult::InputEmpty | csv_core::ReadFieldResult::OutputFull => {}
+            csv_core::ReadFieldResult::Field { record_end } => {
+                fields += 1;
+                if fields > MAX_COLUMNS {
+                    return Some((record, fields));
+                }
+                if record_end {
+                    record += 1;
+                    fields = 0;
+                }
+            }
+            csv_core::ReadFieldResult::End => return None,
+        }
+    }
 }
 
 /// Every column must be a known field, once.
@@ -284,6 +337,7 @@ fn broken_row(file: &str, line: usize, source: String, reason: String) -> Entry 
             value: String::new(),
             reason: format!("the row cannot be read: {reason}"),
         }],
+        unlisted: 0,
     }
 }
 
@@ -380,6 +434,43 @@ mod tests {
     }
 
     #[test]
+    fn a_header_wider_than_every_field_is_refused_before_it_is_kept() {
+        let text = format!("{}\nF0401\n", ",".repeat(100_000));
+        let err = read(&text).unwrap_err();
+        assert!(
+            matches!(&err, ReadError::CsvHeader(m) if m.starts_with("record 1 has 129 fields")),
+            "{err}"
+        );
+        let text = format!("MessageType\nF0501\n\"a,b\",{}\n", ",".repeat(200));
+        let err = read(&text).unwrap_err();
+        assert!(
+            matches!(&err, ReadError::CsvHeader(m) if m.starts_with("record 3 has 129")),
+            "{err}"
+        );
+        let quoted = format!("MessageType\n\"{}\"\n", ",".repeat(1000));
+        assert!(
+            too_wide(&quoted).is_none(),
+            "commas inside quotes are one field"
+        );
+    }
+
+    #[test]
+    fn a_difference_names_the_first_value_cut_short_and_escaped() {
+        let first = "\u{1}".repeat(MAX_VALUE_BYTES);
+        let text = format!(
+            "MessageType,InvoiceNumber,Seller.Identifier,BuyerRemark\nF0401,AB00000001,28080623,{first}\nF0401,AB00000001,28080623,\n"
+        );
+        let (_, entries) = read(&text).unwrap();
+        let p = &entries[0].problems[0];
+        assert!(p.reason.starts_with("differs from row 2"), "{p:?}");
+        assert!(
+            p.reason.len() < 600,
+            "{} bytes, not the 20 KB of the whole value",
+            p.reason.len()
+        );
+    }
+
+    #[test]
     fn long_values_and_many_differences_are_named_not_kept() {
         let long = "x".repeat(MAX_VALUE_BYTES + 1);
         let mut text = format!(
@@ -398,7 +489,7 @@ mod tests {
         );
         assert!(problems[0].value.len() < 200);
         assert!(!entries[0].raw.fields.contains_key("BuyerRemark"));
-        assert_eq!(problems.len(), MAX_PROBLEMS + 1);
-        assert!(problems[MAX_PROBLEMS].reason.contains("more problems"));
+        assert_eq!(problems.len(), MAX_PROBLEMS);
+        assert_eq!(entries[0].unlisted, 6);
     }
 }

@@ -20,6 +20,17 @@ use crate::einvoice::raw::{known_header_field, known_item_field, Cell, RawItem, 
 /// Keys one JSON object may hold; the MIG's largest group has about 40.
 const MAX_KEYS: usize = 256;
 
+/// Bytes a batch-wide `MessageType` or `TenantId` may hold (a tenant id is at most 64).
+const MAX_DEFAULT_BYTES: usize = 64;
+
+/// The first key that appears twice.
+fn first_duplicate<'k>(keys: &'k [(String, &RawValue)]) -> Option<&'k str> {
+    let mut seen = std::collections::HashSet::new();
+    keys.iter()
+        .map(|(k, _)| k.as_str())
+        .find(|k| !seen.insert(*k))
+}
+
 /// Reads a JSON batch: an array of messages, an object `{"Messages": [...]}` (optionally with
 /// batch-wide `MessageType` and `TenantId`), or a single message object. Field names are MIG
 /// element names, nested as in the message (`Main`, `Details.ProductItem`, `Amount`). Each
@@ -41,8 +52,19 @@ pub fn read_json(
     let messages = match kind(top) {
         Kind::Array => array(top, budget_cap(budget))?.0,
         Kind::Object => {
-            let (keys, _) = object(top, MAX_KEYS)?;
+            let (keys, cut) = object(top, MAX_KEYS)?;
+            if cut {
+                return Err(ReadError::Json(format!(
+                    "the top object has more than {MAX_KEYS} keys; neither a batch nor a message has that many"
+                )));
+            }
             if keys.iter().any(|(k, _)| k == "Messages") {
+                if let Some(key) = first_duplicate(&keys) {
+                    return Err(ReadError::Json(format!(
+                        "batch key `{}` appears twice",
+                        printable(key, 80)
+                    )));
+                }
                 let mut messages = None;
                 let mut extra = Vec::new();
                 for (key, value) in keys {
@@ -54,6 +76,12 @@ pub fn read_json(
                                 &mut defaults.tenant
                             };
                             match (kind(value), scalar(value)) {
+                                (Kind::String, Ok(Some(v))) if v.len() > MAX_DEFAULT_BYTES => {
+                                    return Err(ReadError::Json(format!(
+                                        "`{key}` is {} bytes long; a batch default holds at most {MAX_DEFAULT_BYTES}",
+                                        v.len()
+                                    )))
+                                }
                                 (Kind::String, Ok(v)) => *slot = v,
                                 (Kind::Null, _) => {}
                                 _ => {
@@ -114,20 +142,25 @@ fn message(
     };
     let mut problems = Problems::default();
     if kind(value) == Kind::Object {
-        let (keys, cut) = object(value, MAX_KEYS)?;
-        raw.grouped = keys
-            .iter()
-            .any(|(k, _)| matches!(k.as_str(), "Main" | "Amount" | "Details"));
-        if cut {
-            problems.push(too_many_keys(row, format!("Messages[{}]", row - 1)));
-        }
         let mut reader = MessageReader {
             row,
             raw: &mut raw,
             problems: &mut problems,
             budget,
         };
-        reader.fields(&keys)?;
+        match reader.group(value, &format!("Messages[{}]", row - 1)) {
+            Ok(keys) => {
+                reader.raw.grouped = keys
+                    .iter()
+                    .any(|(k, _)| matches!(k.as_str(), "Main" | "Amount" | "Details"));
+                match reader.fields(&keys) {
+                    Err(ReadError::Json(e)) => reader.unreadable(e),
+                    other => other?,
+                }
+            }
+            Err(ReadError::Json(e)) => reader.unreadable(e),
+            Err(e) => return Err(e),
+        }
     } else {
         problems.push(Problem {
             rule: None,
@@ -142,7 +175,8 @@ fn message(
         file: file.to_string(),
         raw,
         source: Source::Json(value.get().to_string()),
-        problems: problems.into_vec(row),
+        problems: problems.list,
+        unlisted: problems.more,
     })
 }
 
@@ -221,18 +255,42 @@ impl MessageReader<'_> {
         Ok(())
     }
 
-    /// The keys of a group object, with a problem when it holds more than a group can.
+    /// The keys of a group object, with a problem when it holds more than a group can or a
+    /// key twice (only the first is read: which one the writer meant is not known).
     fn group<'a>(
         &mut self,
         v: &'a RawValue,
         path: &str,
     ) -> Result<Vec<(String, &'a RawValue)>, ReadError> {
-        let (keys, cut) = object(v, MAX_KEYS)?;
+        let (mut keys, cut) = object(v, MAX_KEYS)?;
         if cut {
             self.problems
                 .push(too_many_keys(self.row, path.to_string()));
         }
+        let mut seen = std::collections::HashSet::new();
+        let mut twice = Vec::new();
+        keys.retain(|(k, _)| {
+            let first = seen.insert(k.clone());
+            if !first {
+                twice.push(k.clone());
+            }
+            first
+        });
+        for k in twice {
+            self.problem(
+                format!("{path}.{}", printable(&k, 80)),
+                String::new(),
+                "appears twice in the same object".into(),
+            );
+        }
         Ok(keys)
+    }
+
+    /// A part of the message the JSON reader cannot decode (a key with a lone surrogate
+    /// escape): the message is refused, the rest of the batch goes on.
+    fn unreadable(&mut self, e: String) {
+        let field = format!("Messages[{}]", self.row - 1);
+        self.problem(field, String::new(), format!("cannot be read: {e}"));
     }
 
     fn item(&mut self, prefix: &str, item: &RawValue) -> Result<(), ReadError> {
@@ -514,7 +572,65 @@ mod tests {
         let entries = read(&text, &mut Budget::default()).unwrap();
         let p = &entries[0].problems;
         assert!(p.iter().any(|p| p.reason.contains("more than 256 keys")));
-        assert_eq!(p.len(), crate::einvoice::read::MAX_PROBLEMS + 1, "capped");
+        assert_eq!(p.len(), crate::einvoice::read::MAX_PROBLEMS, "capped");
+        assert!(entries[0].unlisted > 0);
+        let top = format!("{{{}}}", keys.join(","));
+        let err = read(&top, &mut Budget::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("top object has more than 256 keys"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_twice_is_named_and_only_the_first_is_read() {
+        let text = r#"[{"MessageType":"F0501","CancelInvoiceNumber":"AB00000001","CancelInvoiceNumber":null,
+                        "Main":{"x":1},"Main":{"y":2}}]"#;
+        let entries = read(text, &mut Budget::default()).unwrap();
+        let p = &entries[0].problems;
+        let twice: Vec<&str> = p
+            .iter()
+            .filter(|p| p.reason == "appears twice in the same object")
+            .map(|p| p.field.as_str())
+            .collect();
+        assert_eq!(
+            twice,
+            vec!["Messages[0].CancelInvoiceNumber", "Messages[0].Main"]
+        );
+        assert_eq!(
+            entries[0].raw.fields["CancelInvoiceNumber"].value,
+            "AB00000001"
+        );
+        let err = read(
+            r#"{"MessageType":"F0401","MessageType":null,"Messages":[]}"#,
+            &mut Budget::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`MessageType` appears twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_decoded_refuses_its_message_not_the_batch() {
+        let text = r#"[{"MessageType":"F0501","CancelInvoiceNumber":"AB00000001"},{"\ud800":1}]"#;
+        let entries = read(text, &mut Budget::default()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries[0].problems.is_empty(), "{:?}", entries[0].problems);
+        assert_eq!(entries[1].problems[0].field, "Messages[1]");
+        assert!(entries[1].problems[0].reason.starts_with("cannot be read"));
+    }
+
+    #[test]
+    fn batch_defaults_are_as_short_as_a_tenant_id() {
+        let text = format!(r#"{{"TenantId":"{}","Messages":[{{}}]}}"#, "t".repeat(65));
+        let err = read(&text, &mut Budget::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`TenantId` is 65 bytes long"),
+            "{err}"
+        );
     }
 
     #[test]

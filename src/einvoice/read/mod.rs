@@ -182,6 +182,8 @@ pub struct Entry {
     pub source: Source,
     /// Problems found while reading; an entry with any is rejected without building.
     pub problems: Vec<Problem>,
+    /// Problems found while reading beyond the [`MAX_PROBLEMS`] kept, only counted.
+    pub unlisted: usize,
 }
 
 /// Defaults a ZIP manifest (or the config) gives for rows that do not say.
@@ -194,23 +196,41 @@ pub struct Defaults {
 /// What a CSV file's column header was, kept for writing rejected rows back.
 pub type CsvHeader = Vec<String>;
 
-/// At most [`MAX_PROBLEMS`] problems, then a count of the rest in one last problem.
-pub fn cap_problems(mut problems: Vec<Problem>, row: usize) -> Vec<Problem> {
-    if problems.len() > MAX_PROBLEMS {
-        let more = problems.len() - MAX_PROBLEMS;
-        problems.truncate(MAX_PROBLEMS);
+/// At most `max` problems, each with its value and reason cut short, then a count of the
+/// rest (and of the `unlisted` ones the reader only counted) in one last problem.
+pub fn cap_problems(
+    mut problems: Vec<Problem>,
+    unlisted: usize,
+    row: usize,
+    max: usize,
+) -> Vec<Problem> {
+    let more = problems.len().saturating_sub(max) + unlisted;
+    problems.truncate(max);
+    for p in &mut problems {
+        if p.value.len() > 256 {
+            p.value = super::printable(&p.value, 80);
+        }
+        if p.reason.len() > 512 {
+            p.reason = super::printable(&p.reason, 300);
+        }
+    }
+    if more > 0 {
         problems.push(Problem {
             rule: None,
             row,
             field: String::new(),
             value: String::new(),
             reason: format!(
-                "and {more} more problems in this message (only the first {MAX_PROBLEMS} are listed)"
+                "and {more} more problems in this message (only the first {max} are listed)"
             ),
         });
     }
     problems
 }
+
+/// Problems listed for a whole batch before each further message lists only its first
+/// (with the count of the rest): what a report holds stays bounded with 999 messages.
+pub const MAX_BATCH_PROBLEMS: usize = 10_000;
 
 /// A problem list that stops growing at [`MAX_PROBLEMS`] while a message is read and counts
 /// the rest.
@@ -227,22 +247,6 @@ impl Problems {
         } else {
             self.more += 1;
         }
-    }
-
-    fn into_vec(mut self, row: usize) -> Vec<Problem> {
-        if self.more > 0 {
-            self.list.push(Problem {
-                rule: None,
-                row,
-                field: String::new(),
-                value: String::new(),
-                reason: format!(
-                    "and {} more problems in this message (only the first {MAX_PROBLEMS} are listed)",
-                    self.more
-                ),
-            });
-        }
-        self.list
     }
 }
 
@@ -338,19 +342,25 @@ mod tests {
             rule: None,
             row: i,
             field: "f".into(),
-            value: String::new(),
+            value: "v".repeat(if i == 0 { 5000 } else { 1 }),
             reason: "r".into(),
         };
         let mut list = Problems::default();
         for i in 0..MAX_PROBLEMS + 7 {
             list.push(p(i));
         }
-        let v = list.into_vec(1);
+        assert_eq!((list.list.len(), list.more), (MAX_PROBLEMS, 7));
+        // Two more found after reading, and the 7 the reader only counted.
+        let mut all = list.list;
+        all.insert(0, p(1));
+        all.insert(0, p(0));
+        let v = cap_problems(all, 7, 1, MAX_PROBLEMS);
         assert_eq!(v.len(), MAX_PROBLEMS + 1);
-        assert!(v[MAX_PROBLEMS].reason.starts_with("and 7 more"), "{v:?}");
-        let v = cap_problems((0..MAX_PROBLEMS + 3).map(p).collect(), 1);
-        assert_eq!(v.len(), MAX_PROBLEMS + 1);
-        assert!(v[MAX_PROBLEMS].reason.starts_with("and 3 more"));
-        assert_eq!(cap_problems(vec![p(0)], 1).len(), 1);
+        assert!(v[MAX_PROBLEMS].reason.starts_with("and 9 more"), "{v:?}");
+        assert!(v[0].value.len() < 250, "values are cut");
+        assert_eq!(cap_problems(vec![p(1)], 0, 1, MAX_PROBLEMS).len(), 1);
+        let v = cap_problems(vec![p(1), p(2), p(3)], 0, 1, 1);
+        assert_eq!(v.len(), 2);
+        assert!(v[1].reason.starts_with("and 2 more"), "{v:?}");
     }
 }
