@@ -361,6 +361,9 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             println!("  state     {}", c.paths.state.display());
             println!("  inbox     {}", c.turnkey.inbox);
             println!("  staging   {}", c.turnkey.staging.display());
+            if let Some(why) = c.beyond_memory_budget() {
+                println!("  warning   {why}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -441,6 +444,13 @@ fn open_store(config: &Path) -> anyhow::Result<(Config, crate::store::Store)> {
 fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
     use crate::webhook::outbound as ob;
     let (config, mut store) = open_store(config)?;
+    // The daemon's listener, as configured (a port chosen at start is not known here).
+    let own: Vec<std::net::SocketAddr> = [&config.http.listen, &config.http.monitor_listen]
+        .into_iter()
+        .filter_map(|a| a.parse().ok())
+        .filter(|a: &std::net::SocketAddr| a.port() != 0)
+        .collect();
+    crate::webhook::policy::set_own_listeners(&own);
     match cmd {
         WebhooksCmd::Add {
             url,

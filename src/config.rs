@@ -152,9 +152,10 @@ pub struct NextEngine {
     pub redirect_uri: String,
     pub api_base: String,
     pub login_base: String,
-    /// The account (its `company_ne_id`, as `turnbridge nextengine accounts` lists it) that
+    /// The account (its `company_ne_id`, as `turnbridge nextengine status` lists it) that
     /// spool uploads and searches use. Empty: the only connected account; with several
-    /// connected, nothing is uploaded (and `status` says why) until one is named here.
+    /// connected, nothing is uploaded (and `status` says why) until one is named here. Read
+    /// at start: a change takes effect at the next restart.
     pub account: String,
     /// An authenticated call this often keeps the 3-day refresh token alive on a quiet system.
     pub keepalive_minutes: u64,
@@ -857,6 +858,39 @@ impl Config {
 
     pub fn database(&self) -> PathBuf {
         self.paths.state.join("turnbridge.db")
+    }
+
+    /// Why reading the largest batch these limits accept may cost more than the documented
+    /// memory budget (limits raised above their defaults), or `None`.
+    pub fn beyond_memory_budget(&self) -> Option<String> {
+        let (e, d) = (&self.einvoice, Einvoice::default());
+        let raised: Vec<&str> = [
+            (
+                "einvoice.max_file_bytes",
+                e.max_file_bytes > d.max_file_bytes,
+            ),
+            (
+                "einvoice.max_lines_per_batch",
+                e.max_lines_per_batch > d.max_lines_per_batch,
+            ),
+            (
+                "einvoice.zip.max_member_bytes",
+                e.zip.max_member_bytes > d.zip.max_member_bytes,
+            ),
+            (
+                "einvoice.zip.max_total_bytes",
+                e.zip.max_total_bytes > d.zip.max_total_bytes,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, raised)| raised.then_some(k))
+        .collect();
+        (!raised.is_empty()).then(|| {
+            format!(
+                "{} above the default: reading the largest batch may take more than the 256 MiB the README budgets (about 7 times max_file_bytes), and the packaged unit stops the daemon at MemoryMax=512M",
+                raised.join(", ")
+            )
+        })
     }
 
     pub fn read_options(&self) -> ReadOptions {

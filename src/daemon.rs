@@ -71,6 +71,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         "turnbridge {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(why) = config.beyond_memory_budget() {
+        warn!("{why}");
+    }
 
     // Signals are caught from here on, so a SIGTERM during start-up still lets the file in
     // hand finish.

@@ -431,6 +431,23 @@ fn validate_command_exit_codes() {
 }
 
 #[test]
+fn check_config_warns_of_limits_raised_past_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let raised = dir.path().join("raised.toml");
+    std::fs::write(&raised, "[einvoice]\nmax_file_bytes = 67108864\n").unwrap();
+    let (code, out) = turnbridge(&["check-config", raised.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning   einvoice.max_file_bytes above the default"),
+        "{out}"
+    );
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, "[einvoice]\nmax_file_bytes = 1048576\n").unwrap();
+    let (_, out) = turnbridge(&["check-config", plain.to_str().unwrap()]);
+    assert!(!out.contains("warning"), "{out}");
+}
+
+#[test]
 fn check_config_lists_every_problem_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");

@@ -829,6 +829,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_account_is_the_configured_one_or_the_only_one_never_the_first_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("t.db")).unwrap();
+        let conn = db.conn();
+        let add = |id: &str, needs_login: i64| {
+            conn.execute(
+                "INSERT INTO nextengine_accounts (id, access_token, refresh_token, access_expires_at,
+                     refresh_expires_at, needs_login, created_at, updated_at)
+                 VALUES (?1, 'a', 'r', 'x', 'x', ?2, 'x', 'x')",
+                params![id, needs_login],
+            )
+            .unwrap();
+        };
+        assert_eq!(
+            chosen_account(conn, "").unwrap(),
+            Err(NoAccount::NoneConnected)
+        );
+        add("NE2", 0);
+        assert_eq!(chosen_account(conn, "").unwrap(), Ok("NE2".to_string()));
+        assert!(
+            matches!(chosen_account(conn, "NE9").unwrap(), Err(NoAccount::Unusable(m)) if m.contains("NE9"))
+        );
+        add("NE1", 1);
+        let several = chosen_account(conn, "").unwrap();
+        assert!(
+            matches!(&several, Err(NoAccount::Unusable(m)) if m.contains("NE1, NE2") && m.contains("nextengine.account")),
+            "{several:?}"
+        );
+        assert_eq!(chosen_account(conn, "NE2").unwrap(), Ok("NE2".to_string()));
+        assert!(
+            matches!(chosen_account(conn, "NE1").unwrap(), Err(NoAccount::Unusable(m)) if m.contains("new login"))
+        );
+    }
+
+    #[test]
     fn expiry_from_dates_or_from_issue_time() {
         let now = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
         let v = json!({"access_token": "a", "refresh_token": "r",

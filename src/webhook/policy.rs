@@ -82,13 +82,14 @@ pub fn set_own_listeners(addrs: &[SocketAddr]) {
 fn is_own_listener(host: &str, port: u16) -> bool {
     let own = OWN_LISTENERS.read().unwrap_or_else(|e| e.into_inner());
     let literal = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = literal.parse::<IpAddr>().ok();
-    let h = host.to_ascii_lowercase();
+    // `::ffff:127.0.0.1` reaches 127.0.0.1: compare the address a connection would reach.
+    let ip = literal.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
     let local_name = h == "localhost" || h.ends_with(".localhost");
     own.iter().filter(|a| a.port() == port).any(|a| {
         local_name
             || ip.is_some_and(|ip| {
-                ip == a.ip()
+                ip == a.ip().to_canonical()
                     || ip.is_loopback()
                     || ip.is_unspecified()
                     || (a.ip().is_unspecified() && is_local_address(ip))
@@ -96,9 +97,39 @@ fn is_own_listener(host: &str, port: u16) -> bool {
     })
 }
 
-/// Whether `ip` is an address of this machine: only those can be bound.
+/// Whether `ip` is one of this machine's interface addresses (`getifaddrs`; binding a
+/// socket would also succeed for any address where non-local binds are allowed).
 fn is_local_address(ip: IpAddr) -> bool {
-    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below with freeifaddrs; each entry's
+    // address is read only when present and of the family it says.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return false;
+        }
+        let mut found = false;
+        let mut cur = head;
+        while !cur.is_null() && !found {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() {
+                let local = match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let a = &*(addr as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))))
+                    }
+                    libc::AF_INET6 => {
+                        let a = &*(addr as *const libc::sockaddr_in6);
+                        Some(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
+                };
+                found = local == Some(ip);
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+        found
+    }
 }
 
 /// Why a URL is refused, or `None` when it may be registered.
@@ -239,6 +270,8 @@ mod tests {
             "http://[::1]:18999/",
             "http://0.0.0.0:18999/",
             "http://127.0.0.2:18999/",
+            "http://[::ffff:127.0.0.1]:18999/",
+            "http://localhost.:18999/",
         ] {
             let why = check_url(url, true).unwrap_or_default();
             assert!(why.contains("own listener"), "{url}: {why:?}");
@@ -246,6 +279,8 @@ mod tests {
         // Another port, or a machine that is not this one, is someone else.
         assert_eq!(check_url("http://127.0.0.1:18998/", true), None);
         assert_eq!(check_url("http://203.0.113.9:18999/", true), None);
+        assert!(is_local_address("127.0.0.1".parse().unwrap()));
+        assert!(!is_local_address("203.0.113.9".parse().unwrap()));
         set_own_listeners(&[]);
         assert_eq!(check_url("http://127.0.0.1:18999/", true), None);
     }
