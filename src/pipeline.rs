@@ -504,6 +504,18 @@ impl Pipeline {
                 rusqlite::params![p, row.id],
             )
             .map_err(StoreError::from)?;
+            // A result applied after a restart, before this step, may already have moved the
+            // message on (a file published before the stop): never move it back.
+            let still_validated: bool = tx
+                .query_row(
+                    "SELECT state = 'validated' FROM messages WHERE id = ?1",
+                    [row.id],
+                    |r| r.get(0),
+                )
+                .map_err(StoreError::from)?;
+            if !still_validated {
+                continue;
+            }
             tx.transition(row.id, Some("validated"), "queued", Some(&p))?;
             tx.add_event(
                 "invoice.status.updated",

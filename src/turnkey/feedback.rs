@@ -564,6 +564,8 @@ impl Tracker {
     fn result_file(&mut self, path: &Path) -> Result<bool, FeedbackError> {
         let in_place = self.config.turnkey.layout == Layout::Turnkey;
         if in_place && self.known(path)?.is_some() {
+            // Recorded (a copy, a foreign file, set aside): no longer waited for.
+            self.unparsed.remove(path);
             return Ok(false);
         }
         if self.unparsed_waits(path)? {
@@ -576,8 +578,60 @@ impl Tracker {
             Some(b) => hex(&Md5::digest(b)),
             None => md5_of(path)?,
         };
+        let Some(bytes) = bytes else {
+            self.unparsed.remove(path);
+            let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
+            let reason = format!(
+                "the file is {size} bytes; result files are at most {} bytes",
+                results::MAX_RESULT_BYTES
+            );
+            self.reject_result(path, &md5, &reason)?;
+            return Ok(true);
+        };
+        let parsed = match results::parse(&bytes) {
+            Ok(p) => {
+                self.unparsed.remove(path);
+                p
+            }
+            Err(e) => {
+                // In the turnkey layout the outbox is Turnkey's own folder: files that are not
+                // results (E0501 allocations, …) are left there, untouched.
+                if self.config.turnkey.layout == Layout::Turnkey {
+                    if let results::ResultError::Unknown(root) = &e {
+                        self.unparsed.remove(path);
+                        let tx = self.store.transaction()?;
+                        record(
+                            &tx,
+                            path,
+                            &md5,
+                            "foreign",
+                            &format!("root element {root}; left in place"),
+                            None,
+                        )?;
+                        tx.commit()?;
+                        return Ok(true);
+                    }
+                }
+                // Perhaps half-written: read again until it has stayed the same a while.
+                if self.unparsed_verdict(path, &md5, &e.to_string())? == Verdict::Wait {
+                    return Ok(false);
+                }
+                let reason = if self.result_unchanged.is_zero() {
+                    e.to_string()
+                } else {
+                    format!(
+                        "{e} (unchanged for {} ms)",
+                        self.result_unchanged.as_millis()
+                    )
+                };
+                self.reject_result(path, &md5, &reason)?;
+                return Ok(true);
+            }
+        };
         // The same bytes again (a crash before the move, or the file dropped twice) are the
-        // same result: applying them again would only repeat events.
+        // same result: applying them again would only repeat events. Only a result that
+        // parses is compared: an empty or half-written file may match an earlier one by
+        // chance, and waits above like any file that does not parse yet.
         let seen: Option<(String, String)> = self
             .store
             .conn()
@@ -612,54 +666,6 @@ impl Tracker {
             self.keep(path)?;
             return Ok(false);
         }
-        let Some(bytes) = bytes else {
-            let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
-            let reason = format!(
-                "the file is {size} bytes; result files are at most {} bytes",
-                results::MAX_RESULT_BYTES
-            );
-            self.reject_result(path, &md5, &reason)?;
-            return Ok(true);
-        };
-        let parsed = match results::parse(&bytes) {
-            Ok(p) => {
-                self.unparsed.remove(path);
-                p
-            }
-            Err(e) => {
-                // In the turnkey layout the outbox is Turnkey's own folder: files that are not
-                // results (E0501 allocations, …) are left there, untouched.
-                if self.config.turnkey.layout == Layout::Turnkey {
-                    if let results::ResultError::Unknown(root) = &e {
-                        let tx = self.store.transaction()?;
-                        record(
-                            &tx,
-                            path,
-                            &md5,
-                            "foreign",
-                            &format!("root element {root}; left in place"),
-                            None,
-                        )?;
-                        tx.commit()?;
-                        return Ok(true);
-                    }
-                }
-                // Perhaps half-written: read again until it has stayed the same a while.
-                if self.unparsed_verdict(path, &md5, &e.to_string())? == Verdict::Wait {
-                    return Ok(false);
-                }
-                let reason = if self.result_unchanged.is_zero() {
-                    e.to_string()
-                } else {
-                    format!(
-                        "{e} (unchanged for {} ms)",
-                        self.result_unchanged.as_millis()
-                    )
-                };
-                self.reject_result(path, &md5, &reason)?;
-                return Ok(true);
-            }
-        };
         // A ProcessResult about an upload whose pack is not read yet waits for it: applied
         // now, it would reach none of the upload's messages, and never again.
         let mut late = None;
