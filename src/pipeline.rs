@@ -204,7 +204,8 @@ impl Pipeline {
                         let reason = format!(
                             "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
                         );
-                        return self.refuse(work, &job_id, &name, "rejected", reason, None);
+                        // Invoices recorded from it before a restart are still sent.
+                        return self.quarantine(work, reason);
                     }
                 }
                 return Err(PipelineError::Io {

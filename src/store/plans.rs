@@ -21,7 +21,7 @@ fn plan(store: &Store, sql: &str) -> Vec<String> {
 /// Per-file, per-request and per-poll lookups, as the code writes them.
 const LOOKUPS: &[&str] = &[
     // Feedback: a result file's content seen before, a path read before, its record.
-    "SELECT kind, outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err') LIMIT 1",
+    "SELECT kind, outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err', 'implausible') LIMIT 1",
     "SELECT md5, kept_at FROM feedback_files WHERE path = ?1 AND kind != 'unreadable' ORDER BY id DESC LIMIT 1",
     "SELECT id FROM feedback_files WHERE path = ?1 AND md5 = ?2",
     "SELECT path, outcome FROM feedback_files WHERE kind = 'unreadable'",
@@ -59,13 +59,10 @@ const LOOKUPS: &[&str] = &[
     "UPDATE deliveries SET state = 'cancelled' WHERE endpoint_id = ?2 AND state = 'pending'",
     "SELECT count(*) FROM delivery_attempts WHERE started_at >= ?1",
     "SELECT attempt FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
-    "DELETE FROM delivery_attempts WHERE started_at < ?1
-     AND delivery_id IN (SELECT id FROM deliveries WHERE state IN ('succeeded', 'cancelled'))",
     // Callbacks and pushes.
     "SELECT stock FROM stock_updates WHERE code = ?1 ORDER BY id DESC LIMIT 1",
     "SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'",
     "SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')",
-    "DELETE FROM inventory_logs WHERE received_at < ?1",
     "SELECT id FROM company_events WHERE event_type = ?1 AND business_key = ?2 AND content_md5 = ?3",
     "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'",
     // NextEngine jobs and sign-ins.
