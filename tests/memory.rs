@@ -213,7 +213,7 @@ fn hostile_shapes_are_refused_while_reading_within_the_budget() {
         (
             "wide.csv",
             fill("", ",", "\nF0401\n", max_file - 1),
-            "there are not that many fields".to_string(),
+            "fields or more; no batch has that many columns".to_string(),
         ),
         // A manifest listing far more members than an archive holds.
         (

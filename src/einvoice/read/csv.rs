@@ -46,9 +46,11 @@ pub fn read_csv(
         return Err(ReadError::Empty);
     }
     if let Some((record, fields)) = too_wide(text) {
-        return Err(ReadError::CsvHeader(format!(
-            "record {record} has {fields} fields or more; there are not that many fields (at most {MAX_COLUMNS} columns)"
-        )));
+        return Err(ReadError::TooWide {
+            record,
+            fields,
+            max: MAX_COLUMNS,
+        });
     }
     let mut rdr = ::csv::ReaderBuilder::new()
         .flexible(true)
@@ -438,13 +440,20 @@ mod tests {
         let text = format!("{}\nF0401\n", ",".repeat(100_000));
         let err = read(&text).unwrap_err();
         assert!(
-            matches!(&err, ReadError::CsvHeader(m) if m.starts_with("record 1 has 129 fields")),
+            matches!(
+                &err,
+                ReadError::TooWide {
+                    record: 1,
+                    fields: 129,
+                    ..
+                }
+            ),
             "{err}"
         );
         let text = format!("MessageType\nF0501\n\"a,b\",{}\n", ",".repeat(200));
         let err = read(&text).unwrap_err();
         assert!(
-            matches!(&err, ReadError::CsvHeader(m) if m.starts_with("record 3 has 129")),
+            matches!(&err, ReadError::TooWide { record: 3, .. }),
             "{err}"
         );
         let quoted = format!("MessageType\n\"{}\"\n", ",".repeat(1000));

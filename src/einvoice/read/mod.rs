@@ -49,6 +49,13 @@ pub enum ReadError {
     Empty,
     #[error("CSV header: {0}")]
     CsvHeader(String),
+    /// A CSV record with more fields than any batch has columns (counted before it is kept).
+    #[error("CSV record {record} has {fields} fields or more; no batch has that many columns (at most {max})")]
+    TooWide {
+        record: usize,
+        fields: usize,
+        max: usize,
+    },
     #[error("not valid JSON: {0}")]
     Json(String),
     #[error("{0}")]
