@@ -288,7 +288,10 @@ fn rotated_out_and_removed_webhook_secrets_leave_the_store() {
     wait_for(20, "the rotated-out secret to leave the store", || {
         stored_anywhere(&sb.db(), &first).is_empty()
     });
-    assert!(sb.log().contains("secrets=1"), "the run says so");
+    // The log line follows the commit (and the WAL checkpoint after it).
+    wait_for(10, "the run to say so in the log", || {
+        sb.log().contains("secrets=1")
+    });
     assert_eq!(stored_anywhere(&sb.db(), &second), ["webhook_endpoints"]);
     // A removed endpoint's secret goes at once, with the row: not flagged, deleted.
     cli(&sb, &["webhooks", "remove", &id]);
