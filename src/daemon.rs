@@ -573,16 +573,7 @@ impl Worker {
             accepted: 0,
             rejected: 0,
             rejected_files: vec![],
-            problems: vec![spool::ReportEntry {
-                rule: None,
-                file: name.clone(),
-                row: 0,
-                message_type: None,
-                number: None,
-                field: String::new(),
-                value: String::new(),
-                reason,
-            }],
+            problems: vec![spool::ReportEntry::whole_file(name.clone(), reason)],
         };
         let base = self
             .pipeline

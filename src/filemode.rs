@@ -1,11 +1,14 @@
 //! What turnbridge writes is never open to other users, whatever umask it was started with.
 //!
-//! At start the process umask is made to deny "other" entirely. An umask that already does so
-//! is a deliberate choice and is kept: the packaged unit's `UMask=0007` shares files with the
-//! `turnbridge` group (Turnkey's user joins it to read the staged XML and move it), `0027`
-//! lets the group read, `0077` keeps everything to the owner. Any other umask (`0022`, `0002`,
-//! `0000`) becomes `0077`: owner only. Every file and folder turnbridge creates (staged XML,
-//! reports, archived sources, result files, the sandbox config) follows it.
+//! At start the process umask is made to deny "other" entirely, and to keep what it gave the
+//! group: the packaged unit's `UMask=0007` (and a login shell's `0002`) share files with the
+//! group (Turnkey's user joins it to read the staged XML and move it), `0022` becomes `0027`
+//! (the group reads), `0077` keeps everything to the owner. Every file and folder turnbridge
+//! creates in shared places (staged XML, the pickup folders) follows it.
+//!
+//! Its own state is not shared at all: the state folder and its `work/`, `archive/` and
+//! `rejected/` are made `0700` whatever the umask ([`private_dir`]), so archived batches,
+//! reports and files being processed are the service user's alone.
 //!
 //! The database and its `-wal` and `-shm` files hold secrets (NextEngine tokens, webhook
 //! secrets) and are owner-only (`0600`) whatever the umask, group included: see
@@ -22,14 +25,22 @@ pub const OWNER_ONLY: u32 = 0o077;
 /// The mode of the database files.
 pub const DATABASE_MODE: u32 = 0o600;
 
-/// The umask turnbridge uses when it inherited `inherited`: kept when it denies "other"
-/// everything, else [`OWNER_ONLY`].
+/// The mode of turnbridge's own folders.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// The umask turnbridge uses when it inherited `inherited`: the same for owner and group,
+/// and nothing for others.
 pub fn effective_umask(inherited: u32) -> u32 {
-    if inherited & 0o007 == 0o007 {
-        inherited & 0o777
-    } else {
-        OWNER_ONLY
+    (inherited | 0o007) & 0o777
+}
+
+/// Makes the folder at `path` the owner's alone ([`PRIVATE_DIR_MODE`]) unless it already is.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.permissions().mode() & 0o777 == PRIVATE_DIR_MODE {
+        return Ok(());
     }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
 }
 
 /// The umask inherited at the first [`restrict_umask`], and the one used since.
@@ -66,9 +77,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_umask_that_lets_others_in_becomes_owner_only_and_a_deliberate_one_is_kept() {
-        for open in [0o000, 0o002, 0o022, 0o020, 0o006] {
-            assert_eq!(effective_umask(open), 0o077, "{open:04o}");
+    fn others_get_nothing_and_the_group_keeps_what_it_was_given() {
+        for (inherited, used) in [
+            (0o000, 0o007),
+            (0o002, 0o007),
+            (0o022, 0o027),
+            (0o020, 0o027),
+            (0o006, 0o007),
+        ] {
+            assert_eq!(effective_umask(inherited), used, "{inherited:04o}");
         }
         // The packaged unit's UMask=0007 keeps the group; 0027 and 0077 are kept too.
         for deliberate in [0o007, 0o027, 0o077, 0o037] {

@@ -711,13 +711,9 @@ async fn updatestock(
             };
             metrics::inc("turnbridge_stock_updates_total", &[("outcome", "refused")]);
             let admit = state.refusals.admit(std::time::Instant::now());
-            if admit.suppressed_before > 0 {
-                warn!(
-                    "{} more stock callbacks were refused in the last {} s (counted in turnbridge_stock_updates_total, not stored)",
-                    admit.suppressed_before,
-                    stock_callback::RefusalGate::WINDOW.as_secs()
-                );
-            }
+            admit.log_suppressed(
+                "stock callbacks were refused (counted in turnbridge_stock_updates_total, not stored)",
+            );
             if admit.detailed {
                 let short = |v: &Option<String>| {
                     v.as_deref()
@@ -812,13 +808,9 @@ async fn company_webhook(
             &[("type", "unknown"), ("outcome", "unauthorized")],
         );
         let admit = state.webhook_refusals.admit(std::time::Instant::now());
-        if admit.suppressed_before > 0 {
-            warn!(
-                "{} more company webhooks were refused for their secret in the last {} s (counted in turnbridge_company_webhooks_total)",
-                admit.suppressed_before,
-                stock_callback::RefusalGate::WINDOW.as_secs()
-            );
-        }
+        admit.log_suppressed(
+            "company webhooks were refused for their secret (counted in turnbridge_company_webhooks_total)",
+        );
         if admit.detailed {
             warn!("company webhook refused: missing or wrong X-Webhook-Secret");
         }

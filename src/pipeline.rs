@@ -82,9 +82,14 @@ impl StateDirs {
         }
     }
 
+    /// Creates the folders, the state folder and these three the service user's alone.
     pub fn create(&self) -> io::Result<()> {
         for d in [&self.work, &self.archive, &self.rejected] {
             durable::create_dir_all(d)?;
+            crate::filemode::private_dir(d)?;
+        }
+        if let Some(state) = self.work.parent() {
+            crate::filemode::private_dir(state)?;
         }
         Ok(())
     }
@@ -754,16 +759,10 @@ impl Pipeline {
 
 /// Every problem of a verdict as report lines: refused archive members, then rejected rows.
 pub fn report_entries(batch: &str, verdict: &Verdict) -> Vec<ReportEntry> {
-    let members = verdict.refused_members.iter().map(|m| ReportEntry {
-        rule: None,
-        file: format!("{batch}:{}", m.name),
-        row: 0,
-        message_type: None,
-        number: None,
-        field: String::new(),
-        value: String::new(),
-        reason: m.reason.clone(),
-    });
+    let members = verdict
+        .refused_members
+        .iter()
+        .map(|m| ReportEntry::whole_file(format!("{batch}:{}", m.name), m.reason.clone()));
     let rows = verdict.rejected.iter().flat_map(|r| {
         r.problems.iter().map(move |p| ReportEntry {
             rule: p.rule,
@@ -797,16 +796,7 @@ fn file_report(
         accepted,
         rejected: 0,
         rejected_files,
-        problems: vec![ReportEntry {
-            rule: None,
-            file: name.to_string(),
-            row: 0,
-            message_type: None,
-            number: None,
-            field: String::new(),
-            value: String::new(),
-            reason: reason.to_string(),
-        }],
+        problems: vec![ReportEntry::whole_file(name, reason)],
     }
 }
 

@@ -305,6 +305,22 @@ pub struct ReportEntry {
     pub rule: Option<crate::einvoice::model::PlatformRule>,
 }
 
+impl ReportEntry {
+    /// A line about a whole file (or archive member): no row, field or value.
+    pub fn whole_file(file: impl Into<String>, reason: impl Into<String>) -> ReportEntry {
+        ReportEntry {
+            rule: None,
+            file: file.into(),
+            row: 0,
+            message_type: None,
+            number: None,
+            field: String::new(),
+            value: String::new(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Why a file, or some of its rows, were not sent: written as `<name>.error.txt` for a person
 /// and `<name>.error.json` for a program.
 #[derive(Debug, Clone, Serialize, PartialEq)]

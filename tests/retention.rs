@@ -72,18 +72,18 @@ fn database_files(sb: &Sandbox) -> Vec<PathBuf> {
 }
 
 #[test]
-fn under_a_permissive_umask_everything_turnbridge_writes_is_owner_only() {
+fn under_a_permissive_umask_others_get_nothing_and_the_state_is_private() {
     let mut sb = Sandbox::new();
     start_with_umask(&mut sb, 0o000);
     let (xml, report) = one_sent_one_refused(&sb);
     assert!(
-        sb.log().contains("umask=0077") && sb.log().contains("inherited_umask=0000"),
+        sb.log().contains("umask=0007") && sb.log().contains("inherited_umask=0000"),
         "the start line says which umask is used"
     );
     for f in database_files(&sb) {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
-    assert_eq!(mode(&xml), 0o600, "staged XML {}", xml.display());
+    assert_eq!(mode(&xml), 0o660, "staged XML {}", xml.display());
     let json = report.with_file_name(
         report
             .file_name()
@@ -92,19 +92,22 @@ fn under_a_permissive_umask_everything_turnbridge_writes_is_owner_only() {
             .replace(".error.txt", ".error.json"),
     );
     for f in [&report, &json] {
-        assert_eq!(mode(f), 0o600, "report {}", f.display());
+        assert_eq!(mode(f) & 0o007, 0, "report {}", f.display());
     }
-    assert_eq!(mode(&sb.state().join("health.json")), 0o600);
+    assert_eq!(mode(&sb.state().join("health.json")) & 0o007, 0);
     // Dropped files keep the mode their writer gave them (turnbridge may not own them); the
-    // folders they are kept in are closed to others.
-    let mut folders = vec![sb.state(), sb.rejected(), sb.state().join("archive")];
-    folders.extend(
-        sb.archived()
-            .iter()
-            .filter_map(|f| f.parent().map(Path::to_path_buf)),
-    );
-    for dir in folders {
-        assert_eq!(mode(&dir) & 0o077, 0, "folder {}", dir.display());
+    // state and the folders they are kept in are the owner's alone, the group's too, and
+    // what lies below them (the archive's day folders) is closed to others as well.
+    for dir in [
+        sb.state(),
+        sb.rejected(),
+        sb.state().join("archive"),
+        sb.work(),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "folder {}", dir.display());
+    }
+    for day in sb.archived().iter().filter_map(|f| f.parent()) {
+        assert_eq!(mode(day) & 0o007, 0, "folder {}", day.display());
     }
     sb.terminate();
 }
@@ -116,7 +119,16 @@ fn under_the_packaged_units_umask_the_group_shares_the_files_but_not_the_databas
     start_with_umask(&mut sb, 0o007);
     let (xml, report) = one_sent_one_refused(&sb);
     assert_eq!(mode(&xml), 0o660, "staged XML {}", xml.display());
-    assert_eq!(mode(&report), 0o660, "report {}", report.display());
+    // Reports, archived batches and work/ are not Turnkey's business.
+    for dir in [
+        sb.state(),
+        sb.rejected(),
+        sb.state().join("archive"),
+        sb.work(),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "folder {}", dir.display());
+    }
+    assert!(report.starts_with(sb.rejected()));
     for f in database_files(&sb) {
         assert_eq!(mode(&f), 0o600, "it holds secrets: {}", f.display());
     }

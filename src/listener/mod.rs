@@ -69,6 +69,22 @@ impl From<&Http> for Limits {
     }
 }
 
+#[cfg(test)]
+impl Limits {
+    /// Four slots, two per peer, the default timeouts: small enough to fill in a unit test.
+    pub(crate) fn small_for_tests() -> Limits {
+        Limits {
+            max_connections: 4,
+            max_per_peer: 2,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(120),
+            send_buffer: 0,
+        }
+    }
+}
+
 /// Why the listener closed a connection (the `reason` label of
 /// `turnbridge_http_connections_closed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

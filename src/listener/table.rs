@@ -185,15 +185,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn limits() -> Limits {
-        Limits {
-            max_connections: 4,
-            max_per_peer: 2,
-            header_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(15),
-            write_timeout: Duration::from_secs(10),
-            max_age: Duration::from_secs(120),
-            send_buffer: 0,
-        }
+        Limits::small_for_tests()
     }
 
     fn ip(last: u8) -> IpAddr {

@@ -310,6 +310,20 @@ pub struct Admit {
     pub suppressed_before: u64,
 }
 
+impl Admit {
+    /// Logs the summary of the refusals only counted in the window that just ended, if any;
+    /// `what` names them and where they are counted.
+    pub fn log_suppressed(&self, what: &str) {
+        if self.suppressed_before > 0 {
+            tracing::warn!(
+                "{} more {what} in the last {} s",
+                self.suppressed_before,
+                RefusalGate::WINDOW.as_secs()
+            );
+        }
+    }
+}
+
 impl RefusalGate {
     pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
     pub const DETAILED: u64 = 20;

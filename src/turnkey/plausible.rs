@@ -193,16 +193,7 @@ impl Tracker {
             },
             problems: reasons
                 .iter()
-                .map(|r| ReportEntry {
-                    rule: None,
-                    file: name.clone(),
-                    row: 0,
-                    message_type: None,
-                    number: None,
-                    field: String::new(),
-                    value: String::new(),
-                    reason: r.clone(),
-                })
+                .map(|r| ReportEntry::whole_file(name.clone(), r.clone()))
                 .collect(),
         };
         report.write(&dest).map_err(io_err("write report", &dest))?;
