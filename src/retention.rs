@@ -154,7 +154,14 @@ fn rules() -> Vec<Rule> {
     let kept = "AND kept_at IS NOT NULL
          AND NOT EXISTS (SELECT 1 FROM summaries s WHERE s.feedback_id = t.id)";
     r.push(Rule {
-        candidates: candidates("feedback_files", "seen_at", "path", kept),
+        // A result not believed is reported while its set-aside copy is there (the operator
+        // removes it to clear the problem): that copy is the file that keeps the record.
+        candidates: candidates(
+            "feedback_files",
+            "seen_at",
+            "CASE WHEN t.kind = 'implausible' THEN t.kept_at ELSE t.path END",
+            kept,
+        ),
         while_file_exists: true,
         ..rule(
             "feedback_files",

@@ -288,7 +288,29 @@ fn summaries_and_records_of_kept_result_files_go_once_the_file_is_gone() {
     let still_there = dir.path().join("ProcessResult_still.xml");
     std::fs::write(&still_there, b"<x/>").unwrap();
     let gone = dir.path().join("ACK_gone.xml");
+    let set_aside = dir.path().join("set-aside_ACK_forged.xml");
+    std::fs::write(&set_aside, b"<x/>").unwrap();
     let now = crate::store::now();
+    // Two results not believed, moved from the outbox (their path is gone): one whose copy is
+    // still set aside (still a problem), one whose copy the operator removed.
+    for (md5, kept) in [
+        ("i", set_aside.to_string_lossy().into_owned()),
+        (
+            "j",
+            dir.path()
+                .join("removed.xml")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+    ] {
+        t.conn()
+            .execute(
+                "INSERT INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
+                 VALUES (?1, ?2, 'implausible', 'forged', ?3, ?4)",
+                params![format!("/outbox/{md5}.xml"), md5, kept, now],
+            )
+            .unwrap();
+    }
     for (path, kept, md5) in [
         (gone.to_string_lossy().into_owned(), Some("/archive/a"), "a"),
         (
@@ -318,7 +340,7 @@ fn summaries_and_records_of_kept_result_files_go_once_the_file_is_gone() {
     let p = t.prune_at(c.feedback_days as i64 + 1);
     assert_eq!(p.rows.get("summaries"), Some(&1), "{p:?}");
     // The summary went first, so the file it named could go in the same run.
-    assert_eq!(p.rows.get("feedback_files"), Some(&2), "{p:?}");
+    assert_eq!(p.rows.get("feedback_files"), Some(&3), "{p:?}");
     let left: Vec<String> = {
         let mut stmt = t
             .conn()
@@ -328,8 +350,9 @@ fn summaries_and_records_of_kept_result_files_go_once_the_file_is_gone() {
         rows.collect::<Result<_, _>>().unwrap()
     };
     // A file still where it was read keeps its record (or it would be read again); records
-    // of files read in place are the feedback tracker's (turnkey.retention_days).
-    assert_eq!(left, ["b", "p"]);
+    // of files read in place are the feedback tracker's (turnkey.retention_days); a result
+    // not believed keeps its record while its set-aside copy is there.
+    assert_eq!(left, ["b", "i", "p"]);
 }
 
 #[test]

@@ -206,8 +206,8 @@ pub struct Tracker {
     pub(super) touched: std::collections::HashSet<PathBuf>,
     /// Set by a result deferred in this scan.
     pub(super) deferring: bool,
-    /// Files that could not be read: how many scans tried, and the error.
-    pub(super) unreadable: std::collections::BTreeMap<PathBuf, (u32, String)>,
+    /// Files that could not be read.
+    pub(super) unreadable: std::collections::BTreeMap<PathBuf, Unreadable>,
     /// ProcessResults applied to nothing after their pack never showed up.
     pub(super) late: std::collections::BTreeMap<PathBuf, String>,
     /// Files not believed, set aside until an operator removes them.
@@ -224,6 +224,27 @@ pub struct Tracker {
 
 /// How many scans try a file that cannot be read (per run of the daemon).
 const UNREADABLE_TRIES: u32 = 3;
+
+/// A file that could not be read: how many scans tried since it last changed, the error, and
+/// the file as it was then (size, modification and status-change times), so a file fixed
+/// since (its mode or owner changed, or a new copy) is tried again.
+#[derive(Debug, Default)]
+pub(super) struct Unreadable {
+    tries: u32,
+    why: String,
+    stamp: Option<(u64, i64, i64)>,
+}
+
+/// What changes when a file is fixed or replaced.
+fn stamp_of(f: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(f).ok()?;
+    Some((
+        m.size(),
+        m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        m.ctime_nsec() + m.ctime() * 1_000_000_000,
+    ))
+}
 
 impl Tracker {
     pub fn open(config: Config) -> Result<Tracker, FeedbackError> {
@@ -251,7 +272,14 @@ impl Tracker {
                 .conn()
                 .prepare("SELECT path, outcome FROM feedback_files WHERE kind = 'unreadable'")?;
             let rows = stmt.query_map([], |r| {
-                Ok((PathBuf::from(r.get::<_, String>(0)?), (0, r.get(1)?)))
+                let why = r.get(1)?;
+                Ok((
+                    PathBuf::from(r.get::<_, String>(0)?),
+                    Unreadable {
+                        why,
+                        ..Unreadable::default()
+                    },
+                ))
             })?;
             rows.collect::<Result<_, _>>()?
         };
@@ -358,12 +386,10 @@ impl Tracker {
                 source,
             }) if path == f => {
                 let why = source.to_string();
-                let entry = self
-                    .unreadable
-                    .entry(f.to_path_buf())
-                    .or_insert((0, why.clone()));
-                entry.0 += 1;
-                entry.1 = why.clone();
+                let entry = self.unreadable.entry(f.to_path_buf()).or_default();
+                entry.tries += 1;
+                entry.why = why.clone();
+                entry.stamp = stamp_of(f);
                 let tx = self.store.transaction()?;
                 let new = tx.execute(
                     "INSERT OR IGNORE INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
@@ -384,11 +410,20 @@ impl Tracker {
         }
     }
 
-    /// Whether a file that could not be read was tried often enough in this run.
-    pub(super) fn gave_up(&self, f: &Path) -> bool {
-        self.unreadable
-            .get(f)
-            .is_some_and(|(n, _)| *n >= UNREADABLE_TRIES)
+    /// Whether a file that could not be read was tried often enough since it last changed.
+    pub(super) fn gave_up(&mut self, f: &Path) -> bool {
+        let Some(u) = self.unreadable.get_mut(f) else {
+            return false;
+        };
+        if u.tries < UNREADABLE_TRIES {
+            return false;
+        }
+        if u.stamp != stamp_of(f) {
+            // Fixed or replaced since: tried again (still reported until it is read).
+            u.tries = 0;
+            return false;
+        }
+        true
     }
 
     /// How many files wait (for their reason in Turnkey.log, or their pack).
@@ -401,7 +436,7 @@ impl Tracker {
     /// believed that are still set aside.
     pub fn problem(&self) -> Option<String> {
         let mut parts = Vec::new();
-        if let Some((p, (_, why))) = self.unreadable.iter().next() {
+        if let Some((p, Unreadable { why, .. })) = self.unreadable.iter().next() {
             parts.push(format!(
                 "{} file(s) in Turnkey's folders cannot be read (e.g. {}: {})",
                 self.unreadable.len(),

@@ -520,6 +520,13 @@ mod tests {
         }
         assert_eq!(tries, 3);
         assert!(t.problem().is_some(), "reported while the file is there");
+        // Fixed (its mode changes its status-change time): tried again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(!t.gave_up(&f), "a changed file is tried again");
+        t.per_file(&f, denied(&f)).unwrap();
+        assert!(!t.gave_up(&f), "counted afresh");
         std::fs::remove_file(&f).unwrap();
         t.scan().unwrap();
         assert_eq!(t.problem(), None, "not once it is gone");
