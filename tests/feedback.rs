@@ -1083,7 +1083,7 @@ fn folder_moves_of_a_file_still_in_the_pickup_folder_are_not_believed() {
 }
 
 #[test]
-fn turnkey_results_about_files_still_in_src_are_copied_aside_and_left_in_place() {
+fn turnkey_results_about_files_still_in_src_are_copied_aside_and_read_again_once_removed() {
     let mut w = World::new("turnkey");
     write_pack(&w, "28080623", &["EF00000001"], UPLOAD);
     let result = write_result(&w, UPLOAD, ALL_GOOD);
@@ -1103,12 +1103,17 @@ fn turnkey_results_about_files_still_in_src_are_copied_aside_and_left_in_place()
     w.tracker.scan().unwrap();
     assert_eq!(w.state_of("EF00000001").0, "picked_up");
     assert_eq!(set_aside(&w).len(), 1);
-    // The operator removes the copy (and its reports): no problem any more.
+    // The operator removes the copy (and its reports): no problem any more, and the result,
+    // still in Turnkey's folder, is read again; its message has left SRC since, so now it is
+    // believed and applied.
     for f in files_in(&w.rejected_dir()) {
         std::fs::remove_file(f).unwrap();
     }
     w.tracker.scan().unwrap();
     assert_eq!(w.tracker.problem(), None);
+    w.tracker.scan().unwrap();
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert!(set_aside(&w).is_empty(), "believed now: nothing set aside");
 }
 
 #[test]

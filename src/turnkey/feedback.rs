@@ -365,7 +365,7 @@ impl Tracker {
         self.deferred.retain(|p, _| touched.contains(p));
         self.unreadable.retain(|p, _| p.exists());
         self.late.retain(|p, _| p.exists());
-        self.prune_doubted();
+        self.prune_doubted()?;
         self.prune_unparsed();
         self.pending = young || self.deferring;
         self.raise_overdue()?;

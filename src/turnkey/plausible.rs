@@ -258,8 +258,31 @@ impl Tracker {
     }
 
     /// Forgets files not believed whose set-aside copy (or report) an operator removed.
-    pub(super) fn prune_doubted(&mut self) {
-        self.doubted.retain(|kept, _| kept.exists());
+    /// Forgets the files not believed whose set-aside copy an operator removed: the problem
+    /// ends, and so does the record, so a file Turnkey still holds (read in place) is read
+    /// and judged again at the next scan (its cause may be gone: the XML left SRC since).
+    pub(super) fn prune_doubted(&mut self) -> Result<(), FeedbackError> {
+        let removed: Vec<PathBuf> = self
+            .doubted
+            .keys()
+            .filter(|kept| !kept.exists())
+            .cloned()
+            .collect();
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let tx = self.store.transaction()?;
+        for kept in &removed {
+            tx.execute(
+                "DELETE FROM feedback_files WHERE kind = 'implausible' AND kept_at = ?1",
+                [kept.to_string_lossy()],
+            )?;
+        }
+        tx.commit()?;
+        for kept in &removed {
+            self.doubted.remove(kept);
+        }
+        Ok(())
     }
 
     /// The health problem about files not believed, while some are set aside.
