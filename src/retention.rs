@@ -135,13 +135,16 @@ fn rules() -> Vec<Rule> {
              AND m.state IN ('acked', 'error') AND m.updated_at < ?1)",
     ));
     // Jobs that recorded messages stay with them: the MD5 rule refuses their bytes again.
+    // Those sent nothing (`success_count = 0`, the partial index `jobs_prunable`), so the scan
+    // never walks the jobs that must stay; the messages check guards what the count misses.
     for state in ["done", "rejected", "duplicate"] {
         r.push(rule(
             "jobs",
             |l| days(l.retention.jobs_days),
             "finished_at",
             &format!(
-                "AND state = '{state}' AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.job_id = t.id)"
+                "AND state = '{state}' AND success_count = 0
+                 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.job_id = t.id)"
             ),
         ));
     }
