@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon;
 use crate::einvoice;
+use crate::report::shown;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -284,7 +285,7 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
                     serde_json::json!({"file": name, "usable": false, "reason": e.to_string()})
                 );
             } else {
-                println!("{name}: cannot be used: {e}");
+                println!("{}: cannot be used: {e}", shown(&name));
             }
             return Ok(ExitCode::from(2));
         }
@@ -313,10 +314,10 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
             let legacy = a.legacy.map(|l| format!(" (from {l})")).unwrap_or_default();
             println!(
                 "ok   {} row {}: {} {}{legacy}",
-                a.file,
+                shown(&a.file),
                 a.row,
                 a.message.message_type(),
-                a.message.number()
+                shown(a.message.number())
             );
         }
         let report = crate::spool::Report {
@@ -333,7 +334,8 @@ fn validate(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> 
             println!("bad  {line}");
         }
         println!(
-            "{name}: {} valid, {} invalid{}",
+            "{}: {} valid, {} invalid{}",
+            shown(&name),
             verdict.accepted.len(),
             verdict.rejected.len(),
             if verdict.refused_members.is_empty() {
@@ -589,7 +591,7 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
                         d.event,
                         d.endpoint_id,
                         d.attempts,
-                        d.last_error.as_deref().unwrap_or("-"),
+                        shown(d.last_error.as_deref().unwrap_or("-")),
                         d.created_at
                     );
                 }
@@ -704,14 +706,14 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
                             .collect()
                     })
                     .unwrap_or_default();
-                println!("{}", line.join("  "));
+                println!("{}", shown(&line.join("  ")));
             }
             if let Some(orders) = out.get("orders").and_then(|o| o.as_array()) {
                 println!();
                 for o in orders {
                     println!(
                         "order {}  lines {}  quantity {}  allocated {}  {}",
-                        o["receive_order_id"].as_str().unwrap_or(""),
+                        shown(o["receive_order_id"].as_str().unwrap_or("")),
                         o["lines"],
                         o["quantity"],
                         o["allocated"],

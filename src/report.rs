@@ -17,8 +17,9 @@ use crate::store::{Result, StoreError};
 /// The longest value a text view shows, in characters; the rest is cut and counted.
 const MAX_SHOWN: usize = 500;
 
-/// A stored value as a text view shows it: control characters escaped, cut when long.
-fn shown(value: &str) -> String {
+/// A stored value (or any outside text) as a text view shows it: control characters escaped,
+/// cut when long.
+pub fn shown(value: &str) -> String {
     printable(value, MAX_SHOWN)
 }
 

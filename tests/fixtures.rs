@@ -413,6 +413,23 @@ fn validate_command_exit_codes() {
     assert_eq!(v["problems"][0]["field"], "Buyer.Identifier");
     assert_eq!(v["problems"][0]["row"], 2);
 
+    // Names from outside are shown escaped: a member name cannot forge a line.
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("a.zip");
+    let bytes = zip_of(&[(
+        "x\u{1b}[2J\nFORGED.csv",
+        std::fs::read(fixture("valid/F0501_cancel.csv"))
+            .unwrap()
+            .as_slice(),
+    )]);
+    std::fs::write(&zip_path, bytes).unwrap();
+    let (_, out) = turnbridge(&["validate", zip_path.to_str().unwrap()]);
+    assert!(out.contains("x\\u{1b}[2J\\nFORGED.csv"), "{out}");
+    assert!(
+        !out.contains('\x1b') && !out.lines().any(|l| l.starts_with("FORGED")),
+        "{out}"
+    );
+
     // The daemon's reading rules: a FIFO is refused at once (it would block a plain read),
     // and a file over einvoice.max_file_bytes is refused without being read whole.
     let dir = tempfile::tempdir().unwrap();
