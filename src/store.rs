@@ -346,6 +346,12 @@ CREATE INDEX IF NOT EXISTS ne_jobs_state ON ne_jobs(state, updated_at);
 CREATE INDEX IF NOT EXISTS ne_jobs_que ON ne_jobs(que_id);
 CREATE INDEX IF NOT EXISTS ne_logins_started ON ne_logins(started_at);
 "#,
+    r#"
+-- The NextEngine account a job is uploaded to: an upload in doubt is looked for, and a queued
+-- one followed, in that account's queue even after nextengine.account names another (NULL:
+-- a job from before, which follows the account chosen now).
+ALTER TABLE ne_jobs ADD COLUMN account TEXT;
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).

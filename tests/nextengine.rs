@@ -457,29 +457,70 @@ fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
     let config = std::fs::read_to_string(sb.config_path())
         .unwrap()
         .replace("[nextengine]\n", "[nextengine]\naccount = \"NE123456\"\n");
-    std::fs::write(sb.config_path(), config).unwrap();
+    std::fs::write(sb.config_path(), config.clone()).unwrap();
+    // NextEngine keeps the upload in its queue for now.
+    fake.state
+        .lock()
+        .unwrap()
+        .queue_status
+        .insert("1".into(), "1".into());
     sb.start();
-    wait_for(30, "the goods job done", || {
-        job_states(&sb) == vec![("goods.csv".to_string(), "done".to_string())]
+    wait_for(30, "the goods job queued", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), "queued".to_string())]
     });
-    let token: String = sb
-        .db()
-        .query_row(
-            "SELECT access_token FROM nextengine_accounts WHERE id = 'NE123456'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let token_of = |sb: &Sandbox, id: &str| -> String {
+        sb.db()
+            .query_row(
+                "SELECT access_token FROM nextengine_accounts WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let token = token_of(&sb, "NE123456");
     let calls = fake.calls();
     let upload = calls
         .iter()
         .find(|(p, _)| p.ends_with("/upload"))
         .expect("an upload");
     assert!(
-        upload.1.contains(&("access_token".to_string(), token)),
+        upload
+            .1
+            .contains(&("access_token".to_string(), token.clone())),
         "uploaded with NE123456's token: {:?}",
         upload.1
     );
+
+    // The operator names the other account: the queued upload is still followed in the
+    // queue of the account it went to, not looked for in the other company's.
+    sb.terminate();
+    std::fs::write(
+        sb.config_path(),
+        config.replace("account = \"NE123456\"", "account = \"NE000002\""),
+    )
+    .unwrap();
+    let before = fake.calls().len();
+    sb.start();
+    fake.state
+        .lock()
+        .unwrap()
+        .queue_status
+        .insert("1".into(), "2".into());
+    wait_for(30, "the goods job done", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), "done".to_string())]
+    });
+    let followed: Vec<_> = fake.calls()[before..]
+        .iter()
+        .filter(|(p, _)| p.contains("system_que"))
+        .cloned()
+        .collect();
+    assert!(!followed.is_empty());
+    for (_, form) in followed {
+        assert!(
+            form.contains(&("access_token".to_string(), token_of(&sb, "NE123456"))),
+            "followed with NE123456's token: {form:?}"
+        );
+    }
 }
 
 fn drop_into(sb: &Sandbox, kind: &str, name: &str, text: &str) {

@@ -54,12 +54,13 @@ impl Kind {
     }
 }
 
-/// kind, state, queue id, CSV, upload start time.
+/// kind, state, queue id, CSV, upload start time, the account it was uploaded to.
 type JobRow = (
     String,
     String,
     Option<String>,
     Option<Vec<u8>>,
+    Option<String>,
     Option<String>,
 );
 
@@ -210,16 +211,27 @@ impl Jobs {
                 Ok(db
                     .conn()
                     .query_row(
-                        "SELECT kind, state, que_id, csv, upload_started_at FROM ne_jobs WHERE id = ?1",
+                        "SELECT kind, state, que_id, csv, upload_started_at, account FROM ne_jobs WHERE id = ?1",
                         [&id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                            ))
+                        },
                     )
                     .optional()?)
             })
             .await?;
-        let Some((kind, state, que_id, csv, started)) = job else {
+        let Some((kind, state, que_id, csv, started, uploaded_to)) = job else {
             return Ok(());
         };
+        // A job already sent stays with the account it was sent to.
+        let account = uploaded_to.as_deref().unwrap_or(account);
         let kind = if kind == "stock" {
             Kind::Stock
         } else {
@@ -324,11 +336,12 @@ impl Jobs {
                 };
                 let (id, csv2, md5) = (job_id.clone(), csv.clone(), hex(&Md5::digest(&csv)));
                 let n = problems.len() as i64;
+                let to = account.to_string();
                 self.db(move |db| {
                     db.conn().execute(
                         "UPDATE ne_jobs SET state = 'uploading', csv = ?1, csv_md5 = ?2, rejected_rows = ?3,
-                             upload_started_at = ?4, updated_at = ?4 WHERE id = ?5",
-                        params![csv2, md5, n, store::now(), id],
+                             upload_started_at = ?4, updated_at = ?4, account = ?5 WHERE id = ?6",
+                        params![csv2, md5, n, store::now(), to, id],
                     )?;
                     Ok(())
                 })
@@ -465,16 +478,18 @@ impl Jobs {
 
     /// Follows queued uploads to NextEngine's verdict.
     async fn poll(&self, account: &str) -> Result<(), NeError> {
-        let queued: Vec<(String, String, String)> = self
+        let queued: Vec<(String, String, String, Option<String>)> = self
             .db(|db| {
                 let mut stmt = db.conn().prepare(
-                    "SELECT id, source_name, que_id FROM ne_jobs WHERE state = 'queued'",
+                    "SELECT id, source_name, que_id, account FROM ne_jobs WHERE state = 'queued'",
                 )?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await?;
-        for (job_id, name, que_id) in queued {
+        for (job_id, name, que_id, uploaded_to) in queued {
+            let account = uploaded_to.as_deref().unwrap_or(account);
             let verdict = self.client.queue(account, &que_id).await?;
             let (state, result) = match &verdict {
                 QueueState::Pending => continue,
