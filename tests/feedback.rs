@@ -769,6 +769,30 @@ fn a_pack_of_another_seller_does_not_take_our_message() {
 }
 
 #[test]
+fn a_pack_takes_a_message_published_before_a_stop_but_not_one_never_published() {
+    let mut w = World::new("turnkey");
+    // EF00000001 was moved into SRC (its staged file is gone) but the stop came before it was
+    // recorded queued; EF00000002 is still staged.
+    let staged = w.dir.path().join("still-staged.xml");
+    std::fs::write(&staged, "<x/>").unwrap();
+    let conn = w.tracker.store.conn();
+    conn.execute(
+        "UPDATE messages SET state = 'validated', staged = 1, staged_path = '/nonexistent/staged.xml' WHERE number = 'EF00000001'",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE messages SET state = 'validated', staged = 1, staged_path = ?1 WHERE number = 'EF00000002'",
+        [staged.to_string_lossy()],
+    )
+    .unwrap();
+    write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
+    w.tracker.scan().unwrap();
+    let m = pack_members(&w);
+    assert!(m[0].1.is_some() && m[1].1.is_none(), "{m:?}");
+}
+
+#[test]
 fn a_pack_does_not_take_a_message_already_final_nor_another_tenants() {
     // A final message is not one a new pack can hold.
     let mut w = World::new("turnkey");

@@ -227,16 +227,24 @@ fn member(
     from_ban: &str,
     in_def: impl Fn(&str) -> bool,
 ) -> Result<Option<i64>, FeedbackError> {
+    // A `validated` message whose staged file is gone was published before a stop that came
+    // before it was recorded `queued`: UpCast may have packed it meanwhile.
     let mut stmt = tx.prepare(
-        "SELECT id, tenant FROM messages WHERE message_type = ?1 AND number = ?2
-         AND seller_ban = ?3 AND state IN ('queued', 'picked_up') ORDER BY id DESC",
+        "SELECT id, tenant, state, staged_path FROM messages WHERE message_type = ?1 AND number = ?2
+         AND seller_ban = ?3 AND state IN ('queued', 'picked_up', 'validated') ORDER BY id DESC",
     )?;
     let rows = stmt.query_map(params![message_type, number, from_ban], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
     })?;
     for row in rows {
-        let (id, tenant) = row?;
-        if in_def(&tenant) {
+        let (id, tenant, state, staged) = row?;
+        let published = state != "validated" || staged.is_some_and(|p| !Path::new(&p).exists());
+        if published && in_def(&tenant) {
             return Ok(Some(id));
         }
     }
