@@ -21,6 +21,16 @@ pub fn settled_files(dir: &Path, settle: Duration) -> Vec<PathBuf> {
 
 /// [`settled_files`], also telling whether some file was too young to take yet.
 pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool) -> Vec<PathBuf> {
+    settled_files_outside(dir, settle, young, &|_| false)
+}
+
+/// [`settled_files_noting_young`], not entering the folders whose name `skip` says.
+pub fn settled_files_outside(
+    dir: &Path,
+    settle: Duration,
+    young: &mut bool,
+    skip: &dyn Fn(&str) -> bool,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
@@ -35,7 +45,9 @@ pub fn settled_files_noting_young(dir: &Path, settle: Duration, young: &mut bool
             continue;
         };
         if meta.is_dir() {
-            out.extend(settled_files_noting_young(&path, settle, young));
+            if !skip(&name) {
+                out.extend(settled_files_outside(&path, settle, young, skip));
+            }
         } else if meta.is_file() {
             if is_settled(&meta, settle) {
                 out.push(path);

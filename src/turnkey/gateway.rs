@@ -25,7 +25,6 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use tracing::{info, warn};
 
 use crate::einvoice::MessageType;
-use crate::spool;
 use crate::store;
 use crate::turnkey::apply::conclude;
 use crate::turnkey::feedback::{
@@ -413,35 +412,10 @@ fn fresh_files(
     young: &mut bool,
     keep_after: chrono::NaiveDate,
 ) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
+    let old = |name: &str| {
+        chrono::NaiveDate::parse_from_str(name, "%Y%m%d").is_ok_and(|d| d < keep_after)
     };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !spool::is_candidate(&name) {
-            continue;
-        }
-        let path = e.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let old =
-                chrono::NaiveDate::parse_from_str(&name, "%Y%m%d").is_ok_and(|d| d < keep_after);
-            if !old {
-                out.extend(files::settled_files_noting_young(&path, settle, young));
-            }
-        } else if meta.is_file() {
-            if files::is_settled(&meta, settle) {
-                out.push(path);
-            } else {
-                *young = true;
-            }
-        }
-    }
-    out.sort();
-    out
+    files::settled_files_outside(dir, settle, young, &old)
 }
 
 #[cfg(test)]
