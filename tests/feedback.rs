@@ -943,7 +943,15 @@ fn old_records_of_results_read_in_place_are_pruned_but_not_of_a_pack_still_there
         )
         .unwrap();
     }
-    assert_eq!(w.tracker.prune_logs().unwrap(), 2);
+    // Many more, so the pruning runs in several batches (1,000 rows each) and still drains.
+    for i in 0..2_500 {
+        conn.execute(
+            "INSERT INTO feedback_files (path, md5, kind, outcome, seen_at) VALUES (?1, 'm', ?2, '', '2000-01-01T00:00:00.000Z')",
+            rusqlite::params![format!("/gone/{i}"), if i % 2 == 0 { "pack" } else { "bak" }],
+        )
+        .unwrap();
+    }
+    assert_eq!(w.tracker.prune_logs().unwrap(), 2 + 2_500);
     assert!(
         recorded(&w, &pack),
         "a pack still in Pack/…/SRC keeps its record"

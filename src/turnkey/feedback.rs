@@ -870,9 +870,15 @@ impl Tracker {
     /// Deletes the records of Turnkey's files older than `retention_days` (the request and
     /// attempt logs are [`crate::retention`]'s, under `[retention]`).
     pub fn prune_logs(&mut self) -> Result<usize, FeedbackError> {
-        let tx = self.store.transaction()?;
-        let n = Self::prune_turnkey_records(&tx, self.config.turnkey.retention_days)?;
-        tx.commit()?;
+        let (mut n, mut from) = (0, Some(0));
+        while let Some(after) = from {
+            let tx = self.store.transaction()?;
+            let (deleted, next) =
+                Self::prune_turnkey_batch(&tx, self.config.turnkey.retention_days, after)?;
+            tx.commit()?;
+            n += deleted;
+            from = next;
+        }
         if n > 0 {
             info!(
                 "pruned {n} records of Turnkey files older than {} days",

@@ -185,40 +185,61 @@ impl Tracker {
 
     /// Deletes pack records and the records of Turnkey's files older than the retention
     /// (their day folders are no longer read, see [`fresh_files`]).
-    pub(super) fn prune_turnkey_records(
+    /// One batch of the pruning of Turnkey's records older than `retention_days` (+2): at
+    /// most [`PRUNE_BATCH`] rows of each kind, old packs from `after_id` on. Returns the rows
+    /// deleted and where the next batch starts, `None` when nothing is left.
+    pub(super) fn prune_turnkey_batch(
         tx: &Transaction,
         retention_days: u64,
-    ) -> Result<usize, FeedbackError> {
+        after_id: i64,
+    ) -> Result<(usize, Option<i64>), FeedbackError> {
         let before = (chrono::Utc::now() - chrono::Duration::days(retention_days as i64 + 2))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut n = tx.execute("DELETE FROM turnkey_packs WHERE seen_at < ?1", [&before])?;
+        let limit = PRUNE_BATCH as i64;
+        let packs = tx.execute(
+            "DELETE FROM turnkey_packs WHERE rowid IN
+             (SELECT rowid FROM turnkey_packs WHERE seen_at < ?1 LIMIT ?2)",
+            params![&before, limit],
+        )?;
         // Results read in place (kept_at NULL) too; a pack still in Pack/…/SRC (not in a day
         // folder, so listed at every scan) keeps its record, or it would be read again.
-        n += tx.execute(
-            "DELETE FROM feedback_files WHERE seen_at < ?1 AND kept_at IS NULL
+        let results = tx.execute(
+            "DELETE FROM feedback_files WHERE id IN (SELECT id FROM feedback_files
+             WHERE seen_at < ?1 AND kept_at IS NULL
              AND kind IN ('bak', 'err', 'foreign', 'unreadable', 'process', 'summary', 'ack', 'error', 'daily')
-             AND id NOT IN (SELECT feedback_id FROM summaries)",
-            [&before],
+             AND id NOT IN (SELECT feedback_id FROM summaries) LIMIT ?2)",
+            params![&before, limit],
         )?;
         let old_packs: Vec<(i64, String)> = {
             let mut stmt = tx.prepare(
-                "SELECT id, path FROM feedback_files WHERE seen_at < ?1 AND kind = 'pack'",
+                "SELECT id, path FROM feedback_files WHERE seen_at < ?1 AND kind = 'pack'
+                 AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
-            let rows = stmt.query_map([&before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map(params![&before, after_id, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
-        for (id, path) in old_packs {
-            if !Path::new(&path).exists() {
+        let mut n = packs + results;
+        for (id, path) in &old_packs {
+            if !Path::new(path).exists() {
                 n += tx.execute("DELETE FROM feedback_files WHERE id = ?1", [id])?;
             }
         }
-        Ok(n)
+        let more = packs == PRUNE_BATCH || results == PRUNE_BATCH || old_packs.len() == PRUNE_BATCH;
+        let next = old_packs.last().map_or(after_id, |(id, _)| *id);
+        Ok((n, more.then_some(next)))
     }
 }
 
+/// Rows one transaction of the records' pruning deletes at most, so the writer is never held
+/// long.
+const PRUNE_BATCH: usize = 1_000;
+
 /// The message a pack document is, if it is turnbridge's: same type, number and seller (the
 /// pack's fromBan), still waiting for Turnkey (`queued` — UpCast writes the pack before it
-/// moves the sources to BAK — or `picked_up`), of a tenant `in_def` accepts; the newest wins.
+/// moves the sources to BAK — `picked_up`, or `validated` with its staged file gone), of a
+/// tenant `in_def` accepts; the newest wins.
 fn member(
     tx: &Transaction,
     message_type: &str,
