@@ -456,7 +456,7 @@ mod tests {
     }
 
     /// What reading a file the daemon's user may not read gives (the tests run as root, which
-    /// reads anything; `tests/faults.rs` produces the real error with the daemon as another
+    /// reads anything; `tests/it/faults.rs` produces the real error with the daemon as another
     /// user).
     fn denied(path: &Path) -> Result<bool, FeedbackError> {
         Err(io_err("read", path)(

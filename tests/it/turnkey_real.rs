@@ -3,14 +3,12 @@
 //! can make (a cross-border seller) comes back with Turnkey's reason, and real ProcessResults
 //! from Unpack acknowledge exactly the messages of their uploads.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A seller on Turnkey's cross-border supplier list in this test (no fixture sells as it).
 const CROSS_BORDER_SELLER: &str = "04595257";

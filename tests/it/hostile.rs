@@ -4,15 +4,13 @@
 //! nothing of `/etc/passwd` leaked into any file or answer, and the daemon still takes good
 //! input and stops cleanly.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ADMIN: &str = "hostile-admin-token-0123456789";

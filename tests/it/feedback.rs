@@ -1,12 +1,10 @@
 //! Turnkey feedback: each result fixture applied to a real store, idempotence across
 //! restarts, Turnkey's folder moves in both layouts, and the sandbox end to end.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use turnbridge::config::Config;
 use turnbridge::pipeline::Pipeline;

@@ -1,15 +1,11 @@
 //! The NextEngine client against a fake NextEngine on 127.0.0.1: login, token keeping on
 //! every answer, one call at a time per account, rotation, re-login required, busy retries.
 
-mod common;
-#[path = "fake/nextengine.rs"]
-mod fake;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
-use fake::FakeNextEngine;
+use crate::common::*;
+use crate::fake::FakeNextEngine;
 use serde_json::json;
 use turnbridge::config::{NextEngine, Secret};
 use turnbridge::nextengine::client::{Client, NeError};

@@ -15,13 +15,11 @@
 //! Seed: `TURNBRIDGE_CORPUS_SEED` (printed), else today's date; size: `TURNBRIDGE_CORPUS_SIZE`
 //! (default 2,400 messages).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -1,13 +1,11 @@
 //! Outbound webhooks against a throwaway receiver on 127.0.0.1: signatures checked by an
 //! independent verifier, the retry schedule and the dead-letter queue, resend, and restarts.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 
@@ -585,7 +583,7 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
         assert_eq!(r.json()["field"], "url");
     }
     assert!(
-        common::cli(&sb.config_path(), &["webhooks", "list"])
+        crate::common::cli(&sb.config_path(), &["webhooks", "list"])
             .trim()
             .lines()
             .count()

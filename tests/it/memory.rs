@@ -8,12 +8,10 @@
 //! ones are the largest batches the limits accept (every line the budget allows, every byte
 //! the file limit allows, in UTF-8 and in Big5, which grows by half when decoded).
 
-mod common;
-
 use std::io::Write;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use turnbridge::config::Config;
 
 /// The documented budget, in MiB.

@@ -2,14 +2,12 @@
 //! other users whatever umask it starts with, it prunes old rows at start (keeping what is
 //! still needed), and webhook secrets leave the store when rotated out or removed.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use rusqlite::params;
 
 /// Starts the daemon with `umask` (set in the child only, so the tests beside it are not

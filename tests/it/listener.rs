@@ -1,13 +1,11 @@
 //! The embedded listener over real sockets: NextEngine's stock callback, the company
 //! webhook, monitoring, metrics, and the limits that keep hostile clients out.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const ADMIN: &str = "test-admin-token-0123456789";
 const SECRET: &str = "jyt-gas-webhook-2024";

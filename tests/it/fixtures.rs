@@ -3,13 +3,11 @@
 //! `../shared/turnkey`) and the repository's own schemas too; one message per type is pinned
 //! byte for byte.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use turnbridge::config::{Config, DEFAULT_TOML};
 use turnbridge::einvoice::{self, check_batch, render::render, ReadOptions};

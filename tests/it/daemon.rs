@@ -1,12 +1,10 @@
 //! The real daemon, run as a subprocess on temporary folders.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Validates many files with one xmllint run.
 fn xmllint_all(files: &[std::path::PathBuf], ty: &str) {

@@ -4,15 +4,11 @@
 //! status` say what is wrong, and when the fault clears it catches up on its own with
 //! nothing lost or sent twice.
 
-mod common;
-#[path = "fake/nextengine.rs"]
-mod fake;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::*;
-use fake::FakeNextEngine;
+use crate::common::*;
+use crate::fake::FakeNextEngine;
 use serde_json::json;
 
 const ADMIN: &str = "faults-admin-token";

@@ -14,12 +14,10 @@
 //! `TURNBRIDGE_CRASH_SEED=<n>` replays a run: the seed decides what is dropped and when
 //! each kill falls (where in the daemon's work it lands still depends on timing).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 const ADMIN: &str = "crash-suite-admin-token";

@@ -1,0 +1,23 @@
+//! The integration tests: the real daemon, run as a subprocess on temporary folders and real
+//! sockets on 127.0.0.1, in one test binary (a change to a shared helper rebuilds it once).
+//!
+//! Run one group with `cargo test --test it GROUP::` (for example `cargo test --test it crash::`).
+
+mod common;
+#[path = "fake/nextengine.rs"]
+mod fake;
+
+mod corpus;
+mod crash;
+mod daemon;
+mod faults;
+mod feedback;
+mod fixtures;
+mod hostile;
+mod listener;
+mod memory;
+mod nextengine;
+mod retention;
+mod siege;
+mod turnkey_real;
+mod webhooks;
