@@ -838,6 +838,7 @@ impl TxExt for Transaction<'_> {
 
 #[cfg(test)]
 mod plans;
+pub mod readers;
 pub mod writer;
 
 #[cfg(test)]
