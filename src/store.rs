@@ -836,6 +836,7 @@ impl TxExt for Transaction<'_> {
     }
 }
 
+pub mod backup;
 #[cfg(test)]
 mod plans;
 pub mod readers;

@@ -156,7 +156,10 @@ mod tests {
             t.await.unwrap();
         }
         let most = most.load(std::sync::atomic::Ordering::SeqCst);
-        assert!((1..=3).contains(&most), "{most} reads at once with a pool of 3");
+        assert!(
+            (1..=3).contains(&most),
+            "{most} reads at once with a pool of 3"
+        );
         assert!(readers.inner.idle.lock().unwrap().len() <= 3);
     }
 }

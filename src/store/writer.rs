@@ -212,7 +212,8 @@ mod tests {
 
     fn count(path: &std::path::Path) -> i64 {
         let c = Connection::open(path).unwrap();
-        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap()
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -232,7 +233,9 @@ mod tests {
                 // Answered means committed: another connection sees the row.
                 let c = Connection::open(&path).unwrap();
                 let seen: i64 = c
-                    .query_row("SELECT count(*) FROM t WHERE k = ?1", params![k], |r| r.get(0))
+                    .query_row("SELECT count(*) FROM t WHERE k = ?1", params![k], |r| {
+                        r.get(0)
+                    })
                     .unwrap();
                 assert_eq!(seen, 1, "row {k} answered before it was committed");
             }));
