@@ -13,6 +13,8 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon;
 use crate::einvoice;
 use crate::report::shown;
+use crate::timestamp::Timestamp;
+use crate::webhook::filter::DeliveryFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -168,11 +170,11 @@ enum DlqCmd {
     List {
         #[arg(long)]
         endpoint: Option<String>,
-        /// RFC 3339 bounds on when the delivery was created.
+        /// RFC 3339 bounds on when the delivery was created, in any UTC offset.
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Timestamp>,
         #[arg(long)]
-        until: Option<String>,
+        until: Option<Timestamp>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         #[arg(long)]
@@ -185,9 +187,9 @@ enum DlqCmd {
         #[arg(long)]
         endpoint: Option<String>,
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Timestamp>,
         #[arg(long)]
-        until: Option<String>,
+        until: Option<Timestamp>,
         /// Resend every dead delivery.
         #[arg(long)]
         all: bool,
@@ -613,7 +615,7 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let f = ob::Filter {
+            let f = DeliveryFilter {
                 endpoint,
                 since,
                 until,
@@ -645,17 +647,17 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             until,
             all,
         } => {
-            anyhow::ensure!(
-                all || !ids.is_empty() || endpoint.is_some() || since.is_some() || until.is_some(),
-                "name deliveries, or use --endpoint, --since/--until, or --all"
-            );
-            let f = ob::Filter {
+            let f = DeliveryFilter {
                 ids,
                 endpoint,
                 since,
                 until,
                 state: None,
-            };
+            }
+            .for_resend(all)
+            .map_err(|_| {
+                anyhow::anyhow!("name deliveries, or use --endpoint, --since/--until, or --all")
+            })?;
             let resent = ob::resend(store.conn_mut(), &f)?;
             for id in &resent {
                 println!("{id} queued again");
@@ -771,15 +773,22 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
         NextengineCmd::Orders(a) => search("orders", a),
         NextengineCmd::Login => {
             let (config, mut store) = open_store(config)?;
-            let url = client::login_url(&config.nextengine)?;
-            // The callback connects an account only for a sign-in started here (or at
-            // /auth/ne with the admin token), once, within LOGIN_WINDOW_MINUTES.
-            store.start_ne_login()?;
+            // Refuses an unconfigured NextEngine before anything is recorded.
+            client::login_url(&config.nextengine)?;
+            // The callback connects an account only for the browser that opens this one-time
+            // URL (or that started at /auth/ne with the admin token), once, within
+            // LOGIN_WINDOW_MINUTES.
+            let ticket = store.start_ne_login_ticket()?;
+            let url = client::ticket_url(&config.nextengine, &config.http.listen, ticket.expose())?;
             println!("{url}");
             eprintln!(
-                "Open this URL within {} minutes, sign in, and NextEngine sends you back to {} to finish.",
+                "Open this URL within {} minutes in the browser you sign in with (it works once): it takes you to NextEngine's sign-in, and NextEngine sends that browser back to {} to finish.",
                 client::LOGIN_WINDOW_MINUTES,
-                config.nextengine.redirect_uri
+                if config.nextengine.redirect_uri.is_empty() {
+                    "the app's registered Redirect URI"
+                } else {
+                    &config.nextengine.redirect_uri
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -758,6 +758,11 @@ impl Config {
         let ne = &self.nextengine;
         if !ne.updatestock_path.starts_with('/') {
             bad("nextengine.updatestock_path", "must start with /".into());
+        } else if crate::http::router::is_fixed_path(&ne.updatestock_path) {
+            bad(
+                "nextengine.updatestock_path",
+                "is a path the listener already serves (pick another)".into(),
+            );
         }
         if parse_offset(&ne.ts_utc_offset).is_none() {
             bad("nextengine.ts_utc_offset", "must look like +09:00".into());

@@ -47,5 +47,6 @@ pub mod report;
 pub mod retention;
 pub mod spool;
 pub mod store;
+pub mod timestamp;
 pub mod turnkey;
 pub mod webhook;

@@ -352,6 +352,16 @@ CREATE INDEX IF NOT EXISTS ne_logins_started ON ne_logins(started_at);
 -- a job from before, which follows the account chosen now).
 ALTER TABLE ne_jobs ADD COLUMN account TEXT;
 "#,
+    r#"
+-- A NextEngine sign-in is bound to the browser that started it: the SHA-256 of a one-time
+-- ticket (`nextengine login`) or of the nonce a browser keeps as a cookie (/auth/ne); the
+-- callback takes only the sign-in of the cookie it brings. Rows from before have neither and
+-- can no longer be taken.
+ALTER TABLE ne_logins ADD COLUMN ticket_hash TEXT;
+ALTER TABLE ne_logins ADD COLUMN nonce_hash TEXT;
+CREATE UNIQUE INDEX ne_logins_ticket ON ne_logins(ticket_hash);
+CREATE UNIQUE INDEX ne_logins_nonce ON ne_logins(nonce_hash);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -554,44 +564,6 @@ impl Store {
             params![id, kind, source_name, md5, size as i64, now()],
         )?;
         Ok(())
-    }
-
-    /// Records a NextEngine sign-in an operator started; older records are pruned.
-    pub fn start_ne_login(&mut self) -> Result<()> {
-        let tx = self.transaction()?;
-        let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        tx.execute("DELETE FROM ne_logins WHERE started_at < ?1", [&day_ago])?;
-        tx.execute("INSERT INTO ne_logins (started_at) VALUES (?1)", [now()])?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Whether an unused sign-in was started within `window` (read only).
-    pub fn ne_login_open(&self, window: chrono::Duration) -> Result<bool> {
-        let since =
-            (chrono::Utc::now() - window).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM ne_logins WHERE used_at IS NULL AND started_at >= ?1",
-            [since],
-            |r| r.get::<_, i64>(0),
-        )? > 0)
-    }
-
-    /// Takes (marks used) the newest unused sign-in started within `window`; false when there
-    /// is none, so the callback is refused.
-    pub fn take_ne_login(&mut self, window: chrono::Duration) -> Result<bool> {
-        let tx = self.transaction()?;
-        let since =
-            (chrono::Utc::now() - window).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let n = tx.execute(
-            "UPDATE ne_logins SET used_at = ?1 WHERE id = (
-                 SELECT id FROM ne_logins WHERE used_at IS NULL AND started_at >= ?2
-                 ORDER BY id DESC LIMIT 1)",
-            params![now(), since],
-        )?;
-        tx.commit()?;
-        Ok(n == 1)
     }
 
     /// Counts one more start on a job's file (committed at once, before the work it
@@ -837,6 +809,7 @@ impl TxExt for Transaction<'_> {
 }
 
 pub mod backup;
+pub mod ne_logins;
 #[cfg(test)]
 mod plans;
 pub mod readers;

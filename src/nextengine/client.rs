@@ -91,6 +91,49 @@ pub fn login_url(s: &Settings) -> Result<String, NeError> {
     Ok(url.to_string())
 }
 
+/// The URL `turnbridge nextengine login` prints: the listener's `/auth/ne` with the sign-in's
+/// one-time ticket. It is found beside the callback in `redirect_uri` (so through the same
+/// reverse proxy and prefix), or, without one, on `http.listen`. Opened in a browser, it
+/// binds the sign-in to that browser and goes on to NextEngine's sign-in.
+pub fn ticket_url(s: &Settings, listen: &str, ticket: &str) -> Result<String, NeError> {
+    let callback = if s.redirect_uri.is_empty() {
+        let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+            NeError::Malformed(format!(
+                "set nextengine.redirect_uri (http.listen {listen:?} gives no address to open)"
+            ))
+        })?;
+        let ip = match addr.ip() {
+            ip if !ip.is_unspecified() => ip,
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        format!(
+            "http://{}/auth/callback",
+            std::net::SocketAddr::new(ip, addr.port())
+        )
+    } else {
+        s.redirect_uri.clone()
+    };
+    let mut url = reqwest::Url::parse(&callback)
+        .and_then(|u| u.join("ne"))
+        .map_err(|e| NeError::Malformed(format!("nextengine.redirect_uri: {e}")))?;
+    url.query_pairs_mut().append_pair("ticket", ticket);
+    Ok(url.to_string())
+}
+
+/// The path the sign-in cookie is sent on: the folder of the callback in `redirect_uri`
+/// (`/auth`, or `/<prefix>/auth` behind a proxy), so the browser sends it to the callback
+/// and to nothing outside it.
+pub fn login_cookie_path(s: &Settings) -> String {
+    let path = reqwest::Url::parse(&s.redirect_uri)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default();
+    match path.rsplit_once('/') {
+        Some((dir, _)) if dir.starts_with('/') => dir.to_string(),
+        _ => "/auth".to_string(),
+    }
+}
+
 /// Parses NextEngine's `YYYY-MM-DD HH:MM:SS` (Japan time).
 fn parse_end_date(s: &str) -> Option<DateTime<Utc>> {
     let naive = NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
@@ -827,6 +870,29 @@ pub fn accounts(conn: &rusqlite::Connection) -> Result<Vec<AccountStatus>, Store
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ticket_url_and_cookie_path_follow_the_callback_behind_its_proxy() {
+        let s = |redirect: &str| Settings {
+            redirect_uri: redirect.into(),
+            ..Settings::default()
+        };
+        let behind = s("https://erp.example/tb/auth/callback");
+        assert_eq!(
+            ticket_url(&behind, "127.0.0.1:8780", "T-1").unwrap(),
+            "https://erp.example/tb/auth/ne?ticket=T-1"
+        );
+        assert_eq!(login_cookie_path(&behind), "/tb/auth");
+        let plain = s("https://erp.example/auth/callback");
+        assert_eq!(login_cookie_path(&plain), "/auth");
+        // No redirect URI: the listener itself, on an address a browser can open.
+        assert_eq!(
+            ticket_url(&s(""), "0.0.0.0:8780", "T").unwrap(),
+            "http://127.0.0.1:8780/auth/ne?ticket=T"
+        );
+        assert_eq!(login_cookie_path(&s("")), "/auth");
+        assert!(ticket_url(&s(""), "", "T").is_err());
+    }
 
     #[test]
     fn the_account_is_the_configured_one_or_the_only_one_never_the_first_by_id() {

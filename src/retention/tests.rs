@@ -508,7 +508,7 @@ fn finished_nextengine_uploads_go_unless_one_is_in_doubt() {
 #[test]
 fn nextengine_sign_ins_are_kept_a_day() {
     let mut t = setup();
-    t.r.store.start_ne_login().unwrap();
+    t.r.store.start_ne_login_nonce().unwrap();
     t.prune_at(0);
     assert_eq!(t.count("SELECT count(*) FROM ne_logins"), 1);
     t.prune_at(2);

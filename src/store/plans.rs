@@ -68,7 +68,10 @@ const LOOKUPS: &[&str] = &[
     // NextEngine jobs and sign-ins.
     "SELECT que_id FROM ne_jobs WHERE que_id IS NOT NULL",
     "SELECT id, source_name, que_id FROM ne_jobs WHERE state = 'queued'",
-    "SELECT count(*) FROM ne_logins WHERE used_at IS NULL AND started_at >= ?1",
+    "UPDATE ne_logins SET ticket_hash = NULL, nonce_hash = ?1, started_at = ?2
+     WHERE ticket_hash = ?3 AND used_at IS NULL AND started_at >= ?4",
+    "UPDATE ne_logins SET used_at = ?1
+     WHERE nonce_hash = ?2 AND used_at IS NULL AND started_at >= ?3",
     "DELETE FROM ne_logins WHERE started_at < ?1",
 ];
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use super::filter::DeliveryFilter;
 use crate::store::{self, StoreError};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -404,34 +405,16 @@ pub struct DeliveryRow {
     pub payload: Value,
 }
 
-/// Which deliveries a listing or a resend is about.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub ids: Vec<String>,
-    pub endpoint: Option<String>,
-    /// RFC 3339 bounds on the delivery's creation time.
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub state: Option<String>,
-}
-
-/// Reads an RFC 3339 time and writes it as the store does (UTC, milliseconds), so it
-/// compares correctly with stored times; `None` for anything else.
-pub fn normalise_time(s: &str) -> Option<String> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| {
-            t.with_timezone(&Utc)
-                .to_rfc3339_opts(SecondsFormat::Millis, true)
-        })
-}
-
-fn filtered(conn: &Connection, f: &Filter, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+fn filtered(
+    conn: &Connection,
+    f: &DeliveryFilter,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
     if !f.ids.is_empty() {
         // Named deliveries: looked up one by one, never cut by the listing limit.
         let mut out = Vec::new();
         for id in &f.ids {
-            let one = Filter {
+            let one = DeliveryFilter {
                 ids: vec![],
                 ..f.clone()
             };
@@ -479,7 +462,7 @@ fn row_of(r: &rusqlite::Row) -> rusqlite::Result<DeliveryRow> {
 /// Lists deliveries (dead ones unless the filter names a state).
 pub fn list_deliveries(
     conn: &Connection,
-    f: &Filter,
+    f: &DeliveryFilter,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     let mut f = f.clone();
@@ -489,9 +472,18 @@ pub fn list_deliveries(
     filtered(conn, &f, limit)
 }
 
+/// One delivery, in any state.
+pub fn delivery(conn: &Connection, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+    let f = DeliveryFilter {
+        ids: vec![id.to_string()],
+        ..Default::default()
+    };
+    Ok(filtered(conn, &f, 1)?.into_iter().next())
+}
+
 /// Puts dead deliveries back in the queue, due now, with a fresh schedule and the same
 /// delivery id. Returns the ids resent.
-pub fn resend(conn: &mut Connection, f: &Filter) -> Result<Vec<String>, StoreError> {
+pub fn resend(conn: &mut Connection, f: &DeliveryFilter) -> Result<Vec<String>, StoreError> {
     let mut f = f.clone();
     f.state = Some("dead".into());
     // A delivery whose endpoint was removed has nowhere to go.

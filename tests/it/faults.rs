@@ -306,8 +306,7 @@ fn nextengine_errors_and_maintenance_are_retried_and_reported_and_upload_once() 
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
-    cli(&sb.config_path(), &["nextengine", "login"]);
-    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    let r = nextengine_sign_in(&sb, "u1", "s1");
     assert_eq!(r.status, 200, "{}", r.text());
 
     fake.state.lock().unwrap().down = Some((
@@ -487,8 +486,7 @@ fn an_unreadable_nextengine_spool_file_is_set_aside_after_three_attempts() {
     } else {
         sb.start();
     }
-    cli(&sb.config_path(), &["nextengine", "login"]);
-    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    let r = nextengine_sign_in(&sb, "u1", "s1");
     assert_eq!(r.status, 200, "{}", r.text());
     place_unreadable(&dir.join("levels.csv"), b"syohin_code,stock\nTEST_0001,5\n");
     let state = || -> Option<String> {

@@ -756,6 +756,42 @@ fn without_credentials_the_listener_gives_out_status_metrics_and_refusals_only()
     assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 0);
 }
 
+/// A path asked with a method it does not take is 405 with `Allow` naming the ones it does,
+/// on every route: admin routes too, with the token or without it (never a 404 that hides
+/// the route, nor a 401 that says the method would do).
+#[test]
+fn a_wrong_method_gets_405_with_allow_on_every_route_admin_ones_included() {
+    let sb = listener_sandbox(3600);
+    let addr = sb.http_addr();
+    let admin = format!("Bearer {ADMIN}");
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/webhooks", "GET, POST"),
+        ("GET", "/api/v1/webhooks/wh_1", "PATCH, DELETE"),
+        ("POST", "/api/v1/deliveries", "GET"),
+        ("PATCH", "/api/v1/deliveries/d_1", "GET"),
+        ("GET", "/api/v1/deliveries/d_1/resend", "POST"),
+        ("GET", "/api/v1/dlq/resend", "POST"),
+        ("POST", "/api/inventory/status", "GET"),
+        ("DELETE", "/api/webhook/status", "GET"),
+        ("GET", "/api/sync/company/webhook", "POST"),
+        ("POST", "/UpdateStock.php", "GET"),
+        ("POST", "/auth/ne", "GET"),
+        ("PUT", "/auth/callback", "GET"),
+        ("POST", "/healthz", "GET"),
+        ("POST", "/metrics", "GET"),
+    ] {
+        for headers in [vec![], vec![("Authorization", admin.as_str())]] {
+            let r = http_send(addr, method, path, &headers, b"{}");
+            assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+            assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+            assert_eq!(r.json()["code"], "method_not_allowed", "{method} {path}");
+        }
+    }
+    // Nothing was changed by any of them.
+    let hooks = http_get(addr, "/api/v1/webhooks", &[("Authorization", &admin)]);
+    assert_eq!(hooks.json()["webhooks"], serde_json::json!([]));
+}
+
 /// A flood of forged callbacks costs a bounded number of rows and log lines; every one is
 /// still refused and counted, and a signed callback still goes through.
 #[test]

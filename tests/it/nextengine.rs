@@ -291,15 +291,35 @@ fn busy_answers_are_retried_with_backoff() {
     assert!(matches!(err, NeError::Busy(_)), "{err}");
 }
 
-#[test]
-fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
-    let fake = FakeNextEngine::start();
+const NE_ADMIN: &str = "ne-admin-token-0123456789";
+
+/// A daemon whose listener runs the NextEngine sign-in against `fake`.
+fn sign_in_sandbox(fake: &FakeNextEngine) -> Sandbox {
     let tail = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"ne-admin-token-0123456789\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\nredirect_uri = \"https://example.test/auth/callback\"\napi_base = \"{}\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{NE_ADMIN}\"\n[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\nredirect_uri = \"https://example.test/auth/callback\"\napi_base = \"{}\"\n",
         fake.base()
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
+    sb
+}
+
+/// How many times the daemon asked NextEngine to exchange a sign-in for tokens.
+fn token_exchanges(fake: &FakeNextEngine) -> usize {
+    fake.calls()
+        .iter()
+        .filter(|(p, _)| p.starts_with("/api_neauth"))
+        .count()
+}
+
+fn connected_accounts(sb: &Sandbox) -> serde_json::Value {
+    serde_json::from_str(&cli(&sb.config_path(), &["nextengine", "status", "--json"])).unwrap()
+}
+
+#[test]
+fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
+    let fake = FakeNextEngine::start();
+    let sb = sign_in_sandbox(&fake);
     let addr = sb.http_addr();
     // Nobody started a sign-in: a callback connects nothing.
     let r = http_get(addr, "/auth/callback?uid=u1&state=s1", &[]);
@@ -310,26 +330,38 @@ fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
     let r = http_get(
         addr,
         "/auth/ne",
-        &[("Authorization", "Bearer ne-admin-token-0123456789")],
+        &[("Authorization", &format!("Bearer {NE_ADMIN}"))],
     );
     assert_eq!(r.status, 302);
     assert!(r.header("location").unwrap().starts_with(
         "https://base.next-engine.org/users/sign_in/?client_id=client-1&redirect_uri="
     ));
-    let r = http_get(addr, "/auth/callback?uid=u1&state=s1", &[]);
+    // The sign-in is bound to this browser by a short-lived cookie only it is sent on.
+    let set = r.header("set-cookie").unwrap();
+    for part in [
+        "Max-Age=600",
+        "Path=/auth",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Secure",
+    ] {
+        assert!(set.contains(part), "{part} in {set}");
+    }
+    let cookie = set_cookie(&r);
+    let r = http_get(
+        addr,
+        "/auth/callback?uid=u1&state=s1",
+        &[("Cookie", &cookie)],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["account"], "NE123456");
-    // Once: a second callback for the same sign-in is refused.
-    let again = http_get(addr, "/auth/callback?uid=u2&state=s2", &[]);
-    assert_eq!(again.status, 403, "{}", again.text());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnbridge"))
-        .args(["nextengine", "status", "--json", "--config"])
-        .arg(sb.config_path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        r.header("set-cookie").unwrap().contains("Max-Age=0"),
+        "the cookie is cleared"
+    );
+    let v = connected_accounts(&sb);
     assert_eq!(v[0]["id"], "NE123456");
+    let text = v.to_string();
     assert!(
         !text.contains("access-1") && !text.contains("refresh-1"),
         "tokens never shown: {text}"
@@ -338,6 +370,116 @@ fn the_listener_runs_the_sign_in_and_status_shows_no_tokens() {
         !sb.log().contains("access-1") && !sb.log().contains("client-secret-1"),
         "nor logged"
     );
+    assert!(
+        !sb.log().contains(cookie.split('=').nth(1).unwrap()),
+        "nor the nonce"
+    );
+}
+
+#[test]
+fn a_callback_without_the_browsers_cookie_or_with_a_stale_or_used_one_connects_nothing() {
+    let fake = FakeNextEngine::start();
+    fake.state
+        .lock()
+        .unwrap()
+        .companies
+        .insert("intruder".into(), "NE999999".into());
+    let sb = sign_in_sandbox(&fake);
+    let addr = sb.http_addr();
+    let start = || {
+        let r = http_get(
+            addr,
+            "/auth/ne",
+            &[("Authorization", &format!("Bearer {NE_ADMIN}"))],
+        );
+        assert_eq!(r.status, 302, "{}", r.text());
+        r
+    };
+    let intrude = |cookie: Option<&str>| {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+        http_get(addr, "/auth/callback?uid=intruder&state=s9", &headers)
+    };
+    // The operator starts a sign-in; another account of the same app races its callback in
+    // from another browser: without the cookie, with a guessed one, with a malformed one.
+    let operators = start();
+    for cookie in [
+        None,
+        Some("tb_ne_login=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Some("tb_ne_login=' OR 1=1 --"),
+        Some("other=1"),
+    ] {
+        let r = intrude(cookie);
+        assert_eq!(r.status, 403, "{cookie:?}: {}", r.text());
+        assert_eq!(r.json()["code"], "no_login_started", "{cookie:?}");
+    }
+    // A stale sign-in (started longer ago than the window) is refused too.
+    let stale = set_cookie(&start());
+    sb.db()
+        .execute(
+            "UPDATE ne_logins SET started_at = '2000-01-01T00:00:00.000Z' WHERE id = (SELECT max(id) FROM ne_logins)",
+            [],
+        )
+        .unwrap();
+    let r = intrude(Some(stale.as_str()));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(token_exchanges(&fake), 0, "NextEngine was never asked");
+    assert_eq!(connected_accounts(&sb), serde_json::json!([]));
+    // The operator's own callback, in the operator's browser, connects the operator's account,
+    // once: the same cookie again is refused and connects nothing.
+    let operators = set_cookie(&operators);
+    let r = http_get(
+        addr,
+        "/auth/callback?uid=u1&state=s1",
+        &[("Cookie", &operators)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http_get(
+        addr,
+        "/auth/callback?uid=intruder&state=s9",
+        &[("Cookie", &operators)],
+    );
+    assert_eq!(r.status, 403, "reused: {}", r.text());
+    assert_eq!(token_exchanges(&fake), 1);
+    let v = connected_accounts(&sb);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["id"], "NE123456");
+}
+
+#[test]
+fn the_command_line_sign_in_prints_a_one_time_url_that_binds_the_browser_opening_it() {
+    let fake = FakeNextEngine::start();
+    let sb = sign_in_sandbox(&fake);
+    let addr = sb.http_addr();
+    let printed = cli(&sb.config_path(), &["nextengine", "login"]);
+    assert!(
+        printed
+            .trim()
+            .starts_with("https://example.test/auth/ne?ticket="),
+        "beside the callback, through the same proxy: {printed}"
+    );
+    // The sign-in is not open to a callback until the URL is opened in a browser.
+    let r = http_get(addr, "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let opened = open_login_url(&sb, &printed);
+    assert_eq!(opened.status, 302, "{}", opened.text());
+    assert!(opened
+        .header("location")
+        .unwrap()
+        .starts_with("https://base.next-engine.org/users/sign_in/?client_id=client-1"));
+    let cookie = set_cookie(&opened);
+    // The URL works once: opened again (by anyone), it binds nothing.
+    let again = open_login_url(&sb, &printed);
+    assert_eq!(again.status, 403, "{}", again.text());
+    assert_eq!(again.json()["code"], "invalid_login_ticket");
+    assert!(again.header("set-cookie").is_none());
+    let r = http_get(
+        addr,
+        "/auth/callback?uid=u1&state=s1",
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(token_exchanges(&fake), 1);
+    assert_eq!(connected_accounts(&sb)[0]["id"], "NE123456");
 }
 
 #[test]
@@ -416,8 +558,7 @@ fn daemon_with_fake(fake: &FakeNextEngine) -> Sandbox {
     );
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
-    cli(&sb.config_path(), &["nextengine", "login"]);
-    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    let r = nextengine_sign_in(&sb, "u1", "s1");
     assert_eq!(r.status, 200, "{}", r.text());
     sb
 }
@@ -432,8 +573,7 @@ fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
         .insert("u2".into(), "NE000002".into());
     let mut sb = daemon_with_fake(&fake);
     // A second company signs in: its id sorts before the first's.
-    cli(&sb.config_path(), &["nextengine", "login"]);
-    let r = http_get(sb.http_addr(), "/auth/callback?uid=u2&state=s2", &[]);
+    let r = nextengine_sign_in(&sb, "u2", "s2");
     assert_eq!(r.status, 200, "{}", r.text());
     let goods =
         std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
@@ -725,11 +865,7 @@ fn company_inventory_levels_reach_nextengine_without_echoing_its_own() {
     let mut sb = Sandbox::with_sections("", &tail);
     sb.start();
     let addr = sb.http_addr();
-    cli(&sb.config_path(), &["nextengine", "login"]);
-    assert_eq!(
-        http_get(addr, "/auth/callback?uid=u1&state=s1", &[]).status,
-        200
-    );
+    assert_eq!(nextengine_sign_in(&sb, "u1", "s1").status, 200);
     // NextEngine says G1 is at 5 ...
     let sig = {
         use md5::{Digest, Md5};

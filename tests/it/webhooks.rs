@@ -590,3 +590,99 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
             <= 1
     );
 }
+
+/// `since`/`until` in any UTC offset mean the instant they name, for `GET /api/v1/deliveries`
+/// and `turnbridge dlq list` alike (they were compared as text, so only `Z` worked: an hour
+/// before the delivery written in +08:00 left it out, an hour after in -05:00 took it in).
+#[test]
+fn delivery_time_bounds_in_any_offset_mean_the_instant_they_name() {
+    use chrono::{DateTime, Duration as Span, FixedOffset};
+    let rx = Receiver::start(500);
+    let sb = sandbox("[0]");
+    register(
+        &sb,
+        &format!("http://{}/hook", rx.addr),
+        &["upload.completed"],
+        None,
+    );
+    sb.drop_file("b.csv", batch_csv("TZ", 1, 1).as_bytes());
+    let auth = format!("Bearer {ADMIN}");
+    let api = |query: &str| -> Vec<String> {
+        let r = http_get(
+            sb.http_addr(),
+            &format!("/api/v1/deliveries?{query}"),
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        r.json()["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(20, "a dead delivery", || api("").len() == 1);
+    let listed = http_get(
+        sb.http_addr(),
+        "/api/v1/deliveries",
+        &[("Authorization", &auth)],
+    )
+    .json();
+    let id = listed["deliveries"][0]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created =
+        DateTime::parse_from_rfc3339(listed["deliveries"][0]["created_at"].as_str().unwrap())
+            .unwrap();
+    let taipei = FixedOffset::east_opt(8 * 3600).unwrap();
+    let new_york = FixedOffset::west_opt(5 * 3600).unwrap();
+    let hour_before = (created - Span::hours(1))
+        .with_timezone(&taipei)
+        .to_rfc3339();
+    let hour_after = (created + Span::hours(1))
+        .with_timezone(&new_york)
+        .to_rfc3339();
+    assert!(hour_before.ends_with("+08:00") && hour_after.ends_with("-05:00"));
+    let q = |key: &str, t: &str| format!("{key}={}", t.replace('+', "%2B"));
+    let (only, none) = (vec![id.clone()], Vec::<String>::new());
+
+    assert_eq!(api(&q("since", &hour_before)), only);
+    assert_eq!(api(&q("since", &hour_after)), none);
+    assert_eq!(api(&q("until", &hour_after)), only);
+    assert_eq!(api(&q("until", &hour_before)), none);
+    // A `+` left unencoded arrives as a space and is still read as the offset it was.
+    assert_eq!(api(&format!("since={hour_before}")), only);
+    let r = http_get(
+        sb.http_addr(),
+        "/api/v1/deliveries?since=yesterday",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    assert_eq!(r.json()["field"], "since");
+
+    let dlq = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["dlq", "list", "--json"];
+        all.extend_from_slice(args);
+        let (ok, out) = cli(&sb, &all);
+        assert!(ok, "{args:?}: {out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(dlq(&["--since", &hour_before]), only);
+    assert_eq!(dlq(&["--since", &hour_after]), none);
+    assert_eq!(dlq(&["--until", &hour_after]), only);
+    assert_eq!(dlq(&["--until", &hour_before]), none);
+    let (ok, out) = cli(&sb, &["dlq", "list", "--since", "yesterday"]);
+    assert!(!ok && out.contains("RFC 3339"), "{out}");
+    // A resend by a time range in an offset takes the same delivery.
+    let (ok, out) = cli(&sb, &["dlq", "resend", "--since", &hour_before]);
+    assert!(ok && out.contains(&format!("{id} queued again")), "{out}");
+}

@@ -749,6 +749,39 @@ pub fn cli(config: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The `name=value` of a `Set-Cookie` answer, to send back as a `Cookie` header.
+pub fn set_cookie(r: &HttpResponse) -> String {
+    let set = r
+        .header("set-cookie")
+        .unwrap_or_else(|| panic!("no Set-Cookie: {:?}", r.headers));
+    set.split(';').next().unwrap().trim().to_string()
+}
+
+/// Opens the sign-in URL `turnbridge nextengine login` printed, on the sandbox's listener (its
+/// path and query, whatever host it names), as the operator's browser would: the redirect to
+/// NextEngine, and the cookie that binds the sign-in to this browser.
+pub fn open_login_url(sb: &Sandbox, printed: &str) -> HttpResponse {
+    let url = printed.trim();
+    let at = url
+        .find("/auth/ne?ticket=")
+        .unwrap_or_else(|| panic!("not a sign-in URL: {url}"));
+    http_get(sb.http_addr(), &url[at..], &[])
+}
+
+/// A NextEngine sign-in as an operator does it: `turnbridge nextengine login`, the printed URL
+/// opened in the browser, and NextEngine's callback for `uid` and `state` in that browser.
+pub fn nextengine_sign_in(sb: &Sandbox, uid: &str, state: &str) -> HttpResponse {
+    let printed = cli(&sb.config_path(), &["nextengine", "login"]);
+    let opened = open_login_url(sb, &printed);
+    assert_eq!(opened.status, 302, "{}", opened.text());
+    let cookie = set_cookie(&opened);
+    http_get(
+        sb.http_addr(),
+        &format!("/auth/callback?uid={uid}&state={state}"),
+        &[("Cookie", &cookie)],
+    )
+}
+
 /// The problems `turnbridge status --json` reports, as (component, problem) pairs.
 pub fn health_problems(sb: &Sandbox) -> Vec<(String, String)> {
     let v: serde_json::Value =

@@ -1,0 +1,222 @@
+//! The company system's webhook: `POST /api/sync/company/webhook` with `X-Webhook-Secret`
+//! (compared in constant time, before the body is read). Validation is
+//! [`crate::webhook::inbound`]'s; an accepted `inventory.updated` may be handed on to
+//! NextEngine's stock spool.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use rusqlite::{params, OptionalExtension};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::error::{json_response, ApiError, ErrorCode};
+use super::router::{Answer, Call};
+use super::{request, with_db, AppState};
+use crate::config::Config;
+use crate::metrics;
+use crate::store;
+use crate::webhook::inbound;
+
+/// `POST /api/sync/company/webhook`: a company-system push, authenticated by its secret
+/// before the body is read, stored once per type, key and content.
+pub async fn receive(c: Call) -> Answer {
+    let Call {
+        state,
+        cfg,
+        req,
+        request_id,
+        ..
+    } = c;
+    let secret = cfg.company_webhook.secret.expose().to_string();
+    if secret.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::NotConfigured,
+            "set company_webhook.secret to receive company webhooks",
+        ));
+    }
+    let given = req
+        .headers()
+        .get("x-webhook-secret")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !inbound::secret_matches(&secret, &given) {
+        metrics::inc(
+            "turnbridge_signature_failures_total",
+            &[("route", "company_webhook")],
+        );
+        metrics::inc(
+            "turnbridge_company_webhooks_total",
+            &[("type", "unknown"), ("outcome", "unauthorized")],
+        );
+        let admit = state.webhook_refusals.admit(std::time::Instant::now());
+        admit.log_suppressed(
+            "company webhooks were refused for their secret (counted in turnbridge_company_webhooks_total)",
+        );
+        if admit.detailed {
+            warn!("company webhook refused: missing or wrong X-Webhook-Secret");
+        }
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing or wrong X-Webhook-Secret",
+        ));
+    }
+    let body = match request::body(req, cfg.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", "unknown"), ("outcome", "too_large")],
+            );
+            return Err(e);
+        }
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", "unknown"), ("outcome", "malformed")],
+            );
+            return Err(ApiError::new(ErrorCode::MalformedJson, e.to_string()));
+        }
+    };
+    let accepted = match inbound::validate(&value) {
+        Ok(a) => a,
+        Err(inv) => {
+            let ty = value
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let label = if inbound::EVENT_TYPES.contains(&ty.as_str()) {
+                ty.as_str()
+            } else {
+                "unknown"
+            };
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", label), ("outcome", "invalid")],
+            );
+            warn!(event_type = %ty, field = %inv.field, "company webhook refused: {}", inv.reason);
+            let (rid, detail) = (
+                request_id.clone(),
+                json!({"type": ty, "field": inv.field, "reason": inv.reason}).to_string(),
+            );
+            let _ = with_db(&state, move |db| {
+                db.conn().execute(
+                    "INSERT INTO audit (action, subject, detail, request_id, at) VALUES ('WEBHOOK_REJECTED', ?1, ?2, ?3, ?4)",
+                    params![ty, detail, rid, store::now()],
+                )?;
+                Ok(())
+            })
+            .await;
+            let code = match inv.code {
+                "unknown_event_type" => ErrorCode::UnknownEventType,
+                _ => ErrorCode::InvalidPayload,
+            };
+            return Err(ApiError::new(code, inv.reason).with_field(inv.field));
+        }
+    };
+    let (a, rid) = (accepted.clone(), request_id.clone());
+    let stored = with_db(&state, move |db| {
+        let tx = db.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO company_events (event_type, business_key, content_md5, payload, request_id, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.event_type, a.key, a.content_md5, a.payload.to_string(), rid, store::now()],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM company_events WHERE event_type = ?1 AND business_key = ?2 AND content_md5 = ?3",
+            params![a.event_type, a.key, a.content_md5],
+            |r| r.get(0),
+        )?;
+        let action = if inserted == 1 { "WEBHOOK_RECEIVED" } else { "WEBHOOK_DUPLICATE" };
+        tx.execute(
+            "INSERT INTO audit (action, subject, detail, request_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![action, format!("{} {}", a.event_type, a.key), json!({"event_id": id}).to_string(), rid, store::now()],
+        )?;
+        tx.commit()?;
+        Ok((inserted == 1, id))
+    })
+    .await;
+    if let (Ok((true, _)), true, "inventory.updated") = (
+        &stored,
+        cfg.company_webhook.push_inventory_to_nextengine,
+        accepted.event_type.as_str(),
+    ) {
+        push_inventory(&state, &cfg, &accepted.payload, &request_id).await;
+    }
+    match stored {
+        Ok((new, id)) => {
+            let outcome = if new { "stored" } else { "duplicate" };
+            metrics::inc(
+                "turnbridge_company_webhooks_total",
+                &[("type", &accepted.event_type), ("outcome", outcome)],
+            );
+            info!(event_type = %accepted.event_type, key = %accepted.key, "company webhook {outcome}");
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"status": outcome, "id": id, "request_id": request_id}),
+            ))
+        }
+        Err(e) => {
+            warn!("company webhook could not be stored: {e}");
+            Err(ApiError::new(
+                ErrorCode::StoreFailed,
+                "the event could not be stored; send it again",
+            ))
+        }
+    }
+}
+
+/// Hands an `inventory.updated` level to the NextEngine stock spool, unless NextEngine itself
+/// reported that very level for the code last (then pushing it would only echo it back).
+async fn push_inventory(state: &Arc<AppState>, cfg: &Config, payload: &Value, request_id: &str) {
+    let inv = &payload["inventory"];
+    let code = match &inv["productId"] {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return,
+    };
+    let Some(level) = inv["quantity"]
+        .as_f64()
+        .filter(|q| q.fract() == 0.0 && *q >= 0.0)
+        .map(|q| q as i64)
+    else {
+        warn!(code = %code, "inventory level is not a whole number of 0 or more; not pushed to NextEngine");
+        return;
+    };
+    let c = code.clone();
+    let last_from_ne: Option<Option<i64>> = with_db(state, move |db| {
+        Ok(db
+            .conn()
+            .query_row(
+                "SELECT stock FROM stock_updates WHERE code = ?1 ORDER BY id DESC LIMIT 1",
+                [c],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?)
+    })
+    .await
+    .unwrap_or(None);
+    if last_from_ne == Some(Some(level)) {
+        info!(code = %code, level, "inventory level is the one NextEngine sent; not echoed back");
+        return;
+    }
+    let dir = cfg.paths.spool.join("nextengine/stock");
+    let file = dir.join(format!("company-{request_id}.csv"));
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(["syohin_code", "stock"]);
+    let _ = w.write_record([code.as_str(), &level.to_string()]);
+    let bytes = w.into_inner().unwrap_or_default();
+    let written = crate::durable::create_dir_all(&dir)
+        .and_then(|_| crate::durable::write_atomic(&file, &bytes));
+    match written {
+        Ok(()) => info!(code = %code, level, "inventory level queued for NextEngine"),
+        Err(e) => warn!(code = %code, "inventory level could not be queued for NextEngine: {e}"),
+    }
+}

@@ -1,0 +1,206 @@
+//! What operators and monitoring read: `/healthz` and `/metrics` (open; on
+//! `http.monitor_listen` when set), and the read-only status routes behind the admin token
+//! (`/api/inventory/status`, `/api/inventory/updates`, `/api/inventory/logs`,
+//! `/api/webhook/status`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use rusqlite::{Connection, OptionalExtension};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::json_response;
+use super::router::{Answer, Call};
+use super::{request, with_db, AppState, Role};
+use crate::metrics::{self, Gauge};
+use crate::store::StoreError;
+use crate::webhook::inbound;
+
+/// `GET /healthz`: alive means 200; trouble the daemon is retrying is reported, not a
+/// failure. Without the admin token only the status: the details name endpoints, hosts and
+/// paths.
+pub async fn healthz(c: Call) -> Answer {
+    let problems = crate::health::problems();
+    let status = if problems.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let body = if request::admin_token_given(&c.cfg, &c.req) {
+        json!({"status": status, "problems": problems})
+    } else {
+        json!({"status": status})
+    };
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// `?limit=N` of a listing.
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    limit: Option<i64>,
+}
+
+/// The rows a listing returns: 50 when no limit is given, kept within 1 to 1000.
+pub(super) fn listing_limit(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(50).clamp(1, 1000)
+}
+
+/// A read of the store as a JSON answer.
+async fn read_json(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&Connection) -> Result<Value, StoreError> + Send + 'static,
+) -> Answer {
+    let v = with_db(state, move |db| f(db.conn())).await?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+/// `GET /api/inventory/updates?limit=N`: the newest accepted stock levels.
+pub async fn inventory_updates(c: Call) -> Answer {
+    let limit = listing_limit(request::query::<LimitQuery>(&c.req)?.limit);
+    read_json(&c.state, move |c| {
+        Ok(json!({"updates": rows_as_json(c, "SELECT id, store_account, code, stock, ts, request_id, received_at, sink_state FROM stock_updates ORDER BY id DESC LIMIT ?1", limit)?}))
+    })
+    .await
+}
+
+/// `GET /api/inventory/logs?limit=N`: the newest stock callbacks, refused ones included.
+pub async fn inventory_logs(c: Call) -> Answer {
+    let limit = listing_limit(request::query::<LimitQuery>(&c.req)?.limit);
+    read_json(&c.state, move |c| {
+        Ok(json!({"logs": rows_as_json(c, "SELECT id, request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason FROM inventory_logs ORDER BY id DESC LIMIT ?1", limit)?}))
+    })
+    .await
+}
+
+/// `GET /api/inventory/status`: the stock callback's configuration and counts.
+pub async fn inventory_status(c: Call) -> Answer {
+    let shops: Vec<String> = c
+        .cfg
+        .nextengine
+        .shops
+        .iter()
+        .map(|s| s.store_account.clone())
+        .collect();
+    let updatestock_path = c.cfg.nextengine.updatestock_path.clone();
+    read_json(&c.state, move |c| {
+        let count = |sql: &str| -> Result<i64, StoreError> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
+        let last = rows_as_json(c, "SELECT store_account, code, stock, ts, received_at FROM stock_updates ORDER BY id DESC LIMIT ?1", 1)?;
+        Ok(json!({
+            "updatestock_path": updatestock_path,
+            "shops": shops,
+            "accepted": count("SELECT count(*) FROM stock_updates")?,
+            "refused": count("SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')")?,
+            "requests": count("SELECT count(*) FROM inventory_logs")?,
+            "pending_forward": count("SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'")?,
+            "signature_failures_since_start": metrics::counter("turnbridge_signature_failures_total", &[("route", "updatestock")]),
+            "last_update": last.into_iter().next(),
+        }))
+    })
+    .await
+}
+
+/// `GET /api/webhook/status`: company pushes stored per type, refusals, last activity.
+pub async fn webhook_status(c: Call) -> Answer {
+    read_json(&c.state, |c| {
+        let by_type = rows_as_json(c, "SELECT event_type, count(*) AS stored, max(received_at) AS last_received FROM company_events GROUP BY event_type LIMIT ?1", 100)?;
+        let rejected: i64 = c.query_row("SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'", [], |r| r.get(0))?;
+        let last: Option<String> = c
+            .query_row("SELECT max(at) FROM audit WHERE action LIKE 'WEBHOOK_%'", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(json!({"event_types": inbound::EVENT_TYPES, "stored": by_type, "rejected": rejected, "last_activity": last}))
+    })
+    .await
+}
+
+fn rows_as_json(conn: &Connection, sql: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let rows = stmt.query_map([limit], |r| {
+        let mut o = serde_json::Map::new();
+        for (i, n) in names.iter().enumerate() {
+            let v = match r.get_ref(i)? {
+                rusqlite::types::ValueRef::Null => Value::Null,
+                rusqlite::types::ValueRef::Integer(x) => json!(x),
+                rusqlite::types::ValueRef::Real(x) => json!(x),
+                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                rusqlite::types::ValueRef::Blob(_) => Value::Null,
+            };
+            o.insert(n.clone(), v);
+        }
+        Ok(Value::Object(o))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// `GET /metrics`: Prometheus text; gauges read from the store at each scrape.
+pub async fn metrics(c: Call) -> Answer {
+    let state = &c.state;
+    let gauges = with_db(state, |db| {
+        let c = db.conn();
+        let mut gauges = Vec::new();
+        let mut stmt =
+            c.prepare("SELECT message_type, state, count(*) FROM messages GROUP BY 1, 2")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (ty, st, n) = row?;
+            gauges.push(Gauge {
+                name: "turnbridge_messages",
+                labels: vec![("message_type".into(), ty), ("state".into(), st)],
+                value: n as f64,
+            });
+        }
+        let mut stmt = c.prepare("SELECT state, count(*) FROM deliveries GROUP BY 1")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (st, n) = row?;
+            gauges.push(Gauge {
+                name: "webhook_deliveries",
+                labels: vec![("state".into(), st)],
+                value: n as f64,
+            });
+        }
+        gauges.push(Gauge {
+            name: "webhook_delivery_success_rate",
+            labels: vec![],
+            value: crate::webhook::deliver::success_rate(c)?,
+        });
+        let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        gauges.push(Gauge {
+            name: "turnbridge_events_outbox",
+            labels: vec![],
+            value: events as f64,
+        });
+        Ok(gauges)
+    })
+    .await
+    .unwrap_or_default();
+    let mut gauges = gauges;
+    let mut roles = vec![(Role::Main, "main")];
+    if !state.config().http.monitor_listen.is_empty() {
+        roles.push((Role::Monitor, "monitor"));
+    }
+    for (role, name) in roles {
+        gauges.push(Gauge {
+            name: "turnbridge_http_connections",
+            labels: vec![("listener".into(), name.into())],
+            value: state.table(role).len() as f64,
+        });
+    }
+    let mut r = Response::new(Full::new(Bytes::from(metrics::render(&gauges))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
+}
