@@ -2,9 +2,10 @@
 //! possible, and invoices dated in the future.
 //!
 //! Every rule is measured from the document's own date and time (Taiwan time, as written in
-//! the message), never from when turnbridge saw it. Each rule names its source; the research
-//! notes cover the blank-number report and the periods (§4), the others come from the
-//! statutes and the tax offices' own notices cited on each item.
+//! the message), never from when turnbridge saw it. Each rule names its source. The research
+//! notes (mig41.md §4) cover the periods and the blank-number report; they say nothing of
+//! upload limits or of how long a cancel stays possible, so those rules cite the statutes and
+//! the tax offices' own notices.
 //!
 //! All functions are pure: the caller passes "now" ([`taiwan_time`] turns a UTC instant into
 //! the wall-clock time the invoice dates are written in).
@@ -46,7 +47,7 @@ impl From<&BuyerId> for BuyerKind {
 
 /// How long after its own date and time a document may reach the platform.
 ///
-/// Source: 統一發票使用辦法 §7 (as the tax offices restate it, e.g. 財政部臺北國稅局 and
+/// Source: 統一發票使用辦法 §7 ¶4 (as the tax offices restate it, e.g. 財政部臺北國稅局 and
 /// 中區國稅局 notices): the seller uploads an e-invoice to the platform within **48 hours**
 /// of issuing it; when the buyer is a business, within **7 days**. "如有發票作廢、銷貨退回
 /// 或折讓… 變更發票資訊時，亦同": cancels, voids, allowances and their cancels have the same
@@ -93,10 +94,7 @@ impl UploadLimits {
 pub fn deadline_basis(message: &Message) -> (NaiveDateTime, BuyerKind) {
     let at = |d: NaiveDate, t: NaiveTime| d.and_time(t);
     match message {
-        Message::Invoice(m) => (
-            at(m.date.0, m.time.0),
-            BuyerKind::from(&m.buyer.identifier),
-        ),
+        Message::Invoice(m) => (at(m.date.0, m.time.0), BuyerKind::from(&m.buyer.identifier)),
         Message::Cancel(m) => (
             at(m.cancel_date.0, m.cancel_time.0),
             BuyerKind::from(&m.buyer_id),
@@ -167,8 +165,9 @@ pub enum CancelRefused {
 /// filing deadline a cancel takes a tax-office approval (專案作廢), and a return or discount
 /// is an allowance (折讓, G0401) instead (經濟部中小及新創企業署 會計師諮詢 answer on
 /// correcting uploaded e-invoices; 統一發票使用辦法 §20 for returns and allowances; the
-/// deadline itself is 營業稅法 §35). A seller who files before the 15th closes the window
-/// earlier; turnbridge cannot see that, so the operator's manual cancel still decides.
+/// deadline itself is 加值型及非加值型營業稅法 §35). A seller who files before the 15th has
+/// closed the window earlier; turnbridge cannot see a filing, so such a cancel passes here and
+/// is for the platform to refuse.
 pub fn cancel_last_day(invoice_date: NaiveDate) -> Result<NaiveDate, PeriodError> {
     Period::of(invoice_date).map(Period::filing_deadline)
 }
@@ -373,7 +372,11 @@ mod tests {
     /// An F0401 built the way the daemon builds one (read and checked from CSV).
     fn invoice(date: &str, time: &str, buyer: &str) -> Message {
         use crate::einvoice::{archive::ZipLimits, check_batch, ReadOptions, TextEncoding};
-        let (tax, total) = if buyer == "0000000000" { ("0", "100") } else { ("5", "105") };
+        let (tax, total) = if buyer == "0000000000" {
+            ("0", "100")
+        } else {
+            ("5", "105")
+        };
         let csv = format!(
             "MessageType,InvoiceNumber,InvoiceDate,InvoiceTime,Seller.Identifier,Seller.Name,Seller.Address,Buyer.Identifier,Buyer.Name,InvoiceType,DonateMark,PrintMark,Item.Description,Item.Quantity,Item.UnitPrice,Item.TaxType,Item.Amount,Item.SequenceNumber,SalesAmount,FreeTaxSalesAmount,ZeroTaxSalesAmount,TaxType,TaxRate,TaxAmount,TotalAmount\n\
              F0401,AB00000001,{date},{time},28080623,S,A,{buyer},B,07,0,Y,x,1,100,1,100,1,100,0,0,1,0.05,{tax},{total}\n"
@@ -410,22 +413,39 @@ mod tests {
         let now = dt(2026, 12, 31, 23, 59, 0);
         let tolerance = Duration::minutes(5);
         assert_eq!(
-            check_not_future(&invoice("20261231", "23:59:00", "0000000000"), now, tolerance),
+            check_not_future(
+                &invoice("20261231", "23:59:00", "0000000000"),
+                now,
+                tolerance
+            ),
             Ok(())
         );
         assert_eq!(
-            check_not_future(&invoice("20270101", "00:04:00", "0000000000"), now, tolerance),
+            check_not_future(
+                &invoice("20270101", "00:04:00", "0000000000"),
+                now,
+                tolerance
+            ),
             Ok(()),
             "within the clock tolerance"
         );
-        let err = check_not_future(&invoice("20270101", "00:04:01", "0000000000"), now, tolerance)
-            .unwrap_err();
+        let err = check_not_future(
+            &invoice("20270101", "00:04:01", "0000000000"),
+            now,
+            tolerance,
+        )
+        .unwrap_err();
         assert_eq!(err.field, "InvoiceDate");
         assert_eq!(err.value, "20270101 00:04:01");
         let problem = err.into_problem(7);
         assert_eq!((problem.row, problem.field.as_str()), (7, "InvoiceDate"));
-        assert!(problem.reason.contains("20261231 23:59:00"), "{}", problem.reason);
-        assert!(check_not_future(&invoice("20270105", "00:00:00", "24634102"), now, tolerance)
-            .is_err());
+        assert!(
+            problem.reason.contains("20261231 23:59:00"),
+            "{}",
+            problem.reason
+        );
+        assert!(
+            check_not_future(&invoice("20270105", "00:00:00", "24634102"), now, tolerance).is_err()
+        );
     }
 }

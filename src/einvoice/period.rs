@@ -4,7 +4,7 @@
 //! November–December. MIG writes a period as its `YearMonth`: the ROC year (Gregorian − 1911,
 //! three digits) and the period's *even, closing* month, so July–August 2026 is `11508`. The
 //! official XSDs of E0401, E0402 and E0501 pin that form (`\d{3}0[2|4|6|8]|\d{3}1[0|2]`), which
-//! settles the odd-or-even question the research notes leave open (research notes §4,
+//! settles the odd-or-even question the research notes leave open (research notes mig41.md §4,
 //! "Period").
 //!
 //! Everything here is calendar arithmetic on dates as written on the invoice (Taiwan time);
@@ -23,7 +23,9 @@ pub const ROC_OFFSET: i32 = 1911;
 pub enum PeriodError {
     #[error("must be the ROC year and the period's even closing month, five digits like 11508")]
     Shape,
-    #[error("month {0:02} closes no period: a period ends in an even month (02, 04, 06, 08, 10 or 12)")]
+    #[error(
+        "month {0:02} closes no period: a period ends in an even month (02, 04, 06, 08, 10 or 12)"
+    )]
     OddMonth(u32),
     #[error("the ROC year must be 1 to 999 (Gregorian 1912 to 2910)")]
     Year,
@@ -151,16 +153,17 @@ impl Period {
     }
 
     /// The last day to upload the period's blank-number report (E0402): the 10th day of the
-    /// next period ("次期開始10日內"; research notes §4, "Numbers must come from the
-    /// allocated track range … Report unused ranges with E0402 by day 10 of the following
-    /// period").
+    /// next period (research notes mig41.md §4: "Report unused ranges with E0402 by day 10 of
+    /// the following period"; 電子發票實施作業要點 as the tax offices restate it: "應於使用
+    /// 電子發票次期開始10日內… 空白未使用字軌號碼傳輸至整合服務平台").
     pub fn blank_report_due(self) -> NaiveDate {
         self.next_month_day(10)
     }
 
-    /// The period's VAT filing deadline: the 15th day of the next period (營業稅法 §35,
-    /// "以每二月為一期，於次期開始十五日內… 申報"). A holiday that moves the deadline is
-    /// not modelled: the date returned is never later than the real one.
+    /// The period's VAT filing deadline: the 15th day of the next period
+    /// (加值型及非加值型營業稅法 §35: "以每二月為一期，於次期開始十五日內… 申報"). A holiday
+    /// that moves the deadline is not modelled: the date returned is never later than the
+    /// real one.
     pub fn filing_deadline(self) -> NaiveDate {
         self.next_month_day(15)
     }

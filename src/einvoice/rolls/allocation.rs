@@ -133,7 +133,9 @@ pub fn parse_allocations(bytes: &[u8]) -> Result<AllocationFile, AllocationError
                 }
             }
             if seen == 0 {
-                return Err(AllocationError::NoEntries("no InvoiceAssignNo in InvoicePack"));
+                return Err(AllocationError::NoEntries(
+                    "no InvoiceAssignNo in InvoicePack",
+                ));
             }
         }
         ("InvoiceAssignNo", ns) if ns.starts_with(E0501_NS) => e0501_entry(1, &root, &mut out),
@@ -282,7 +284,9 @@ fn e0401(root: &Element, out: &mut AllocationFile) -> Result<(), AllocationError
         .map(|d| d.all("BranchTrackItem").collect())
         .unwrap_or_default();
     if items.is_empty() {
-        return Err(AllocationError::NoEntries("BranchTrack has no BranchTrackItem"));
+        return Err(AllocationError::NoEntries(
+            "BranchTrack has no BranchTrackItem",
+        ));
     }
     let mut m = Entry::new(0, main);
     let head = m.field("HeadBan", ban);
@@ -311,8 +315,7 @@ fn e0401(root: &Element, out: &mut AllocationFile) -> Result<(), AllocationError
                     &format!("{b:08}"),
                     format!("the range {b:08}–{n:08} is outside Main's {mb:08}–{me:08}"),
                 );
-            } else if let Some(roll) = e.roll((head.clone(), branch.clone()), t, p, k, (b, n), st)
-            {
+            } else if let Some(roll) = e.roll((head.clone(), branch.clone()), t, p, k, (b, n), st) {
                 push(out, &mut e, roll);
             }
         }

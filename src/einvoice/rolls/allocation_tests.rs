@@ -104,15 +104,31 @@ fn a_broken_entry_lists_every_reason_and_keeps_the_others() {
 #[test]
 fn booklet_rules_are_checked() {
     let cases = [
-        (with(&[("InvoiceEndNo", "00000148")]), "InvoiceEndNo", "49 or 99"),
-        (with(&[("InvoiceBooklet", "3")]), "InvoiceBooklet", "holds 2"),
+        (
+            with(&[("InvoiceEndNo", "00000148")]),
+            "InvoiceEndNo",
+            "49 or 99",
+        ),
+        (
+            with(&[("InvoiceBooklet", "3")]),
+            "InvoiceBooklet",
+            "holds 2",
+        ),
         (
             with(&[("InvoiceBeginNo", "00000200")]),
             "InvoiceEndNo",
             "after the end",
         ),
-        (with(&[("InvoiceBooklet", "two")]), "InvoiceBooklet", "whole number"),
-        (with(&[("InvoiceBeginNo", "0000005")]), "InvoiceBeginNo", "eight digits"),
+        (
+            with(&[("InvoiceBooklet", "two")]),
+            "InvoiceBooklet",
+            "whole number",
+        ),
+        (
+            with(&[("InvoiceBeginNo", "0000005")]),
+            "InvoiceBeginNo",
+            "eight digits",
+        ),
     ];
     for (doc, field, says) in cases {
         let f = parse_allocations(doc.as_bytes()).unwrap();
@@ -159,7 +175,11 @@ fn branch_allocations_become_branch_rolls_of_the_head_office() {
     let f = parse_allocations(text.as_bytes()).unwrap();
     assert_eq!(f.rolls.len(), 1);
     assert_eq!(f.problems[0].entry, 2);
-    assert!(f.problems[0].reason.contains("outside Main"), "{}", f.problems[0]);
+    assert!(
+        f.problems[0].reason.contains("outside Main"),
+        "{}",
+        f.problems[0]
+    );
 
     // A broken Main leaves no roll at all, and says why.
     let text = std::str::from_utf8(BRANCH)
@@ -167,7 +187,10 @@ fn branch_allocations_become_branch_rolls_of_the_head_office() {
         .replace("<HeadBan>28080623<", "<HeadBan>2808062<");
     let f = parse_allocations(text.as_bytes()).unwrap();
     assert!(f.rolls.is_empty());
-    assert_eq!(f.problems[0].to_string(), "Main: HeadBan `2808062` must be eight digits");
+    assert_eq!(
+        f.problems[0].to_string(),
+        "Main: HeadBan `2808062` must be eight digits"
+    );
 }
 
 #[test]
@@ -182,7 +205,9 @@ fn other_files_are_refused_whole() {
         AllocationError::Unknown { .. }
     ));
     assert_eq!(
-        refuse(r#"<InvoiceEnvelope xmlns="urn:GEINV:InvoiceEnvelope:4.1"><InvoicePack/></InvoiceEnvelope>"#),
+        refuse(
+            r#"<InvoiceEnvelope xmlns="urn:GEINV:InvoiceEnvelope:4.1"><InvoicePack/></InvoiceEnvelope>"#
+        ),
         AllocationError::NoEntries("no InvoiceAssignNo in InvoicePack")
     );
     assert_eq!(

@@ -1,10 +1,10 @@
 //! Giving out numbers from rolls, and checking the numbers rows bring themselves.
 //!
 //! The right rolls for an invoice are its seller's, of its InvoiceType, for the period its
-//! date falls in ("InvoiceDate must fall in the track's period"; research notes §4). Numbers
+//! date falls in ("InvoiceDate must fall in the track's period"; research notes mig41.md §4). Numbers
 //! are given in order: rolls by track then begin number, and within a roll the lowest number
 //! not yet used, so none is skipped ("Numbers must come from the allocated track range,
-//! without duplicates or gaps"; research notes §4). Which numbers count as used (issued,
+//! without duplicates or gaps"; research notes mig41.md §4). Which numbers count as used (issued,
 //! handed out and not yet sent, or skipped by a recorded decision) is the caller's to say
 //! through [`UsedNumbers`]; everything here is pure.
 
@@ -15,6 +15,7 @@ use chrono::NaiveDate;
 use thiserror::Error;
 
 use super::{serial, InvoiceType, Roll};
+use crate::einvoice::model::Problem;
 use crate::einvoice::period::{Period, PeriodError};
 use crate::einvoice::types::{Ban, InvoiceNumber};
 
@@ -71,7 +72,11 @@ pub struct RollKey {
 
 impl RollKey {
     /// The key of an invoice by its seller, InvoiceType and date.
-    pub fn of(seller: &Ban, invoice_type: InvoiceType, date: NaiveDate) -> Result<RollKey, PeriodError> {
+    pub fn of(
+        seller: &Ban,
+        invoice_type: InvoiceType,
+        date: NaiveDate,
+    ) -> Result<RollKey, PeriodError> {
         Ok(RollKey {
             seller: seller.clone(),
             invoice_type,
@@ -80,7 +85,9 @@ impl RollKey {
     }
 
     pub fn matches(&self, roll: &Roll) -> bool {
-        roll.seller == self.seller && roll.invoice_type == self.invoice_type && roll.period == self.period
+        roll.seller == self.seller
+            && roll.invoice_type == self.invoice_type
+            && roll.period == self.period
     }
 }
 
@@ -112,6 +119,19 @@ pub enum AssignError {
         rolls: usize,
         numbers: u64,
     },
+}
+
+impl AssignError {
+    /// As the problem of a row that came without a number.
+    pub fn into_problem(self, row: usize) -> Problem {
+        Problem {
+            rule: None,
+            row,
+            field: "InvoiceNumber".into(),
+            value: String::new(),
+            reason: format!("cannot be assigned: {self}"),
+        }
+    }
 }
 
 /// Gives out numbers of one key in order, marking each used as it goes, so a batch takes
@@ -172,7 +192,7 @@ impl<'a> Assigner<'a> {
     }
 }
 
-/// The next free number for an invoice of `seller`, `invoice_type` dated `date`, marked used.
+/// The next free number of a key (see [`RollKey::of`] for an invoice's key), marked used.
 pub fn next_number(
     rolls: &[Roll],
     used: &mut UsedNumbers,
@@ -189,6 +209,20 @@ pub struct NumberRefused {
     pub key: RollKey,
     /// Where the number does belong, when a known roll holds it.
     pub hint: Option<String>,
+}
+
+impl NumberRefused {
+    /// As the problem of the row that brought the number.
+    pub fn into_problem(self, row: usize) -> Problem {
+        let hint = self.hint.map(|h| format!(" ({h})")).unwrap_or_default();
+        Problem {
+            rule: None,
+            row,
+            field: "InvoiceNumber".into(),
+            value: self.number.to_string(),
+            reason: format!("is in no roll of {}{hint}", self.key),
+        }
+    }
 }
 
 /// Checks that a number a row brings itself lies in a roll of its key; returns that roll.

@@ -53,18 +53,24 @@ fn used_numbers_are_never_given_again_and_gaps_are_filled_first() {
         .into_iter()
         .collect();
     assert_eq!(
-        next_number(&rolls, &mut used, key("11508")).unwrap().as_str(),
+        next_number(&rolls, &mut used, key("11508"))
+            .unwrap()
+            .as_str(),
         "AB00000002"
     );
     assert_eq!(
-        next_number(&rolls, &mut used, key("11508")).unwrap().as_str(),
+        next_number(&rolls, &mut used, key("11508"))
+            .unwrap()
+            .as_str(),
         "AB00000004"
     );
     assert!(used.contains(&n("AB00000004")));
     // A number used elsewhere (another track) does not block this roll.
     used.insert(n("AC00000005"));
     assert_eq!(
-        next_number(&rolls, &mut used, key("11508")).unwrap().as_str(),
+        next_number(&rolls, &mut used, key("11508"))
+            .unwrap()
+            .as_str(),
         "AB00000005"
     );
 }
@@ -86,12 +92,17 @@ fn the_right_roll_is_the_sellers_type_and_the_dates_period() {
     assert_eq!((aug.as_str(), sep.as_str()), ("AB00000000", "AF00000000"));
     let special_key = RollKey::of(&ban(), InvoiceType::Special, date(2026, 7, 1)).unwrap();
     assert_eq!(
-        next_number(&rolls, &mut used, special_key).unwrap().as_str(),
+        next_number(&rolls, &mut used, special_key)
+            .unwrap()
+            .as_str(),
         "AE00000000"
     );
     // No roll for November: refused with what is missing.
     let err = next_number(&rolls, &mut used, want(date(2026, 11, 2))).unwrap_err();
     assert_eq!(err, AssignError::NoRoll(key("11512")));
+    let problem = err.clone().into_problem(2);
+    assert_eq!((problem.row, problem.field.as_str()), (2, "InvoiceNumber"));
+    assert!(problem.reason.starts_with("cannot be assigned: no roll of"));
     assert!(
         err.to_string()
             .starts_with("no roll of seller 28080623, InvoiceType 07, period 11512 is known"),
@@ -134,6 +145,17 @@ fn a_number_a_row_brings_must_be_in_a_roll_of_its_key() {
     assert!(refused("AD00000001").ends_with("(it is allocated to seller 24634102)"));
     assert!(refused("AF00000001").ends_with("(it belongs to period 11510)"));
     assert!(refused("AE00000001").ends_with("(it is an InvoiceType 08 number)"));
+    let problem = check_number(&rolls, &k, &n("AD00000001"))
+        .unwrap_err()
+        .into_problem(3);
+    assert_eq!(
+        (problem.row, problem.field.as_str(), problem.value.as_str()),
+        (3, "InvoiceNumber", "AD00000001")
+    );
+    assert_eq!(
+        problem.reason,
+        "is in no roll of seller 28080623, InvoiceType 07, period 11508 (it is allocated to seller 24634102)"
+    );
 }
 
 #[test]
@@ -142,7 +164,14 @@ fn stock_counts_what_is_left() {
     let mut used: UsedNumbers = (0..40).map(|i| rolls[0].number(i)).collect();
     used.insert(n("ZZ00000001"));
     let s = stock(&rolls, &used, &key("11508"));
-    assert_eq!(s, Stock { rolls: 2, total: 150, used: 40 });
+    assert_eq!(
+        s,
+        Stock {
+            rolls: 2,
+            total: 150,
+            used: 40
+        }
+    );
     assert_eq!(s.left(), 110);
     assert!(s.is_low(110));
     assert!(!s.is_low(109));

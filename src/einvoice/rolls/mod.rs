@@ -317,10 +317,7 @@ pub(crate) mod tests {
         assert_eq!(new(1, 49), Err(RollError::BeginOffBooklet(1)));
         assert_eq!(new(0, 48), Err(RollError::EndOffBooklet(48)));
         assert_eq!(new(0, 50), Err(RollError::EndOffBooklet(50)));
-        assert_eq!(
-            new(0, 100_000_049),
-            Err(RollError::TooLong(100_000_049))
-        );
+        assert_eq!(new(0, 100_000_049), Err(RollError::TooLong(100_000_049)));
         assert_eq!(
             new(1, 49).unwrap_err().to_string(),
             "the begin number 00000001 does not start a booklet: it must end in 00 or 50"

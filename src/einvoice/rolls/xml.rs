@@ -61,7 +61,8 @@ pub(crate) fn parse(
     )
     .map_err(|_| AllocationError::NotUtf8)?;
     let mut reader = NsReader::from_str(text);
-    let malformed = |e: &dyn std::fmt::Display| AllocationError::Xml(printable(&e.to_string(), 200));
+    let malformed =
+        |e: &dyn std::fmt::Display| AllocationError::Xml(printable(&e.to_string(), 200));
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
@@ -138,11 +139,7 @@ fn attach(
     match stack.last_mut() {
         Some(parent) => parent.children.push(node),
         None if root.is_none() => *root = Some(node),
-        None => {
-            return Err(AllocationError::Xml(
-                "more than one root element".into(),
-            ))
-        }
+        None => return Err(AllocationError::Xml("more than one root element".into())),
     }
     Ok(())
 }
@@ -192,6 +189,9 @@ mod tests {
             parse(b"<a><b></a>", 1 << 20, 10),
             Err(AllocationError::Xml(_))
         ));
-        assert_eq!(parse(b"\xff<a/>", 1 << 20, 10), Err(AllocationError::NotUtf8));
+        assert_eq!(
+            parse(b"\xff<a/>", 1 << 20, 10),
+            Err(AllocationError::NotUtf8)
+        );
     }
 }
