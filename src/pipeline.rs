@@ -107,10 +107,11 @@ pub struct Outcome {
 }
 
 /// How many starts on a file may end without its messages recorded (the process died)
-/// before it is set aside.
+/// before it is set aside (`jobs.attempts`).
 const MAX_ATTEMPTS: i64 = 3;
 
-/// After how many failed reads (no permission, an I/O error) a claimed file is set aside.
+/// After how many failed reads in a row (no permission, an I/O error) a claimed file is set
+/// aside (`jobs.read_failures`, counted apart from the starts that died).
 const READ_ATTEMPTS: i64 = 3;
 
 /// Everything the pipeline needs, owned by the one worker that runs jobs.
@@ -196,32 +197,11 @@ impl Pipeline {
                 };
                 return self.refuse(work, &job_id, &name, "rejected", reason, None);
             }
-            Err(e) => {
-                // Tried again at later scans (the job's attempts count them); a file that
-                // keeps failing is set aside rather than tried forever. A file still being
-                // written is only waited for: it ends, or grows past the limit.
-                let still_written =
-                    matches!(&e, LimitedError::Io(io) if io.kind() == io::ErrorKind::WouldBlock);
-                if !still_written {
-                    self.ensure_job(&job_id, &name, "", 0)?;
-                    let tries = self.store.count_attempt(&job_id)?;
-                    if tries >= READ_ATTEMPTS {
-                        let reason = format!(
-                            "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
-                        );
-                        // Invoices recorded from it before a restart are still sent.
-                        return self.quarantine(work, reason);
-                    }
-                }
-                return Err(PipelineError::Io {
-                    action: "read",
-                    path: work.to_path_buf(),
-                    source: io::Error::other(e.to_string()),
-                });
-            }
+            Err(e) => return self.read_failed(work, &job_id, &name, e),
         };
         let md5 = hex(&Md5::digest(&bytes));
         self.ensure_job(&job_id, &name, &md5, size)?;
+        self.store.reset_read_failures(&job_id)?;
         // A job first recorded by a read that failed learns its content now.
         self.store
             .conn()
@@ -268,6 +248,37 @@ impl Pipeline {
             Err(e) => return self.refuse(work, &job_id, &name, "rejected", e.to_string(), None),
         };
         self.run(work, &job_id, &name, verdict, "completed")
+    }
+
+    /// A read of a claimed file that failed (not a refusal of the file itself): tried again at
+    /// later scans, counted as a failed read (apart from starts that died, which count
+    /// crashes); a file that keeps failing is set aside rather than tried forever. A file
+    /// still being written is only waited for: it ends, or grows past the limit.
+    fn read_failed(
+        &mut self,
+        work: &Path,
+        job_id: &str,
+        name: &str,
+        e: LimitedError,
+    ) -> Result<Outcome, PipelineError> {
+        let still_written =
+            matches!(&e, LimitedError::Io(io) if io.kind() == io::ErrorKind::WouldBlock);
+        if !still_written {
+            self.ensure_job(job_id, name, "", 0)?;
+            let tries = self.store.count_read_failure(job_id)?;
+            if tries >= READ_ATTEMPTS {
+                let reason = format!(
+                    "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
+                );
+                // Invoices recorded from it before a restart are still sent.
+                return self.quarantine(work, reason);
+            }
+        }
+        Err(PipelineError::Io {
+            action: "read",
+            path: work.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })
     }
 
     /// Sets a claimed file aside in `rejected/` with `reason`, whatever state its job is in.
@@ -952,6 +963,68 @@ mod tests {
         let other = good.replace("AB12345678", "AB12345600");
         fs::write(&work, &other).unwrap();
         assert_eq!(pipeline.process(&work).unwrap().queued, 1);
+    }
+
+    /// Failed reads and starts that died are counted apart: neither sets a file aside on the
+    /// other's count, and the report names the one that did.
+    #[test]
+    fn failed_reads_and_crashes_are_counted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, mut pipeline) = pipeline_in(dir.path());
+        let good = include_str!("../fixtures/valid/F0401_b2c_print.csv");
+        let mut n = 0;
+        let mut claimed = |pipeline: &Pipeline| {
+            n += 1;
+            let job = spool::new_job_id();
+            let name = format!("{n}.csv");
+            let work = pipeline.dirs.work.join(spool::work_name(&job, &name));
+            let bytes = good.replace("AB12345678", &format!("AB123456{n:02}"));
+            fs::write(&work, &bytes).unwrap();
+            let md5 = hex(&Md5::digest(bytes.as_bytes()));
+            pipeline
+                .store
+                .insert_job(&job, KIND, &name, &md5, bytes.len() as u64)
+                .unwrap();
+            (job, name, work)
+        };
+        // Root reads anything: the error is given to the function that takes it.
+        let eio = || LimitedError::Io(io::Error::from_raw_os_error(libc::EIO));
+
+        // Two starts that died, then one failed read: left for a retry, not set aside.
+        let (job, name, work) = claimed(&pipeline);
+        for _ in 0..MAX_ATTEMPTS - 1 {
+            pipeline.store.count_attempt(&job).unwrap();
+        }
+        let r = pipeline.read_failed(&work, &job, &name, eio());
+        assert!(
+            matches!(r, Err(PipelineError::Io { action: "read", .. })),
+            "{r:?}"
+        );
+        assert!(work.exists(), "left for a retry");
+        assert_eq!(pipeline.store.job(&job).unwrap().unwrap().state, "claimed");
+
+        // Two failed reads, then a start that died: the next start goes through.
+        let (job, name, work) = claimed(&pipeline);
+        for _ in 0..READ_ATTEMPTS - 1 {
+            pipeline.read_failed(&work, &job, &name, eio()).unwrap_err();
+        }
+        pipeline.store.count_attempt(&job).unwrap();
+        let o = pipeline.process(&work).unwrap();
+        assert_eq!((o.state.as_str(), o.queued), ("done", 1));
+
+        // Three failed reads in a row set it aside, the report naming failed reads.
+        let (job, name, work) = claimed(&pipeline);
+        for _ in 0..READ_ATTEMPTS - 1 {
+            pipeline.read_failed(&work, &job, &name, eio()).unwrap_err();
+        }
+        let o = pipeline.read_failed(&work, &job, &name, eio()).unwrap();
+        assert_eq!(o.state, "rejected");
+        let report = fs::read_to_string(format!("{}.error.txt", o.final_path.display())).unwrap();
+        assert!(
+            report.contains("could not read this file in 3 attempts"),
+            "{report}"
+        );
+        assert!(!report.contains("stopped"), "{report}");
     }
 
     /// A claimed file that is a link to a device, a FIFO, or a file grown past the limit is

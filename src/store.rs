@@ -352,6 +352,17 @@ CREATE INDEX IF NOT EXISTS ne_logins_started ON ne_logins(started_at);
 -- a job from before, which follows the account chosen now).
 ALTER TABLE ne_jobs ADD COLUMN account TEXT;
 "#,
+    r#"
+-- Failed reads of a claimed file (no permission, an I/O error), counted apart from
+-- `attempts` (starts that died while reading it): each sets the file aside on its own count.
+ALTER TABLE jobs ADD COLUMN read_failures INTEGER NOT NULL DEFAULT 0;
+-- A final state turnbridge inferred (a ProcessResult error naming no document marks its whole
+-- upload): a verdict naming the invoice overrules it.
+ALTER TABLE messages ADD COLUMN guessed INTEGER NOT NULL DEFAULT 0;
+-- The SummaryResult (its Message/Info/Id) that last judged the message: the same summary read
+-- again changes nothing and raises nothing.
+ALTER TABLE messages ADD COLUMN summary_id TEXT;
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -608,6 +619,25 @@ impl Store {
     pub fn reset_attempts(&self, id: &str) -> Result<()> {
         self.conn
             .execute("UPDATE jobs SET attempts = 0 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Counts one more failed read of a job's file (no permission, an I/O error), apart from
+    /// the starts [`Store::count_attempt`] counts; returns the failures in a row so far.
+    pub fn count_read_failure(&self, id: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "UPDATE jobs SET read_failures = read_failures + 1 WHERE id = ?1 RETURNING read_failures",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Forgets a job's failed reads once its file was read.
+    pub fn reset_read_failures(&self, id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE jobs SET read_failures = 0 WHERE id = ?1 AND read_failures > 0",
+            [id],
+        )?;
         Ok(())
     }
 

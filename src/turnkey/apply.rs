@@ -9,14 +9,17 @@ use tracing::warn;
 use serde_json::json;
 
 use crate::config::{Config, Layout};
-use crate::einvoice::MessageType;
+use crate::einvoice::{printable, MessageType};
 use crate::store::{self, TxExt};
-use crate::turnkey::feedback::{advance, target, Applied, FeedbackError, Target, TARGET_COLUMNS};
+use crate::turnkey::feedback::{
+    advance, target, Applied, Basis, FeedbackError, Target, TARGET_COLUMNS, TARGET_LEN,
+};
 use crate::turnkey::plausible;
 use crate::turnkey::results::{self, InvoiceRef, ResultFile};
 
 /// Moves a message as a result says when that is believable; otherwise notes why it is not
 /// and changes nothing.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conclude(
     tx: &Transaction,
     t: &Target,
@@ -24,11 +27,12 @@ pub(super) fn conclude(
     evidence: &str,
     mof_code: Option<&str>,
     message: &str,
+    basis: Basis,
     applied: &mut Applied,
 ) -> Result<(), FeedbackError> {
-    match plausible::doubt(tx, t, to)? {
+    match plausible::doubt(tx, t, to, basis)? {
         Some(why) => applied.doubts.push(why),
-        None => applied.changed += advance(tx, t, to, evidence, mof_code, message)? as usize,
+        None => applied.changed += advance(tx, t, to, evidence, mof_code, message, basis)? as usize,
     }
     Ok(())
 }
@@ -63,8 +67,8 @@ fn by_reference(
     let rows = stmt.query_map(params![ty.as_str(), r.number], |row| {
         Ok((
             target(row)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, String>(6)?,
+            row.get::<_, String>(TARGET_LEN)?,
+            row.get::<_, String>(TARGET_LEN + 1)?,
         ))
     })?;
     let mut candidates: Vec<(Target, String, String)> = rows.collect::<Result<_, _>>()?;
@@ -161,7 +165,16 @@ pub(super) fn apply(
                         Some(r) => format!("acknowledged, receipt {r}"),
                         None => "acknowledged".to_string(),
                     };
-                    conclude(tx, &t, "acked", evidence, None, &msg, &mut applied)?;
+                    conclude(
+                        tx,
+                        &t,
+                        "acked",
+                        evidence,
+                        None,
+                        &msg,
+                        Basis::Named,
+                        &mut applied,
+                    )?;
                 }
                 None => applied
                     .doubts
@@ -174,7 +187,16 @@ pub(super) fn apply(
                 Some(t) => {
                     let msg = e.error_message.clone().unwrap_or_else(|| "error".into());
                     let code = Some(e.error_code.as_str());
-                    conclude(tx, &t, "error", evidence, code, &msg, &mut applied)?;
+                    conclude(
+                        tx,
+                        &t,
+                        "error",
+                        evidence,
+                        code,
+                        &msg,
+                        Basis::Named,
+                        &mut applied,
+                    )?;
                 }
                 None => applied
                     .doubts
@@ -209,6 +231,7 @@ pub(super) fn apply(
                             evidence,
                             None,
                             "accepted (ProcessResult)",
+                            Basis::Named,
                             &mut applied,
                         )?,
                         Some(i) => {
@@ -217,7 +240,16 @@ pub(super) fn apply(
                                 .clone()
                                 .unwrap_or_else(|| "ProcessResult error".into());
                             let code = Some(i.code.as_str());
-                            conclude(tx, &t, "error", evidence, code, &msg, &mut applied)?
+                            conclude(
+                                tx,
+                                &t,
+                                "error",
+                                evidence,
+                                code,
+                                &msg,
+                                Basis::Named,
+                                &mut applied,
+                            )?
                         }
                     }
                 }
@@ -233,6 +265,14 @@ pub(super) fn apply(
         ResultFile::Summary(s) => {
             for m in &s.messages {
                 let unmatched_before = applied.unmatched.len() as i64;
+                let changed_before = applied.changed;
+                // What this summary is known by on the messages it judges (its Message/Info/Id).
+                let summary_key = if m.id.is_empty() {
+                    evidence
+                } else {
+                    m.id.as_str()
+                };
+                let mut newly_judged = 0;
                 let ty = MessageType::parse_with_legacy(&m.message_type)
                     .ok()
                     .map(|(t, _)| t);
@@ -254,7 +294,20 @@ pub(super) fn apply(
                                 match by_reference(tx, ty, r, s.from.as_deref())? {
                                     Some(t) => {
                                         let msg = format!("{text} (SummaryResult {})", m.id);
-                                        conclude(tx, &t, to, evidence, None, &msg, &mut applied)?;
+                                        conclude(
+                                            tx,
+                                            &t,
+                                            to,
+                                            evidence,
+                                            None,
+                                            &msg,
+                                            Basis::Named,
+                                            &mut applied,
+                                        )?;
+                                        newly_judged += tx.execute(
+                                            "UPDATE messages SET summary_id = ?1 WHERE id = ?2 AND summary_id IS NOT ?1",
+                                            params![summary_key, t.id],
+                                        )?;
                                     }
                                     None => applied.unmatched.push(format!("{ty} {}", r.number)),
                                 }
@@ -276,6 +329,15 @@ pub(super) fn apply(
                         "{listed} invoice(s) listed, Total says {}",
                         m.total
                     ));
+                }
+                // Read again (its record pruned, the file dropped again): nothing is new about
+                // any message it names, so it raises nothing again.
+                if expected > 0 && newly_judged == 0 && applied.changed == changed_before {
+                    applied.notes.push(format!(
+                        "SummaryResult {} was applied before: nothing new about its {expected} invoice(s)",
+                        printable(&m.id, 100)
+                    ));
+                    continue;
                 }
                 summary_event(
                     tx,

@@ -95,9 +95,14 @@ pub(super) struct Target {
     pub(super) tenant: String,
     pub(super) number: String,
     pub(super) message_type: String,
+    /// Its final state is turnbridge's inference ([`Basis::Guess`]).
+    pub(super) guessed: bool,
 }
 
-pub(super) const TARGET_COLUMNS: &str = "id, state, tenant, number, message_type";
+pub(super) const TARGET_COLUMNS: &str = "id, state, tenant, number, message_type, guessed";
+
+/// How many columns [`TARGET_COLUMNS`] names (the next one a query adds has this index).
+pub(super) const TARGET_LEN: usize = 6;
 
 pub(super) fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
     Ok(Target {
@@ -106,7 +111,25 @@ pub(super) fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
         tenant: r.get(2)?,
         number: r.get(3)?,
         message_type: r.get(4)?,
+        guessed: r.get(5)?,
     })
+}
+
+/// How a claim about a message is evidenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Basis {
+    /// A file or result naming the message (or every message of its upload, as Code `00000`
+    /// does).
+    Named,
+    /// turnbridge's inference: a ProcessResult error naming no document is taken for every
+    /// document of its upload. A final state reached so is overruled by a verdict naming the
+    /// invoice, and never overrules one.
+    Guess,
+}
+
+/// Whether a state is final (`acked`, `error`).
+pub(super) fn is_final(state: &str) -> bool {
+    rank(state) == 3
 }
 
 /// What one applied file changed, for its record and the log.
@@ -148,7 +171,9 @@ impl Applied {
     }
 }
 
-/// Moves a message forward (never back) and raises `invoice.status.updated`, inside `tx`.
+/// Moves a message forward (never back) and raises `invoice.status.updated`, inside `tx`. A
+/// final state turnbridge guessed is the one that changes into the other, by a verdict naming
+/// the message; confirmed by one, it is no longer a guess.
 pub(super) fn advance(
     tx: &Transaction,
     t: &Target,
@@ -156,14 +181,19 @@ pub(super) fn advance(
     evidence: &str,
     mof_code: Option<&str>,
     message: &str,
+    basis: Basis,
 ) -> Result<bool, FeedbackError> {
-    if rank(to) <= rank(&t.state) {
+    let overrules = basis == Basis::Named && t.guessed && is_final(to) && to != t.state;
+    if !overrules && rank(to) <= rank(&t.state) {
+        if basis == Basis::Named && t.guessed && to == t.state {
+            tx.execute("UPDATE messages SET guessed = 0 WHERE id = ?1", [t.id])?;
+        }
         return Ok(false);
     }
     tx.transition(t.id, Some(&t.state), to, Some(evidence))?;
     tx.execute(
-        "UPDATE messages SET mof_code = ?1, status_message = ?2, overdue_raised = 0 WHERE id = ?3",
-        params![mof_code, message, t.id],
+        "UPDATE messages SET mof_code = ?1, status_message = ?2, overdue_raised = 0, guessed = ?3 WHERE id = ?4",
+        params![mof_code, message, basis == Basis::Guess && is_final(to), t.id],
     )?;
     tx.add_event(
         "invoice.status.updated",
@@ -544,7 +574,7 @@ impl Tracker {
         // believed (another file of the same name, not Turnkey's move of ours).
         let to = if kind == "bak" { "picked_up" } else { "error" };
         let doubt = match &found {
-            Some(t) => plausible::doubt(&tx, t, to)?,
+            Some(t) => plausible::doubt(&tx, t, to, Basis::Named)?,
             None => None,
         };
         if let Some(why) = doubt {
@@ -568,6 +598,7 @@ impl Tracker {
                         &evidence,
                         None,
                         "taken by Turnkey (BAK)",
+                        Basis::Named,
                     )?
                 } else {
                     let code = reason.and_then(crate::turnkey::tklog::code);
@@ -575,7 +606,15 @@ impl Tracker {
                         Some(r) => format!("rejected by Turnkey: {r}"),
                         None => "rejected by Turnkey's local check".to_string(),
                     };
-                    advance(&tx, t, "error", &evidence, code.as_deref(), &message)?
+                    advance(
+                        &tx,
+                        t,
+                        "error",
+                        &evidence,
+                        code.as_deref(),
+                        &message,
+                        Basis::Named,
+                    )?
                 };
                 (
                     kind,
@@ -805,7 +844,7 @@ impl Tracker {
             let mut stmt = self.store.conn().prepare(&format!(
                 "SELECT {TARGET_COLUMNS}, xml_path FROM messages WHERE state = 'queued' AND xml_path IS NOT NULL"
             ))?;
-            let rows = stmt.query_map([], |r| Ok((target(r)?, r.get::<_, String>(5)?)))?;
+            let rows = stmt.query_map([], |r| Ok((target(r)?, r.get::<_, String>(TARGET_LEN)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let gone: Vec<_> = queued
@@ -824,6 +863,7 @@ impl Tracker {
                 &format!("{p} left the pickup folder"),
                 None,
                 "taken by Turnkey",
+                Basis::Named,
             )?;
         }
         tx.commit()?;
@@ -841,7 +881,9 @@ impl Tracker {
                 "SELECT {TARGET_COLUMNS}, updated_at FROM messages
                  WHERE state IN ('validated', 'queued', 'picked_up') AND overdue_raised = 0 AND updated_at < ?1"
             ))?;
-            let rows = stmt.query_map([&before], |r| Ok((target(r)?, r.get::<_, String>(5)?)))?;
+            let rows = stmt.query_map([&before], |r| {
+                Ok((target(r)?, r.get::<_, String>(TARGET_LEN)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         for (t, since) in &late {

@@ -28,7 +28,7 @@ use crate::einvoice::MessageType;
 use crate::store;
 use crate::turnkey::apply::conclude;
 use crate::turnkey::feedback::{
-    io_err, record, target, Applied, FeedbackError, Target, Tracker, TARGET_COLUMNS,
+    io_err, record, target, Applied, Basis, FeedbackError, Target, Tracker, TARGET_COLUMNS,
 };
 use crate::turnkey::files::{self, md5_of, read_limited};
 use crate::turnkey::layout::{self, Def, PackName};
@@ -399,15 +399,36 @@ pub(super) fn apply_to_pack(
             applied.unmatched.push(number.clone());
             continue;
         };
-        match failed.get(seq).or(whole.as_ref()) {
-            Some((code, desc)) => conclude(tx, &t, "error", evidence, Some(code), desc, applied)?,
-            None => conclude(
+        match (failed.get(seq), &whole) {
+            (Some((code, desc)), _) => conclude(
+                tx,
+                &t,
+                "error",
+                evidence,
+                Some(code),
+                desc,
+                Basis::Named,
+                applied,
+            )?,
+            // turnbridge's guess: a verdict naming the invoice (a SummaryResult) overrules it.
+            (None, Some((code, desc))) => conclude(
+                tx,
+                &t,
+                "error",
+                evidence,
+                Some(code),
+                &format!("{desc} (names no document: taken for every document of upload {uuid})"),
+                Basis::Guess,
+                applied,
+            )?,
+            (None, None) => conclude(
                 tx,
                 &t,
                 "acked",
                 evidence,
                 None,
                 &format!("accepted by the platform (ProcessResult, upload {uuid})"),
+                Basis::Named,
                 applied,
             )?,
         }

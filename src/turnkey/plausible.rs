@@ -9,7 +9,9 @@
 //!   the pickup folder (not `validated`, which was not handed to Turnkey yet, unless its
 //!   staged file already left: moved into the pickup folder just before the process stopped);
 //! - the state machine allows the step: a final state (`acked`, `error`) is only confirmed,
-//!   never changed into the other.
+//!   never changed into the other, unless turnbridge only guessed it (a ProcessResult error
+//!   naming no document) and the claim names the invoice; a guess about an invoice already
+//!   judged is no claim against it (the better-evidenced verdict stands).
 //!
 //! A file with any claim that is not believed is not applied at all: its transaction is rolled
 //! back and it is set aside in `state/rejected/feedback/` (moved out of the flat outbox, copied
@@ -28,7 +30,7 @@ use crate::durable;
 use crate::einvoice::printable;
 use crate::spool::{Report, ReportEntry};
 use crate::store;
-use crate::turnkey::feedback::{io_err, FeedbackError, Target, Tracker};
+use crate::turnkey::feedback::{io_err, is_final, Basis, FeedbackError, Target, Tracker};
 use crate::turnkey::results;
 
 /// Why a claim that message `t` is now `to` cannot be believed, or `None` when it can.
@@ -36,6 +38,7 @@ pub(super) fn doubt(
     tx: &Transaction,
     t: &Target,
     to: &str,
+    basis: Basis,
 ) -> Result<Option<String>, FeedbackError> {
     let why = match t.state.as_str() {
         "picked_up" => None,
@@ -50,6 +53,9 @@ pub(super) fn doubt(
         }
         // A repeat of the final verdict, or a move seen after the verdict: nothing changes.
         "acked" | "error" if to == t.state || to == "picked_up" => None,
+        // A verdict naming the invoice overrules a guess; a guess outweighed changes nothing.
+        "acked" | "error" if t.guessed && basis == Basis::Named => None,
+        s if is_final(s) && basis == Basis::Guess => None,
         "acked" | "error" => Some(format!(
             "it is already {}, a final state that does not change",
             t.state

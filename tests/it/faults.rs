@@ -598,3 +598,80 @@ fn a_spool_file_that_cannot_be_taken_is_reported_once_and_tried_again_when_it_ch
     wait_for_no_problems(&sb);
     assert_eq!(sb.terminate().code(), Some(0));
 }
+
+#[test]
+fn an_unreadable_resumed_file_whose_invoices_were_recorded_is_set_aside_and_they_are_sent() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut sb = Sandbox::new();
+    std::fs::create_dir_all(sb.inbox()).unwrap();
+    // Permissions must really refuse the daemon: as root it runs as `nobody`, so that mode
+    // bits apply to it (the owner of a file with no permissions cannot read it either).
+    let start = |sb: &mut Sandbox| {
+        if is_root() {
+            sb.start_as(65534, 65534);
+        } else {
+            sb.start();
+        }
+    };
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    start(&mut sb);
+    // The inbox refuses the XML: the file's invoices are recorded, not sent, and it stays
+    // claimed in work/.
+    mode(&sb.inbox(), 0o555);
+    sb.drop_file("resumed.csv", batch_csv("RS", 1, 3).as_bytes());
+    wait_for_problem(&sb, "einvoice", "resumed.csv");
+    let recorded = || -> i64 {
+        sb.db()
+            .query_row(
+                "SELECT count(*) FROM messages m JOIN jobs j ON j.id = m.job_id
+                 WHERE j.source_name = 'resumed.csv' AND j.state = 'claimed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(recorded(), 3);
+    assert_eq!(sb.terminate().code(), Some(0));
+
+    // Before the restart the claimed file becomes unreadable, and the inbox writable again.
+    let work = files_in(&sb.work());
+    assert_eq!(work.len(), 1, "{work:?}");
+    mode(&work[0], 0o000);
+    mode(&sb.inbox(), 0o755);
+    start(&mut sb);
+    wait_for(30, "the recorded invoices sent", || {
+        sb.inbox_files().len() == 3
+    });
+    assert_inbox_holds(&sb, "RS", 3);
+    let (id, state): (String, String) = sb
+        .db()
+        .query_row(
+            "SELECT id, state FROM jobs WHERE source_name = 'resumed.csv'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "done");
+    let report =
+        std::fs::read_to_string(sb.rejected().join(format!("{id}_resumed.csv.error.txt"))).unwrap();
+    for words in [
+        "could not read this file in 3 attempts",
+        "Permission denied",
+        "The 3 invoice(s) recorded before the error are sent to Turnkey",
+    ] {
+        assert!(report.contains(words), "{words:?} not in\n{report}");
+    }
+    // The source is kept in the archive (for the operator to correct and drop again).
+    assert!(
+        sb.archived()
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(&format!("{id}_resumed.csv"))),
+        "{:?}",
+        sb.archived()
+    );
+    assert!(files_in(&sb.work()).is_empty());
+    assert_alive(&mut sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}

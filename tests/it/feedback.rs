@@ -1376,3 +1376,129 @@ fn a_result_for_a_message_not_handed_to_turnkey_is_believed_only_once_it_was_pub
         "{report}"
     );
 }
+
+/// Writes a SummaryResult as Unpack leaves it in BAK, about upload `uuid`: `good` and `failed`
+/// listed one by one.
+fn write_summary(w: &World, uuid: &str, good: &[&str], failed: &[&str]) -> PathBuf {
+    let dir = w.dir.path().join(format!(
+        "turnkey/Unpack/BAK/SummaryResult/{0}/{0}10",
+        today()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = |numbers: &[&str]| -> String {
+        let invoices: String = numbers
+            .iter()
+            .map(|n| format!("<Invoice><ReferenceNumber>{n}</ReferenceNumber><InvoiceDate>20261126</InvoiceDate></Invoice>"))
+            .collect();
+        format!(
+            "<Count>{}</Count><Invoices>{invoices}</Invoices>",
+            numbers.len()
+        )
+    };
+    let p = dir.join(format!("{}_SummaryResult", upload_id(uuid)));
+    std::fs::write(
+        &p,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SummaryResult xmlns=\"urn:GEINV:SummaryResult:4.1\">\
+             <RoutingInfo><From><PartyId>28080623</PartyId></From><To><PartyId>00000000</PartyId></To></RoutingInfo>\
+             <DetailList><Message><Info><Id>{}</Id><Size>1</Size><MessageType>F0401</MessageType><Service>S</Service><Action>B2S</Action></Info>\
+             <Result><Total><Count>{}</Count></Total><Good>{}</Good><Failed>{}</Failed></Result></Message></DetailList></SummaryResult>\n",
+            upload_id(uuid),
+            good.len() + failed.len(),
+            list(good),
+            list(failed)
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn a_summary_result_overrules_the_guess_of_a_process_result_naming_no_document() {
+    let mut w = World::new("turnkey");
+    w.take_all();
+    write_pack(
+        &w,
+        "28080623",
+        &["EF00000001", "EF00000002", "EF00000003"],
+        UPLOAD,
+    );
+    // An error that names no document: turnbridge can only guess the whole upload failed.
+    write_result(
+        &w,
+        UPLOAD,
+        "<Info><Code>9001</Code><Description>the upload could not be processed</Description></Info>",
+    );
+    w.tracker.scan().unwrap();
+    for n in ["EF00000001", "EF00000002", "EF00000003"] {
+        assert_eq!(w.state_of(n), ("error".into(), Some("9001".into())), "{n}");
+    }
+    let before = w.events("invoice.status.updated").len();
+    // The platform's summary names two invoices one by one: better evidence than the guess.
+    write_summary(&w, UPLOAD, &["EF00000001"], &["EF00000002"]);
+    w.tracker.scan().unwrap();
+    assert!(set_aside(&w).is_empty(), "the summary is believed");
+    assert!(w.reports().is_empty(), "{:?}", w.reports());
+    assert_eq!(w.tracker.problem(), None);
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.state_of("EF00000002").0, "error");
+    assert_eq!(
+        w.state_of("EF00000003").0,
+        "error",
+        "not named: keeps its own"
+    );
+    let updates = w.events("invoice.status.updated");
+    assert_eq!(updates.len(), before + 1, "{updates:#?}");
+    let last = updates.last().unwrap();
+    assert_eq!(
+        (last["invoice_no"].as_str(), last["status"].as_str()),
+        (Some("EF00000001"), Some("ACKED"))
+    );
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+
+    // Another guess about the same upload does not undo what the summary said, and is no
+    // reason to doubt the file either.
+    let again = write_result(
+        &w,
+        UPLOAD,
+        "<Info><Code>9002</Code><Description>the upload could not be processed again</Description></Info>",
+    );
+    std::fs::rename(&again, again.with_file_name("second_ProcessResult")).unwrap();
+    w.tracker.scan().unwrap();
+    assert!(set_aside(&w).is_empty(), "{:?}", w.reports());
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.events("invoice.status.updated").len(), before + 1);
+}
+
+#[test]
+fn a_summary_read_again_after_its_record_was_pruned_raises_nothing_again() {
+    use turnbridge::retention::{Limits, Retention};
+    let mut w = World::new("flat");
+    w.take_all();
+    w.deliver("summary_some_failed.xml", "S.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+    let updates = w.events("invoice.status.updated").len();
+    assert_eq!(w.state_of("EF00000003").0, "error");
+
+    // Past retention.feedback_days its records go (the file left the outbox long ago).
+    let store = turnbridge::store::Store::open(&w.config.database()).unwrap();
+    let mut retention = Retention::new(store, Limits::of(&w.config));
+    let days = w.config.retention.feedback_days as i64 + 1;
+    let pruned = retention
+        .prune(
+            chrono::Utc::now() + chrono::Duration::days(days),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(pruned.rows.get("summaries"), Some(&1), "{pruned:?}");
+    assert!(pruned.rows.contains_key("feedback_files"), "{pruned:?}");
+
+    // The same summary again: nothing new about any of its invoices, so no event at all.
+    let again = w.deliver("summary_some_failed.xml", "S.xml");
+    w.tracker.scan().unwrap();
+    assert!(!again.exists(), "taken from the outbox");
+    assert!(set_aside(&w).is_empty(), "{:?}", w.reports());
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+    assert_eq!(w.events("invoice.status.updated").len(), updates);
+}
