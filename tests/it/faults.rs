@@ -283,9 +283,7 @@ fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
         )
         .unwrap();
     assert_eq!(dead, 0, "nothing given up on");
-    let events: i64 = db
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let events = turnbridge::store::events::count(&sb.store()).unwrap();
     let ids: BTreeSet<String> = rx
         .received()
         .iter()
@@ -413,23 +411,17 @@ fn an_unreadable_spool_file_is_set_aside_after_three_attempts_and_others_flow() 
     place_unreadable(&outbox.join("locked_result.xml"), b"<ACK/>");
 
     // Tried at three scans (rescan_secs = 1), then set aside with a report naming the error.
-    let job = || -> Option<(String, String, Option<String>)> {
-        let conn = rusqlite::Connection::open_with_flags(
-            sb.state().join("turnbridge.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .ok()?;
-        conn.query_row(
-            "SELECT id, state, final_path FROM jobs WHERE source_name = 'locked.csv'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok()
-    };
+    let job = || job_named(&sb.try_store()?, "locked.csv");
     wait_for(30, "the unreadable file set aside", || {
-        job().is_some_and(|(_, state, path)| state == "rejected" && path.is_some())
+        job().is_some_and(|j| j.state == JobState::Rejected && j.final_path.is_some())
     });
-    let (id, _, final_path) = job().unwrap();
+    let turnbridge::store::Job {
+        id,
+        final_path,
+        read_failures,
+        ..
+    } = job().unwrap();
+    assert_eq!(read_failures, 3, "counted as failed reads");
     let final_path = std::path::PathBuf::from(final_path.unwrap());
     assert_eq!(final_path, sb.rejected().join(format!("{id}_locked.csv")));
     assert!(final_path.exists(), "moved out of work/");
@@ -622,17 +614,13 @@ fn an_unreadable_resumed_file_whose_invoices_were_recorded_is_set_aside_and_they
     mode(&sb.inbox(), 0o555);
     sb.drop_file("resumed.csv", batch_csv("RS", 1, 3).as_bytes());
     wait_for_problem(&sb, "einvoice", "resumed.csv");
-    let recorded = || -> i64 {
-        sb.db()
-            .query_row(
-                "SELECT count(*) FROM messages m JOIN jobs j ON j.id = m.job_id
-                 WHERE j.source_name = 'resumed.csv' AND j.state = 'claimed'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-    };
-    assert_eq!(recorded(), 3);
+    let store = sb.store();
+    let job = job_named(&store, "resumed.csv").unwrap();
+    assert_eq!(job.state, JobState::Claimed);
+    let recorded = turnbridge::store::messages::of_job(&store, &job.id).unwrap();
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded.iter().all(|m| m.state == MessageState::Validated));
+    drop(store);
     assert_eq!(sb.terminate().code(), Some(0));
 
     // Before the restart the claimed file becomes unreadable, and the inbox writable again.
@@ -645,15 +633,9 @@ fn an_unreadable_resumed_file_whose_invoices_were_recorded_is_set_aside_and_they
         sb.inbox_files().len() == 3
     });
     assert_inbox_holds(&sb, "RS", 3);
-    let (id, state): (String, String) = sb
-        .db()
-        .query_row(
-            "SELECT id, state FROM jobs WHERE source_name = 'resumed.csv'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(state, "done");
+    let job = job_named(&sb.store(), "resumed.csv").unwrap();
+    assert_eq!((job.state, job.read_failures), (JobState::Done, 3));
+    let id = job.id;
     let report =
         std::fs::read_to_string(sb.rejected().join(format!("{id}_resumed.csv.error.txt"))).unwrap();
     for words in [
