@@ -82,6 +82,12 @@ enum Command {
         what: String,
         dir: PathBuf,
     },
+    /// Write a consistent copy of the database into DIR (while the daemon runs):
+    /// DIR/turnbridge-<UTC time>.db, owner-only. Prints its path.
+    Backup { dir: PathBuf },
+    /// Put a backup made by `turnbridge backup` in place of the database. The daemon must be
+    /// stopped; the database it replaces is kept beside it (turnbridge.db.before-restore-…).
+    Restore { file: PathBuf },
     /// Check a configuration file and list every problem with its key path.
     CheckConfig {
         /// The file to check (default: --config).
@@ -206,6 +212,8 @@ pub fn main() -> ExitCode {
         Command::Generate { what, dir } => generate(&what, &dir),
         Command::Dlq(cmd) => dlq(&cli.config, cmd),
         Command::Nextengine(cmd) => nextengine(&cli.config, cmd),
+        Command::Backup { dir } => backup(&cli.config, &dir),
+        Command::Restore { file } => restore(&cli.config, &file),
     };
     match result {
         Ok(code) => code,
@@ -214,6 +222,37 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn backup(config: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let (path, copy) = crate::backup::backup(&config, dir)?;
+    println!("{}", path.display());
+    eprintln!(
+        "a consistent copy: schema version {}, {} messages",
+        copy.schema, copy.messages
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let done = crate::backup::restore(&config, file)?;
+    println!(
+        "restored {} ({} messages, schema version {}) as {}",
+        file.display(),
+        done.from.messages,
+        done.from.schema,
+        config.database().display()
+    );
+    if let Some(kept) = done.kept {
+        println!("the database it replaced is kept as {}", kept.display());
+    }
+    println!(
+        "ids continue above every id used before (highest XML number in Turnkey's folders: {}); messages recorded after the backup are not in it: see the restore runbook",
+        done.highest_xml_seq
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_daemon(config: &Path) -> anyhow::Result<ExitCode> {

@@ -53,6 +53,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(config_path)?;
     let log = logging::init(&config.log);
     let (inherited_umask, umask) = crate::filemode::restrict_umask();
+    // One daemon per state folder, and no restore under a running one.
+    let _running =
+        crate::backup::RunningLock::take(&config).map_err(|e| DaemonError::Start(e.to_string()))?;
     let spool_dir = config.einvoice_spool();
     crate::durable::create_dir_all(&spool_dir)
         .map_err(|e| DaemonError::Start(format!("create {}: {e}", spool_dir.display())))?;

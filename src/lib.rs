@@ -28,6 +28,7 @@
 //! rest is built on, and [`limited`] the bounded reads of files others control. [`retention`]
 //! keeps every table bounded, and [`filemode`] keeps what turnbridge writes from other users.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -594,8 +594,11 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
     )
 }
 
+pub mod backup;
 #[cfg(test)]
 mod plans;
+pub mod readers;
+pub mod writer;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! verdict for the same file.
 
 pub mod archive;
+mod build;
 pub mod model;
 pub mod raw;
 pub mod read;
@@ -335,7 +336,7 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
     let (Some((ty, legacy)), Some(tenant), true) = (ty, tenant, problems.is_empty()) else {
         return Err(problems);
     };
-    let message = model::build(ty, legacy.is_some(), raw)?;
+    let message = build::build(ty, legacy.is_some(), raw)?;
     let problems = rules::check(&message, raw);
     if !problems.is_empty() {
         return Err(problems);

@@ -7,6 +7,7 @@ mod common;
 #[path = "fake/nextengine.rs"]
 mod fake;
 
+mod backup;
 mod corpus;
 mod crash;
 mod daemon;

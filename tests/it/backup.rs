@@ -1,0 +1,144 @@
+//! `turnbridge backup` while the daemon runs, `turnbridge restore` with it stopped: the copy
+//! is consistent and owner-only, a restore (or a second daemon) is refused while a daemon
+//! holds the state, and after a restore no XML name is handed out twice, whether the replaced
+//! database was still there or lost.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+fn turnbridge(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// The sequence numbers of the XML names in the inbox (`F0401_20261126_00000042.xml`).
+fn inbox_seqs(sb: &Sandbox) -> Vec<i64> {
+    let mut seqs: Vec<i64> = sb
+        .inbox_files()
+        .iter()
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            name.rsplit('_').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    seqs.sort();
+    seqs
+}
+
+fn known(sb: &Sandbox, number: &str) -> bool {
+    turnbridge(&sb.config_path(), &["history", number])
+        .status
+        .success()
+}
+
+/// Runs the scenario; `lose_database` removes the database before the restore.
+fn backup_then_restore(lose_database: bool) {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file("a.csv", batch_csv("AB", 1, 3).as_bytes());
+    wait_for(30, "three files in the inbox", || {
+        sb.inbox_files().len() == 3
+    });
+
+    let backups = sb.path().join("backups");
+    let out = cli(&sb.config_path(), &["backup", backups.to_str().unwrap()]);
+    let copy = PathBuf::from(out.trim());
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy holds secrets: owner-only");
+
+    // While the daemon runs, a restore is refused and so is a second daemon.
+    let refused = turnbridge(&sb.config_path(), &["restore", copy.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("daemon is running"), "{why}");
+    let second = turnbridge(&sb.config_path(), &["run"]);
+    assert!(!second.status.success(), "a second daemon started");
+    let why = String::from_utf8_lossy(&second.stderr);
+    assert!(why.contains("daemon is running"), "{why}");
+
+    // After the backup, two more invoices.
+    sb.drop_file("b.csv", batch_csv("AB", 4, 2).as_bytes());
+    wait_for(30, "five files in the inbox", || {
+        sb.inbox_files().len() == 5
+    });
+    let before = inbox_seqs(&sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+
+    let db = sb.state().join("turnbridge.db");
+    if lose_database {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+    }
+    let out = cli(&sb.config_path(), &["restore", copy.to_str().unwrap()]);
+    assert!(out.contains("restored"), "{out}");
+    let kept: Vec<PathBuf> = files_in(&sb.state())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".before-restore-"))
+        .collect();
+    assert_eq!(
+        !kept.is_empty(),
+        !lose_database,
+        "the replaced database is kept beside it: {kept:?}"
+    );
+
+    // The restored state is the backup's: the first batch, not the second.
+    assert!(known(&sb, "AB00000001"));
+    assert!(
+        !known(&sb, "AB00000004"),
+        "AB00000004 came after the backup"
+    );
+
+    // The daemon starts on it, and new messages get names never used before.
+    sb.start();
+    sb.drop_file("c.csv", batch_csv("AC", 1, 2).as_bytes());
+    wait_for(30, "seven files in the inbox", || {
+        sb.inbox_files().len() == 7
+    });
+    let after = inbox_seqs(&sb);
+    let new: Vec<i64> = after
+        .iter()
+        .filter(|s| !before.contains(s))
+        .copied()
+        .collect();
+    assert_eq!(
+        new.len(),
+        2,
+        "{before:?} → {after:?}: an XML name was reused"
+    );
+    let highest = *before.iter().max().unwrap();
+    assert!(
+        new.iter().all(|s| *s > highest),
+        "{new:?} not above {highest}"
+    );
+}
+
+#[test]
+fn a_backup_restores_over_the_database_it_replaces_and_ids_never_go_back() {
+    backup_then_restore(false);
+}
+
+#[test]
+fn a_backup_restores_after_the_database_is_lost_and_ids_never_go_back() {
+    backup_then_restore(true);
+}
+
+#[test]
+fn a_file_that_is_not_a_turnbridge_database_is_not_restored() {
+    let sb = Sandbox::new();
+    let bogus = sb.path().join("bogus.db");
+    std::fs::write(&bogus, b"not a database at all, just text").unwrap();
+    let out = turnbridge(&sb.config_path(), &["restore", bogus.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        !sb.state().join("turnbridge.db").exists(),
+        "nothing was put in place"
+    );
+}
