@@ -599,7 +599,7 @@ impl Worker {
                 self.processed += 1;
                 crate::metrics::inc(
                     "turnbridge_spool_files_total",
-                    &[("kind", "einvoice"), ("outcome", &o.state)],
+                    &[("kind", "einvoice"), ("outcome", o.state.as_str())],
                 );
                 info!(
                     job_id = %o.job_id,

@@ -27,7 +27,8 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::NextEngine as Settings;
-use crate::store::{self, Store, StoreError, TxExt};
+use crate::events::{NextengineAccountConnected, NextengineAuthExpiring, NextengineAuthRequired};
+use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Error)]
 pub enum NeError {
@@ -349,7 +350,7 @@ impl Client {
                 params![id2, uid, company, t.access, t.refresh, t.access_end, t.refresh_end,
                     rfc3339(t.access_expires), rfc3339(t.refresh_expires), store::now()],
             )?;
-            tx.add_event("nextengine.account.connected", None, &json!({"account_id": id2}))?;
+            store::events::add(&tx, &NextengineAccountConnected { account_id: id2 })?;
             tx.commit()?;
             Ok(())
         })
@@ -539,10 +540,12 @@ impl Client {
                 params![store::now(), path, reason, account],
             )?;
             if changed == 1 {
-                tx.add_event(
-                    "nextengine.auth.required",
-                    None,
-                    &json!({"account_id": account, "reason": reason}),
+                store::events::add(
+                    &tx,
+                    &NextengineAuthRequired {
+                        account_id: account,
+                        reason,
+                    },
                 )?;
             }
             tx.commit()?;
@@ -595,11 +598,7 @@ impl Client {
             let id2 = id.clone();
             self.with_db(move |db| {
                 let tx = db.transaction()?;
-                tx.add_event(
-                    "nextengine.auth.expiring",
-                    None,
-                    &json!({"account_id": id2}),
-                )?;
+                store::events::add(&tx, &NextengineAuthExpiring { account_id: id2 })?;
                 tx.commit()?;
                 Ok(())
             })

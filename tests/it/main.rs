@@ -19,6 +19,7 @@ mod listener;
 mod memory;
 mod nextengine;
 mod retention;
+mod rolls;
 mod siege;
 mod turnkey_real;
 mod webhooks;
