@@ -352,6 +352,11 @@ CREATE INDEX IF NOT EXISTS ne_logins_started ON ne_logins(started_at);
 -- a job from before, which follows the account chosen now).
 ALTER TABLE ne_jobs ADD COLUMN account TEXT;
 "#,
+    r#"
+-- The events a pending delivery waits to deliver, counted at each /metrics scrape (the
+-- outbox gauge) from this index alone, however long the backlog.
+CREATE INDEX IF NOT EXISTS deliveries_state_event ON deliveries(state, event_id);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -837,6 +842,7 @@ impl TxExt for Transaction<'_> {
 }
 
 pub mod backup;
+pub mod gauges;
 #[cfg(test)]
 mod plans;
 pub mod readers;

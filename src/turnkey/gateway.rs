@@ -179,7 +179,7 @@ impl Tracker {
         };
         record(&tx, path, &md5, "pack", &outcome, None)?;
         tx.commit()?;
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "pack")]);
+        crate::metrics::get().feedback_file("pack");
         Ok(true)
     }
 

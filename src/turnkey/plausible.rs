@@ -224,7 +224,7 @@ impl Tracker {
             ],
         )?;
         tx.commit()?;
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
+        crate::metrics::get().feedback_file(kind);
         Ok(kept)
     }
 
