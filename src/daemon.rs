@@ -24,6 +24,7 @@ use crate::metrics::labels::{SpoolKind, SpoolOutcome};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::retention::Retention;
 use crate::spool::{self, Settler, Wake};
+use crate::store::JobState;
 use crate::turnkey::feedback::{FeedbackError, Tracker};
 use crate::turnkey::simulator::Simulator;
 
@@ -587,7 +588,8 @@ impl Worker {
         if let Err(e) = report.write(&base) {
             error!(file = %path.display(), "cannot write the report: {e}");
         }
-        crate::metrics::get().spool_file(SpoolKind::Einvoice, SpoolOutcome::Rejected);
+        crate::metrics::get()
+            .spool_file(SpoolKind::Einvoice, SpoolOutcome::Job(JobState::Rejected));
     }
 
     fn report(&mut self, path: &Path, result: Result<crate::pipeline::Outcome, PipelineError>) {
@@ -595,8 +597,7 @@ impl Worker {
         match result {
             Ok(o) => {
                 self.processed += 1;
-                crate::metrics::get()
-                    .spool_file(SpoolKind::Einvoice, SpoolOutcome::of_job(&o.state));
+                crate::metrics::get().spool_file(SpoolKind::Einvoice, SpoolOutcome::Job(o.state));
                 info!(
                     job_id = %o.job_id,
                     outcome = %o.state,

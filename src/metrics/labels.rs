@@ -1,13 +1,16 @@
 //! The label sets of turnbridge's metrics, and their values as types.
 //!
-//! Every label value is one of a closed set (a route, an outcome, a reason) or read from the
-//! store's own columns, never raw input, so a series' cardinality is bounded by the code.
+//! Every label value is one of a closed set (a route, an outcome, a reason, a state) or a
+//! message type or delivery state read from the store's own columns, never raw input, so a
+//! series' cardinality is bounded by the code.
 
 use std::fmt::Write;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 
 use crate::listener::Close;
+use crate::store::feedback::FeedbackKind;
+use crate::store::{JobState, MessageState};
 use crate::webhook::inbound::EVENT_TYPES;
 
 /// A closed set of label values, each spelled once. Hand-written because the crate's derive
@@ -43,7 +46,7 @@ macro_rules! encode_as_str {
     )+};
 }
 
-encode_as_str!(Close);
+encode_as_str!(Close, FeedbackKind, JobState, MessageState);
 
 label_values! {
     /// An HTTP route group (never the raw path, which anyone can vary).
@@ -122,27 +125,18 @@ label_values! {
     }
 }
 
-label_values! {
-    /// What became of a spool file.
-    pub enum SpoolOutcome {
-        /// Its job is done (some rows may have been rejected beside a report).
-        Done = "done",
-        /// Rejected whole.
-        Rejected = "rejected",
-        /// The same content was processed before.
-        Duplicate = "duplicate",
-        /// Left in place for a retry.
-        Retry = "retry",
-    }
+/// What became of a spool file: the state its job ended in, or left in place for a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpoolOutcome {
+    Job(JobState),
+    Retry,
 }
 
-impl SpoolOutcome {
-    /// The outcome of a file whose job ended in `state` (`done`, `rejected` or `duplicate`).
-    pub fn of_job(state: &str) -> SpoolOutcome {
-        match state {
-            "rejected" => SpoolOutcome::Rejected,
-            "duplicate" => SpoolOutcome::Duplicate,
-            _ => SpoolOutcome::Done,
+impl EncodeLabelValue for SpoolOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        match self {
+            SpoolOutcome::Job(state) => state.encode(encoder),
+            SpoolOutcome::Retry => encoder.write_str("retry"),
         }
     }
 }
@@ -234,7 +228,7 @@ pub struct SpoolLabels {
 /// `{kind}` of a file read from Turnkey's folders, as its record in the store names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct FeedbackLabels {
-    pub kind: String,
+    pub kind: FeedbackKind,
 }
 
 /// `{path, result}` of a NextEngine API call; the path is one the code names, never input.
@@ -254,7 +248,7 @@ pub struct AttemptLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct MessageLabels {
     pub message_type: String,
-    pub state: String,
+    pub state: MessageState,
 }
 
 /// `{state}` of outbound webhook deliveries in the store.

@@ -21,8 +21,9 @@ use prometheus_client::registry::Registry;
 use rusqlite::Connection;
 
 use crate::listener::Close;
-use crate::store::gauges::{self, DeliveryCount, MessageCount};
-use crate::store::StoreError;
+use crate::store::feedback::FeedbackKind;
+use crate::store::gauges::{self, DeliveryCount};
+use crate::store::{messages, MessageState, StoreError};
 use labels::*;
 
 /// The `Content-Type` of [`render`]'s text.
@@ -194,9 +195,9 @@ impl Metrics {
     }
 
     /// A file read from Turnkey's folders, of the kind its record names.
-    pub fn feedback_file(&self, kind: &str) {
+    pub fn feedback_file(&self, kind: FeedbackKind) {
         self.feedback_files
-            .get_or_create(&FeedbackLabels { kind: kind.into() })
+            .get_or_create(&FeedbackLabels { kind })
             .inc();
     }
 
@@ -243,7 +244,8 @@ pub fn get() -> &'static Metrics {
 /// What the store holds, read at scrape time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreGauges {
-    pub messages: Vec<MessageCount>,
+    /// Messages by type and state, and how many.
+    pub messages: Vec<(String, MessageState, i64)>,
     pub deliveries: Vec<DeliveryCount>,
     /// Events not yet delivered ([`gauges::outbox_waiting`]).
     pub outbox: u64,
@@ -255,7 +257,7 @@ impl StoreGauges {
     /// Reads them on `conn` (blocking: call it off the async threads).
     pub fn read(conn: &Connection) -> Result<StoreGauges, StoreError> {
         Ok(StoreGauges {
-            messages: gauges::messages_by_type_and_state(conn)?,
+            messages: messages::count_by_type_and_state(conn)?,
             deliveries: gauges::deliveries_by_state(conn)?,
             outbox: gauges::outbox_waiting(conn)?,
             success_rate: crate::webhook::deliver::success_rate(conn)?,
@@ -294,12 +296,12 @@ impl Live {
             return r;
         };
         let messages = Family::<MessageLabels, Gauge>::default();
-        for m in &store.messages {
+        for (message_type, state, n) in &store.messages {
             let labels = MessageLabels {
-                message_type: m.message_type.clone(),
-                state: m.state.clone(),
+                message_type: message_type.clone(),
+                state: *state,
             };
-            messages.get_or_create(&labels).set(m.count as i64);
+            messages.get_or_create(&labels).set(*n);
         }
         r.register(
             "turnbridge_messages",

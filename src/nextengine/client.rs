@@ -27,8 +27,9 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::NextEngine as Settings;
+use crate::events::{NextengineAccountConnected, NextengineAuthExpiring, NextengineAuthRequired};
 use crate::metrics::labels::NeResult;
-use crate::store::{self, Store, StoreError, TxExt};
+use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Error)]
 pub enum NeError {
@@ -307,7 +308,7 @@ impl Client {
                 params![id2, uid, company, t.access, t.refresh, t.access_end, t.refresh_end,
                     rfc3339(t.access_expires), rfc3339(t.refresh_expires), store::now()],
             )?;
-            tx.add_event("nextengine.account.connected", None, &json!({"account_id": id2}))?;
+            store::events::add(&tx, &NextengineAccountConnected { account_id: id2 })?;
             tx.commit()?;
             Ok(())
         })
@@ -487,10 +488,12 @@ impl Client {
                 params![store::now(), path, reason, account],
             )?;
             if changed == 1 {
-                tx.add_event(
-                    "nextengine.auth.required",
-                    None,
-                    &json!({"account_id": account, "reason": reason}),
+                store::events::add(
+                    &tx,
+                    &NextengineAuthRequired {
+                        account_id: account,
+                        reason,
+                    },
                 )?;
             }
             tx.commit()?;
@@ -543,11 +546,7 @@ impl Client {
             let id2 = id.clone();
             self.with_db(move |db| {
                 let tx = db.transaction()?;
-                tx.add_event(
-                    "nextengine.auth.expiring",
-                    None,
-                    &json!({"account_id": id2}),
-                )?;
+                store::events::add(&tx, &NextengineAuthExpiring { account_id: id2 })?;
                 tx.commit()?;
                 Ok(())
             })

@@ -1,19 +1,12 @@
-//! What `/metrics` counts in the store at scrape time: messages by type and state, webhook
-//! deliveries by state, and the events still waiting in the outbox. Each count is one
+//! What `/metrics` counts in the store at scrape time besides the messages
+//! ([`super::messages::count_by_type_and_state`]): webhook deliveries by state, and the events
+//! still waiting in the outbox. Each count is one
 //! statement (one consistent snapshot) that walks a covering index, never a table (see
 //! `plans.rs`).
 
 use rusqlite::Connection;
 
 use super::Result;
-
-/// Messages of one type in one state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageCount {
-    pub message_type: String,
-    pub state: String,
-    pub count: u64,
-}
 
 /// Webhook deliveries in one state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +15,6 @@ pub struct DeliveryCount {
     pub count: u64,
 }
 
-pub(crate) const MESSAGES_BY_TYPE_AND_STATE: &str =
-    "SELECT message_type, state, count(*) FROM messages GROUP BY 1, 2";
 pub(crate) const DELIVERIES_BY_STATE: &str = "SELECT state, count(*) FROM deliveries GROUP BY 1";
 /// An event waits until it is fanned out to the endpoints subscribed to it and each of its
 /// deliveries has succeeded or ended (dead or cancelled). The two sets are disjoint: fan-out
@@ -31,19 +22,6 @@ pub(crate) const DELIVERIES_BY_STATE: &str = "SELECT state, count(*) FROM delive
 pub(crate) const OUTBOX_WAITING: &str = "SELECT
      (SELECT count(*) FROM events WHERE fanned_out = 0)
    + (SELECT count(DISTINCT event_id) FROM deliveries WHERE state = 'pending')";
-
-/// Messages by type and state.
-pub fn messages_by_type_and_state(conn: &Connection) -> Result<Vec<MessageCount>> {
-    let mut stmt = conn.prepare_cached(MESSAGES_BY_TYPE_AND_STATE)?;
-    let rows = stmt.query_map([], |r| {
-        Ok(MessageCount {
-            message_type: r.get(0)?,
-            state: r.get(1)?,
-            count: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
 
 /// Webhook deliveries by state.
 pub fn deliveries_by_state(conn: &Connection) -> Result<Vec<DeliveryCount>> {

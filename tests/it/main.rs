@@ -20,6 +20,7 @@ mod memory;
 mod metrics;
 mod nextengine;
 mod retention;
+mod rolls;
 mod siege;
 mod turnkey_real;
 mod webhooks;
