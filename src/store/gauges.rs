@@ -1,8 +1,7 @@
 //! What `/metrics` counts in the store at scrape time besides the messages
 //! ([`super::messages::count_by_type_and_state`]): webhook deliveries by state, and the events
-//! still waiting in the outbox. Each count is one
-//! statement (one consistent snapshot) that walks a covering index, never a table (see
-//! `plans.rs`).
+//! still waiting in the outbox. Each count is one statement (one consistent snapshot) that
+//! walks a covering index, never a table (see `plans.rs`).
 
 use rusqlite::Connection;
 
