@@ -393,6 +393,11 @@ ALTER TABLE messages ADD COLUMN guessed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN summary_id TEXT;
 "#,
     r#"
+-- The events a pending delivery waits to deliver, counted at each /metrics scrape (the
+-- outbox gauge) from this index alone, however long the backlog.
+CREATE INDEX IF NOT EXISTS deliveries_state_event ON deliveries(state, event_id);
+"#,
+    r#"
 -- A NextEngine sign-in is bound to the browser that started it: the SHA-256 of a one-time
 -- ticket (`nextengine login`) or of the nonce a browser keeps as a cookie (/auth/ne); the
 -- callback takes only the sign-in of the cookie it brings. Rows from before have neither and
@@ -567,6 +572,7 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
 }
 
 pub mod backup;
+pub mod gauges;
 pub mod ne_logins;
 #[cfg(test)]
 mod plans;

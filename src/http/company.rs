@@ -15,6 +15,7 @@ use super::router::{Answer, Call};
 use super::{request, with_db, AppState};
 use crate::config::Config;
 use crate::metrics;
+use crate::metrics::labels::{CompanyEventType, CompanyOutcome, Route};
 use crate::store;
 use crate::webhook::inbound;
 
@@ -42,14 +43,8 @@ pub async fn receive(c: Call) -> Answer {
         .unwrap_or("")
         .to_string();
     if !inbound::secret_matches(&secret, &given) {
-        metrics::inc(
-            "turnbridge_signature_failures_total",
-            &[("route", "company_webhook")],
-        );
-        metrics::inc(
-            "turnbridge_company_webhooks_total",
-            &[("type", "unknown"), ("outcome", "unauthorized")],
-        );
+        metrics::get().signature_failure(Route::CompanyWebhook);
+        metrics::get().company_webhook(CompanyEventType::UNKNOWN, CompanyOutcome::Unauthorized);
         let admit = state.webhook_refusals.admit(std::time::Instant::now());
         admit.log_suppressed(
             "company webhooks were refused for their secret (counted in turnbridge_company_webhooks_total)",
@@ -65,20 +60,14 @@ pub async fn receive(c: Call) -> Answer {
     let body = match request::body(req, cfg.http.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", "unknown"), ("outcome", "too_large")],
-            );
+            metrics::get().company_webhook(CompanyEventType::UNKNOWN, CompanyOutcome::TooLarge);
             return Err(e);
         }
     };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", "unknown"), ("outcome", "malformed")],
-            );
+            metrics::get().company_webhook(CompanyEventType::UNKNOWN, CompanyOutcome::Malformed);
             return Err(ApiError::new(ErrorCode::MalformedJson, e.to_string()));
         }
     };
@@ -90,15 +79,7 @@ pub async fn receive(c: Call) -> Answer {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let label = if inbound::EVENT_TYPES.contains(&ty.as_str()) {
-                ty.as_str()
-            } else {
-                "unknown"
-            };
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", label), ("outcome", "invalid")],
-            );
+            metrics::get().company_webhook(CompanyEventType::of(&ty), CompanyOutcome::Invalid);
             warn!(event_type = %ty, field = %inv.field, "company webhook refused: {}", inv.reason);
             let (rid, detail) = (
                 request_id.clone(),
@@ -150,11 +131,13 @@ pub async fn receive(c: Call) -> Answer {
     }
     match stored {
         Ok((new, id)) => {
-            let outcome = if new { "stored" } else { "duplicate" };
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", &accepted.event_type), ("outcome", outcome)],
-            );
+            let outcome = if new {
+                CompanyOutcome::Stored
+            } else {
+                CompanyOutcome::Duplicate
+            };
+            metrics::get().company_webhook(CompanyEventType::of(&accepted.event_type), outcome);
+            let outcome = outcome.as_str();
             info!(event_type = %accepted.event_type, key = %accepted.key, "company webhook {outcome}");
             Ok(json_response(
                 StatusCode::OK,

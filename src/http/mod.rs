@@ -39,10 +39,10 @@ use tracing::{debug, info, trace, warn, Instrument};
 use crate::config::Config;
 use crate::listener::{self, Close, GuardedIo, Limits, Table};
 use crate::metrics;
+use crate::metrics::labels::Route;
 use crate::nextengine::stock_callback::{self, StockQuery};
 use crate::store::{self, Store, StoreError};
 use error::{ApiError, Body, ErrorCode};
-use router::RouteName;
 
 #[derive(Debug, Error)]
 pub enum HttpError {
@@ -293,10 +293,7 @@ async fn accept_loop(
 }
 
 fn closed_metric(why: Close) {
-    metrics::inc(
-        "turnbridge_http_connections_closed_total",
-        &[("reason", why.as_str())],
-    );
+    metrics::get().connection_closed(why);
 }
 
 async fn handle(
@@ -324,7 +321,7 @@ async fn handle(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => e.into_response(),
         // NextEngine reads XML: it gets the internal-error reply (-3) in its own format.
-        Err(_) if route == RouteName::UpdateStock => stock::xml_response(
+        Err(_) if route == Route::Updatestock => stock::xml_response(
             StatusCode::SERVICE_UNAVAILABLE,
             stock_callback::reply(&StockQuery::parse(&query), -3),
         ),
@@ -334,16 +331,8 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    let status = resp.status().as_u16().to_string();
-    metrics::inc(
-        "turnbridge_http_requests_total",
-        &[("route", route.as_str()), ("status", &status)],
-    );
-    metrics::observe(
-        "turnbridge_http_request_duration_seconds",
-        &[("route", route.as_str())],
-        started.elapsed().as_secs_f64(),
-    );
+    let status = resp.status().as_u16();
+    metrics::get().http_request(route, status, started.elapsed());
     span.in_scope(
         || debug!(status = %status, elapsed_ms = started.elapsed().as_millis() as u64, "answered"),
     );

@@ -12,11 +12,13 @@ use hyper::{Response, StatusCode};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::warn;
 
 use super::error::json_response;
 use super::router::{Answer, Call};
 use super::{request, with_db, AppState, Role};
-use crate::metrics::{self, Gauge};
+use crate::metrics::labels::{Listener, Route};
+use crate::metrics::{self, Live, StoreGauges};
 use crate::store::StoreError;
 use crate::webhook::inbound;
 
@@ -96,7 +98,7 @@ pub async fn inventory_status(c: Call) -> Answer {
             "refused": count("SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')")?,
             "requests": count("SELECT count(*) FROM inventory_logs")?,
             "pending_forward": count("SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'")?,
-            "signature_failures_since_start": metrics::counter("turnbridge_signature_failures_total", &[("route", "updatestock")]),
+            "signature_failures_since_start": metrics::get().signature_failures_on(Route::Updatestock),
             "last_update": last.into_iter().next(),
         }))
     })
@@ -140,67 +142,22 @@ fn rows_as_json(conn: &Connection, sql: &str, limit: i64) -> Result<Vec<Value>, 
 /// `GET /metrics`: Prometheus text; gauges read from the store at each scrape.
 pub async fn metrics(c: Call) -> Answer {
     let state = &c.state;
-    let gauges = with_db(state, |db| {
-        let c = db.conn();
-        let mut gauges = Vec::new();
-        let mut stmt =
-            c.prepare("SELECT message_type, state, count(*) FROM messages GROUP BY 1, 2")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (ty, st, n) = row?;
-            gauges.push(Gauge {
-                name: "turnbridge_messages",
-                labels: vec![("message_type".into(), ty), ("state".into(), st)],
-                value: n as f64,
-            });
+    let store = match with_db(state, |db| StoreGauges::read(db.conn())).await {
+        Ok(g) => Some(g),
+        Err(e) => {
+            warn!("/metrics left out the store's gauges: {e}");
+            None
         }
-        let mut stmt = c.prepare("SELECT state, count(*) FROM deliveries GROUP BY 1")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (st, n) = row?;
-            gauges.push(Gauge {
-                name: "webhook_deliveries",
-                labels: vec![("state".into(), st)],
-                value: n as f64,
-            });
-        }
-        gauges.push(Gauge {
-            name: "webhook_delivery_success_rate",
-            labels: vec![],
-            value: crate::webhook::deliver::success_rate(c)?,
-        });
-        let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-        gauges.push(Gauge {
-            name: "turnbridge_events_outbox",
-            labels: vec![],
-            value: events as f64,
-        });
-        Ok(gauges)
-    })
-    .await
-    .unwrap_or_default();
-    let mut gauges = gauges;
-    let mut roles = vec![(Role::Main, "main")];
+    };
+    let mut connections = vec![(Listener::Main, state.table(Role::Main).len())];
     if !state.config().http.monitor_listen.is_empty() {
-        roles.push((Role::Monitor, "monitor"));
+        connections.push((Listener::Monitor, state.table(Role::Monitor).len()));
     }
-    for (role, name) in roles {
-        gauges.push(Gauge {
-            name: "turnbridge_http_connections",
-            labels: vec![("listener".into(), name.into())],
-            value: state.table(role).len() as f64,
-        });
-    }
-    let mut r = Response::new(Full::new(Bytes::from(metrics::render(&gauges))));
+    let live = Live { store, connections };
+    let mut r = Response::new(Full::new(Bytes::from(metrics::render(&live))));
     r.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     Ok(r)
 }

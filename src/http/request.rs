@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::error::{ApiError, ErrorCode};
 use crate::config::Config;
 use crate::metrics;
+use crate::metrics::labels::Route;
 use crate::webhook::inbound;
 
 /// The query string as `T` (unknown keys are ignored). `%2B` and `+` decode as usual; a
@@ -137,10 +138,7 @@ pub fn require_admin(cfg: &Config, req: &Request<Incoming>) -> Result<(), ApiErr
     if inbound::secret_matches(token, bearer(req)) {
         Ok(())
     } else {
-        metrics::inc(
-            "turnbridge_signature_failures_total",
-            &[("route", "monitoring")],
-        );
+        metrics::get().signature_failure(Route::Monitoring);
         Err(ApiError::new(
             ErrorCode::Unauthorized,
             "a valid Bearer token is required",

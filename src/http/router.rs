@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response};
 use super::error::{ApiError, Body, ErrorCode};
 use super::{admin, auth, company, monitoring, request, stock, AppState, Role};
 use crate::config::Config;
+use crate::metrics::labels::Route;
 
 /// What a handler gets: the request and everything around it.
 pub struct Call {
@@ -54,39 +55,6 @@ macro_rules! h {
     };
 }
 
-/// The name a request is counted under (`route` label of the HTTP metrics): never the raw
-/// path, so label values stay few.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteName {
-    UpdateStock,
-    CompanyWebhook,
-    /// The NextEngine sign-in (`/auth/ne`, `/auth/callback`).
-    Auth,
-    /// The read-only monitoring routes (`/api/inventory/*`, `/api/webhook/status`).
-    Monitoring,
-    /// The webhook and delivery admin API (`/api/v1/*`).
-    Admin,
-    Healthz,
-    Metrics,
-    /// Anything not in the table.
-    Other,
-}
-
-impl RouteName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteName::UpdateStock => "updatestock",
-            RouteName::CompanyWebhook => "company_webhook",
-            RouteName::Auth => "auth",
-            RouteName::Monitoring => "monitoring",
-            RouteName::Admin => "admin",
-            RouteName::Healthz => "healthz",
-            RouteName::Metrics => "metrics",
-            RouteName::Other => "other",
-        }
-    }
-}
-
 /// Where a route is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -108,9 +76,9 @@ enum Access {
 /// The stock callback's entry: its path is `nextengine.updatestock_path`.
 const STOCK_CALLBACK: &str = "";
 
-struct Route {
+struct Entry {
     path: &'static str,
-    name: RouteName,
+    name: Route,
     place: Place,
     access: Access,
     methods: Vec<(Method, Handler)>,
@@ -118,12 +86,12 @@ struct Route {
 
 fn route(
     path: &'static str,
-    name: RouteName,
+    name: Route,
     place: Place,
     access: Access,
     methods: Vec<(Method, Handler)>,
-) -> Route {
-    Route {
+) -> Entry {
+    Entry {
         path,
         name,
         place,
@@ -133,11 +101,11 @@ fn route(
 }
 
 /// Every route the listener has.
-fn table() -> Vec<Route> {
+fn table() -> Vec<Entry> {
     use Access::{Admin, Open};
     use Method as M;
     use Place::{Main, Monitoring};
-    use RouteName as N;
+    use Route as N;
     vec![
         // Alive means 200; the problems it lists need the admin token.
         route(
@@ -156,7 +124,7 @@ fn table() -> Vec<Route> {
         ),
         route(
             STOCK_CALLBACK,
-            N::UpdateStock,
+            N::Updatestock,
             Main,
             Open,
             vec![(M::GET, h!(stock::updatestock))],
@@ -263,7 +231,7 @@ fn table() -> Vec<Route> {
 
 /// The table and its path index, built once.
 struct Router {
-    routes: Vec<Route>,
+    routes: Vec<Entry>,
     paths: matchit::Router<usize>,
     stock: usize,
 }
@@ -297,7 +265,7 @@ pub fn is_fixed_path(path: &str) -> bool {
 /// What routing decided for a request: the name it is counted under, and the handler to run
 /// or the error to answer.
 pub struct Resolved {
-    pub name: RouteName,
+    pub name: Route,
     access: Access,
     outcome: Result<(Handler, Params), ApiError>,
 }
@@ -318,7 +286,7 @@ pub fn resolve(cfg: &Config, role: Role, method: &Method, path: &str) -> Resolve
         })
     };
     let monitor_apart = !cfg.http.monitor_listen.is_empty();
-    let here = |route: &Route| match (role, route.place) {
+    let here = |route: &Entry| match (role, route.place) {
         (Role::Monitor, Place::Monitoring) => true,
         (Role::Monitor, Place::Main) => false,
         (Role::Main, Place::Monitoring) => !monitor_apart,
@@ -331,7 +299,7 @@ pub fn resolve(cfg: &Config, role: Role, method: &Method, path: &str) -> Resolve
             format!("no route for {path}")
         };
         return Resolved {
-            name: RouteName::Other,
+            name: Route::Other,
             access: Access::Open,
             outcome: Err(ApiError::new(ErrorCode::NotFound, message)),
         };
@@ -351,7 +319,7 @@ pub fn resolve(cfg: &Config, role: Role, method: &Method, path: &str) -> Resolve
 }
 
 /// The `'static` name of a route's path parameter (matchit lends it for the match only).
-fn param_name(route: &Route, key: &str) -> &'static str {
+fn param_name(route: &Entry, key: &str) -> &'static str {
     route
         .path
         .split('/')
@@ -440,7 +408,7 @@ mod tests {
             "/api/v1",
         ] {
             let r = resolve(&c, Role::Main, &Method::GET, path);
-            assert_eq!((r.name, allow(r).0), (RouteName::Other, 404), "{path}");
+            assert_eq!((r.name, allow(r).0), (Route::Other, 404), "{path}");
         }
         let r = resolve(
             &c,
@@ -485,18 +453,18 @@ mod tests {
         let mut c = cfg("");
         c.nextengine.updatestock_path = "/ne/stock".into();
         let r = resolve(&c, Role::Main, &Method::GET, "/ne/stock");
-        assert_eq!(r.name, RouteName::UpdateStock);
+        assert_eq!(r.name, Route::Updatestock);
         let r = resolve(&c, Role::Main, &Method::POST, "/ne/stock");
         assert_eq!(allow(r), (405, Some("GET".into())));
         let r = resolve(&c, Role::Main, &Method::GET, "/UpdateStock.php");
-        assert_eq!(r.name, RouteName::Other);
+        assert_eq!(r.name, Route::Other);
         assert!(is_fixed_path("/api/v1/webhooks/x") && !is_fixed_path("/ne/stock"));
     }
 
     #[test]
     fn admin_routes_are_the_monitoring_and_admin_groups() {
         for r in &ROUTER.routes {
-            let admin = matches!(r.name, RouteName::Monitoring | RouteName::Admin);
+            let admin = matches!(r.name, Route::Monitoring | Route::Admin);
             assert_eq!(r.access == Access::Admin, admin, "{}", r.path);
         }
     }

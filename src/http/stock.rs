@@ -13,6 +13,7 @@ use super::router::{Answer, Call};
 use super::with_db;
 use crate::config::StockSink;
 use crate::metrics;
+use crate::metrics::labels::{Route, StockOutcome};
 use crate::nextengine::stock_callback::{self, StockQuery};
 use crate::store::{self, Store, StoreError};
 
@@ -63,10 +64,7 @@ async fn answer(c: Call) -> Response<Body> {
     };
     if q.is_connection_check() {
         info!("NextEngine connection check (接続を確認)");
-        metrics::inc(
-            "turnbridge_stock_updates_total",
-            &[("outcome", "connection_check")],
-        );
+        metrics::get().stock_update(StockOutcome::ConnectionCheck);
         // Unauthenticated too: stored within the same bound as refusals.
         if state.refusals.admit(std::time::Instant::now()).detailed {
             let _ = with_db(&state, log_row("connection_check", 0, None)).await;
@@ -87,15 +85,12 @@ async fn answer(c: Call) -> Response<Body> {
         Err(refusal) => {
             let reason = refusal.reason();
             let status = if refusal.is_signature() {
-                metrics::inc(
-                    "turnbridge_signature_failures_total",
-                    &[("route", "updatestock")],
-                );
+                metrics::get().signature_failure(Route::Updatestock);
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::BAD_REQUEST
             };
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "refused")]);
+            metrics::get().stock_update(StockOutcome::Refused);
             let admit = state.refusals.admit(std::time::Instant::now());
             admit.log_suppressed(
                 "stock callbacks were refused (counted in turnbridge_stock_updates_total, not stored)",
@@ -144,17 +139,17 @@ async fn answer(c: Call) -> Response<Body> {
     .await;
     match result {
         Ok(true) => {
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "accepted")]);
+            metrics::get().stock_update(StockOutcome::Accepted);
             info!(store_account = %update.store_account, code = %update.code, stock = ?update.stock, ts = %update.ts, "stock level accepted");
             xml_response(StatusCode::OK, stock_callback::reply(&q, 0))
         }
         Ok(false) => {
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "replayed")]);
+            metrics::get().stock_update(StockOutcome::Replayed);
             warn!(store_account = %update.store_account, code = %update.code, ts = %update.ts, "stock callback refused: replayed");
             xml_response(StatusCode::CONFLICT, stock_callback::reply(&q, -2))
         }
         Err(e) => {
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "error")]);
+            metrics::get().stock_update(StockOutcome::Error);
             warn!("stock callback could not be recorded: {e}");
             xml_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
