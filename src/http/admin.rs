@@ -267,8 +267,11 @@ mod tests {
             ErrorCode::InvalidFilter,
         )
         .unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidFilter);
-        assert!(e.message.contains("sinse"), "{}", e.message);
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidFilter, Some("sinse"))
+        );
+        assert!(e.message.contains("unknown field `sinse`"), "{}", e.message);
         let e = json_object::<WebhookChange>(br#"{"enabled": "yes"}"#, ErrorCode::InvalidWebhook)
             .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("enabled"));

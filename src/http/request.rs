@@ -22,11 +22,18 @@ pub fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, ApiError
 
 pub(super) fn query_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let message = format!("{field}: {}", e.inner());
-        ApiError::new(ErrorCode::InvalidQuery, message).with_field(field)
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| refusal(ErrorCode::InvalidQuery, e))
+}
+
+/// A value that does not fit its type, naming its field (a key the type does not know is at
+/// the top: the message names it).
+fn refusal<E: std::fmt::Display>(code: ErrorCode, e: serde_path_to_error::Error<E>) -> ApiError {
+    let field = e.path().to_string();
+    if field == "." {
+        ApiError::new(code, e.inner().to_string())
+    } else {
+        ApiError::new(code, format!("{field}: {}", e.inner())).with_field(field)
+    }
 }
 
 /// Reads a body up to `max` bytes (a declared length over it is refused before reading).
@@ -87,10 +94,7 @@ pub(super) fn json_object<T: DeserializeOwned>(
             "the body must be a JSON object",
         ));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError::new(invalid, format!("{field}: {}", e.inner())).with_field(field)
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| refusal(invalid, e))
 }
 
 /// The value of cookie `name`, if the request sends it.
