@@ -6,6 +6,11 @@
 //! takes (admin routes included, token or not); an admin route then needs the admin token
 //! before its body is read. Paths are matched by `matchit` (the router axum uses); the stock
 //! callback's path comes from the live config and is matched exactly, before the table.
+//!
+//! `matchit` with the hyper stack rather than axum: the listener owns each connection
+//! (admission, deadlines, [`crate::listener::GuardedIo`]) and hands hyper one service; what
+//! axum would add over this table (tower layers, extractor rejections to map onto
+//! [`ApiError`]) is more than the table itself.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,6 +81,8 @@ enum Access {
 /// The stock callback's entry: its path is `nextengine.updatestock_path`.
 const STOCK_CALLBACK: &str = "";
 
+/// One route: its path pattern (`{id}` for a segment), the name it is counted under, where
+/// it is served, who may call it, and a handler per method.
 struct Entry {
     path: &'static str,
     name: Route,
