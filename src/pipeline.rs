@@ -189,14 +189,15 @@ impl Pipeline {
         let (bytes, size) = match read {
             Ok(r) => r,
             Err(e) if e.is_refusal() => {
-                self.ensure_job(&job_id, &name, "", 0)?;
                 let reason = match e {
                     LimitedError::TooLarge { .. } | LimitedError::Grew { .. } => {
                         format!("{e} (einvoice.max_file_bytes)")
                     }
                     e => format!("the file cannot be taken: {e}"),
                 };
-                return self.refuse(work, &job_id, &name, JobState::Rejected, reason, None);
+                // Invoices recorded from it before a restart (under a higher limit, or before
+                // it was replaced) were accepted: they are still sent.
+                return self.quarantine(work, reason);
             }
             Err(e) => return self.read_failed(work, &job_id, &name, e),
         };
@@ -292,7 +293,9 @@ impl Pipeline {
         })
     }
 
-    /// Sets a claimed file aside in `rejected/` with `reason`, whatever state its job is in.
+    /// Sets a claimed file aside in `rejected/` with `reason`; the invoices its job recorded
+    /// are still sent (`partial`), and a job already finished keeps its state (its file is
+    /// only moved where that state puts it).
     pub fn quarantine(&mut self, work: &Path, reason: String) -> Result<Outcome, PipelineError> {
         let work_name = work
             .file_name()
@@ -302,8 +305,13 @@ impl Pipeline {
         let (job_id, name) = spool::parse_work_name(&work_name)
             .map(|(j, n)| (j.to_string(), n.to_string()))
             .unwrap_or_else(|| (spool::new_job_id(), work_name.clone()));
-        let size = fs::metadata(work).map(|m| m.len()).unwrap_or(0);
+        let size = fs::symlink_metadata(work).map(|m| m.len()).unwrap_or(0);
         let job = self.ensure_job(&job_id, &name, "", size)?;
+        if job.state.is_finished() {
+            // Its final state and event are committed; only the move out of work/ was left.
+            warn!(reason = %reason, "the job had finished ({}): only its file is moved", job.state);
+            return self.finish_move(work, &job_id, &name, job.state);
+        }
         let recorded = messages::of_job(self.store.conn(), &job_id)?.len();
         if job.state == JobState::Claimed && recorded > 0 {
             // Invoices recorded before the error were accepted: send them rather than leave
@@ -1118,5 +1126,85 @@ mod tests {
             .filter(|m| m.state == MessageState::Queued)
             .count();
         assert_eq!(queued, accepted);
+    }
+
+    /// A claimed file whose invoices were recorded before a stop, refused when it is read
+    /// again (`einvoice.max_file_bytes` lowered meanwhile, or the file replaced): the recorded
+    /// invoices were accepted and still go to Turnkey, as after a failed read; the job is not
+    /// left `rejected` with them stranded (they would refuse a corrected file as already sent).
+    #[test]
+    fn a_resumed_file_refused_when_read_again_still_sends_what_it_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut pipeline) = pipeline_in(dir.path());
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::copy("fixtures/valid/F0401_b2c_print.csv", &batch).unwrap();
+        let job_id = spool::new_job_id();
+        let work = spool::claim(&batch, &pipeline.dirs.work, &job_id).unwrap();
+        let bytes = fs::read(&work).unwrap();
+        let mut verdict = einvoice::check_batch("b.csv", &bytes, &config.read_options()).unwrap();
+        let accepted = verdict.accepted.len();
+        assert!(accepted > 0);
+        let md5 = hex(&Md5::digest(&bytes));
+        pipeline
+            .ensure_job(&job_id, "b.csv", &md5, bytes.len() as u64)
+            .unwrap();
+        pipeline.record(&job_id, &mut verdict).unwrap();
+
+        // Restarted with a lower limit: the file is now too large to be read.
+        pipeline.config.einvoice.max_file_bytes = 100;
+        let o = pipeline.process(&work).unwrap();
+        assert_eq!((o.state, o.queued), (JobState::Done, accepted));
+        let inbox = dir.path().join("turnkey/INBOX");
+        assert_eq!(fs::read_dir(&inbox).unwrap().count(), accepted);
+        let report = pipeline
+            .dirs
+            .rejected
+            .join(format!("{job_id}_b.csv.error.txt"));
+        let report = fs::read_to_string(report).unwrap();
+        assert!(
+            report.contains("max_file_bytes") && report.contains("are sent to Turnkey"),
+            "{report}"
+        );
+        let states: Vec<MessageState> = messages::of_job(pipeline.store.conn(), &job_id)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.state)
+            .collect();
+        assert_eq!(states, vec![MessageState::Queued; accepted]);
+    }
+
+    /// A file whose job already finished (only its move out of `work/` was left) set aside
+    /// after an internal error keeps the job's final state and raises no second, contrary
+    /// `upload.completed`: it only finishes the move.
+    #[test]
+    fn setting_aside_the_file_of_a_finished_job_keeps_its_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut pipeline) = pipeline_in(dir.path());
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::copy("fixtures/valid/F0401_b2c_print.csv", &batch).unwrap();
+        let o = pipeline.take(&batch).unwrap();
+        assert_eq!(o.state, JobState::Done);
+        // As if the process stopped before the move: the file is back in work/.
+        let work = pipeline.dirs.work.join(o.final_path.file_name().unwrap());
+        fs::rename(&o.final_path, &work).unwrap();
+
+        let again = pipeline
+            .quarantine(
+                &work,
+                "turnbridge hit an internal error on this file.".into(),
+            )
+            .unwrap();
+        assert_eq!((again.state, again.queued), (JobState::Done, o.queued));
+        assert!(!work.exists());
+        assert!(again.final_path.exists(), "archived, not rejected");
+        let job = pipeline.store.job(&o.job_id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Done);
+        let events = store::events::payloads(
+            pipeline.store.conn(),
+            crate::events::EventName::UploadCompleted,
+        )
+        .unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["status"], "completed");
     }
 }
