@@ -629,9 +629,18 @@ fn an_unreadable_resumed_file_whose_invoices_were_recorded_is_set_aside_and_they
     mode(&work[0], 0o000);
     mode(&sb.inbox(), 0o755);
     start(&mut sb);
-    wait_for(30, "the recorded invoices sent", || {
-        sb.inbox_files().len() == 3
-    });
+    // The XML is linked into the inbox before the job is finished and its file archived:
+    // wait for the end of the job, not for its files.
+    wait_for(
+        30,
+        "the recorded invoices sent and the job finished",
+        || {
+            sb.try_store()
+                .and_then(|s| job_named(&s, "resumed.csv"))
+                .is_some_and(|j| j.state == JobState::Done)
+                && files_in(&sb.work()).is_empty()
+        },
+    );
     assert_inbox_holds(&sb, "RS", 3);
     let job = job_named(&sb.store(), "resumed.csv").unwrap();
     assert_eq!((job.state, job.read_failures), (JobState::Done, 3));
