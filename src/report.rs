@@ -147,6 +147,7 @@ pub struct Status {
     pub rejected_files: usize,
     pub rejected_feedback_files: usize,
     pub last_summary: Option<LastSummary>,
+    /// Events still to be delivered (not yet fanned out, or with a delivery pending).
     pub pending_events: i64,
     /// What the daemon last said is wrong (`health.json`), and whether it still runs.
     pub health: Option<crate::health::Snapshot>,
@@ -185,7 +186,7 @@ pub fn status(conn: &Connection, state_dir: &Path) -> Result<Status> {
     });
     let jobs = jobs::count_by_state(conn)?;
     let last_summary = store::feedback::last_summary(conn)?;
-    let pending_events = store::events::count(conn)?;
+    let pending_events = store::gauges::outbox_waiting(conn)? as i64;
     let health = crate::health::read(state_dir);
     Ok(Status {
         messages,
@@ -341,6 +342,28 @@ mod tests {
         let text = history_text(&[story("y".repeat(100_000))]);
         assert!(text.contains("… (100000 characters)"), "{text}");
         assert!(text.len() < 2000, "{} bytes", text.len());
+    }
+
+    /// "events in the outbox" are the events still to be delivered, as the
+    /// `turnbridge_events_outbox` gauge counts them: not those already fanned out and delivered
+    /// (or with no endpoint to go to), which stay in the table until their retention.
+    #[test]
+    fn status_counts_the_events_waiting_in_the_outbox_not_every_event_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let tx = store.transaction().unwrap();
+        for id in ["a", "b"] {
+            let e = crate::events::NextengineAuthExpiring {
+                account_id: id.into(),
+            };
+            store::events::add(&tx, &e).unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(status(store.conn(), dir.path()).unwrap().pending_events, 2);
+        // No endpoint is subscribed: fanned out, they wait for nothing.
+        crate::webhook::outbound::fan_out(store.conn_mut(), 100).unwrap();
+        assert_eq!(store::events::count(store.conn()).unwrap(), 2, "kept");
+        assert_eq!(status(store.conn(), dir.path()).unwrap().pending_events, 0);
     }
 
     #[test]
