@@ -71,6 +71,9 @@ impl RunningLock {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock)
             .map_err(io(&lock))?;
+        if let Some(dir) = lock.parent() {
+            give_to_owner_of(&lock, dir)?;
+        }
         // SAFETY: flock on a descriptor we own; released when it is closed.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
@@ -104,11 +107,20 @@ pub fn backup(config: &Config, dir: &Path) -> Result<(PathBuf, Checked), BackupE
     let _ = std::fs::remove_file(&tmp);
     // Owner-only before SQLite writes a page into it: the copy holds the same secrets.
     create_owner_only(&tmp)?;
-    copy::copy_online(&config.database(), &tmp)?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    let copied = copy::copy_online(&config.database(), &tmp)
+        .map_err(BackupError::from)
+        .and_then(|()| {
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&tmp))
+        })
+        .and_then(|()| std::fs::rename(&tmp, &dest).map_err(io(&dest)));
+    if let Err(e) = copied {
+        // A failed copy leaves nothing behind: no partial file holding secrets, and no
+        // leftovers piling up when a timer retries a failing backup.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     crate::durable::fsync_dir(dir).map_err(io(dir))?;
     let checked = copy::check(&dest)?;
     Ok((dest, checked))
@@ -118,7 +130,8 @@ pub fn backup(config: &Config, dir: &Path) -> Result<(PathBuf, Checked), BackupE
 #[derive(Debug)]
 pub struct Restored {
     pub from: Checked,
-    /// Where the replaced database now is, if there was one.
+    /// Where the replaced database's files now are (this name, with `-wal` and `-shm` for
+    /// those), if any of them was there.
     pub kept: Option<PathBuf>,
     /// The highest XML sequence number found in Turnkey's folders.
     pub highest_xml_seq: i64,
@@ -143,27 +156,42 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, BackupError> {
     let tmp = sibling(&db, ".restore.tmp");
     let _ = std::fs::remove_file(&tmp);
     create_owner_only(&tmp)?;
+    // Run as root, the restored database is still the service user's (the state folder's
+    // owner), as every file the daemon made there; SQLite gives its -wal and -shm the
+    // database's owner.
+    if let Some(dir) = db.parent() {
+        give_to_owner_of(&tmp, dir)?;
+    }
     copy::copy_online(file, &tmp)?;
     copy::raise_sequences(&tmp, &floors)?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(io(&tmp))?;
 
-    let kept = if db.exists() {
-        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    // Every file of the replaced database is moved aside, the database first: a -wal or -shm
+    // left behind (the database file alone lost, or a restore stopped half-way) would be
+    // replayed onto the restored copy by the next open.
+    let present: Vec<(PathBuf, &str)> = crate::store::database_files(&db)
+        .into_iter()
+        .zip(["", "-wal", "-shm"])
+        .filter(|(from, _)| from.symlink_metadata().is_ok())
+        .collect();
+    let kept = if present.is_empty() {
+        None
+    } else {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
         let keep = sibling(&db, &format!(".before-restore-{stamp}"));
-        for (from, suffix) in crate::store::database_files(&db)
-            .into_iter()
-            .zip(["", "-wal", "-shm"])
-        {
-            if from.exists() {
-                let to = sibling(&keep, suffix);
-                std::fs::rename(&from, &to).map_err(io(&to))?;
+        for (_, suffix) in &present {
+            let to = sibling(&keep, suffix);
+            if to.symlink_metadata().is_ok() {
+                return Err(BackupError::Exists(to.display().to_string()));
             }
         }
+        for (from, suffix) in &present {
+            let to = sibling(&keep, suffix);
+            std::fs::rename(from, &to).map_err(io(&to))?;
+        }
         Some(keep)
-    } else {
-        None
     };
     std::fs::rename(&tmp, &db).map_err(io(&db))?;
     if let Some(dir) = db.parent() {
@@ -182,6 +210,18 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// When run as root, gives `path` the owner and group of the folder `dir`; otherwise the
+/// file is already its creator's, the same user as the daemon's.
+fn give_to_owner_of(path: &Path, dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(dir).map_err(io(dir))?;
+    std::os::unix::fs::lchown(path, Some(owner.uid()), Some(owner.gid())).map_err(io(path))
 }
 
 fn create_owner_only(path: &Path) -> Result<(), BackupError> {

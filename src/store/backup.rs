@@ -29,8 +29,17 @@ pub fn copy_online(db: &Path, to: &Path) -> Result<()> {
     })?;
     {
         let backup = Backup::new(&src, &mut dst)?;
-        // All pages in one step: one read transaction, so one consistent state.
-        backup.step(-1)?;
+        // All pages in one step: one read transaction, so one consistent state. A step that
+        // could not read (busy or locked) copied nothing and says so only in its result.
+        match backup.step(-1)? {
+            rusqlite::backup::StepResult::Done => {}
+            other => {
+                return Err(StoreError::Task(format!(
+                    "the copy of {} did not complete ({other:?}); try again",
+                    db.display()
+                )))
+            }
+        }
     }
     // A self-contained file: no -wal beside it to lose.
     dst.pragma_update(None, "journal_mode", "DELETE")?;
