@@ -8,10 +8,11 @@
 //!
 //! `turnbridge restore FILE` refuses while a daemon holds the state (see [`RunningLock`]),
 //! checks the copy, keeps the database it replaces beside it (`turnbridge.db.before-restore-…`,
-//! with its `-wal` and `-shm`), and puts the copy in place. Ids never go back: each table's id
-//! sequence is raised to the highest of the copy's, the replaced database's, and the XML
-//! names found in Turnkey's folders, so no XML name Turnkey has already taken is handed out
-//! again. Messages recorded after the backup are not in the restored state: a document sent
+//! with its `-wal` and `-shm`, also when only those are left), and puts the copy in place.
+//! Ids never go back: each table's id sequence is raised to the highest of the copy's, the
+//! replaced database's (read even when it is damaged), and the XML names found in Turnkey's
+//! folders, so no XML name Turnkey has already taken is handed out again. Run as root, the
+//! restored database is given the state folder's owner (the service user). Messages recorded after the backup are not in the restored state: a document sent
 //! after it and dropped again would be sent again; the runbook says how to check.
 
 use std::fs::File;
@@ -135,6 +136,8 @@ pub struct Restored {
     pub kept: Option<PathBuf>,
     /// The highest XML sequence number found in Turnkey's folders.
     pub highest_xml_seq: i64,
+    /// What the operator should know: ids raised from less than everything.
+    pub warnings: Vec<String>,
 }
 
 /// Puts the backup `file` in place of the database. The daemon must be stopped.
@@ -143,14 +146,23 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, BackupError> {
     let from = copy::check(file)?;
     let db = config.database();
     let mut floors = from.sequences.clone();
-    // The replaced database's sequences, when it can still be read.
+    let mut warnings = Vec::new();
+    // The replaced database's sequences, when they can still be read (a damaged database
+    // usually still answers this).
     if db.exists() {
-        match copy::check(&db) {
-            Ok(current) => floors.extend(current.sequences),
-            Err(e) => tracing::warn!("the database being replaced cannot be read ({e}); ids are raised from Turnkey's folders only"),
+        match copy::sequences_of(&db) {
+            Ok(current) => floors.extend(current),
+            Err(e) => warnings.push(format!(
+                "the ids of the database being replaced cannot be read ({e}); ids are raised above the copy's and the XML names in Turnkey's folders only"
+            )),
         }
     }
-    let highest_xml_seq = highest_xml_seq(config);
+    let (highest_xml_seq, walked_all) = highest_xml_seq(config);
+    if !walked_all {
+        warnings.push(format!(
+            "stopped looking for XML names in Turnkey's folders after {MAX_WALK} entries"
+        ));
+    }
     floors.push(("messages".into(), highest_xml_seq));
 
     let tmp = sibling(&db, ".restore.tmp");
@@ -203,6 +215,7 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, BackupError> {
         from,
         kept,
         highest_xml_seq,
+        warnings,
     })
 }
 
@@ -244,8 +257,9 @@ const MAX_WALK: usize = 5_000_000;
 
 /// The highest sequence number in an XML name turnbridge wrote
 /// (`<type>_<yyyymmdd>_<seq>.xml`, also inside Turnkey's pack names) anywhere under the
-/// pickup folder's fixed root, the error and outbox folders and the staging folder.
-fn highest_xml_seq(config: &Config) -> i64 {
+/// pickup folder's fixed root, the error and outbox folders and the staging folder; false
+/// when it stopped at [`MAX_WALK`] entries.
+fn highest_xml_seq(config: &Config) -> (i64, bool) {
     let mut roots = vec![config.turnkey.staging.clone()];
     if let Ok(t) = crate::turnkey::InboxTemplate::parse(&config.turnkey.inbox) {
         roots.push(t.fixed_root());
@@ -262,8 +276,7 @@ fn highest_xml_seq(config: &Config) -> i64 {
         for entry in entries.flatten() {
             seen += 1;
             if seen > MAX_WALK {
-                tracing::warn!("stopped looking for XML names after {MAX_WALK} folder entries");
-                return highest;
+                return (highest, false);
             }
             let name = entry.file_name();
             if let Some(seq) = xml_seq(&name.to_string_lossy()) {
@@ -275,7 +288,7 @@ fn highest_xml_seq(config: &Config) -> i64 {
             }
         }
     }
-    highest
+    (highest, true)
 }
 
 /// The sequence number of the last `<type>_<yyyymmdd>_<8 digits>.xml` in `name`.

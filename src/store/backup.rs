@@ -95,6 +95,20 @@ pub fn check(file: &Path) -> Result<Checked> {
     })
 }
 
+/// The id sequences of the database at `file`, read without checking the rest of it: a
+/// damaged database usually still answers this, and the ids it handed out must not be handed
+/// out again.
+pub fn sequences_of(file: &Path) -> Result<Vec<(String, i64)>> {
+    let conn =
+        Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            StoreError::Open {
+                path: file.display().to_string(),
+                source,
+            }
+        })?;
+    sequences(&conn)
+}
+
 fn sequences(conn: &Connection) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare("SELECT name, seq FROM sqlite_sequence ORDER BY name")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

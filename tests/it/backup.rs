@@ -248,3 +248,54 @@ fn a_backup_that_fails_leaves_no_partial_copy_behind() {
     let left = files_in(&backups);
     assert!(left.is_empty(), "a failed backup left {left:?}");
 }
+
+#[test]
+fn a_restore_over_a_damaged_database_still_continues_above_its_ids() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file("a.csv", batch_csv("AB", 1, 3).as_bytes());
+    wait_for(30, "three files in the inbox", || {
+        sb.inbox_files().len() == 3
+    });
+    let backups = sb.path().join("backups");
+    let out = cli(&sb.config_path(), &["backup", backups.to_str().unwrap()]);
+    let copy = PathBuf::from(out.trim());
+    sb.drop_file("b.csv", batch_csv("AB", 4, 40).as_bytes());
+    wait_for(30, "43 files in the inbox", || sb.inbox_files().len() == 43);
+    wait_for(30, "the second batch recorded done", || {
+        job_named(&sb.db(), "b.csv").is_some_and(|j| j.state == JobState::Done)
+    });
+    let highest = *inbox_seqs(&sb).iter().max().unwrap();
+    assert_eq!(sb.terminate().code(), Some(0));
+
+    // The database is damaged at its end (the pages written last), and Turnkey has taken
+    // the XML files out of the folders turnbridge can see.
+    let db = sb.state().join("turnbridge.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    use std::io::{Seek, Write};
+    f.seek(std::io::SeekFrom::Start(len - 8192)).unwrap();
+    f.write_all(&[0xA5; 8192]).unwrap();
+    drop(f);
+    assert_ne!(integrity(&db), "ok", "the database is damaged");
+    for xml in sb.inbox_files() {
+        std::fs::remove_file(xml).unwrap();
+    }
+
+    let out = turnbridge(&sb.config_path(), &["restore", copy.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sb.start();
+    sb.drop_file("c.csv", batch_csv("AC", 1, 2).as_bytes());
+    wait_for(30, "two new files in the inbox", || {
+        sb.inbox_files().len() == 2
+    });
+    let new = inbox_seqs(&sb);
+    assert!(
+        new.iter().all(|s| *s > highest),
+        "{new:?} not above {highest}: XML names used before the damage are handed out again"
+    );
+}
