@@ -299,3 +299,27 @@ fn a_restore_over_a_damaged_database_still_continues_above_its_ids() {
         "{new:?} not above {highest}: XML names used before the damage are handed out again"
     );
 }
+
+#[test]
+fn a_backup_goes_into_a_new_folder_named_relative_to_where_it_is_run() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    let out = Command::new(env!("CARGO_BIN_EXE_turnbridge"))
+        .current_dir(sb.path())
+        .args(["backup", "backups", "--config"])
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = sb.path().join(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        copy.starts_with(sb.path().join("backups")),
+        "{}",
+        copy.display()
+    );
+    assert!(copy.is_file(), "{}", copy.display());
+}
