@@ -288,35 +288,28 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_failing_write_is_rolled_back_alone() {
+    #[test]
+    fn a_failing_write_is_rolled_back_alone() {
         let (_dir, w, path) = writer();
-        let good = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                w.write(|tx| Ok(tx.execute("INSERT INTO t (k, v) VALUES (1, 'a')", [])?))
-                    .await
-            })
+        let (release, holder) = hold(&w);
+        let good = queue(&w, "INSERT INTO t (k, v) VALUES (1, 'a')");
+        let (tell, bad) = oneshot::channel();
+        let f = |tx: &Transaction| -> Result<()> {
+            tx.execute("INSERT INTO t (k, v) VALUES (2, 'b')", [])?;
+            // The second statement fails: the whole write, its first row included, goes.
+            tx.execute("INSERT INTO t (k, v) VALUES (2, 'again')", [])?;
+            Ok(())
         };
-        let bad = w
-            .write(|tx| {
-                tx.execute("INSERT INTO t (k, v) VALUES (2, 'b')", [])?;
-                // The second statement fails: the whole write, its first row included, goes.
-                tx.execute("INSERT INTO t (k, v) VALUES (2, 'again')", [])?;
-                Ok(())
-            })
-            .await;
-        assert!(bad.is_err());
-        good.await.unwrap().unwrap();
-        let c = Connection::open(&path).unwrap();
-        let keys: Vec<i64> = c
-            .prepare("SELECT k FROM t ORDER BY k")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(keys, vec![1]);
+        assert!(w.queue.try_send(work(f, tell)).is_ok());
+        let later = queue(&w, "INSERT INTO t (k, v) VALUES (3, 'c')");
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        assert!(bad.blocking_recv().unwrap().is_err());
+        good.blocking_recv().unwrap().unwrap();
+        later.blocking_recv().unwrap().unwrap();
+        assert_eq!(keys(&path), vec![1, 3]);
+        // The three shared one transaction (the holding write had its own).
+        assert_eq!(w.stats().batches.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
