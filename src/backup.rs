@@ -1,8 +1,8 @@
 //! Backing up the daemon's state while it runs, and restoring it with the daemon stopped.
 //!
 //! `turnbridge backup DIR` writes `DIR/turnbridge-<UTC time>.db`: one consistent copy of the
-//! database (SQLite's online backup), owner-only, written to a temporary name, fsynced and
-//! renamed, then checked. The database is the state: every message, its evidence and its
+//! database (SQLite's online backup), owner-only, written to a temporary name, checked,
+//! fsynced and renamed. The database is the state: every message, its evidence and its
 //! events; the spool's archive and rejected folders are plain files an ordinary file backup
 //! takes.
 //!
@@ -108,22 +108,28 @@ pub fn backup(config: &Config, dir: &Path) -> Result<(PathBuf, Checked), BackupE
     let _ = std::fs::remove_file(&tmp);
     // Owner-only before SQLite writes a page into it: the copy holds the same secrets.
     create_owner_only(&tmp)?;
+    // Checked before it gets its name: a copy under a backup's name is one a restore takes.
     let copied = copy::copy_online(&config.database(), &tmp)
+        .and_then(|()| copy::check(&tmp))
         .map_err(BackupError::from)
-        .and_then(|()| {
+        .and_then(|checked| {
             File::open(&tmp)
                 .and_then(|f| f.sync_all())
-                .map_err(io(&tmp))
-        })
-        .and_then(|()| std::fs::rename(&tmp, &dest).map_err(io(&dest)));
-    if let Err(e) = copied {
-        // A failed copy leaves nothing behind: no partial file holding secrets, and no
-        // leftovers piling up when a timer retries a failing backup.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+                .map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+            Ok(checked)
+        });
+    let checked = match copied {
+        Ok(checked) => checked,
+        Err(e) => {
+            // A failed copy leaves nothing behind: no partial file holding secrets, no copy
+            // of a damaged database under a backup's name, and no leftovers piling up when
+            // a timer retries a failing backup.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     crate::durable::fsync_dir(dir).map_err(io(dir))?;
-    let checked = copy::check(&dest)?;
     Ok((dest, checked))
 }
 

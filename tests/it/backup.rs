@@ -323,3 +323,29 @@ fn a_backup_goes_into_a_new_folder_named_relative_to_where_it_is_run() {
     );
     assert!(copy.is_file(), "{}", copy.display());
 }
+
+#[test]
+fn a_backup_of_a_damaged_database_fails_and_leaves_no_copy_under_a_backup_name() {
+    let mut sb = Sandbox::new();
+    sb.start();
+    sb.drop_file("a.csv", batch_csv("AB", 1, 40).as_bytes());
+    wait_for(30, "40 files in the inbox", || sb.inbox_files().len() == 40);
+    assert_eq!(sb.terminate().code(), Some(0));
+    let db = sb.state().join("turnbridge.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    use std::io::{Seek, Write};
+    f.seek(std::io::SeekFrom::Start(len - 8192)).unwrap();
+    f.write_all(&[0xA5; 8192]).unwrap();
+    drop(f);
+    assert_ne!(integrity(&db), "ok", "the database is damaged");
+
+    let backups = sb.path().join("backups");
+    let out = turnbridge(&sb.config_path(), &["backup", backups.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "a damaged database was backed up as sound"
+    );
+    let left = files_in(&backups);
+    assert!(left.is_empty(), "{left:?}");
+}
