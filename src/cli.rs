@@ -248,6 +248,9 @@ fn restore(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     if let Some(kept) = done.kept {
         println!("the database it replaced is kept as {}", kept.display());
     }
+    for warning in &done.warnings {
+        eprintln!("turnbridge: warning: {warning}");
+    }
     println!(
         "ids continue above every id used before (highest XML number in Turnkey's folders: {}); messages recorded after the backup are not in it: see the restore runbook",
         done.highest_xml_seq

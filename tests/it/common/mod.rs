@@ -261,6 +261,12 @@ impl Sandbox {
         self.spawn(Some((uid, gid)));
     }
 
+    /// Starts the daemon as another user again, leaving file owners as they are (only root
+    /// can).
+    pub fn restart_as(&mut self, uid: u32, gid: u32) {
+        self.spawn(Some((uid, gid)));
+    }
+
     fn spawn(&mut self, user: Option<(u32, u32)>) {
         use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(self.spool()).unwrap();
