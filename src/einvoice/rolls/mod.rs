@@ -5,8 +5,9 @@
 //! numbers, in whole booklets of 50 numbers (begin ends in `00` or `50`, end in `49` or `99`,
 //! as E0501's `InvoiceBooklet` counts them). Rolls come from the platform's E0501 files or a
 //! head office's E0401 branch allocations ([`allocation`]), or are entered by hand
-//! ([`Roll::from_numbers`]). [`assign`] gives out the next free number and checks numbers rows
-//! bring themselves; [`super::blank`] reports what a period left unused (E0402).
+//! ([`Roll::from_numbers`]). A range a head office gave a branch is the branch's alone
+//! ([`own_part`]). [`assign`] gives out the next free number and checks numbers rows bring
+//! themselves; [`super::blank`] reports what a period left unused (E0402).
 
 pub mod allocation;
 pub mod assign;
@@ -422,7 +423,7 @@ pub(crate) mod tests {
                 .map(|r| (r.begin(), r.end()))
                 .collect()
         };
-        assert_eq!(spans(&[head.clone()]), [(0, 499)]);
+        assert_eq!(spans(std::slice::from_ref(&head)), [(0, 499)]);
         // At both ends, side by side, and in the middle.
         let all = [
             head.clone(),
