@@ -20,6 +20,11 @@ use crate::einvoice::period::{Period, PeriodError};
 use crate::einvoice::types::{Ban, InvoiceNumber};
 
 /// Numbers already spoken for: none of them is given out again.
+///
+/// A number is unique only within its period (the platform hands out the same two letters
+/// again in later periods), so the set holds one period's numbers: the callers of
+/// [`Assigner`], [`stock`] and [`super::super::blank::blank_reports`] pass those of the
+/// period they ask about, never another period's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsedNumbers(BTreeSet<InvoiceNumber>);
 
