@@ -392,6 +392,11 @@ ALTER TABLE messages ADD COLUMN guessed INTEGER NOT NULL DEFAULT 0;
 -- again changes nothing and raises nothing.
 ALTER TABLE messages ADD COLUMN summary_id TEXT;
 "#,
+    r#"
+-- The events a pending delivery waits to deliver, counted at each /metrics scrape (the
+-- outbox gauge) from this index alone, however long the backlog.
+CREATE INDEX IF NOT EXISTS deliveries_state_event ON deliveries(state, event_id);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
@@ -595,6 +600,7 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
 }
 
 pub mod backup;
+pub mod gauges;
 #[cfg(test)]
 mod plans;
 pub mod readers;
