@@ -346,12 +346,31 @@ impl Sandbox {
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.state().join("turnbridge.db")).unwrap()
     }
+
+    /// The daemon's database, read-only, for the store's own read functions
+    /// (`turnbridge::store::deliveries::get(&sb.store(), id)`).
+    pub fn store(&self) -> rusqlite::Connection {
+        turnbridge::store::open_read_only(&self.state().join("turnbridge.db")).unwrap()
+    }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Stock levels the daemon stored from NextEngine's callbacks.
+pub fn stored_levels(sb: &Sandbox) -> i64 {
+    turnbridge::store::inbound::stock_counts(&sb.store())
+        .unwrap()
+        .accepted
+}
+
+/// Company pushes the daemon stored: how many, and of how many types.
+pub fn stored_pushes(sb: &Sandbox) -> (i64, usize) {
+    let by_type = turnbridge::store::inbound::company_events_by_type(&sb.store(), 1000).unwrap();
+    (by_type.iter().map(|t| t.stored).sum(), by_type.len())
 }
 
 /// A CSV batch of `n` valid consumer invoices numbered from `first` (one product line each).
