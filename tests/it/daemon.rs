@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
+use turnbridge::store::outbox;
 
 /// Validates many files with one xmllint run.
 fn xmllint_all(files: &[std::path::PathBuf], ty: &str) {
@@ -47,14 +48,9 @@ fn a_999_invoice_batch_becomes_999_valid_files_and_a_second_drop_is_a_duplicate(
         )
         .unwrap();
     assert_eq!(queued, 999);
-    let payload: String = db
-        .query_row(
-            "SELECT payload FROM events WHERE event = 'upload.completed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let uploads = outbox::payloads(&sb.store(), "upload.completed").unwrap();
+    assert_eq!(uploads.len(), 1);
+    let event = &uploads[0];
     assert_eq!(event["success_count"], 999);
     assert_eq!(event["error_count"], 0);
 
@@ -235,21 +231,10 @@ fn killed_mid_batch_and_restarted_every_invoice_has_exactly_one_file() {
         )
         .unwrap();
     assert_eq!(queued, 999);
-    let events: i64 = db
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'invoice.status.updated'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let store = sb.store();
+    let events = outbox::count(&store, Some("invoice.status.updated")).unwrap();
     assert_eq!(events, 999, "one queued event per invoice");
-    let completed: i64 = db
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'upload.completed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let completed = outbox::count(&store, Some("upload.completed")).unwrap();
     assert_eq!(completed, 1);
 }
 

@@ -609,18 +609,9 @@ fn end_to_end(layout: &str) {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let events: Vec<Value> = {
-        let mut stmt = conn
-            .prepare(
-                "SELECT payload FROM events WHERE event = 'invoice.status.updated' ORDER BY id",
-            )
-            .unwrap();
-        stmt.query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
-            .collect()
-    };
+    let conn = turnbridge::store::open_read_only(&db).unwrap();
+    let events: Vec<Value> =
+        turnbridge::store::outbox::payloads(&conn, "invoice.status.updated").unwrap();
     let statuses = |n: &str| -> Vec<String> {
         events
             .iter()
@@ -632,13 +623,8 @@ fn end_to_end(layout: &str) {
     let two = statuses("EF00000002");
     assert_eq!(two.last().unwrap(), "ERROR", "{two:?}");
     assert_eq!(statuses("EF00000003"), ["QUEUED", "PICKED_UP", "ERROR"]);
-    let summaries: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'turnkey.feedback.daily-summary'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let summaries =
+        turnbridge::store::outbox::count(&conn, Some("turnkey.feedback.daily-summary")).unwrap();
     assert!(summaries >= 1);
 
     let history = cli(&config, &["history", "EF00000003"]);

@@ -555,10 +555,15 @@ fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
     assert!(files_below(&sb.state().join("staging")).is_empty());
     assert!(files_in(&sb.work()).is_empty(), "work/ is empty");
     assert_eq!(count(&sb, "SELECT count(*) FROM messages"), 0);
-    assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 0);
-    assert_eq!(count(&sb, "SELECT count(*) FROM webhook_endpoints"), 0);
+    assert_eq!(stored_pushes(&sb).0, 0);
     assert_eq!(
-        count(&sb, "SELECT count(*) FROM stock_updates"),
+        turnbridge::store::endpoints::list(&sb.store())
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        stored_levels(&sb),
         accepted_stock,
         "only the signed, fresh, first-time callback is stored"
     );
