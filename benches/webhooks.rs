@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use serde_json::json;
 use turnbridge::config::Webhooks;
-use turnbridge::store::deliveries::{self, DeliveryState, Filter};
-use turnbridge::store::{Store, Timestamp, TxExt};
+use turnbridge::events::InvoiceStatusUpdated;
+use turnbridge::store::deliveries::{self, Filter};
+use turnbridge::store::{self, MessageState, Store, Timestamp};
 use turnbridge::webhook::{deliver::Deliverer, outbound};
 
 fn peak_rss_mib() -> f64 {
@@ -75,12 +75,18 @@ fn main() {
             .unwrap();
         let tx = store.transaction().unwrap();
         for i in 0..events {
-            tx.add_event(
-                "invoice.status.updated",
-                Some("bench"),
-                &json!({"tenant_id": "bench", "invoice_no": format!("BM{i:08}"), "status": "ACKED", "mof_code": null, "message": "acknowledged"}),
-            )
-            .unwrap();
+            let event = InvoiceStatusUpdated {
+                tenant_id: "bench".into(),
+                invoice_no: format!("BM{i:08}"),
+                message_type: "F0401".into(),
+                status: MessageState::Acked,
+                mof_code: None,
+                message: Some("acknowledged".into()),
+                evidence: "bench".into(),
+                xml_path: None,
+                import_id: "bench".into(),
+            };
+            store::events::add(&tx, &event).unwrap();
         }
         tx.commit().unwrap();
 
@@ -97,11 +103,11 @@ fn main() {
         let task = tokio::spawn(deliverer.run(rx));
         let check = Store::open(&db).unwrap();
         loop {
-            let done: i64 = deliveries::count_by_state(&check)
+            let done: u64 = store::gauges::deliveries_by_state(check.conn())
                 .unwrap()
                 .into_iter()
-                .find(|(s, _)| *s == DeliveryState::Succeeded)
-                .map_or(0, |(_, n)| n);
+                .find(|d| d.state == deliveries::DeliveryState::Succeeded.as_str())
+                .map_or(0, |d| d.count);
             if done as usize >= events {
                 break;
             }

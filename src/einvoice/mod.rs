@@ -6,11 +6,15 @@
 //! verdict for the same file.
 
 pub mod archive;
+pub mod blank;
 mod build;
+pub mod deadline;
 pub mod model;
+pub mod period;
 pub mod raw;
 pub mod read;
 pub mod render;
+pub mod rolls;
 pub mod rules;
 pub mod types;
 

@@ -25,8 +25,10 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::{NextEngine as Settings, Secret};
+use crate::events::{NextengineAccountConnected, NextengineAuthExpiring, NextengineAuthRequired};
+use crate::metrics::labels::NeResult;
 use crate::store::ne_accounts::{self, Tokens};
-use crate::store::{self, Readable, Store, StoreError, Timestamp, TxExt};
+use crate::store::{self, Readable, Store, StoreError, Timestamp};
 
 /// What `turnbridge nextengine status` shows of an account (never its tokens).
 pub use crate::store::ne_accounts::AccountStatus;
@@ -272,11 +274,7 @@ impl Client {
         self.with_db(move |db| {
             db.write(|tx| {
                 ne_accounts::connect(tx, &id2, &uid, company.as_deref(), &t)?;
-                tx.add_event(
-                    "nextengine.account.connected",
-                    None,
-                    &json!({"account_id": id2}),
-                )
+                store::events::add(tx, &NextengineAccountConnected { account_id: id2 })
             })
         })
         .await?;
@@ -295,7 +293,7 @@ impl Client {
     pub async fn call(
         &self,
         account: &str,
-        path: &str,
+        path: &'static str,
         params: &[(&str, &str)],
         wait: bool,
     ) -> Result<Value, NeError> {
@@ -328,10 +326,7 @@ impl Client {
             let answer = match self.post(path, &form).await {
                 Ok(v) => v,
                 Err(e) => {
-                    crate::metrics::inc(
-                        "turnbridge_nextengine_calls_total",
-                        &[("path", path), ("result", "unreachable")],
-                    );
+                    crate::metrics::get().nextengine_call(path, NeResult::Unreachable);
                     warn!(
                         account,
                         path,
@@ -344,14 +339,7 @@ impl Client {
             };
             {
                 let result = str_field(&answer, "result").unwrap_or_default();
-                let label = match result.as_str() {
-                    "success" | "error" | "redirect" => result.as_str(),
-                    _ => "other",
-                };
-                crate::metrics::inc(
-                    "turnbridge_nextengine_calls_total",
-                    &[("path", path), ("result", label)],
-                );
+                crate::metrics::get().nextengine_call(path, NeResult::of_answer(&result));
                 info!(
                     account,
                     path,
@@ -439,10 +427,12 @@ impl Client {
         self.with_db(move |db| {
             db.write(|tx| {
                 if ne_accounts::mark_needs_login(tx, &account, &path, &reason)? {
-                    tx.add_event(
-                        "nextengine.auth.required",
-                        None,
-                        &json!({"account_id": account, "reason": reason}),
+                    store::events::add(
+                        tx,
+                        &NextengineAuthRequired {
+                            account_id: account,
+                            reason,
+                        },
                     )?;
                 }
                 Ok(())
@@ -480,13 +470,7 @@ impl Client {
             warn!(account = %id, "NextEngine refresh token expires within a day; it needs a new login soon");
             let id2 = id.clone();
             self.with_db(move |db| {
-                db.write(|tx| {
-                    tx.add_event(
-                        "nextengine.auth.expiring",
-                        None,
-                        &json!({"account_id": id2}),
-                    )
-                })
+                db.write(|tx| store::events::add(tx, &NextengineAuthExpiring { account_id: id2 }))
             })
             .await?;
         }

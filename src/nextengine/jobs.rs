@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use serde_json::json;
 use tracing::{error, info, warn};
 
 use super::client::NoAccount;
@@ -27,13 +26,14 @@ use super::upload::{self, QueueState, RowProblem};
 use crate::config::Config;
 use crate::durable;
 use crate::einvoice::archive::hex;
+use crate::events::NextengineUploadCompleted;
 use crate::health;
 use crate::spool::{self, Report, ReportEntry, Settler};
-use crate::store::ne_jobs::{self, JobState, NeJob};
-use crate::store::{self, Store, StoreError, TxExt};
+use crate::store::ne_jobs::{self, NeJob, NeJobState};
+use crate::store::{self, Store, StoreError};
 
 /// The two spool kinds (each a folder under `spool/nextengine/`).
-pub use crate::store::ne_jobs::JobKind as Kind;
+pub use crate::store::ne_jobs::NeJobKind as Kind;
 
 /// The folder a kind's files are dropped in.
 fn folder(kind: Kind) -> &'static str {
@@ -203,7 +203,7 @@ impl Jobs {
         // A job already sent stays with the account it was sent to.
         let account = uploaded_to.as_deref().unwrap_or(account);
         match state {
-            JobState::Claimed => {
+            NeJobState::Claimed => {
                 // One descriptor, no link followed, no further than the limit.
                 let limit = self.config.einvoice.max_file_bytes;
                 let text = match crate::limited::read(work, limit) {
@@ -292,7 +292,7 @@ impl Jobs {
                             &job_id,
                             &name,
                             work,
-                            JobState::Done,
+                            NeJobState::Done,
                             None,
                             "nothing to change",
                             problems.len(),
@@ -308,7 +308,7 @@ impl Jobs {
                 .await?;
                 self.send(account, kind, &job_id, &csv).await
             }
-            JobState::Uploading => {
+            NeJobState::Uploading => {
                 // Did the upload reach NextEngine before the crash? Look for it in the queue.
                 if let Some(q) = self.find_in_queue(account, started).await? {
                     info!(job_id = %job_id, que_id = %q, "the upload before the restart reached NextEngine; following it");
@@ -317,7 +317,7 @@ impl Jobs {
                 self.send(account, kind, &job_id, &csv.unwrap_or_default())
                     .await
             }
-            JobState::Queued => Ok(()), // poll() follows it
+            NeJobState::Queued => Ok(()), // poll() follows it
             other => {
                 let q = que_id.clone();
                 self.finish(&job_id, &name, work, other, q.as_deref(), "", 0)
@@ -346,7 +346,7 @@ impl Jobs {
                 let work = self.work_dir().join(spool::work_name(job_id, &name));
                 let result = format!("NextEngine refused the upload: {code} {message}");
                 warn!(job_id, "{result}");
-                self.finish(job_id, &name, &work, JobState::Failed, None, &result, 0)
+                self.finish(job_id, &name, &work, NeJobState::Failed, None, &result, 0)
                     .await
             }
             Err(e) => Err(e),
@@ -429,11 +429,11 @@ impl Jobs {
             let verdict = self.client.queue(account, &que_id).await?;
             let (state, result) = match &verdict {
                 QueueState::Pending => continue,
-                QueueState::Done => (JobState::Done, "processed by NextEngine".to_string()),
-                QueueState::Failed(m) => (JobState::Failed, m.clone()),
+                QueueState::Done => (NeJobState::Done, "processed by NextEngine".to_string()),
+                QueueState::Failed(m) => (NeJobState::Failed, m.clone()),
                 QueueState::Unknown(s) => {
                     warn!(job_id = %job_id, que_id = %que_id, "NextEngine queue status {s} is not documented; no longer polled");
-                    (JobState::Unknown, format!("queue status {s}"))
+                    (NeJobState::Unknown, format!("queue status {s}"))
                 }
             };
             let work = self.work_dir().join(spool::work_name(&job_id, &name));
@@ -449,13 +449,13 @@ impl Jobs {
         job_id: &str,
         name: &str,
         work: &Path,
-        state: JobState,
+        state: NeJobState,
         que_id: Option<&str>,
         result: &str,
         rejected_rows: usize,
     ) -> Result<(), NeError> {
         // The report first, so a finished job always has it.
-        if matches!(state, JobState::Failed | JobState::Unknown) && !result.is_empty() {
+        if matches!(state, NeJobState::Failed | NeJobState::Unknown) && !result.is_empty() {
             // NextEngine's own word on the upload, for the person who reads the report.
             let line = RowProblem {
                 row: 0,
@@ -475,10 +475,17 @@ impl Jobs {
             db.write(|tx| {
                 let finished = ne_jobs::finish(tx, &id, state, &res, rejected_rows as i64)?;
                 if let Some(f) = finished {
-                    tx.add_event(
-                        "nextengine.upload.completed",
-                        None,
-                        &json!({"import_id": id, "file": file, "kind": f.kind, "status": state, "que_id": q, "result": res, "rejected_rows": f.rejected_rows}),
+                    store::events::add(
+                        tx,
+                        &NextengineUploadCompleted {
+                            import_id: id,
+                            file: Some(file),
+                            kind: Some(f.kind),
+                            status: state,
+                            que_id: q,
+                            result: res,
+                            rejected_rows: Some(f.rejected_rows),
+                        },
                     )?;
                 }
                 Ok(())
@@ -557,11 +564,18 @@ impl Jobs {
         let (id, res) = (job_id.to_string(), reason.to_string());
         self.db(move |db| {
             db.write(|tx| {
-                ne_jobs::finish(tx, &id, JobState::Rejected, &res, 0)?;
-                tx.add_event(
-                    "nextengine.upload.completed",
-                    None,
-                    &json!({"import_id": id, "status": JobState::Rejected, "result": res}),
+                ne_jobs::finish(tx, &id, NeJobState::Rejected, &res, 0)?;
+                store::events::add(
+                    tx,
+                    &NextengineUploadCompleted {
+                        import_id: id,
+                        file: None,
+                        kind: None,
+                        status: NeJobState::Rejected,
+                        que_id: None,
+                        result: res,
+                        rejected_rows: None,
+                    },
                 )
             })
         })

@@ -3,11 +3,10 @@
 
 use rusqlite::{params, Transaction};
 
-use super::text::text_enum;
+use super::states::text_enum;
 use super::{write_locked, Readable, Result, Timestamp};
 
 text_enum! {
-    "audit action"
     /// What an audit row records.
     pub enum Action {
         /// A company webhook stored for the first time.

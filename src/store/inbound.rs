@@ -5,11 +5,10 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::text::text_enum;
+use super::states::text_enum;
 use super::{write_locked, Readable, Result, Timestamp};
 
 text_enum! {
-    "stock level's sink state"
     /// What becomes of an accepted stock level (`nextengine.stock_sink`).
     pub enum SinkState {
         /// Kept here, nothing more.
@@ -20,7 +19,6 @@ text_enum! {
 }
 
 text_enum! {
-    "stock callback outcome"
     /// How a stock callback request ended.
     pub enum CallbackOutcome {
         /// A new level, stored.

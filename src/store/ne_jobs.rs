@@ -10,13 +10,12 @@ use std::collections::HashSet;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::text::text_enum;
+use super::states::text_enum;
 use super::{write_locked, Readable, Result, Timestamp};
 
 text_enum! {
-    "NextEngine job kind"
     /// What a job uploads.
-    pub enum JobKind {
+    pub enum NeJobKind {
         /// Goods master rows (`spool/nextengine/goods/`).
         Goods = "goods",
         /// Stock levels to reach (`spool/nextengine/stock/`).
@@ -25,9 +24,8 @@ text_enum! {
 }
 
 text_enum! {
-    "NextEngine job state"
     /// Where a job is.
-    pub enum JobState {
+    pub enum NeJobState {
         /// Its file is in `work/`, not yet turned into an upload.
         Claimed = "claimed",
         /// Its CSV is fixed and being sent (after a crash: perhaps sent).
@@ -45,12 +43,16 @@ text_enum! {
     }
 }
 
-impl JobState {
+impl NeJobState {
     /// The states a job is still followed in (never pruned, and the only ones that move).
-    pub const OPEN: [JobState; 3] = [JobState::Claimed, JobState::Uploading, JobState::Queued];
+    pub const OPEN: [NeJobState; 3] = [
+        NeJobState::Claimed,
+        NeJobState::Uploading,
+        NeJobState::Queued,
+    ];
 
     pub fn is_final(self) -> bool {
-        !JobState::OPEN.contains(&self)
+        !NeJobState::OPEN.contains(&self)
     }
 }
 
@@ -58,9 +60,9 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeJob {
     pub id: String,
-    pub kind: JobKind,
+    pub kind: NeJobKind,
     pub source_name: String,
-    pub state: JobState,
+    pub state: NeJobState,
     pub que_id: Option<String>,
     pub csv: Option<Vec<u8>>,
     pub upload_started_at: Option<Timestamp>,
@@ -74,7 +76,7 @@ pub struct NeJob {
 /// What [`finish`] recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
-    pub kind: JobKind,
+    pub kind: NeJobKind,
     /// Rows left out, over the job's life.
     pub rejected_rows: i64,
 }
@@ -98,12 +100,12 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<NeJob> {
 }
 
 /// Records a claimed file (once: a job claimed before keeps its row).
-pub fn claim(tx: &Transaction, id: &str, kind: JobKind, source_name: &str) -> Result<()> {
+pub fn claim(tx: &Transaction, id: &str, kind: NeJobKind, source_name: &str) -> Result<()> {
     write_locked(tx)?;
     tx.execute(
         "INSERT OR IGNORE INTO ne_jobs (id, kind, source_name, state, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![id, kind, source_name, JobState::Claimed, Timestamp::now()],
+        params![id, kind, source_name, NeJobState::Claimed, Timestamp::now()],
     )?;
     Ok(())
 }
@@ -143,7 +145,7 @@ pub fn start_upload(
         "UPDATE ne_jobs SET state = ?1, csv = ?2, csv_md5 = ?3, rejected_rows = ?4,
              upload_started_at = ?5, updated_at = ?5, account = ?6 WHERE id = ?7",
         params![
-            JobState::Uploading,
+            NeJobState::Uploading,
             csv,
             csv_md5,
             rejected_rows,
@@ -160,7 +162,7 @@ pub fn queued(tx: &Transaction, id: &str, que_id: &str) -> Result<()> {
     write_locked(tx)?;
     tx.execute(
         "UPDATE ne_jobs SET state = ?1, que_id = ?2, updated_at = ?3 WHERE id = ?4",
-        params![JobState::Queued, que_id, Timestamp::now(), id],
+        params![NeJobState::Queued, que_id, Timestamp::now(), id],
     )?;
     Ok(())
 }
@@ -179,7 +181,7 @@ pub(crate) const FOLLOWED: &str = "SELECT que_id FROM ne_jobs WHERE que_id IS NO
 pub fn in_queue(db: &impl Readable) -> Result<Vec<NeJob>> {
     let conn = db.connection();
     let mut stmt = conn.prepare(IN_QUEUE)?;
-    let rows = stmt.query_map([JobState::Queued], from_row)?;
+    let rows = stmt.query_map([NeJobState::Queued], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -192,7 +194,7 @@ pub(crate) const IN_QUEUE: &str = "SELECT id, kind, source_name, state, que_id, 
 pub fn finish(
     tx: &Transaction,
     id: &str,
-    state: JobState,
+    state: NeJobState,
     result: &str,
     rejected_rows: i64,
 ) -> Result<Option<Finished>> {
@@ -224,11 +226,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("t.db")).unwrap();
         store
-            .write(|tx| claim(tx, "j1", JobKind::Stock, "levels.csv"))
+            .write(|tx| claim(tx, "j1", NeJobKind::Stock, "levels.csv"))
             .unwrap();
         // A second claim of the same job (a resumed file) changes nothing.
         store
-            .write(|tx| claim(tx, "j1", JobKind::Goods, "other.csv"))
+            .write(|tx| claim(tx, "j1", NeJobKind::Goods, "other.csv"))
             .unwrap();
         store
             .write(|tx| start_upload(tx, "j1", b"csv", "md5", 2, "NE1"))
@@ -242,8 +244,8 @@ mod tests {
                 j.account.as_deref()
             ),
             (
-                JobKind::Stock,
-                JobState::Uploading,
+                NeJobKind::Stock,
+                NeJobState::Uploading,
                 "levels.csv",
                 Some("NE1")
             )
@@ -256,23 +258,23 @@ mod tests {
         );
         assert!(followed_queue_ids(store.conn()).unwrap().contains("7"));
         let done = store
-            .write(|tx| finish(tx, "j1", JobState::Done, "processed", 1))
+            .write(|tx| finish(tx, "j1", NeJobState::Done, "processed", 1))
             .unwrap();
         assert_eq!(
             done,
             Some(Finished {
-                kind: JobKind::Stock,
+                kind: NeJobKind::Stock,
                 rejected_rows: 3
             })
         );
         let again = store
-            .write(|tx| finish(tx, "j1", JobState::Failed, "late", 0))
+            .write(|tx| finish(tx, "j1", NeJobState::Failed, "late", 0))
             .unwrap();
         assert_eq!(again, None);
         let j = get(store.conn(), "j1").unwrap().unwrap();
         assert_eq!(
             (j.state, j.result.as_deref()),
-            (JobState::Done, Some("processed"))
+            (NeJobState::Done, Some("processed"))
         );
         assert!(in_queue(store.conn()).unwrap().is_empty());
         assert_eq!(list(store.conn()).unwrap().len(), 1);

@@ -1,6 +1,6 @@
-//! The events outbox (`events`): every event a change raised, written in the change's own
-//! transaction (see [`super::TxExt::add_event`]), then fanned out into one delivery per
-//! subscribed endpoint ([`mark_fanned`]) by the deliverer.
+//! The events outbox (`events`) as the deliverer reads it: every event a change raised,
+//! written in the change's own transaction ([`super::events::add`]), then fanned out into
+//! one delivery per subscribed endpoint ([`mark_fanned`]).
 
 use rusqlite::{params, Transaction};
 use serde_json::Value;
@@ -18,8 +18,8 @@ pub struct Event {
     pub created_at: Timestamp,
 }
 
-/// Appends an event raised at `at` (the same row [`super::TxExt::add_event`] writes for a
-/// change committed now).
+/// Appends an event raised at `at` (the same row [`super::events::add`] writes for a change
+/// committed now).
 pub fn append(
     tx: &Transaction,
     event: &str,
@@ -79,28 +79,6 @@ pub fn count_waiting(db: &impl Readable) -> Result<i64> {
     )?)
 }
 
-/// How many events the outbox holds (`None`: of every name).
-pub fn count(db: &impl Readable, event: Option<&str>) -> Result<i64> {
-    let conn = db.connection();
-    Ok(conn.query_row(
-        "SELECT count(*) FROM events WHERE ?1 IS NULL OR event = ?1",
-        [event],
-        |r| r.get(0),
-    )?)
-}
-
-/// The fields of every event named `event` the outbox holds, oldest first.
-pub fn payloads(db: &impl Readable, event: &str) -> Result<Vec<Value>> {
-    let conn = db.connection();
-    let mut stmt = conn.prepare("SELECT payload FROM events WHERE event = ?1 ORDER BY id")?;
-    let rows = stmt.query_map([event], |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(serde_json::from_str(&r?).unwrap_or(Value::Null));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,11 +111,11 @@ mod tests {
             waiting[0].created_at.to_string(),
             "2026-12-01T00:00:00.000Z"
         );
-        assert_eq!(payloads(&db, "upload.completed").unwrap()[0]["n"], 1);
+        let raised = crate::store::events::payloads(&db, crate::events::EventName::UploadCompleted);
+        assert_eq!(raised.unwrap()[0]["n"], 1);
         let id = waiting[0].id;
         writer.write(move |tx| mark_fanned(tx, id)).await.unwrap();
         assert_eq!(count_waiting(&db).unwrap(), 0);
-        assert_eq!(count(&db, Some("upload.completed")).unwrap(), 1);
-        assert_eq!(count(&db, Some("other")).unwrap(), 0);
+        assert_eq!(crate::store::events::count(&db).unwrap(), 1);
     }
 }

@@ -9,8 +9,8 @@ use crate::fake::FakeNextEngine;
 use serde_json::json;
 use turnbridge::config::{NextEngine, Secret};
 use turnbridge::nextengine::client::{Client, NeError};
-use turnbridge::store::ne_jobs::{self, JobState, NeJob};
-use turnbridge::store::{ne_accounts, open_read_only, outbox, Store};
+use turnbridge::store::ne_jobs::{self, NeJob, NeJobState};
+use turnbridge::store::{ne_accounts, open_read_only, Store};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -69,7 +69,8 @@ impl Setup {
         assert_eq!(a.id, "NE123456");
     }
     fn events(&self, kind: &str) -> i64 {
-        outbox::count(&open_read_only(&self.db).unwrap(), Some(kind)).unwrap()
+        let conn = turnbridge::report::open_read_only(&self.db).unwrap();
+        events_named(&conn, kind).len() as i64
     }
 }
 
@@ -457,7 +458,7 @@ fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
         .insert("1".into(), "1".into());
     sb.start();
     wait_for(30, "the goods job queued", || {
-        job_states(&sb) == vec![("goods.csv".to_string(), JobState::Queued)]
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Queued)]
     });
     let token_of = |sb: &Sandbox, id: &str| -> String {
         let c = ne_accounts::credentials(&sb.store(), id).unwrap().unwrap();
@@ -493,7 +494,7 @@ fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
         .queue_status
         .insert("1".into(), "2".into());
     wait_for(30, "the goods job done", || {
-        job_states(&sb) == vec![("goods.csv".to_string(), JobState::Done)]
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Done)]
     });
     let followed: Vec<_> = fake.calls()[before..]
         .iter()
@@ -521,7 +522,7 @@ fn jobs(sb: &Sandbox) -> Vec<NeJob> {
 }
 
 /// Each job's file and state, by file name.
-fn job_states(sb: &Sandbox) -> Vec<(String, JobState)> {
+fn job_states(sb: &Sandbox) -> Vec<(String, NeJobState)> {
     jobs(sb)
         .into_iter()
         .map(|j| (j.source_name, j.state))
@@ -549,8 +550,8 @@ fn spooled_goods_and_stock_files_become_uploads_followed_to_the_queue_verdict() 
     wait_for(30, "both jobs done", || {
         job_states(&sb)
             == vec![
-                ("goods.csv".to_string(), JobState::Done),
-                ("levels.csv".to_string(), JobState::Done),
+                ("goods.csv".to_string(), NeJobState::Done),
+                ("levels.csv".to_string(), NeJobState::Done),
             ]
     });
     let uploads = fake.state.lock().unwrap().uploads.clone();
@@ -575,8 +576,8 @@ fn spooled_goods_and_stock_files_become_uploads_followed_to_the_queue_verdict() 
         std::fs::read_to_string(report).unwrap().contains("row 5"),
         "the row without a code is reported"
     );
-    let events = outbox::count(&sb.store(), Some("nextengine.upload.completed")).unwrap();
-    assert_eq!(events, 2);
+    let events = events_named(&sb.store(), "nextengine.upload.completed");
+    assert_eq!(events.len(), 2);
     wait_for(20, "both sources archived", || sb.archived().len() == 2);
 }
 
@@ -597,12 +598,12 @@ fn killed_mid_upload_the_file_is_neither_lost_nor_uploaded_twice() {
     sb.kill(); // before NextEngine's answer (and its queue id) came back
     assert_eq!(
         job_states(&sb),
-        vec![("slow.csv".to_string(), JobState::Uploading)]
+        vec![("slow.csv".to_string(), NeJobState::Uploading)]
     );
     fake.state.lock().unwrap().delay_ms = 0;
     sb.start();
     wait_for(30, "the job to finish", || {
-        job_states(&sb) == vec![("slow.csv".to_string(), JobState::Done)]
+        job_states(&sb) == vec![("slow.csv".to_string(), NeJobState::Done)]
     });
     assert_eq!(
         fake.state.lock().unwrap().uploads.len(),
@@ -635,7 +636,7 @@ fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
         r#"[{"syohin_code":"TEST_0001","baika_tnk":1800}]"#,
     );
     wait_for(30, "the job to fail", || {
-        job_states(&sb) == vec![("bad.json".to_string(), JobState::Failed)]
+        job_states(&sb) == vec![("bad.json".to_string(), NeJobState::Failed)]
     });
     let result = jobs(&sb).remove(0).result.unwrap_or_default();
     assert!(result.contains("020010"), "{result}");
@@ -653,7 +654,7 @@ fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
     wait_for(30, "the JSON job", || {
         job_states(&sb)
             .iter()
-            .any(|(n, s)| n == "good.json" && *s == JobState::Done)
+            .any(|(n, s)| n == "good.json" && *s == NeJobState::Done)
     });
     let uploads = fake.state.lock().unwrap().uploads.clone();
     assert_eq!(uploads.len(), 1, "the refused upload was not retried");
@@ -798,8 +799,8 @@ fn after_a_system_error_an_upload_never_adopts_another_jobs_queue_entry() {
     wait_for(30, "both jobs done", || {
         job_states(&sb)
             == vec![
-                ("a.csv".to_string(), JobState::Done),
-                ("b.csv".to_string(), JobState::Done),
+                ("a.csv".to_string(), NeJobState::Done),
+                ("b.csv".to_string(), NeJobState::Done),
             ]
     });
     let uploads: Vec<String> = fake

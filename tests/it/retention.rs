@@ -249,7 +249,7 @@ fn the_daemon_prunes_old_rows_at_start_and_keeps_what_is_still_needed() {
         "pending deliveries are never pruned"
     );
     assert_eq!(
-        outbox::count(&db, None).unwrap(),
+        turnbridge::store::events::count(&db).unwrap(),
         2,
         "the delivered event went; those still being delivered stay"
     );

@@ -650,7 +650,7 @@ fn concurrent_writers_never_see_a_locked_database_and_every_delivery_is_recorded
     // The endpoint registered before any file gets every event: five invoices and the
     // upload of each file.
     let db = sb.store();
-    let events = outbox::count(&db, None).unwrap();
+    let events = turnbridge::store::events::count(&db).unwrap();
     assert_eq!(events, files as i64 * 6);
     let to_first = Filter {
         endpoint: Some(first),
@@ -724,12 +724,12 @@ fn dead_letters_are_listed_by_time_with_any_offset_and_a_bad_filter_is_refused()
     let enc = |t: &str| t.replace('+', "%2B");
     assert_eq!(
         listed(&format!("since={}", enc(&at))),
-        [dead.delivery_id.clone()]
+        [dead.delivery_id.as_str()]
     );
     assert!(listed(&format!("since={}", enc(&after))).is_empty());
     assert_eq!(
         listed(&format!("until={}", enc(&at))),
-        [dead.delivery_id.clone()]
+        [dead.delivery_id.as_str()]
     );
     for bad in ["since=yesterday", "until=2026-12-01", "state=lost"] {
         let r = http_get(
@@ -747,4 +747,76 @@ fn dead_letters_are_listed_by_time_with_any_offset_and_a_bad_filter_is_refused()
     assert!(ok && !out.contains(&dead.delivery_id), "{out}");
     let (ok, out) = cli(&sb, &["dlq", "list", "--since", "yesterday"]);
     assert!(!ok && out.contains("RFC 3339"), "{out}");
+}
+
+#[test]
+fn subscriptions_name_events_of_the_catalogue_or_their_families() {
+    let sb = sandbox("[0]");
+    let auth = format!("Bearer {ADMIN}");
+    let post = |events: &str| {
+        http_post(
+            sb.http_addr(),
+            "/api/v1/webhooks",
+            &[("Authorization", &auth)],
+            format!(r#"{{"url":"http://x.test/hook","events":{events}}}"#).as_bytes(),
+        )
+    };
+    for bad in [
+        r#"["no.such.event"]"#,
+        r#"["upload.completed","nosuch.*"]"#,
+        r#"["invoice"]"#,
+        r#"[]"#,
+    ] {
+        let r = post(bad);
+        assert_eq!(r.status, 422, "{bad}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["field"], "events", "{v}");
+        let message = v["message"].as_str().unwrap();
+        for valid in [
+            "upload.completed",
+            "invoice.status.updated",
+            "invoice.*",
+            "\"*\"",
+        ] {
+            assert!(message.contains(valid), "{bad}: {valid} not in {message}");
+        }
+    }
+    assert!(post(r#"["no.such.event"]"#).json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no.such.event is not an event"));
+    // Names, families at any depth, and everything are taken.
+    for good in [
+        r#"["upload.completed","invoice.status.updated"]"#,
+        r#"["invoice.*"]"#,
+        r#"["turnkey.feedback.*","nextengine.*"]"#,
+        r#"["*"]"#,
+    ] {
+        let r = post(good);
+        assert_eq!(r.status, 201, "{good}: {}", r.text());
+    }
+    // The CLI is refused the same way, and so is a change of events.
+    let (ok, out) = cli(
+        &sb,
+        &[
+            "webhooks",
+            "add",
+            "http://x.test/cli",
+            "--events",
+            "no.such.event",
+        ],
+    );
+    assert!(
+        !ok && out.contains("no.such.event is not an event"),
+        "{out}"
+    );
+    let (id, _) = register(&sb, "http://x.test/patch", &["upload.completed"], None);
+    let r = http_send(
+        sb.http_addr(),
+        "PATCH",
+        &format!("/api/v1/webhooks/{id}"),
+        &[("Authorization", &auth)],
+        br#"{"events":["invoices.*"]}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
 }
