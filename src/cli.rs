@@ -13,6 +13,8 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon;
 use crate::einvoice;
 use crate::report::shown;
+use crate::store::deliveries::DeliveryState;
+use crate::store::Timestamp;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -168,11 +170,11 @@ enum DlqCmd {
     List {
         #[arg(long)]
         endpoint: Option<String>,
-        /// RFC 3339 bounds on when the delivery was created.
+        /// RFC 3339 bounds on when the delivery was created (any offset).
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Timestamp>,
         #[arg(long)]
-        until: Option<String>,
+        until: Option<Timestamp>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         #[arg(long)]
@@ -185,9 +187,9 @@ enum DlqCmd {
         #[arg(long)]
         endpoint: Option<String>,
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Timestamp>,
         #[arg(long)]
-        until: Option<String>,
+        until: Option<Timestamp>,
         /// Resend every dead delivery.
         #[arg(long)]
         all: bool,
@@ -503,7 +505,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             description,
         } => {
             match ob::add_endpoint(
-                store.conn(),
+                &mut store,
                 &url,
                 &events,
                 secret.as_deref(),
@@ -521,7 +523,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             }
         }
         WebhooksCmd::List => {
-            for ep in ob::list_endpoints(store.conn())? {
+            for ep in crate::store::endpoints::list(&store)? {
                 let state = if ep.enabled {
                     "enabled".to_string()
                 } else {
@@ -561,7 +563,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
                 rotate_secret,
             };
             match ob::update_endpoint(
-                store.conn_mut(),
+                &mut store,
                 &id,
                 &u,
                 config.webhooks.secret_overlap_hours,
@@ -594,7 +596,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             }
         }
         WebhooksCmd::Remove { id } => {
-            if ob::remove_endpoint(store.conn_mut(), &id)? {
+            if ob::remove_endpoint(&mut store, &id)? {
                 println!("{id} removed");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -620,9 +622,10 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
                 endpoint,
                 since,
                 until,
+                state: Some(DeliveryState::Dead),
                 ..Default::default()
             };
-            let rows = ob::list_deliveries(store.conn(), &f, limit)?;
+            let rows = crate::store::deliveries::list(&store, &f, limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -659,7 +662,7 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
                 until,
                 state: None,
             };
-            let resent = ob::resend(store.conn_mut(), &f)?;
+            let resent = ob::resend(&mut store, &f)?;
             for id in &resent {
                 println!("{id} queued again");
             }
@@ -693,7 +696,7 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
     use crate::nextengine::client;
     let search = |what: &str, a: SearchArgs| -> anyhow::Result<ExitCode> {
         let (cfg, store) = open_store(config)?;
-        let account = client::chosen_account(store.conn(), &cfg.nextengine.account)?
+        let account = client::chosen_account(&store, &cfg.nextengine.account)?
             .map_err(|why| anyhow::anyhow!(why))?;
         let (path, fields, key) = match what {
             "shops" => ("/api_v1_master_shop/search", "shop_id,shop_name,shop_abbreviated_name,shop_note", None),
@@ -788,7 +791,7 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
         }
         NextengineCmd::Status { json } => {
             let (_, store) = open_store(config)?;
-            let list = client::accounts(store.conn())?;
+            let list = crate::store::ne_accounts::statuses(&store)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -806,7 +809,8 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
                         } else {
                             ""
                         },
-                        a.last_call_at.as_deref().unwrap_or("-"),
+                        a.last_call_at
+                            .map_or_else(|| "-".to_string(), |t| t.to_string()),
                         a.last_call.as_deref().unwrap_or(""),
                         a.last_error
                             .as_deref()

@@ -232,9 +232,9 @@ pub struct NextengineUploadCompleted {
     /// The spool file (none when it was refused before it was read).
     pub file: Option<String>,
     /// `goods` or `stock`.
-    pub kind: Option<String>,
+    pub kind: Option<crate::store::ne_jobs::NeJobKind>,
     /// The job's final state (`done`, `failed`, `unknown`, `rejected`).
-    pub status: String,
+    pub status: crate::store::ne_jobs::NeJobState,
     pub que_id: Option<String>,
     /// NextEngine's word on the upload, or why the file was refused.
     pub result: String,

@@ -27,7 +27,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -38,7 +37,8 @@ use crate::listener::{self, Close, GuardedIo, Limits, Table};
 use crate::metrics::labels::{CompanyEventType, CompanyOutcome, Listener, Route, StockOutcome};
 use crate::metrics::{self, Live, StoreGauges};
 use crate::nextengine::stock_callback::{self, StockQuery};
-use crate::store::{self, Store, StoreError};
+use crate::store::inbound::{self as inbound_store, CallbackOutcome, SinkState};
+use crate::store::{self, audit, Store, StoreError};
 use crate::webhook::inbound;
 
 #[derive(Debug, Error)]
@@ -644,7 +644,7 @@ async fn updatestock(
 ) -> Response<Body> {
     let q = StockQuery::parse(&query);
     // Refusals come from anyone: what they sent is logged escaped and cut short.
-    let log_row = |outcome: &'static str, processed: i32, reason: Option<String>| {
+    let log_row = |outcome: CallbackOutcome, processed: i32, reason: Option<String>| {
         let request_id = request_id.clone();
         let short = |v: &Option<String>| v.as_deref().map(|v| crate::einvoice::printable(v, 128));
         let (account, code, stock, ts) = (
@@ -654,12 +654,22 @@ async fn updatestock(
             short(&q.ts),
         );
         move |db: &mut Store| -> Result<(), StoreError> {
-            db.conn().execute(
-                "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![request_id, store::now(), remote.to_string(), account, code, stock, ts, outcome, processed, reason],
-            )?;
-            Ok(())
+            db.write(|tx| {
+                inbound_store::log_callback(
+                    tx,
+                    &inbound_store::CallbackLog {
+                        request_id: &request_id,
+                        remote: &remote.to_string(),
+                        store_account: account.as_deref(),
+                        code: code.as_deref(),
+                        stock: stock.as_deref(),
+                        ts: ts.as_deref(),
+                        outcome,
+                        processed,
+                        reason: reason.as_deref(),
+                    },
+                )
+            })
         }
     };
     if q.is_connection_check() {
@@ -667,7 +677,7 @@ async fn updatestock(
         metrics::get().stock_update(StockOutcome::ConnectionCheck);
         // Unauthenticated too: stored within the same bound as refusals.
         if state.refusals.admit(std::time::Instant::now()).detailed {
-            let _ = with_db(&state, log_row("connection_check", 0, None)).await;
+            let _ = with_db(&state, log_row(CallbackOutcome::ConnectionCheck, 0, None)).await;
         }
         return xml_response(StatusCode::OK, stock_callback::reply(&q, 0));
     }
@@ -706,35 +716,55 @@ async fn updatestock(
                     code = %short(&q.code),
                     "stock callback refused: {reason}"
                 );
-                let _ = with_db(&state, log_row("refused", -2, Some(reason))).await;
+                let _ = with_db(&state, log_row(CallbackOutcome::Refused, -2, Some(reason))).await;
             }
             return xml_response(status, stock_callback::reply(&q, -2));
         }
     };
     let sink = match ne.stock_sink {
-        StockSink::Record => "recorded",
-        StockSink::Forward => "pending",
+        StockSink::Record => SinkState::Recorded,
+        StockSink::Forward => SinkState::Pending,
     };
     let (u, rid, q2) = (update.clone(), request_id.clone(), q.clone());
     let result = with_db(&state, move |db| {
-        let tx = db.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO stock_updates (store_account, code, stock, ts, sig, request_id, received_at, sink_state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![u.store_account, u.code, u.stock, u.ts, u.sig, rid, store::now(), sink],
-        )?;
-        let (outcome, processed, reason) = if inserted == 1 {
-            ("accepted", 0, None)
-        } else {
-            ("replayed", -2, Some("this ts and signature were already used".to_string()))
-        };
-        tx.execute(
-            "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![rid, store::now(), remote.to_string(), q2.store_account, q2.code, q2.stock, q2.ts, outcome, processed, reason],
-        )?;
-        tx.commit()?;
-        Ok(inserted == 1)
+        db.write(|tx| {
+            let inserted = inbound_store::record_stock(
+                tx,
+                &inbound_store::NewStockUpdate {
+                    store_account: &u.store_account,
+                    code: &u.code,
+                    stock: u.stock,
+                    ts: &u.ts,
+                    sig: &u.sig,
+                    request_id: &rid,
+                    sink,
+                },
+            )?;
+            let (outcome, processed, reason) = if inserted {
+                (CallbackOutcome::Accepted, 0, None)
+            } else {
+                (
+                    CallbackOutcome::Replayed,
+                    -2,
+                    Some("this ts and signature were already used"),
+                )
+            };
+            inbound_store::log_callback(
+                tx,
+                &inbound_store::CallbackLog {
+                    request_id: &rid,
+                    remote: &remote.to_string(),
+                    store_account: q2.store_account.as_deref(),
+                    code: q2.code.as_deref(),
+                    stock: q2.stock.as_deref(),
+                    ts: q2.ts.as_deref(),
+                    outcome,
+                    processed,
+                    reason,
+                },
+            )?;
+            Ok(inserted)
+        })
     })
     .await;
     match result {
@@ -824,11 +854,18 @@ async fn company_webhook(
                 json!({"type": ty, "field": inv.field, "reason": inv.reason}).to_string(),
             );
             let _ = with_db(&state, move |db| {
-                db.conn().execute(
-                    "INSERT INTO audit (action, subject, detail, request_id, at) VALUES ('WEBHOOK_REJECTED', ?1, ?2, ?3, ?4)",
-                    params![ty, detail, rid, store::now()],
-                )?;
-                Ok(())
+                db.write(|tx| {
+                    audit::add(
+                        tx,
+                        &audit::Entry {
+                            action: audit::Action::WebhookRejected,
+                            subject: Some(&ty),
+                            detail: Some(&detail),
+                            request_id: Some(&rid),
+                            at: store::Timestamp::now(),
+                        },
+                    )
+                })
             })
             .await;
             return json_response(
@@ -839,24 +876,35 @@ async fn company_webhook(
     };
     let (a, rid) = (accepted.clone(), request_id.clone());
     let stored = with_db(&state, move |db| {
-        let tx = db.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO company_events (event_type, business_key, content_md5, payload, request_id, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.event_type, a.key, a.content_md5, a.payload.to_string(), rid, store::now()],
-        )?;
-        let id: i64 = tx.query_row(
-            "SELECT id FROM company_events WHERE event_type = ?1 AND business_key = ?2 AND content_md5 = ?3",
-            params![a.event_type, a.key, a.content_md5],
-            |r| r.get(0),
-        )?;
-        let action = if inserted == 1 { "WEBHOOK_RECEIVED" } else { "WEBHOOK_DUPLICATE" };
-        tx.execute(
-            "INSERT INTO audit (action, subject, detail, request_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![action, format!("{} {}", a.event_type, a.key), json!({"event_id": id}).to_string(), rid, store::now()],
-        )?;
-        tx.commit()?;
-        Ok((inserted == 1, id))
+        db.write(|tx| {
+            let (inserted, id) = inbound_store::store_company_event(
+                tx,
+                &inbound_store::NewCompanyEvent {
+                    event_type: &a.event_type,
+                    business_key: &a.key,
+                    content_md5: &a.content_md5,
+                    payload: &a.payload.to_string(),
+                    request_id: &rid,
+                    received_at: store::Timestamp::now(),
+                },
+            )?;
+            let action = if inserted {
+                audit::Action::WebhookReceived
+            } else {
+                audit::Action::WebhookDuplicate
+            };
+            audit::add(
+                tx,
+                &audit::Entry {
+                    action,
+                    subject: Some(&format!("{} {}", a.event_type, a.key)),
+                    detail: Some(&json!({"event_id": id}).to_string()),
+                    request_id: Some(&rid),
+                    at: store::Timestamp::now(),
+                },
+            )?;
+            Ok((inserted, id))
+        })
     })
     .await;
     if let (Ok((true, _)), true, "inventory.updated") = (
@@ -892,26 +940,6 @@ async fn company_webhook(
     }
 }
 
-fn rows_as_json(conn: &Connection, sql: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
-    let mut stmt = conn.prepare(sql)?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let rows = stmt.query_map([limit], |r| {
-        let mut o = serde_json::Map::new();
-        for (i, n) in names.iter().enumerate() {
-            let v = match r.get_ref(i)? {
-                rusqlite::types::ValueRef::Null => Value::Null,
-                rusqlite::types::ValueRef::Integer(x) => json!(x),
-                rusqlite::types::ValueRef::Real(x) => json!(x),
-                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                rusqlite::types::ValueRef::Blob(_) => Value::Null,
-            };
-            o.insert(n.clone(), v);
-        }
-        Ok(Value::Object(o))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 async fn monitoring(state: Arc<AppState>, path: String, limit: i64) -> Response<Body> {
     let cfg = state.config();
     let shops: Vec<String> = cfg
@@ -922,31 +950,34 @@ async fn monitoring(state: Arc<AppState>, path: String, limit: i64) -> Response<
         .collect();
     let updatestock_path = cfg.nextengine.updatestock_path.clone();
     let result = with_db(&state, move |db| {
-        let c = db.conn();
+        let c = &*db;
         Ok(match path.as_str() {
-            "/api/inventory/updates" => json!({"updates": rows_as_json(c, "SELECT id, store_account, code, stock, ts, request_id, received_at, sink_state FROM stock_updates ORDER BY id DESC LIMIT ?1", limit)?}),
-            "/api/inventory/logs" => json!({"logs": rows_as_json(c, "SELECT id, request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason FROM inventory_logs ORDER BY id DESC LIMIT ?1", limit)?}),
+            "/api/inventory/updates" => json!({"updates": inbound_store::recent_stock_updates(c, limit)?}),
+            "/api/inventory/logs" => json!({"logs": inbound_store::recent_callbacks(c, limit)?}),
             "/api/inventory/status" => {
-                let count = |sql: &str| -> Result<i64, StoreError> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
-                let last = rows_as_json(c, "SELECT store_account, code, stock, ts, received_at FROM stock_updates ORDER BY id DESC LIMIT ?1", 1)?;
+                let counts = inbound_store::stock_counts(c)?;
+                let last = inbound_store::recent_stock_updates(c, 1)?.into_iter().next().map(|u| {
+                    json!({"store_account": u.store_account, "code": u.code, "stock": u.stock, "ts": u.ts, "received_at": u.received_at})
+                });
                 json!({
                     "updatestock_path": updatestock_path,
                     "shops": shops,
-                    "accepted": count("SELECT count(*) FROM stock_updates")?,
-                    "refused": count("SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')")?,
-                    "requests": count("SELECT count(*) FROM inventory_logs")?,
-                    "pending_forward": count("SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'")?,
+                    "accepted": counts.accepted,
+                    "refused": counts.refused,
+                    "requests": counts.requests,
+                    "pending_forward": counts.pending_forward,
                     "signature_failures_since_start": metrics::get().signature_failures_on(Route::Updatestock),
-                    "last_update": last.into_iter().next(),
+                    "last_update": last,
                 })
             }
             _ => {
-                let by_type = rows_as_json(c, "SELECT event_type, count(*) AS stored, max(received_at) AS last_received FROM company_events GROUP BY event_type LIMIT ?1", 100)?;
-                let rejected: i64 = c.query_row("SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'", [], |r| r.get(0))?;
-                let last: Option<String> = c
-                    .query_row("SELECT max(at) FROM audit WHERE action LIKE 'WEBHOOK_%'", [], |r| r.get(0))
-                    .optional()?
-                    .flatten();
+                use audit::Action;
+                let by_type = inbound_store::company_events_by_type(c, 100)?;
+                let rejected = audit::count(c, Action::WebhookRejected)?;
+                let last = audit::last_of(
+                    c,
+                    &[Action::WebhookReceived, Action::WebhookDuplicate, Action::WebhookRejected],
+                )?;
                 json!({"event_types": inbound::EVENT_TYPES, "stored": by_type, "rejected": rejected, "last_activity": last})
             }
         })
@@ -983,18 +1014,24 @@ async fn metrics_response(state: &Arc<AppState>) -> Response<Body> {
     r
 }
 
-fn filter_from_query(query: Option<&str>) -> (crate::webhook::outbound::Filter, i64) {
+/// The deliveries a listing asks for (dead ones unless it names a state), and its limit; a
+/// time or state that is not one is refused (422), never read as no filter.
+fn filter_from_query(
+    query: Option<&str>,
+) -> Result<(crate::webhook::outbound::Filter, i64), String> {
     let mut f = crate::webhook::outbound::Filter::default();
     for (k, v) in stock_callback::form_pairs(query.unwrap_or("")) {
+        let time = |v: &str| store::Timestamp::parse(v).map_err(|e| format!("{k}: {e}"));
         match k.as_str() {
             "endpoint" => f.endpoint = Some(v),
-            "since" => f.since = Some(v),
-            "until" => f.until = Some(v),
-            "state" => f.state = Some(v),
+            "since" => f.since = Some(time(&v)?),
+            "until" => f.until = Some(time(&v)?),
+            "state" => f.state = Some(v.parse().map_err(|e| format!("state: {e}"))?),
             _ => {}
         }
     }
-    (f, query_limit(query))
+    f.state = Some(f.state.unwrap_or(store::deliveries::DeliveryState::Dead));
+    Ok((f, query_limit(query)))
 }
 
 fn json_strings(v: Option<&Value>) -> Option<Vec<String>> {
@@ -1041,7 +1078,7 @@ async fn admin_webhooks(
             with_db(&state, |db| {
                 Ok(json_response(
                     StatusCode::OK,
-                    json!({"webhooks": ob::list_endpoints(db.conn())?}),
+                    json!({"webhooks": store::endpoints::list(db)?}),
                 ))
             })
             .await
@@ -1063,7 +1100,7 @@ async fn admin_webhooks(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             with_db(&state, move |db| {
-                Ok(match ob::add_endpoint(db.conn(), &url, &events, secret.as_deref(), description.as_deref(), allow_private)? {
+                Ok(match ob::add_endpoint(db, &url, &events, secret.as_deref(), description.as_deref(), allow_private)? {
                     Ok((ep, secret)) => {
                         // The URL may carry a token: log its host only.
                         let host = reqwest::Url::parse(&ep.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
@@ -1093,7 +1130,7 @@ async fn admin_webhooks(
                     .unwrap_or(false),
             };
             with_db(&state, move |db| {
-                Ok(match ob::update_endpoint(db.conn_mut(), &id, &u, overlap, allow_private)? {
+                Ok(match ob::update_endpoint(db, &id, &u, overlap, allow_private)? {
                     Ok(Some((ep, secret))) => {
                         let mut v = json!(ep);
                         if let Some(s) = secret {
@@ -1110,7 +1147,7 @@ async fn admin_webhooks(
         (Method::DELETE, ["webhooks", id]) => {
             let id = id.to_string();
             with_db(&state, move |db| {
-                Ok(if ob::remove_endpoint(db.conn_mut(), &id)? {
+                Ok(if ob::remove_endpoint(db, &id)? {
                     json_response(StatusCode::OK, json!({"deleted": id}))
                 } else {
                     error(StatusCode::NOT_FOUND, "not_found", "no such webhook")
@@ -1119,11 +1156,14 @@ async fn admin_webhooks(
             .await
         }
         (Method::GET, ["deliveries"]) => {
-            let (f, limit) = filter_from_query(query.as_deref());
+            let (f, limit) = match filter_from_query(query.as_deref()) {
+                Ok(f) => f,
+                Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_filter", why),
+            };
             with_db(&state, move |db| {
                 Ok(json_response(
                     StatusCode::OK,
-                    json!({"deliveries": ob::list_deliveries(db.conn(), &f, limit)?}),
+                    json!({"deliveries": store::deliveries::list(db, &f, limit)?}),
                 ))
             })
             .await
@@ -1131,22 +1171,10 @@ async fn admin_webhooks(
         (Method::GET, ["deliveries", id]) => {
             let id = id.to_string();
             with_db(&state, move |db| {
-                let f = ob::Filter {
-                    ids: vec![id.clone()],
-                    ..Default::default()
-                };
-                let mut rows = Vec::new();
-                for st in ["pending", "succeeded", "dead", "cancelled"] {
-                    let f = ob::Filter {
-                        state: Some(st.into()),
-                        ..f.clone()
-                    };
-                    rows.extend(ob::list_deliveries(db.conn(), &f, 100_000)?);
-                }
-                Ok(match rows.into_iter().next() {
+                Ok(match store::deliveries::get(db, &id)? {
                     Some(d) => json_response(
                         StatusCode::OK,
-                        json!({"delivery": d, "attempts": ob::attempts(db.conn(), &id)?}),
+                        json!({"delivery": d, "attempts": store::deliveries::attempts(db, &id)?}),
                     ),
                     None => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
                 })
@@ -1159,7 +1187,7 @@ async fn admin_webhooks(
                 ..Default::default()
             };
             with_db(&state, move |db| {
-                let ids = ob::resend(db.conn_mut(), &f)?;
+                let ids = ob::resend(db, &f)?;
                 Ok(if ids.is_empty() {
                     error(
                         StatusCode::CONFLICT,
@@ -1187,7 +1215,7 @@ async fn admin_webhooks(
             let mut times = [None, None];
             for (i, key) in ["since", "until"].into_iter().enumerate() {
                 if let Some(v) = body.get(key) {
-                    match v.as_str().and_then(ob::normalise_time) {
+                    match v.as_str().and_then(|t| store::Timestamp::parse(t).ok()) {
                         Some(t) => times[i] = Some(t),
                         None => {
                             return error(
@@ -1230,7 +1258,7 @@ async fn admin_webhooks(
             with_db(&state, move |db| {
                 Ok(json_response(
                     StatusCode::ACCEPTED,
-                    json!({"resent": ob::resend(db.conn_mut(), &f)?}),
+                    json!({"resent": ob::resend(db, &f)?}),
                 ))
             })
             .await
@@ -1268,18 +1296,10 @@ async fn push_inventory(state: &Arc<AppState>, cfg: &Config, payload: &Value, re
         return;
     };
     let c = code.clone();
-    let last_from_ne: Option<Option<i64>> = with_db(state, move |db| {
-        Ok(db
-            .conn()
-            .query_row(
-                "SELECT stock FROM stock_updates WHERE code = ?1 ORDER BY id DESC LIMIT 1",
-                [c],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()?)
-    })
-    .await
-    .unwrap_or(None);
+    let last_from_ne: Option<Option<i64>> =
+        with_db(state, move |db| inbound_store::last_stock(db, &c))
+            .await
+            .unwrap_or(None);
     if last_from_ne == Some(Some(level)) {
         info!(code = %code, level, "inventory level is the one NextEngine sent; not echoed back");
         return;

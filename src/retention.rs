@@ -278,7 +278,10 @@ impl Retention {
 
     /// Removes the rotated-out webhook secrets whose overlap ended by `now`.
     pub fn forget_rotated_secrets(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        crate::webhook::outbound::forget_rotated_secrets(self.store.conn(), &at(now))
+        crate::webhook::outbound::forget_rotated_secrets(
+            &mut self.store,
+            crate::store::Timestamp::from_utc(now),
+        )
     }
 
     /// Prunes every table as of `now`, in batches, until nothing is left to prune or `budget`

@@ -47,6 +47,10 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("database task failed: {0}")]
     Task(String),
+    #[error(
+        "a write outside a transaction that holds the write lock (begin it with Store::write)"
+    )]
+    NotLocked,
     #[error("message {0} is not in the database")]
     NoMessage(i64),
     #[error("message {id} is {found}, not {expected} as its change assumed")]
@@ -518,6 +522,15 @@ impl Store {
         &mut self.conn
     }
 
+    /// Runs `f` in one write transaction that takes the write lock first, and commits it;
+    /// nothing `f` wrote is kept when it fails.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// A write transaction. It takes the write lock at once (`BEGIN IMMEDIATE`), so a
     /// transaction that reads before it writes waits for another writer instead of failing
     /// with "database is locked".
@@ -599,12 +612,58 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
     )
 }
 
+pub mod audit;
 pub mod backup;
+pub mod deliveries;
+pub mod endpoints;
 pub mod gauges;
+pub mod inbound;
+pub mod ne_accounts;
+pub mod ne_jobs;
+pub mod outbox;
 #[cfg(test)]
 mod plans;
 pub mod readers;
+pub mod timestamp;
 pub mod writer;
+
+pub use readers::open_read_only;
+pub use timestamp::Timestamp;
+
+/// What the store's read functions read through: the store's own connection, a read-only
+/// one ([`open_read_only`], the [`readers`]), or a transaction (which sees its own writes).
+pub trait Readable {
+    fn connection(&self) -> &Connection;
+}
+
+impl Readable for Connection {
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+impl Readable for Transaction<'_> {
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+impl Readable for Store {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Refuses a write in a transaction that does not hold the write lock: every store function
+/// that writes checks this first, so a transaction that reads before it writes (and would
+/// fail with "database is locked" when another writer got in between) cannot be built from
+/// them. [`Store::write`], [`Store::transaction`] and the [`writer`] begin theirs holding it.
+pub(crate) fn write_locked(tx: &Transaction) -> Result<()> {
+    match tx.transaction_state(None)? {
+        rusqlite::TransactionState::Write => Ok(()),
+        _ => Err(StoreError::NotLocked),
+    }
+}
 
 #[cfg(test)]
 mod tests {

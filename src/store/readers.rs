@@ -91,20 +91,27 @@ impl Inner {
     }
 
     fn open(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(|source| StoreError::Open {
-            path: self.path.display().to_string(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "query_only", "ON")?;
-        Ok(conn)
+        open_read_only(&self.path)
     }
+}
+
+/// One read-only connection to an existing database (`SQLITE_OPEN_READ_ONLY`, `query_only`):
+/// what the readers use, and what a command or a check that only looks opens beside a
+/// running daemon.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
 }
 
 #[cfg(test)]
