@@ -361,7 +361,7 @@ mod tests {
         tx.commit().unwrap();
         assert_eq!(status(store.conn(), dir.path()).unwrap().pending_events, 2);
         // No endpoint is subscribed: fanned out, they wait for nothing.
-        crate::webhook::outbound::fan_out(store.conn_mut(), 100).unwrap();
+        crate::webhook::outbound::fan_out(&mut store, 100).unwrap();
         assert_eq!(store::events::count(store.conn()).unwrap(), 2, "kept");
         assert_eq!(status(store.conn(), dir.path()).unwrap().pending_events, 0);
     }
