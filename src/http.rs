@@ -715,10 +715,9 @@ async fn updatestock(
                 "stock callbacks were refused (counted in turnbridge_stock_updates_total, not stored)",
             );
             if admit.detailed {
+                // Cut short, not escaped: the log escapes field values itself, once.
                 let short = |v: &Option<String>| {
-                    v.as_deref()
-                        .map(|v| crate::einvoice::printable(v, 128))
-                        .unwrap_or_default()
+                    crate::einvoice::cut(v.as_deref().unwrap_or_default(), 128).into_owned()
                 };
                 warn!(
                     store_account = %short(&q.store_account),

@@ -494,7 +494,7 @@ impl Deliverer {
                 error!(
                     attempt = attempts,
                     status = ?answer.status,
-                    error = ?answer.error,
+                    error = answer.error.as_deref(),
                     "delivery failed for good and is in the dead-letter queue; resend it with `turnbridge dlq resend {}`",
                     d.id
                 );
@@ -503,7 +503,7 @@ impl Deliverer {
                 }
             }
             _ => {
-                warn!(attempt = attempts, status = ?answer.status, error = ?answer.error, next = ?next, "delivery attempt failed; will retry")
+                warn!(attempt = attempts, status = ?answer.status, error = answer.error.as_deref(), next = next.as_deref(), "delivery attempt failed; will retry")
             }
         }
     }

@@ -792,6 +792,31 @@ fn under_systemd_the_journal_gets_structured_fields() {
         entry.contains_key("XML_PATH") && entry.contains_key("MD5"),
         "{entry:?}"
     );
+
+    // Outside text reaches the journal escaped, as in the text log: a file name with a
+    // newline, a terminal escape and a typed backslash-n.
+    sb.drop_file(
+        "evil\n\x1b[2J\\n.csv",
+        &std::fs::read(fixture("valid/F0401_b2c_print.csv")).unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut found = None;
+    while std::time::Instant::now() < deadline && found.is_none() {
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        assert!(
+            !buf[..n].contains(&0x1b),
+            "a raw escape reached the journal: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        let entry = journal_fields(&buf[..n]);
+        if entry.get("FILE").is_some_and(|f| f.starts_with("evil")) {
+            found = Some(entry);
+        }
+    }
+    let entry =
+        found.unwrap_or_else(|| panic!("no journal entry about evil…; stderr:\n{}", sb.log()));
+    assert_eq!(entry["FILE"], r"evil\n\u{1b}[2J\\n.csv", "{entry:?}");
+    assert!(!entry["MESSAGE"].contains('\n'), "{entry:?}");
 }
 
 /// Decodes one native journal datagram: `KEY=value` lines, or `KEY`, a little-endian u64
