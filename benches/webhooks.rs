@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use serde_json::json;
 use turnbridge::config::Webhooks;
-use turnbridge::store::{Store, TxExt};
+use turnbridge::events::InvoiceStatusUpdated;
+use turnbridge::store::{self, MessageState, Store};
 use turnbridge::webhook::{deliver::Deliverer, outbound};
 
 fn peak_rss_mib() -> f64 {
@@ -74,12 +74,18 @@ fn main() {
             .unwrap();
         let tx = store.transaction().unwrap();
         for i in 0..events {
-            tx.add_event(
-                "invoice.status.updated",
-                Some("bench"),
-                &json!({"tenant_id": "bench", "invoice_no": format!("BM{i:08}"), "status": "ACKED", "mof_code": null, "message": "acknowledged"}),
-            )
-            .unwrap();
+            let event = InvoiceStatusUpdated {
+                tenant_id: "bench".into(),
+                invoice_no: format!("BM{i:08}"),
+                message_type: "F0401".into(),
+                status: MessageState::Acked,
+                mof_code: None,
+                message: Some("acknowledged".into()),
+                evidence: "bench".into(),
+                xml_path: None,
+                import_id: "bench".into(),
+            };
+            store::events::add(&tx, &event).unwrap();
         }
         tx.commit().unwrap();
 

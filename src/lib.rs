@@ -35,6 +35,7 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod einvoice;
+pub mod events;
 pub mod filemode;
 pub mod health;
 pub mod http;

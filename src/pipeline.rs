@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 use rust_decimal::Decimal;
-use serde_json::json;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -32,9 +31,11 @@ use crate::config::Config;
 use crate::durable;
 use crate::einvoice::archive::hex;
 use crate::einvoice::{self, Message, Problem, Rejected, Source, Verdict};
+use crate::events::{UploadCompleted, UploadStatus};
 use crate::limited::{self, LimitedError};
 use crate::spool::{self, Report, ReportEntry};
-use crate::store::{self, NewMessage, Store, StoreError, TxExt};
+use crate::store::messages::{self, Change, MessageRow};
+use crate::store::{self, jobs, JobState, MessageState, NewMessage, Store, StoreError};
 use crate::turnkey::{self, Pickup, PickupError};
 
 /// The kind of job this pipeline handles, as stored in `jobs.kind`.
@@ -100,17 +101,18 @@ impl StateDirs {
 pub struct Outcome {
     pub job_id: String,
     /// `done`, `rejected` or `duplicate`.
-    pub state: String,
+    pub state: JobState,
     pub queued: usize,
     pub rejected: usize,
     pub final_path: PathBuf,
 }
 
 /// How many starts on a file may end without its messages recorded (the process died)
-/// before it is set aside.
+/// before it is set aside (`jobs.attempts`).
 const MAX_ATTEMPTS: i64 = 3;
 
-/// After how many failed reads (no permission, an I/O error) a claimed file is set aside.
+/// After how many failed reads in a row (no permission, an I/O error) a claimed file is set
+/// aside (`jobs.read_failures`, counted apart from the starts that died).
 const READ_ATTEMPTS: i64 = 3;
 
 /// Everything the pipeline needs, owned by the one worker that runs jobs.
@@ -172,9 +174,9 @@ impl Pipeline {
         let _enter = span.enter();
 
         if let Some(job) = self.store.job(&job_id)? {
-            if job.state != "claimed" {
+            if job.state.is_finished() {
                 // Finished before a crash; only the move out of work/ was left.
-                return self.finish_move(work, &job_id, &name, &job.state);
+                return self.finish_move(work, &job_id, &name, job.state);
             }
         }
         // One descriptor, no link followed, a regular file, read no further than the limit.
@@ -194,50 +196,30 @@ impl Pipeline {
                     }
                     e => format!("the file cannot be taken: {e}"),
                 };
-                return self.refuse(work, &job_id, &name, "rejected", reason, None);
+                return self.refuse(work, &job_id, &name, JobState::Rejected, reason, None);
             }
-            Err(e) => {
-                // Tried again at later scans (the job's attempts count them); a file that
-                // keeps failing is set aside rather than tried forever. A file still being
-                // written is only waited for: it ends, or grows past the limit.
-                let still_written =
-                    matches!(&e, LimitedError::Io(io) if io.kind() == io::ErrorKind::WouldBlock);
-                if !still_written {
-                    self.ensure_job(&job_id, &name, "", 0)?;
-                    let tries = self.store.count_attempt(&job_id)?;
-                    if tries >= READ_ATTEMPTS {
-                        let reason = format!(
-                            "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
-                        );
-                        // Invoices recorded from it before a restart are still sent.
-                        return self.quarantine(work, reason);
-                    }
-                }
-                return Err(PipelineError::Io {
-                    action: "read",
-                    path: work.to_path_buf(),
-                    source: io::Error::other(e.to_string()),
-                });
-            }
+            Err(e) => return self.read_failed(work, &job_id, &name, e),
         };
         let md5 = hex(&Md5::digest(&bytes));
         self.ensure_job(&job_id, &name, &md5, size)?;
+        self.store.reset_read_failures(&job_id)?;
         // A job first recorded by a read that failed learns its content now.
-        self.store
-            .conn()
-            .execute(
-                "UPDATE jobs SET md5 = ?1, size = ?2 WHERE id = ?3 AND md5 = ''",
-                rusqlite::params![md5, size as i64, job_id],
-            )
-            .map_err(StoreError::from)?;
+        self.store.learn_job_content(&job_id, &md5, size)?;
         if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
             let reason = format!(
                 "the same bytes (MD5 {md5}) were already processed as job {} from {}",
                 first.id, first.source_name
             );
-            return self.refuse(work, &job_id, &name, "duplicate", reason, Some(&first.id));
+            return self.refuse(
+                work,
+                &job_id,
+                &name,
+                JobState::Duplicate,
+                reason,
+                Some(&first.id),
+            );
         }
-        let recorded = !self.store.messages_of_job(&job_id)?.is_empty();
+        let recorded = !messages::of_job(self.store.conn(), &job_id)?.is_empty();
         if !recorded {
             // Reading and checking is where a hostile file can kill the process; one that
             // did so MAX_ATTEMPTS times is set aside rather than resumed at every start.
@@ -247,7 +229,7 @@ impl Pipeline {
                     "turnbridge stopped {} times while reading this file (out of memory or a crash) and set it aside; please report it",
                     attempts - 1
                 );
-                return self.refuse(work, &job_id, &name, "rejected", reason, None);
+                return self.refuse(work, &job_id, &name, JobState::Rejected, reason, None);
             }
         }
         let checked = einvoice::check_batch(&name, &bytes, &self.config.read_options());
@@ -265,9 +247,49 @@ impl Pipeline {
                 warn!("the file no longer reads under the current configuration ({e}); finishing the messages recorded before");
                 Verdict::default()
             }
-            Err(e) => return self.refuse(work, &job_id, &name, "rejected", e.to_string(), None),
+            Err(e) => {
+                return self.refuse(
+                    work,
+                    &job_id,
+                    &name,
+                    JobState::Rejected,
+                    e.to_string(),
+                    None,
+                )
+            }
         };
-        self.run(work, &job_id, &name, verdict, "completed")
+        self.run(work, &job_id, &name, verdict, UploadStatus::Completed)
+    }
+
+    /// A read of a claimed file that failed (not a refusal of the file itself): tried again at
+    /// later scans, counted as a failed read (apart from starts that died, which count
+    /// crashes); a file that keeps failing is set aside rather than tried forever. A file
+    /// still being written is only waited for: it ends, or grows past the limit.
+    fn read_failed(
+        &mut self,
+        work: &Path,
+        job_id: &str,
+        name: &str,
+        e: LimitedError,
+    ) -> Result<Outcome, PipelineError> {
+        let still_written =
+            matches!(&e, LimitedError::Io(io) if io.kind() == io::ErrorKind::WouldBlock);
+        if !still_written {
+            self.ensure_job(job_id, name, "", 0)?;
+            let tries = self.store.count_read_failure(job_id)?;
+            if tries >= READ_ATTEMPTS {
+                let reason = format!(
+                    "turnbridge could not read this file in {tries} attempts ({e}) and set it aside; once it can be read, drop it into the spool again"
+                );
+                // Invoices recorded from it before a restart are still sent.
+                return self.quarantine(work, reason);
+            }
+        }
+        Err(PipelineError::Io {
+            action: "read",
+            path: work.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })
     }
 
     /// Sets a claimed file aside in `rejected/` with `reason`, whatever state its job is in.
@@ -282,8 +304,8 @@ impl Pipeline {
             .unwrap_or_else(|| (spool::new_job_id(), work_name.clone()));
         let size = fs::metadata(work).map(|m| m.len()).unwrap_or(0);
         let job = self.ensure_job(&job_id, &name, "", size)?;
-        let recorded = self.store.messages_of_job(&job_id)?.len();
-        if job.state == "claimed" && recorded > 0 {
+        let recorded = messages::of_job(self.store.conn(), &job_id)?.len();
+        if job.state == JobState::Claimed && recorded > 0 {
             // Invoices recorded before the error were accepted: send them rather than leave
             // them stranded (they would also refuse a corrected file as a duplicate). The
             // report comes first, so it exists whatever happens next.
@@ -294,7 +316,7 @@ impl Pipeline {
             let report = file_report(
                 &job_id,
                 &name,
-                "partial",
+                UploadStatus::Partial.as_str(),
                 summary,
                 recorded,
                 vec![],
@@ -302,7 +324,13 @@ impl Pipeline {
             );
             report.write(&base).map_err(io_err("write report", &base))?;
             let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.run(work, &job_id, &name, Verdict::default(), "partial")
+                self.run(
+                    work,
+                    &job_id,
+                    &name,
+                    Verdict::default(),
+                    UploadStatus::Partial,
+                )
             }));
             match sent {
                 Ok(result) => return result,
@@ -312,7 +340,7 @@ impl Pipeline {
                 ),
             }
         }
-        self.refuse(work, &job_id, &name, "rejected", reason, None)
+        self.refuse(work, &job_id, &name, JobState::Rejected, reason, None)
     }
 
     fn ensure_job(
@@ -329,13 +357,14 @@ impl Pipeline {
         Ok(self.store.job(id)?.expect("job just inserted"))
     }
 
-    /// Refuses the whole file: moves it to `rejected/` beside its report.
+    /// Refuses the whole file (`state` rejected or duplicate): moves it to `rejected/` beside
+    /// its report.
     fn refuse(
         &mut self,
         work: &Path,
         job_id: &str,
         name: &str,
-        state: &str,
+        state: JobState,
         reason: String,
         duplicate_of: Option<&str>,
     ) -> Result<Outcome, PipelineError> {
@@ -343,39 +372,38 @@ impl Pipeline {
         let report = file_report(
             job_id,
             name,
-            state,
+            state.as_str(),
             format!("The whole file was not processed: {reason}"),
             0,
             vec![spool::work_name(job_id, name)],
             &reason,
         );
         report.write(&base).map_err(io_err("write report", &base))?;
+        let status = match state {
+            JobState::Duplicate => UploadStatus::Duplicate,
+            JobState::Rejected | JobState::Claimed | JobState::Done => UploadStatus::Rejected,
+        };
         let tx = self.store.transaction()?;
-        tx.execute(
-            "UPDATE jobs SET state = ?1, reason = ?2, duplicate_of = ?3, final_path = ?4, finished_at = ?5
-             WHERE id = ?6",
-            rusqlite::params![
-                state,
-                reason,
-                duplicate_of,
-                base.to_string_lossy(),
-                store::now(),
-                job_id
-            ],
-        )
-        .map_err(StoreError::from)?;
-        tx.add_event(
-            "upload.completed",
-            Some(&self.config.einvoice.default_tenant),
-            &json!({
-                "import_id": job_id,
-                "file": name,
-                "status": state,
-                "success_count": 0,
-                "error_count": 0,
-                "reason": reason,
-                "duplicate_of": duplicate_of,
-            }),
+        jobs::refuse(
+            &tx,
+            job_id,
+            state,
+            &reason,
+            duplicate_of,
+            &base.to_string_lossy(),
+        )?;
+        store::events::add(
+            &tx,
+            &UploadCompleted {
+                import_id: job_id.to_string(),
+                file: name.to_string(),
+                status,
+                tenant_id: self.config.einvoice.default_tenant.clone(),
+                success_count: 0,
+                error_count: 0,
+                reason: Some(reason.clone()),
+                duplicate_of: duplicate_of.map(str::to_string),
+            },
         )?;
         tx.commit().map_err(StoreError::from)?;
         warn!(reason = %reason, "file {state}");
@@ -388,10 +416,10 @@ impl Pipeline {
         work: &Path,
         job_id: &str,
         name: &str,
-        state: &str,
+        state: JobState,
     ) -> Result<Outcome, PipelineError> {
         let final_name = spool::work_name(job_id, name);
-        let final_path = if state == "done" {
+        let final_path = if state == JobState::Done {
             let day = chrono::Local::now().format("%Y-%m-%d").to_string();
             let dir = self.dirs.archive.join(day);
             durable::move_into(work, &dir, &final_name).map_err(io_err("archive", work))?
@@ -400,26 +428,17 @@ impl Pipeline {
                 .map_err(io_err("move to rejected", work))?
         };
         self.store
-            .conn()
-            .execute(
-                "UPDATE jobs SET final_path = ?1 WHERE id = ?2",
-                rusqlite::params![final_path.to_string_lossy(), job_id],
-            )
-            .map_err(StoreError::from)?;
-        let (queued, rejected): (i64, i64) = self
-            .store
-            .conn()
-            .query_row(
-                "SELECT success_count, error_count FROM jobs WHERE id = ?1",
-                [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(StoreError::from)?;
+            .set_job_final_path(job_id, &final_path.to_string_lossy())?;
+        let job = self.store.job(job_id)?.ok_or_else(|| PipelineError::Io {
+            action: "find the job of",
+            path: work.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such job"),
+        })?;
         Ok(Outcome {
             job_id: job_id.to_string(),
-            state: state.to_string(),
-            queued: queued as usize,
-            rejected: rejected as usize,
+            state,
+            queued: job.success_count as usize,
+            rejected: job.error_count as usize,
             final_path,
         })
     }
@@ -432,7 +451,7 @@ impl Pipeline {
         job_id: &str,
         name: &str,
         mut verdict: Verdict,
-        status: &str,
+        status: UploadStatus,
     ) -> Result<Outcome, PipelineError> {
         // 1. Record.
         self.record(job_id, &mut verdict)?;
@@ -444,16 +463,13 @@ impl Pipeline {
         }
 
         // 3. Stage, from the XML recorded with each message.
-        let rows = self.store.messages_of_job(job_id)?;
+        let rows = messages::of_job(self.store.conn(), job_id)?;
         let mut staged_now = Vec::new();
-        for row in rows.iter().filter(|r| r.state == "validated" && !r.staged) {
-            let xml: Vec<u8> = self
-                .store
-                .conn()
-                .query_row("SELECT xml FROM messages WHERE id = ?1", [row.id], |r| {
-                    r.get(0)
-                })
-                .map_err(StoreError::from)?;
+        for row in rows
+            .iter()
+            .filter(|r| r.state == MessageState::Validated && !r.staged)
+        {
+            let xml = messages::xml(self.store.conn(), row.id)?.unwrap_or_default();
             self.pickup.stage(&row.xml_name, &xml)?;
             staged_now.push((row.id, self.pickup.staging_path(&row.xml_name)));
             self.tick();
@@ -462,20 +478,16 @@ impl Pipeline {
             self.pickup.sync_staging()?;
             let tx = self.store.transaction()?;
             for (id, path) in &staged_now {
-                tx.execute(
-                    "UPDATE messages SET staged = 1, staged_path = ?1 WHERE id = ?2",
-                    rusqlite::params![path.to_string_lossy(), id],
-                )
-                .map_err(StoreError::from)?;
+                messages::mark_staged(&tx, *id, &path.to_string_lossy())?;
             }
             tx.commit().map_err(StoreError::from)?;
         }
 
         // 4. Publish.
-        let rows = self.store.messages_of_job(job_id)?;
-        let ready: Vec<_> = rows
+        let rows = messages::of_job(self.store.conn(), job_id)?;
+        let ready: Vec<&MessageRow> = rows
             .iter()
-            .filter(|r| r.state == "validated" && r.staged)
+            .filter(|r| r.state == MessageState::Validated && r.staged)
             .collect();
         let mut dirs = BTreeSet::new();
         let mut published = Vec::new();
@@ -501,63 +513,47 @@ impl Pipeline {
             self.tick();
         }
         self.pickup.sync_dirs(&dirs)?;
-        let queued_total = rows.iter().filter(|r| r.state != "validated").count() + published.len();
+        let queued_total = rows
+            .iter()
+            .filter(|r| r.state != MessageState::Validated)
+            .count()
+            + published.len();
         let tx = self.store.transaction()?;
         for (row, path) in &published {
             let p = path.to_string_lossy();
-            tx.execute(
-                "UPDATE messages SET xml_path = ?1, xml = NULL WHERE id = ?2",
-                rusqlite::params![p, row.id],
-            )
-            .map_err(StoreError::from)?;
+            messages::mark_published(&tx, row.id, &p)?;
             // A result applied after a restart, before this step, may already have moved the
             // message on (a file published before the stop): never move it back.
-            let still_validated: bool = tx
-                .query_row(
-                    "SELECT state = 'validated' FROM messages WHERE id = ?1",
-                    [row.id],
-                    |r| r.get(0),
-                )
-                .map_err(StoreError::from)?;
-            if !still_validated {
+            let now = messages::by_id(&tx, row.id)?.map(|m| m.state);
+            if now != Some(MessageState::Validated) {
                 continue;
             }
-            tx.transition(row.id, Some("validated"), "queued", Some(&p))?;
-            tx.add_event(
-                "invoice.status.updated",
-                Some(&row.tenant),
-                &json!({
-                    "tenant_id": row.tenant,
-                    "invoice_no": row.number,
-                    "message_type": row.message_type,
-                    "status": "QUEUED",
-                    "xml_path": p,
-                    "import_id": job_id,
-                }),
+            messages::transition(
+                &tx,
+                row.id,
+                MessageState::Validated,
+                &Change::to(MessageState::Queued, &p),
             )?;
         }
-        tx.execute(
-            "UPDATE jobs SET state = 'done', success_count = ?1, error_count = ?2, finished_at = ?3 WHERE id = ?4",
-            rusqlite::params![queued_total as i64, rejected_count as i64, store::now(), job_id],
-        )
-        .map_err(StoreError::from)?;
+        jobs::done(&tx, job_id, queued_total, rejected_count)?;
         let tenants: BTreeSet<&str> = rows.iter().map(|r| r.tenant.as_str()).collect();
         let tenant = if tenants.len() == 1 {
             tenants.into_iter().next().unwrap().to_string()
         } else {
             self.config.einvoice.default_tenant.clone()
         };
-        tx.add_event(
-            "upload.completed",
-            Some(&tenant),
-            &json!({
-                "import_id": job_id,
-                "file": name,
-                "status": status,
-                "tenant_id": tenant,
-                "success_count": queued_total,
-                "error_count": rejected_count,
-            }),
+        store::events::add(
+            &tx,
+            &UploadCompleted {
+                import_id: job_id.to_string(),
+                file: name.to_string(),
+                status,
+                tenant_id: tenant,
+                success_count: queued_total,
+                error_count: rejected_count,
+                reason: None,
+                duplicate_of: None,
+            },
         )?;
         tx.commit().map_err(StoreError::from)?;
         for (row, path) in &published {
@@ -580,7 +576,7 @@ impl Pipeline {
         );
 
         // 5. Archive.
-        self.finish_move(work, job_id, name, "done")
+        self.finish_move(work, job_id, name, JobState::Done)
     }
 
     /// Step 1: one transaction records every accepted message not yet recorded; messages the
@@ -594,7 +590,7 @@ impl Pipeline {
             let m = &a.message;
             let ty = m.message_type();
             let (seller, number) = (m.seller().as_str(), m.number());
-            if let Some(existing) = tx.message_by_key(ty.as_str(), seller, number)? {
+            if let Some(existing) = messages::by_key(&tx, ty.as_str(), seller, number)? {
                 if existing.job_id == job_id {
                     verdict.accepted.push(a);
                     verdict.accepted_sources.push(source);
@@ -640,13 +636,14 @@ impl Pipeline {
                 xml_md5: &xml_md5,
             };
             let date = chrono::Local::now().date_naive();
-            let id = tx.insert_message(&new, |id| turnkey::file_name(ty, date, id))?;
+            let id = messages::insert(&tx, &new, |id| turnkey::file_name(ty, date, id))?;
             if let Some(p) = &self.progress {
                 p();
             }
             if let Message::Allowance(al) = m {
                 for it in &al.items {
-                    tx.add_allowance_line(
+                    messages::add_allowance_line(
+                        &tx,
                         id,
                         seller,
                         it.original_invoice_number.as_str(),
@@ -833,12 +830,11 @@ fn allowance_over_invoice(
             .or_default() += it.amount;
     }
     for (invoice, this) in per_invoice {
-        let Some(total) = tx.invoice_amount(seller, invoice)? else {
+        let Some(total) = messages::invoice_amount(tx, seller, invoice)? else {
             continue;
         };
         let total: Decimal = total.parse().unwrap_or_default();
-        let before: Decimal = tx
-            .allowed_so_far(seller, invoice)?
+        let before: Decimal = messages::allowed_so_far(tx, seller, invoice)?
             .iter()
             .filter_map(|s| s.parse::<Decimal>().ok())
             .fold(Decimal::ZERO, |a, b| {
@@ -907,7 +903,7 @@ mod tests {
         let batch = config.einvoice_spool().join("b.csv");
         fs::write(&batch, format!("{good}F0401,TEN-001,AB1234\n")).unwrap();
         let o = pipeline.take(&batch).unwrap();
-        assert_eq!((o.state.as_str(), o.queued, o.rejected), ("done", 1, 1));
+        assert_eq!((o.state, o.queued, o.rejected), (JobState::Done, 1, 1));
         let rows = pipeline.dirs.rejected.join(format!("{}_b.csv", o.job_id));
         let rows = fs::read_to_string(rows).unwrap();
         assert!(rows.ends_with("\nF0401,TEN-001,AB1234\n"), "{rows}");
@@ -943,7 +939,7 @@ mod tests {
             pipeline.store.count_attempt(&job).unwrap();
         }
         let o = pipeline.process(&work).unwrap();
-        assert_eq!((o.state.as_str(), o.queued), ("rejected", 0));
+        assert_eq!((o.state, o.queued), (JobState::Rejected, 0));
         let report = fs::read_to_string(format!("{}.error.txt", o.final_path.display())).unwrap();
         assert!(report.contains("stopped 3 times"), "{report}");
         // Fewer attempts go through as usual.
@@ -952,6 +948,71 @@ mod tests {
         let other = good.replace("AB12345678", "AB12345600");
         fs::write(&work, &other).unwrap();
         assert_eq!(pipeline.process(&work).unwrap().queued, 1);
+    }
+
+    /// Failed reads and starts that died are counted apart: neither sets a file aside on the
+    /// other's count, and the report names the one that did.
+    #[test]
+    fn failed_reads_and_crashes_are_counted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, mut pipeline) = pipeline_in(dir.path());
+        let good = include_str!("../fixtures/valid/F0401_b2c_print.csv");
+        let mut n = 0;
+        let mut claimed = |pipeline: &Pipeline| {
+            n += 1;
+            let job = spool::new_job_id();
+            let name = format!("{n}.csv");
+            let work = pipeline.dirs.work.join(spool::work_name(&job, &name));
+            let bytes = good.replace("AB12345678", &format!("AB123456{n:02}"));
+            fs::write(&work, &bytes).unwrap();
+            let md5 = hex(&Md5::digest(bytes.as_bytes()));
+            pipeline
+                .store
+                .insert_job(&job, KIND, &name, &md5, bytes.len() as u64)
+                .unwrap();
+            (job, name, work)
+        };
+        // Root reads anything: the error is given to the function that takes it.
+        let eio = || LimitedError::Io(io::Error::from_raw_os_error(libc::EIO));
+
+        // Two starts that died, then one failed read: left for a retry, not set aside.
+        let (job, name, work) = claimed(&pipeline);
+        for _ in 0..MAX_ATTEMPTS - 1 {
+            pipeline.store.count_attempt(&job).unwrap();
+        }
+        let r = pipeline.read_failed(&work, &job, &name, eio());
+        assert!(
+            matches!(r, Err(PipelineError::Io { action: "read", .. })),
+            "{r:?}"
+        );
+        assert!(work.exists(), "left for a retry");
+        assert_eq!(
+            pipeline.store.job(&job).unwrap().unwrap().state,
+            JobState::Claimed
+        );
+
+        // Two failed reads, then a start that died: the next start goes through.
+        let (job, name, work) = claimed(&pipeline);
+        for _ in 0..READ_ATTEMPTS - 1 {
+            pipeline.read_failed(&work, &job, &name, eio()).unwrap_err();
+        }
+        pipeline.store.count_attempt(&job).unwrap();
+        let o = pipeline.process(&work).unwrap();
+        assert_eq!((o.state, o.queued), (JobState::Done, 1));
+
+        // Three failed reads in a row set it aside, the report naming failed reads.
+        let (job, name, work) = claimed(&pipeline);
+        for _ in 0..READ_ATTEMPTS - 1 {
+            pipeline.read_failed(&work, &job, &name, eio()).unwrap_err();
+        }
+        let o = pipeline.read_failed(&work, &job, &name, eio()).unwrap();
+        assert_eq!(o.state, JobState::Rejected);
+        let report = fs::read_to_string(format!("{}.error.txt", o.final_path.display())).unwrap();
+        assert!(
+            report.contains("could not read this file in 3 attempts"),
+            "{report}"
+        );
+        assert!(!report.contains("stopped"), "{report}");
     }
 
     /// A claimed file that is a link to a device, a FIFO, or a file grown past the limit is
@@ -974,7 +1035,7 @@ mod tests {
             (&big, "at most 4096"),
         ] {
             let o = pipeline.process(path).unwrap();
-            assert_eq!(o.state, "rejected", "{}", path.display());
+            assert_eq!(o.state, JobState::Rejected, "{}", path.display());
             assert!(!path.exists(), "moved out of work/");
             let report = fs::read_to_string(format!("{}.error.txt", o.final_path.display()))
                 .unwrap_or_else(|e| panic!("{}: {e}", o.final_path.display()));
@@ -1030,7 +1091,7 @@ mod tests {
                 "turnbridge hit an internal error on this file.".into(),
             )
             .unwrap();
-        assert_eq!((o.state.as_str(), o.queued), ("done", accepted));
+        assert_eq!((o.state, o.queued), (JobState::Done, accepted));
         let inbox = dir.path().join("turnkey/INBOX");
         assert_eq!(fs::read_dir(&inbox).unwrap().count(), accepted);
         assert!(o.final_path.exists(), "the source is kept");
@@ -1044,25 +1105,18 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("are sent to Turnkey"));
-        let event: String = pipeline
-            .store
-            .conn()
-            .query_row(
-                "SELECT payload FROM events WHERE event = 'upload.completed'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(event.contains("\"status\":\"partial\""), "{event}");
-        let queued: i64 = pipeline
-            .store
-            .conn()
-            .query_row(
-                "SELECT count(*) FROM messages WHERE state = 'queued'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(queued as usize, accepted);
+        let events = store::events::payloads(
+            pipeline.store.conn(),
+            crate::events::EventName::UploadCompleted,
+        )
+        .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["status"], "partial", "{}", events[0]);
+        let queued = messages::of_job(pipeline.store.conn(), &job_id)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.state == MessageState::Queued)
+            .count();
+        assert_eq!(queued, accepted);
     }
 }

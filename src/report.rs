@@ -8,11 +8,11 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::einvoice::printable;
-use crate::store::{Result, StoreError};
+use crate::store::{self, jobs, messages, JobState, MessageState, Result, StoreError};
 
 /// The longest value a text view shows, in characters; the rest is cut and counted.
 const MAX_SHOWN: usize = 500;
@@ -23,13 +23,8 @@ pub fn shown(value: &str) -> String {
     printable(value, MAX_SHOWN)
 }
 
-#[derive(Debug, Serialize)]
-pub struct Transition {
-    pub at: String,
-    pub from: Option<String>,
-    pub to: String,
-    pub evidence: Option<String>,
-}
+/// One step of a message's story.
+pub type Transition = messages::TransitionRow;
 
 #[derive(Debug, Serialize)]
 pub struct MessageStory {
@@ -38,7 +33,7 @@ pub struct MessageStory {
     pub seller_ban: String,
     pub number: String,
     pub tenant: String,
-    pub state: String,
+    pub state: MessageState,
     pub mof_code: Option<String>,
     pub status_message: Option<String>,
     pub job_id: String,
@@ -51,49 +46,25 @@ pub struct MessageStory {
 
 /// Every message about a document number, oldest first, each with its transitions.
 pub fn history(conn: &Connection, number: &str) -> Result<Vec<MessageStory>> {
-    let mut stmt = conn.prepare(
-        "SELECT m.id, m.message_type, m.legacy_type, m.seller_ban, m.number, m.tenant, m.state,
-                m.mof_code, m.status_message, m.job_id, m.source_file, m.source_row, j.final_path, m.xml_path
-         FROM messages m JOIN jobs j ON j.id = m.job_id
-         WHERE m.number = ?1 ORDER BY m.id",
-    )?;
-    let rows = stmt.query_map([number], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            MessageStory {
-                message_type: r.get(1)?,
-                legacy_type: r.get(2)?,
-                seller_ban: r.get(3)?,
-                number: r.get(4)?,
-                tenant: r.get(5)?,
-                state: r.get(6)?,
-                mof_code: r.get(7)?,
-                status_message: r.get(8)?,
-                job_id: r.get(9)?,
-                source_file: r.get(10)?,
-                source_row: r.get(11)?,
-                archived_source: r.get(12)?,
-                xml_path: r.get(13)?,
-                transitions: Vec::new(),
-            },
-        ))
-    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (id, mut story) = row?;
-        let mut t = conn.prepare(
-            "SELECT at, from_state, to_state, evidence FROM transitions WHERE message_id = ?1 ORDER BY id",
-        )?;
-        let ts = t.query_map([id], |r| {
-            Ok(Transition {
-                at: r.get(0)?,
-                from: r.get(1)?,
-                to: r.get(2)?,
-                evidence: r.get(3)?,
-            })
-        })?;
-        story.transitions = ts.collect::<Result<_, _>>()?;
-        out.push(story);
+    for m in messages::by_number(conn, number)? {
+        let archived_source = jobs::job(conn, &m.job_id)?.and_then(|j| j.final_path);
+        out.push(MessageStory {
+            transitions: messages::transitions_of(conn, m.id)?,
+            message_type: m.message_type,
+            legacy_type: m.legacy_type,
+            seller_ban: m.seller_ban,
+            number: m.number,
+            tenant: m.tenant,
+            state: m.state,
+            mof_code: m.mof_code,
+            status_message: m.status_message,
+            job_id: m.job_id,
+            source_file: m.source_file,
+            source_row: m.source_row,
+            archived_source,
+            xml_path: m.xml_path,
+        });
     }
     Ok(out)
 }
@@ -112,7 +83,7 @@ pub fn history_text(stories: &[MessageStory]) -> String {
             shown(&m.number),
             shown(&m.seller_ban),
             shown(&m.tenant),
-            shown(&m.state)
+            m.state
         ));
         if m.mof_code.is_some() || m.status_message.is_some() {
             s.push_str(&format!(
@@ -140,8 +111,8 @@ pub fn history_text(stories: &[MessageStory]) -> String {
             s.push_str(&format!(
                 "  {}  {} → {}  {}\n",
                 shown(&t.at),
-                shown(t.from.as_deref().unwrap_or("-")),
-                shown(&t.to),
+                t.from.map_or("-", |f| f.as_str()),
+                t.to,
                 shown(t.evidence.as_deref().unwrap_or(""))
             ));
         }
@@ -153,7 +124,7 @@ pub fn history_text(stories: &[MessageStory]) -> String {
 #[derive(Debug, Serialize)]
 pub struct Count {
     pub message_type: String,
-    pub state: String,
+    pub state: MessageState,
     pub count: i64,
 }
 
@@ -161,28 +132,18 @@ pub struct Count {
 pub struct Waiting {
     pub message_type: String,
     pub number: String,
-    pub state: String,
+    pub state: MessageState,
     pub since: String,
 }
 
-#[derive(Debug, Serialize)]
-pub struct LastSummary {
-    pub date: Option<String>,
-    pub message_type: Option<String>,
-    pub summary_id: Option<String>,
-    pub expected: i64,
-    pub total: i64,
-    pub good: i64,
-    pub failed: i64,
-    pub mismatch: Option<String>,
-    pub at: String,
-}
+/// The summary recorded last.
+pub type LastSummary = store::feedback::Summary;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub messages: Vec<Count>,
     pub oldest_waiting: Option<Waiting>,
-    pub jobs: Vec<(String, i64)>,
+    pub jobs: Vec<(JobState, i64)>,
     pub rejected_files: usize,
     pub rejected_feedback_files: usize,
     pub last_summary: Option<LastSummary>,
@@ -208,58 +169,23 @@ fn waiting_files(dir: &Path) -> usize {
 }
 
 pub fn status(conn: &Connection, state_dir: &Path) -> Result<Status> {
-    let mut stmt = conn.prepare(
-        "SELECT message_type, state, count(*) FROM messages GROUP BY message_type, state ORDER BY 1, 2",
-    )?;
-    let messages = stmt
-        .query_map([], |r| {
-            Ok(Count {
-                message_type: r.get(0)?,
-                state: r.get(1)?,
-                count: r.get(2)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let oldest_waiting = conn
-        .query_row(
-            "SELECT message_type, number, state, updated_at FROM messages
-             WHERE state IN ('validated', 'queued', 'picked_up') ORDER BY updated_at LIMIT 1",
-            [],
-            |r| {
-                Ok(Waiting {
-                    message_type: r.get(0)?,
-                    number: r.get(1)?,
-                    state: r.get(2)?,
-                    since: r.get(3)?,
-                })
-            },
-        )
-        .optional()?;
-    let mut stmt = conn.prepare("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY 1")?;
-    let jobs = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let last_summary = conn
-        .query_row(
-            "SELECT date, message_type, summary_id, expected, total, good, failed, mismatch, at
-             FROM summaries ORDER BY id DESC LIMIT 1",
-            [],
-            |r| {
-                Ok(LastSummary {
-                    date: r.get(0)?,
-                    message_type: r.get(1)?,
-                    summary_id: r.get(2)?,
-                    expected: r.get(3)?,
-                    total: r.get(4)?,
-                    good: r.get(5)?,
-                    failed: r.get(6)?,
-                    mismatch: r.get(7)?,
-                    at: r.get(8)?,
-                })
-            },
-        )
-        .optional()?;
-    let pending_events = conn.query_row("SELECT count(*) FROM events", params![], |r| r.get(0))?;
+    let messages = messages::count_by_type_and_state(conn)?
+        .into_iter()
+        .map(|(message_type, state, count)| Count {
+            message_type,
+            state,
+            count,
+        })
+        .collect();
+    let oldest_waiting = messages::oldest_waiting(conn)?.map(|m| Waiting {
+        message_type: m.message_type,
+        number: m.number,
+        state: m.state,
+        since: m.updated_at,
+    });
+    let jobs = jobs::count_by_state(conn)?;
+    let last_summary = store::feedback::last_summary(conn)?;
+    let pending_events = store::events::count(conn)?;
     let health = crate::health::read(state_dir);
     Ok(Status {
         messages,
@@ -301,7 +227,7 @@ pub fn status_text(s: &Status) -> String {
         }
     }
     out.push_str("messages\n");
-    let states = ["validated", "queued", "picked_up", "acked", "error"];
+    let states = MessageState::ALL;
     let mut types: Vec<&str> = s.messages.iter().map(|c| c.message_type.as_str()).collect();
     types.dedup();
     let types: Vec<String> = types.into_iter().map(shown).collect();
@@ -316,7 +242,7 @@ pub fn status_text(s: &Status) -> String {
             let n = s
                 .messages
                 .iter()
-                .find(|c| shown(&c.message_type) == ty && c.state == st)
+                .find(|c| shown(&c.message_type) == ty && c.state == *st)
                 .map_or(0, |c| c.count);
             out.push_str(&format!(" {n:>10}"));
         }
@@ -327,16 +253,12 @@ pub fn status_text(s: &Status) -> String {
             "oldest waiting: {} {} {} since {}\n",
             shown(&w.message_type),
             shown(&w.number),
-            shown(&w.state),
+            w.state,
             shown(&w.since)
         )),
         None => out.push_str("oldest waiting: none\n"),
     }
-    let jobs: Vec<String> = s
-        .jobs
-        .iter()
-        .map(|(k, n)| format!("{n} {}", shown(k)))
-        .collect();
+    let jobs: Vec<String> = s.jobs.iter().map(|(k, n)| format!("{n} {k}")).collect();
     out.push_str(&format!(
         "jobs: {}\n",
         if jobs.is_empty() {
@@ -392,7 +314,7 @@ mod tests {
             seller_ban: "28080623".into(),
             number: "EE00000001".into(),
             tenant: "default".into(),
-            state: "error".into(),
+            state: MessageState::Error,
             mof_code: Some(format!("E1{HOSTILE}")),
             status_message: Some(status_message),
             job_id: "j".into(),
@@ -402,8 +324,8 @@ mod tests {
             xml_path: None,
             transitions: vec![Transition {
                 at: "2026-01-01T00:00:00.000Z".into(),
-                from: Some("picked_up".into()),
-                to: "error".into(),
+                from: Some(store::states::TransitionFrom::PickedUp),
+                to: MessageState::Error,
                 evidence: Some(format!("/OUTBOX/E{HOSTILE}.xml")),
             }],
         }

@@ -34,7 +34,8 @@ use rusqlite::params;
 use rusqlite::types::Value;
 
 use crate::config;
-use crate::store::{Store, StoreError};
+use crate::store::feedback::FeedbackKind;
+use crate::store::{JobState, MessageState, Store, StoreError};
 
 /// Rows deleted per transaction.
 pub const BATCH_ROWS: usize = 1000;
@@ -131,13 +132,17 @@ fn rules() -> Vec<Rule> {
         "transitions",
         |l| days(l.retention.transitions_days),
         "at",
-        "AND EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id
-             AND m.state IN ('acked', 'error') AND m.updated_at < ?1)",
+        &format!(
+            "AND EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id
+             AND m.state IN ('{}', '{}') AND m.updated_at < ?1)",
+            MessageState::FINAL[0],
+            MessageState::FINAL[1]
+        ),
     ));
     // Jobs that recorded messages stay with them: the MD5 rule refuses their bytes again.
     // Those sent nothing (`success_count = 0`, the partial index `jobs_prunable`), so the scan
     // never walks the jobs that must stay; the messages check guards what the count misses.
-    for state in ["done", "rejected", "duplicate"] {
+    for state in JobState::ALL.iter().filter(|s| s.is_finished()) {
         r.push(rule(
             "jobs",
             |l| days(l.retention.jobs_days),
@@ -162,7 +167,10 @@ fn rules() -> Vec<Rule> {
         candidates: candidates(
             "feedback_files",
             "seen_at",
-            "CASE WHEN t.kind = 'implausible' THEN t.kept_at ELSE t.path END",
+            &format!(
+                "CASE WHEN t.kind = '{}' THEN t.kept_at ELSE t.path END",
+                FeedbackKind::Implausible
+            ),
             kept,
         ),
         while_file_exists: true,

@@ -7,6 +7,11 @@
 //! Messages are unique by (type, seller, number): a re-run after a crash finds the row and
 //! never writes a second XML for it.
 //!
+//! The tables of e-invoice work each have their module: [`jobs`], [`messages`] (a message's
+//! state changes only through [`messages::transition`], with its event), [`feedback`]
+//! (Turnkey's files, summaries and packs) and [`events`] (the outbox, written with typed
+//! payloads). Their states are types ([`states`]).
+//!
 //! The database holds secrets (NextEngine tokens, webhook secrets): it and its `-wal` and
 //! `-shm` files are owner-only (0600) whatever the umask, and deleted or overwritten content
 //! is zeroed in the file (`secure_delete`). Every table is bounded by a rule in
@@ -15,9 +20,19 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{SecondsFormat, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use serde_json::Value;
+use rusqlite::{params, Connection, Transaction};
 use thiserror::Error;
+
+pub mod events;
+pub mod feedback;
+pub mod jobs;
+pub mod messages;
+pub mod states;
+mod transitions;
+
+pub use jobs::Job;
+pub use messages::{MessageRow, NewMessage};
+pub use states::{Basis, JobState, MessageState};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -32,6 +47,20 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("database task failed: {0}")]
     Task(String),
+    #[error("message {0} is not in the database")]
+    NoMessage(i64),
+    #[error("message {id} is {found}, not {expected} as its change assumed")]
+    Stale {
+        id: i64,
+        expected: MessageState,
+        found: MessageState,
+    },
+    #[error("message {id} cannot go from {from} to {to}")]
+    NotAllowed {
+        id: i64,
+        from: MessageState,
+        to: MessageState,
+    },
     #[error("database {path} is missing, but {marker} says this state folder had one: restore the database (or, to start afresh on purpose, remove {marker}); a new database would number XML files from 1 again, under names Turnkey has already taken")]
     Missing { path: String, marker: String },
 }
@@ -352,58 +381,27 @@ CREATE INDEX IF NOT EXISTS ne_logins_started ON ne_logins(started_at);
 -- a job from before, which follows the account chosen now).
 ALTER TABLE ne_jobs ADD COLUMN account TEXT;
 "#,
+    r#"
+-- Failed reads of a claimed file (no permission, an I/O error), counted apart from
+-- `attempts` (starts that died while reading it): each sets the file aside on its own count.
+ALTER TABLE jobs ADD COLUMN read_failures INTEGER NOT NULL DEFAULT 0;
+-- A final state turnbridge inferred (a ProcessResult error naming no document marks its whole
+-- upload): a verdict naming the invoice overrules it.
+ALTER TABLE messages ADD COLUMN guessed INTEGER NOT NULL DEFAULT 0;
+-- The SummaryResult (its Message/Info/Id) that last judged the message: the same summary read
+-- again changes nothing and raises nothing.
+ALTER TABLE messages ADD COLUMN summary_id TEXT;
+"#,
+    r#"
+-- The events a pending delivery waits to deliver, counted at each /metrics scrape (the
+-- outbox gauge) from this index alone, however long the backlog.
+CREATE INDEX IF NOT EXISTS deliveries_state_event ON deliveries(state, event_id);
+"#,
 ];
 
 /// The current time as the store writes it (RFC 3339, UTC, milliseconds).
 pub fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// A job: one claimed file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    pub id: String,
-    pub kind: String,
-    pub source_name: String,
-    pub md5: String,
-    pub state: String,
-    pub final_path: Option<String>,
-}
-
-/// A message row as the pipeline needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageRow {
-    pub id: i64,
-    pub job_id: String,
-    pub message_type: String,
-    pub seller_ban: String,
-    pub number: String,
-    pub tenant: String,
-    pub state: String,
-    pub staged: bool,
-    pub xml_name: String,
-    pub xml_path: Option<String>,
-    pub source_file: String,
-    pub source_row: i64,
-    pub staged_path: Option<String>,
-    pub xml_md5: Option<String>,
-}
-
-/// A new message to record.
-#[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
-    pub job_id: &'a str,
-    pub message_type: &'a str,
-    pub legacy_type: Option<&'a str>,
-    pub seller_ban: &'a str,
-    pub number: &'a str,
-    pub document_date: chrono::NaiveDate,
-    pub tenant: &'a str,
-    pub source_file: &'a str,
-    pub source_row: usize,
-    pub amount: Option<String>,
-    pub xml: &'a [u8],
-    pub xml_md5: &'a str,
 }
 
 pub struct Store {
@@ -529,33 +527,6 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
 
-    pub fn job(&self, id: &str) -> Result<Option<Job>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, kind, source_name, md5, state, final_path FROM jobs WHERE id = ?1",
-                [id],
-                job_from_row,
-            )
-            .optional()?)
-    }
-
-    pub fn insert_job(
-        &self,
-        id: &str,
-        kind: &str,
-        source_name: &str,
-        md5: &str,
-        size: u64,
-    ) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO jobs (id, kind, source_name, md5, size, state, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'claimed', ?6)",
-            params![id, kind, source_name, md5, size as i64, now()],
-        )?;
-        Ok(())
-    }
-
     /// Records a NextEngine sign-in an operator started; older records are pruned.
     pub fn start_ne_login(&mut self) -> Result<()> {
         let tx = self.transaction()?;
@@ -593,57 +564,6 @@ impl Store {
         tx.commit()?;
         Ok(n == 1)
     }
-
-    /// Counts one more start on a job's file (committed at once, before the work it
-    /// guards); returns the count so far.
-    pub fn count_attempt(&self, id: &str) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?1 RETURNING attempts",
-            [id],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// Forgets a job's starts once its file was read and checked without dying.
-    pub fn reset_attempts(&self, id: &str) -> Result<()> {
-        self.conn
-            .execute("UPDATE jobs SET attempts = 0 WHERE id = ?1", [id])?;
-        Ok(())
-    }
-
-    /// An earlier job (other than `except`) that processed the same bytes.
-    pub fn job_with_md5(&self, kind: &str, md5: &str, except: &str) -> Result<Option<Job>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, kind, source_name, md5, state, final_path FROM jobs
-                 WHERE kind = ?1 AND md5 = ?2 AND id != ?3 AND state IN ('claimed', 'done')
-                 ORDER BY received_at LIMIT 1",
-                params![kind, md5, except],
-                job_from_row,
-            )
-            .optional()?)
-    }
-
-    pub fn messages_of_job(&self, job_id: &str) -> Result<Vec<MessageRow>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ?1 ORDER BY id"
-        ))?;
-        let rows = stmt.query_map([job_id], message_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn events(&self, kind: &str) -> Result<Vec<Value>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT payload FROM events WHERE event = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([kind], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(serde_json::from_str(&r?).unwrap_or(Value::Null));
-        }
-        Ok(out)
-    }
 }
 
 /// The database and the -wal and -shm files SQLite keeps beside it.
@@ -679,164 +599,8 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
     )
 }
 
-const MESSAGE_COLUMNS: &str = "id, job_id, message_type, seller_ban, number, tenant, state, staged, xml_name, xml_path, source_file, source_row, staged_path, xml_md5";
-
-fn job_from_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
-    Ok(Job {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        source_name: r.get(2)?,
-        md5: r.get(3)?,
-        state: r.get(4)?,
-        final_path: r.get(5)?,
-    })
-}
-
-fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
-    Ok(MessageRow {
-        id: r.get(0)?,
-        job_id: r.get(1)?,
-        message_type: r.get(2)?,
-        seller_ban: r.get(3)?,
-        number: r.get(4)?,
-        tenant: r.get(5)?,
-        state: r.get(6)?,
-        staged: r.get::<_, i64>(7)? != 0,
-        xml_name: r.get(8)?,
-        xml_path: r.get(9)?,
-        source_file: r.get(10)?,
-        source_row: r.get(11)?,
-        staged_path: r.get(12)?,
-        xml_md5: r.get(13)?,
-    })
-}
-
-/// Operations inside one transaction.
-pub trait TxExt {
-    fn message_by_key(&self, ty: &str, seller: &str, number: &str) -> Result<Option<MessageRow>>;
-    fn insert_message(&self, m: &NewMessage, xml_name: impl Fn(i64) -> String) -> Result<i64>;
-    fn transition(
-        &self,
-        id: i64,
-        from: Option<&str>,
-        to: &str,
-        evidence: Option<&str>,
-    ) -> Result<()>;
-    fn add_event(&self, event: &str, tenant: Option<&str>, payload: &Value) -> Result<()>;
-    fn invoice_amount(&self, seller: &str, number: &str) -> Result<Option<String>>;
-    fn allowed_so_far(&self, seller: &str, invoice: &str) -> Result<Vec<String>>;
-    fn add_allowance_line(&self, id: i64, seller: &str, invoice: &str, amount: &str) -> Result<()>;
-}
-
-impl TxExt for Transaction<'_> {
-    fn message_by_key(&self, ty: &str, seller: &str, number: &str) -> Result<Option<MessageRow>> {
-        Ok(self
-            .query_row(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages
-                     WHERE message_type = ?1 AND seller_ban = ?2 AND number = ?3"
-                ),
-                params![ty, seller, number],
-                message_from_row,
-            )
-            .optional()?)
-    }
-
-    fn insert_message(&self, m: &NewMessage, xml_name: impl Fn(i64) -> String) -> Result<i64> {
-        let at = now();
-        self.execute(
-            "INSERT INTO messages (job_id, message_type, legacy_type, seller_ban, number,
-                 document_date, tenant, source_file, source_row, amount, state, created_at, updated_at,
-                 xml, xml_md5)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'validated', ?11, ?11, ?12, ?13)",
-            params![
-                m.job_id,
-                m.message_type,
-                m.legacy_type,
-                m.seller_ban,
-                m.number,
-                m.document_date.format("%Y-%m-%d").to_string(),
-                m.tenant,
-                m.source_file,
-                m.source_row as i64,
-                m.amount,
-                at,
-                m.xml,
-                m.xml_md5
-            ],
-        )?;
-        let id = self.last_insert_rowid();
-        self.execute(
-            "UPDATE messages SET xml_name = ?1 WHERE id = ?2",
-            params![xml_name(id), id],
-        )?;
-        self.execute(
-            "INSERT INTO transitions (message_id, from_state, to_state, at, evidence)
-             VALUES (?1, 'received', 'validated', ?2, ?3)",
-            params![id, at, format!("{} row {}", m.source_file, m.source_row)],
-        )?;
-        Ok(id)
-    }
-
-    fn transition(
-        &self,
-        id: i64,
-        from: Option<&str>,
-        to: &str,
-        evidence: Option<&str>,
-    ) -> Result<()> {
-        let at = now();
-        self.execute(
-            "UPDATE messages SET state = ?1, updated_at = ?2 WHERE id = ?3",
-            params![to, at, id],
-        )?;
-        self.execute(
-            "INSERT INTO transitions (message_id, from_state, to_state, at, evidence)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, from, to, at, evidence],
-        )?;
-        Ok(())
-    }
-
-    fn add_event(&self, event: &str, tenant: Option<&str>, payload: &Value) -> Result<()> {
-        self.execute(
-            "INSERT INTO events (event, tenant, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![event, tenant, payload.to_string(), now()],
-        )?;
-        Ok(())
-    }
-
-    fn invoice_amount(&self, seller: &str, number: &str) -> Result<Option<String>> {
-        Ok(self
-            .query_row(
-                "SELECT amount FROM messages
-                 WHERE message_type = 'F0401' AND seller_ban = ?1 AND number = ?2",
-                params![seller, number],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
-    }
-
-    fn allowed_so_far(&self, seller: &str, invoice: &str) -> Result<Vec<String>> {
-        let mut stmt = self.prepare(
-            "SELECT amount FROM allowance_lines WHERE seller_ban = ?1 AND original_invoice = ?2",
-        )?;
-        let rows = stmt.query_map(params![seller, invoice], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn add_allowance_line(&self, id: i64, seller: &str, invoice: &str, amount: &str) -> Result<()> {
-        self.execute(
-            "INSERT INTO allowance_lines (message_id, seller_ban, original_invoice, amount)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![id, seller, invoice, amount],
-        )?;
-        Ok(())
-    }
-}
-
 pub mod backup;
+pub mod gauges;
 #[cfg(test)]
 mod plans;
 pub mod readers;

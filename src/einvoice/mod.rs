@@ -6,10 +6,15 @@
 //! verdict for the same file.
 
 pub mod archive;
+pub mod blank;
+mod build;
+pub mod deadline;
 pub mod model;
+pub mod period;
 pub mod raw;
 pub mod read;
 pub mod render;
+pub mod rolls;
 pub mod rules;
 pub mod types;
 
@@ -335,7 +340,7 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
     let (Some((ty, legacy)), Some(tenant), true) = (ty, tenant, problems.is_empty()) else {
         return Err(problems);
     };
-    let message = model::build(ty, legacy.is_some(), raw)?;
+    let message = build::build(ty, legacy.is_some(), raw)?;
     let problems = rules::check(&message, raw);
     if !problems.is_empty() {
         return Err(problems);

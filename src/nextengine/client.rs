@@ -27,7 +27,9 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::NextEngine as Settings;
-use crate::store::{self, Store, StoreError, TxExt};
+use crate::events::{NextengineAccountConnected, NextengineAuthExpiring, NextengineAuthRequired};
+use crate::metrics::labels::NeResult;
+use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Error)]
 pub enum NeError {
@@ -308,7 +310,7 @@ impl Client {
                 params![id2, uid, company, t.access, t.refresh, t.access_end, t.refresh_end,
                     rfc3339(t.access_expires), rfc3339(t.refresh_expires), store::now()],
             )?;
-            tx.add_event("nextengine.account.connected", None, &json!({"account_id": id2}))?;
+            store::events::add(&tx, &NextengineAccountConnected { account_id: id2 })?;
             tx.commit()?;
             Ok(())
         })
@@ -327,7 +329,7 @@ impl Client {
     pub async fn call(
         &self,
         account: &str,
-        path: &str,
+        path: &'static str,
         params: &[(&str, &str)],
         wait: bool,
     ) -> Result<Value, NeError> {
@@ -369,10 +371,7 @@ impl Client {
             let answer = match self.post(path, &form).await {
                 Ok(v) => v,
                 Err(e) => {
-                    crate::metrics::inc(
-                        "turnbridge_nextengine_calls_total",
-                        &[("path", path), ("result", "unreachable")],
-                    );
+                    crate::metrics::get().nextengine_call(path, NeResult::Unreachable);
                     warn!(
                         account,
                         path,
@@ -385,14 +384,7 @@ impl Client {
             };
             {
                 let result = str_field(&answer, "result").unwrap_or_default();
-                let label = match result.as_str() {
-                    "success" | "error" | "redirect" => result.as_str(),
-                    _ => "other",
-                };
-                crate::metrics::inc(
-                    "turnbridge_nextengine_calls_total",
-                    &[("path", path), ("result", label)],
-                );
+                crate::metrics::get().nextengine_call(path, NeResult::of_answer(&result));
                 info!(
                     account,
                     path,
@@ -498,10 +490,12 @@ impl Client {
                 params![store::now(), path, reason, account],
             )?;
             if changed == 1 {
-                tx.add_event(
-                    "nextengine.auth.required",
-                    None,
-                    &json!({"account_id": account, "reason": reason}),
+                store::events::add(
+                    &tx,
+                    &NextengineAuthRequired {
+                        account_id: account,
+                        reason,
+                    },
                 )?;
             }
             tx.commit()?;
@@ -554,11 +548,7 @@ impl Client {
             let id2 = id.clone();
             self.with_db(move |db| {
                 let tx = db.transaction()?;
-                tx.add_event(
-                    "nextengine.auth.expiring",
-                    None,
-                    &json!({"account_id": id2}),
-                )?;
+                store::events::add(&tx, &NextengineAuthExpiring { account_id: id2 })?;
                 tx.commit()?;
                 Ok(())
             })

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 use rusqlite::{params, OptionalExtension};
-use serde_json::json;
 use tracing::{error, info, warn};
 
 use super::client::NoAccount;
@@ -28,9 +27,10 @@ use super::upload::{self, QueueState, RowProblem};
 use crate::config::Config;
 use crate::durable;
 use crate::einvoice::archive::hex;
+use crate::events::NextengineUploadCompleted;
 use crate::health;
 use crate::spool::{self, Report, ReportEntry, Settler};
-use crate::store::{self, Store, StoreError, TxExt};
+use crate::store::{self, Store, StoreError};
 
 /// The two spool kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -554,10 +554,17 @@ impl Jobs {
                 params![st, res, rejected, store::now(), id],
             )?;
             if changed == 1 {
-                tx.add_event(
-                    "nextengine.upload.completed",
-                    None,
-                    &json!({"import_id": id, "file": file, "kind": kind, "status": st, "que_id": q, "result": res, "rejected_rows": rejected}),
+                store::events::add(
+                    &tx,
+                    &NextengineUploadCompleted {
+                        import_id: id,
+                        file: Some(file),
+                        kind: Some(kind),
+                        status: st,
+                        que_id: q,
+                        result: res,
+                        rejected_rows: Some(rejected),
+                    },
                 )?;
             }
             tx.commit()?;
@@ -640,10 +647,17 @@ impl Jobs {
                 "UPDATE ne_jobs SET state = 'rejected', result = ?1, updated_at = ?2 WHERE id = ?3",
                 params![res, store::now(), id],
             )?;
-            tx.add_event(
-                "nextengine.upload.completed",
-                None,
-                &json!({"import_id": id, "status": "rejected", "result": res}),
+            store::events::add(
+                &tx,
+                &NextengineUploadCompleted {
+                    import_id: id,
+                    file: None,
+                    kind: None,
+                    status: "rejected".into(),
+                    que_id: None,
+                    result: res,
+                    rejected_rows: None,
+                },
             )?;
             tx.commit()?;
             Ok(())

@@ -3,9 +3,11 @@
 //! checked beside what must go.
 
 use super::*;
-use crate::store::{NewMessage, TxExt};
+use crate::events::{UploadCompleted, UploadStatus};
+use crate::store::feedback::{self as records, FeedbackKind};
+use crate::store::messages::{self, Change};
+use crate::store::{jobs, NewMessage};
 use crate::webhook::outbound;
-use serde_json::json;
 
 struct T {
     _dir: tempfile::TempDir,
@@ -45,7 +47,7 @@ fn later(days: i64) -> DateTime<Utc> {
 }
 
 /// A job with one message per number, moved to `state` through the store's transitions.
-fn job_with_messages(t: &mut T, job: &str, numbers: &[&str], state: &str) -> Vec<i64> {
+fn job_with_messages(t: &mut T, job: &str, numbers: &[&str], state: MessageState) -> Vec<i64> {
     let store = &mut t.r.store;
     store.insert_job(job, "einvoice", "b.csv", job, 10).unwrap();
     let tx = store.transaction().unwrap();
@@ -65,25 +67,19 @@ fn job_with_messages(t: &mut T, job: &str, numbers: &[&str], state: &str) -> Vec
             xml: b"<x/>",
             xml_md5: "m",
         };
-        let id = tx
-            .insert_message(&m, |id| format!("F0401_{id}.xml"))
-            .unwrap();
-        let path: &[&str] = match state {
-            "queued" => &["queued"],
-            last => &["queued", "picked_up", last],
+        let id = messages::insert(&tx, &m, |id| format!("F0401_{id}.xml")).unwrap();
+        let path: &[MessageState] = match state {
+            MessageState::Queued => &[MessageState::Queued],
+            last => &[MessageState::Queued, MessageState::PickedUp, last],
         };
-        let mut from = "validated";
+        let mut from = MessageState::Validated;
         for to in path {
-            tx.transition(id, Some(from), to, Some("test")).unwrap();
-            from = to;
+            messages::transition(&tx, id, from, &Change::to(*to, "test")).unwrap();
+            from = *to;
         }
         ids.push(id);
     }
-    tx.execute(
-        "UPDATE jobs SET state = 'done', finished_at = ?1 WHERE id = ?2",
-        params![crate::store::now(), job],
-    )
-    .unwrap();
+    jobs::done(&tx, job, numbers.len(), 0).unwrap();
     tx.commit().unwrap();
     ids
 }
@@ -102,12 +98,25 @@ fn endpoint(t: &mut T) -> String {
     ep.id
 }
 
+/// An `upload.completed` event about job `n`.
+fn upload(n: usize) -> UploadCompleted {
+    UploadCompleted {
+        import_id: n.to_string(),
+        file: "b.csv".into(),
+        status: UploadStatus::Completed,
+        tenant_id: "default".into(),
+        success_count: 1,
+        error_count: 0,
+        reason: None,
+        duplicate_of: None,
+    }
+}
+
 /// `n` events, fanned out to the registered endpoints.
 fn events(t: &mut T, n: usize) {
     let tx = t.r.store.transaction().unwrap();
     for i in 0..n {
-        tx.add_event("upload.completed", Some("default"), &json!({ "n": i }))
-            .unwrap();
+        crate::store::events::add(&tx, &upload(i)).unwrap();
     }
     tx.commit().unwrap();
     outbound::fan_out(t.r.store.conn_mut(), 10_000).unwrap();
@@ -187,7 +196,7 @@ fn events_go_once_fanned_out_and_delivered_and_not_before() {
         .unwrap();
     // A third event not fanned out yet.
     let tx = t.r.store.transaction().unwrap();
-    tx.add_event("upload.completed", None, &json!({})).unwrap();
+    crate::store::events::add(&tx, &upload(99)).unwrap();
     tx.commit().unwrap();
     let c = config::Retention::default();
     let p = t.prune_at(c.events_days as i64 + 1);
@@ -207,8 +216,8 @@ fn events_go_once_fanned_out_and_delivered_and_not_before() {
 #[test]
 fn transitions_of_final_messages_go_and_the_messages_stay_and_still_refuse_their_numbers() {
     let mut t = setup();
-    let acked = job_with_messages(&mut t, "j1", &["AB00000001"], "acked");
-    let waiting = job_with_messages(&mut t, "j2", &["AB00000002"], "queued");
+    let acked = job_with_messages(&mut t, "j1", &["AB00000001"], MessageState::Acked);
+    let waiting = job_with_messages(&mut t, "j2", &["AB00000002"], MessageState::Queued);
     let history = |t: &mut T, id: i64| {
         t.count(&format!(
             "SELECT count(*) FROM transitions WHERE message_id = {id}"
@@ -229,31 +238,28 @@ fn transitions_of_final_messages_go_and_the_messages_stay_and_still_refuse_their
     );
     // The messages themselves are never pruned: the number is still refused.
     assert_eq!(t.count("SELECT count(*) FROM messages"), 2);
-    let tx = t.r.store.transaction().unwrap();
-    let found = tx
-        .message_by_key("F0401", "28080623", "AB00000001")
-        .unwrap();
-    assert_eq!(found.map(|m| m.state), Some("acked".to_string()));
+    let found = messages::by_key(t.conn(), "F0401", "28080623", "AB00000001").unwrap();
+    assert_eq!(found.map(|m| m.state), Some(MessageState::Acked));
 }
 
 #[test]
 fn finished_jobs_without_messages_go_and_jobs_with_messages_or_in_flight_stay() {
     let mut t = setup();
-    job_with_messages(&mut t, "sent", &["AB00000001"], "acked");
+    job_with_messages(&mut t, "sent", &["AB00000001"], MessageState::Acked);
     for (id, state) in [
-        ("refused", "rejected"),
-        ("again", "duplicate"),
-        ("empty", "done"),
+        ("refused", JobState::Rejected),
+        ("again", JobState::Duplicate),
+        ("empty", JobState::Done),
     ] {
         t.r.store
             .insert_job(id, "einvoice", "x.csv", id, 1)
             .unwrap();
-        t.conn()
-            .execute(
-                "UPDATE jobs SET state = ?1, finished_at = ?2 WHERE id = ?3",
-                params![state, crate::store::now(), id],
-            )
-            .unwrap();
+        let tx = t.r.store.transaction().unwrap();
+        match state {
+            JobState::Done => jobs::done(&tx, id, 0, 0).unwrap(),
+            refused => jobs::refuse(&tx, id, refused, "refused", None, "/r/x.csv").unwrap(),
+        }
+        tx.commit().unwrap();
     }
     t.r.store
         .insert_job("claimed", "einvoice", "y.csv", "c", 1)
@@ -303,13 +309,18 @@ fn summaries_and_records_of_kept_result_files_go_once_the_file_is_gone() {
                 .into_owned(),
         ),
     ] {
-        t.conn()
-            .execute(
-                "INSERT INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
-                 VALUES (?1, ?2, 'implausible', 'forged', ?3, ?4)",
-                params![format!("/outbox/{md5}.xml"), md5, kept, now],
-            )
-            .unwrap();
+        let tx = t.r.store.transaction().unwrap();
+        let path = std::path::PathBuf::from(format!("/outbox/{md5}.xml"));
+        records::record_set_aside(
+            &tx,
+            &path,
+            md5,
+            FeedbackKind::Implausible,
+            "forged",
+            Path::new(&kept),
+        )
+        .unwrap();
+        tx.commit().unwrap();
     }
     for (path, kept, md5) in [
         (gone.to_string_lossy().into_owned(), Some("/archive/a"), "a"),
@@ -321,21 +332,32 @@ fn summaries_and_records_of_kept_result_files_go_once_the_file_is_gone() {
         ("/outbox/summary.xml".to_string(), Some("/archive/s"), "s"),
         ("/turnkey/BAK/in-place.xml".to_string(), None, "p"),
     ] {
-        t.conn()
-            .execute(
-                "INSERT INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
-                 VALUES (?1, ?2, 'ack', '', ?3, ?4)",
-                params![path, md5, kept, now],
-            )
-            .unwrap();
-    }
-    t.conn()
-        .execute(
-            "INSERT INTO summaries (feedback_id, expected, total, good, failed, at)
-             SELECT id, 1, 1, 1, 0, ?1 FROM feedback_files WHERE md5 = 's'",
-            [&now],
+        let tx = t.r.store.transaction().unwrap();
+        let id = records::record(
+            &tx,
+            Path::new(&path),
+            md5,
+            FeedbackKind::Ack,
+            "",
+            kept.map(Path::new),
         )
         .unwrap();
+        if md5 == "s" {
+            let summary = records::Summary {
+                date: None,
+                message_type: None,
+                summary_id: None,
+                expected: 1,
+                total: 1,
+                good: 1,
+                failed: 0,
+                mismatch: None,
+                at: now.clone(),
+            };
+            records::add_summary(&tx, id, &summary).unwrap();
+        }
+        tx.commit().unwrap();
+    }
     let c = config::Retention::default();
     let p = t.prune_at(c.feedback_days as i64 + 1);
     assert_eq!(p.rows.get("summaries"), Some(&1), "{p:?}");

@@ -3,50 +3,47 @@
 //! [`crate::turnkey::plausible`]) changes nothing and is noted in [`Applied::doubts`]; the
 //! caller then rolls the whole file back and sets it aside.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use tracing::warn;
 
-use serde_json::json;
-
 use crate::config::{Config, Layout};
-use crate::einvoice::MessageType;
-use crate::store::{self, TxExt};
-use crate::turnkey::feedback::{advance, target, Applied, FeedbackError, Target, TARGET_COLUMNS};
+use crate::einvoice::{printable, MessageType};
+use crate::events::DailySummary;
+use crate::store::feedback::{self as records, FeedbackKind, Summary};
+use crate::store::messages::{self, MessageRow};
+use crate::store::{self, Basis, MessageState};
+use crate::turnkey::feedback::{advance, Applied, FeedbackError};
 use crate::turnkey::plausible;
 use crate::turnkey::results::{self, InvoiceRef, ResultFile};
 
 /// Moves a message as a result says when that is believable; otherwise notes why it is not
 /// and changes nothing.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conclude(
     tx: &Transaction,
-    t: &Target,
-    to: &str,
+    t: &MessageRow,
+    to: MessageState,
     evidence: &str,
     mof_code: Option<&str>,
     message: &str,
+    basis: Basis,
     applied: &mut Applied,
 ) -> Result<(), FeedbackError> {
-    match plausible::doubt(tx, t, to)? {
+    match plausible::doubt(t, to, basis) {
         Some(why) => applied.doubts.push(why),
-        None => applied.changed += advance(tx, t, to, evidence, mof_code, message)? as usize,
+        None => applied.changed += advance(tx, t, to, evidence, mof_code, message, basis)? as usize,
     }
     Ok(())
 }
 
 /// Finds the message a file name (with or without `.xml`) is about.
-fn by_file_name(tx: &Transaction, id: &str) -> Result<Option<Target>, FeedbackError> {
+fn by_file_name(tx: &Transaction, id: &str) -> Result<Option<MessageRow>, FeedbackError> {
     let name = if id.ends_with(".xml") {
         id.to_string()
     } else {
         format!("{id}.xml")
     };
-    Ok(tx
-        .query_row(
-            &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE xml_name = ?1"),
-            [name],
-            target,
-        )
-        .optional()?)
+    Ok(messages::by_xml_name(tx, &name)?)
 }
 
 /// Finds the message a SummaryResult invoice reference is about. Invoices and allowances match
@@ -56,31 +53,21 @@ fn by_reference(
     ty: MessageType,
     r: &InvoiceRef,
     seller: Option<&str>,
-) -> Result<Option<Target>, FeedbackError> {
-    let mut stmt = tx.prepare(&format!(
-        "SELECT {TARGET_COLUMNS}, seller_ban, document_date FROM messages WHERE message_type = ?1 AND number = ?2"
-    ))?;
-    let rows = stmt.query_map(params![ty.as_str(), r.number], |row| {
-        Ok((
-            target(row)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, String>(6)?,
-        ))
-    })?;
-    let mut candidates: Vec<(Target, String, String)> = rows.collect::<Result<_, _>>()?;
+) -> Result<Option<MessageRow>, FeedbackError> {
+    let mut candidates = messages::by_type_and_number(tx, ty.as_str(), &r.number)?;
     if matches!(ty, MessageType::F0401 | MessageType::G0401) {
         if let Some(d) = &r.date {
             let want = d.replace('-', "");
-            candidates.retain(|(_, _, date)| date.replace('-', "") == want);
+            candidates.retain(|m| m.document_date.replace('-', "") == want);
         }
     }
     if candidates.len() > 1 {
         if let Some(s) = seller {
-            candidates.retain(|(_, ban, _)| ban == s);
+            candidates.retain(|m| m.seller_ban == s);
         }
     }
     Ok(if candidates.len() == 1 {
-        candidates.pop().map(|(t, _, _)| t)
+        candidates.pop()
     } else {
         None
     })
@@ -90,7 +77,7 @@ fn by_reference(
 fn by_parameters(
     tx: &Transaction,
     p: &results::ProcessResult,
-) -> Result<Option<Target>, FeedbackError> {
+) -> Result<Option<MessageRow>, FeedbackError> {
     let types: Vec<MessageType> = match p
         .message_type
         .as_deref()
@@ -135,23 +122,18 @@ fn queued_on(tx: &Transaction, ty: Option<&str>, day: &str) -> Result<i64, Feedb
     let (Some(start), Some(end)) = (bound(date), date.succ_opt().and_then(bound)) else {
         return Ok(0);
     };
-    Ok(tx.query_row(
-        "SELECT count(*) FROM transitions t JOIN messages m ON m.id = t.message_id
-         WHERE t.to_state = 'queued' AND t.at >= ?1 AND t.at < ?2 AND (?3 IS NULL OR m.message_type = ?3)",
-        params![start, end, ty],
-        |r| r.get(0),
-    )?)
+    Ok(messages::queued_between(tx, &start, &end, ty)?)
 }
 
-/// Applies a parsed result file; returns its kind (`ack`, `error`, `process`, `summary`,
-/// `daily`) and what it changed or could not believe.
+/// Applies a parsed result file; returns its kind (ack, error, process, summary, daily) and
+/// what it changed or could not believe.
 pub(super) fn apply(
     tx: &Transaction,
     file: &ResultFile,
     evidence: &str,
     feedback_id: i64,
     config: &Config,
-) -> Result<(&'static str, Applied), FeedbackError> {
+) -> Result<(FeedbackKind, Applied), FeedbackError> {
     let mut applied = Applied::default();
     let kind = match file {
         ResultFile::Ack(a) => {
@@ -161,31 +143,50 @@ pub(super) fn apply(
                         Some(r) => format!("acknowledged, receipt {r}"),
                         None => "acknowledged".to_string(),
                     };
-                    conclude(tx, &t, "acked", evidence, None, &msg, &mut applied)?;
+                    conclude(
+                        tx,
+                        &t,
+                        MessageState::Acked,
+                        evidence,
+                        None,
+                        &msg,
+                        Basis::Named,
+                        &mut applied,
+                    )?;
                 }
                 None => applied
                     .doubts
-                    .push(plausible::never_sent(&a.message_id, "acked")),
+                    .push(plausible::never_sent(&a.message_id, MessageState::Acked)),
             }
-            "ack"
+            FeedbackKind::Ack
         }
         ResultFile::Error(e) => {
             match by_file_name(tx, &e.original_message_id)? {
                 Some(t) => {
                     let msg = e.error_message.clone().unwrap_or_else(|| "error".into());
                     let code = Some(e.error_code.as_str());
-                    conclude(tx, &t, "error", evidence, code, &msg, &mut applied)?;
+                    conclude(
+                        tx,
+                        &t,
+                        MessageState::Error,
+                        evidence,
+                        code,
+                        &msg,
+                        Basis::Named,
+                        &mut applied,
+                    )?;
                 }
-                None => applied
-                    .doubts
-                    .push(plausible::never_sent(&e.original_message_id, "error")),
+                None => applied.doubts.push(plausible::never_sent(
+                    &e.original_message_id,
+                    MessageState::Error,
+                )),
             }
-            "error"
+            FeedbackKind::Error
         }
         ResultFile::Process(p)
             if crate::turnkey::gateway::apply_to_pack(tx, p, evidence, &mut applied)? =>
         {
-            "process"
+            FeedbackKind::Process
         }
         ResultFile::Process(p) => {
             // MessageInfo/Id may be turnbridge's file name, or Turnkey's own pack id: then an
@@ -205,10 +206,11 @@ pub(super) fn apply(
                         None => conclude(
                             tx,
                             &t,
-                            "acked",
+                            MessageState::Acked,
                             evidence,
                             None,
                             "accepted (ProcessResult)",
+                            Basis::Named,
                             &mut applied,
                         )?,
                         Some(i) => {
@@ -217,7 +219,16 @@ pub(super) fn apply(
                                 .clone()
                                 .unwrap_or_else(|| "ProcessResult error".into());
                             let code = Some(i.code.as_str());
-                            conclude(tx, &t, "error", evidence, code, &msg, &mut applied)?
+                            conclude(
+                                tx,
+                                &t,
+                                MessageState::Error,
+                                evidence,
+                                code,
+                                &msg,
+                                Basis::Named,
+                                &mut applied,
+                            )?
                         }
                     }
                 }
@@ -228,11 +239,19 @@ pub(super) fn apply(
                     .push(plausible::never_sent(&p.message_id, "processed")),
                 None => applied.unmatched.push(p.message_id.clone()),
             }
-            "process"
+            FeedbackKind::Process
         }
         ResultFile::Summary(s) => {
             for m in &s.messages {
                 let unmatched_before = applied.unmatched.len() as i64;
+                let changed_before = applied.changed;
+                // What this summary is known by on the messages it judges (its Message/Info/Id).
+                let summary_key = if m.id.is_empty() {
+                    evidence
+                } else {
+                    m.id.as_str()
+                };
+                let mut newly_judged = 0;
                 let ty = MessageType::parse_with_legacy(&m.message_type)
                     .ok()
                     .map(|(t, _)| t);
@@ -247,14 +266,33 @@ pub(super) fn apply(
                     None => mismatch.push(format!("unknown message type {}", m.message_type)),
                     Some(ty) => {
                         for (refs, to, text) in [
-                            (&m.good_invoices, "acked", "accepted by the platform"),
-                            (&m.failed_invoices, "error", "failed at the platform"),
+                            (
+                                &m.good_invoices,
+                                MessageState::Acked,
+                                "accepted by the platform",
+                            ),
+                            (
+                                &m.failed_invoices,
+                                MessageState::Error,
+                                "failed at the platform",
+                            ),
                         ] {
                             for r in refs {
                                 match by_reference(tx, ty, r, s.from.as_deref())? {
                                     Some(t) => {
                                         let msg = format!("{text} (SummaryResult {})", m.id);
-                                        conclude(tx, &t, to, evidence, None, &msg, &mut applied)?;
+                                        conclude(
+                                            tx,
+                                            &t,
+                                            to,
+                                            evidence,
+                                            None,
+                                            &msg,
+                                            Basis::Named,
+                                            &mut applied,
+                                        )?;
+                                        newly_judged +=
+                                            messages::note_summary(tx, t.id, summary_key)? as usize;
                                     }
                                     None => applied.unmatched.push(format!("{ty} {}", r.number)),
                                 }
@@ -276,6 +314,15 @@ pub(super) fn apply(
                         "{listed} invoice(s) listed, Total says {}",
                         m.total
                     ));
+                }
+                // Read again (its record pruned, the file dropped again): nothing is new about
+                // any message it names, so it raises nothing again.
+                if expected > 0 && newly_judged == 0 && applied.changed == changed_before {
+                    applied.notes.push(format!(
+                        "SummaryResult {} was applied before: nothing new about its {expected} invoice(s)",
+                        printable(&m.id, 100)
+                    ));
+                    continue;
                 }
                 summary_event(
                     tx,
@@ -299,7 +346,7 @@ pub(super) fn apply(
                     applied.unmatched.len()
                 ));
             }
-            "summary"
+            FeedbackKind::Summary
         }
         ResultFile::Daily(d) => {
             let mut mismatch = Vec::new();
@@ -331,7 +378,7 @@ pub(super) fn apply(
                 config,
             )?;
             applied.notes.extend(mismatch);
-            "daily"
+            FeedbackKind::Daily
         }
     };
     Ok((kind, applied))
@@ -353,25 +400,36 @@ fn summary_event(
     config: &Config,
 ) -> Result<(), FeedbackError> {
     let mismatch = (!mismatch.is_empty()).then(|| mismatch.join("; "));
-    tx.execute(
-        "INSERT INTO summaries (feedback_id, summary_id, message_type, date, expected, total, good, failed, mismatch, at)
-         VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![summary_id, message_type, date, expected, total as i64, good as i64, failed as i64, mismatch, store::now(), feedback_id],
+    let owned = |s: Option<&str>| s.map(str::to_string);
+    records::add_summary(
+        tx,
+        feedback_id,
+        &Summary {
+            date: owned(date),
+            message_type: owned(message_type),
+            summary_id: owned(summary_id),
+            expected,
+            total: total as i64,
+            good: good as i64,
+            failed: failed as i64,
+            mismatch: mismatch.clone(),
+            at: store::now(),
+        },
     )?;
-    tx.add_event(
-        "turnkey.feedback.daily-summary",
-        Some(&config.einvoice.default_tenant),
-        &json!({
-            "date": date,
-            "summary_id": summary_id,
-            "message_type": message_type,
-            "expected": expected,
-            "total": total,
-            "ack_count": good,
-            "error_count": failed,
-            "mismatch": mismatch,
-            "evidence": evidence,
-        }),
+    store::events::add(
+        tx,
+        &DailySummary {
+            tenant: config.einvoice.default_tenant.clone(),
+            date: owned(date),
+            summary_id: owned(summary_id),
+            message_type: owned(message_type),
+            expected,
+            total,
+            ack_count: good,
+            error_count: failed,
+            mismatch: mismatch.clone(),
+            evidence: evidence.to_string(),
+        },
     )?;
     if let Some(m) = &mismatch {
         warn!(date, "summary does not match the store: {m}");

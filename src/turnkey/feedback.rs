@@ -29,8 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use rusqlite::{params, OptionalExtension, Transaction};
-use serde_json::json;
+use rusqlite::Transaction;
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -38,7 +37,10 @@ use crate::config::{Config, Layout};
 use crate::durable;
 use crate::einvoice::archive::hex;
 use crate::einvoice::printable;
-use crate::store::{self, Store, StoreError, TxExt};
+use crate::events::InvoiceFeedbackOverdue;
+use crate::store::feedback::{self as records, FeedbackKind};
+use crate::store::messages::{self, Change, MessageRow};
+use crate::store::{self, Basis, MessageState, Store, StoreError};
 use crate::turnkey::apply::apply;
 pub use crate::turnkey::files::settled_files;
 use crate::turnkey::files::{md5_of, read_limited, settled_files_noting_young};
@@ -75,38 +77,6 @@ pub(super) fn io_err<'a>(
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Message states in the order they are reached; acked and error are both final.
-fn rank(state: &str) -> u8 {
-    match state {
-        "validated" => 0,
-        "queued" => 1,
-        "picked_up" => 2,
-        _ => 3,
-    }
-}
-
-/// A message row as feedback needs it.
-#[derive(Debug, Clone)]
-pub(super) struct Target {
-    pub(super) id: i64,
-    pub(super) state: String,
-    pub(super) tenant: String,
-    pub(super) number: String,
-    pub(super) message_type: String,
-}
-
-pub(super) const TARGET_COLUMNS: &str = "id, state, tenant, number, message_type";
-
-pub(super) fn target(r: &rusqlite::Row) -> rusqlite::Result<Target> {
-    Ok(Target {
-        id: r.get(0)?,
-        state: r.get(1)?,
-        tenant: r.get(2)?,
-        number: r.get(3)?,
-        message_type: r.get(4)?,
-    })
 }
 
 /// What one applied file changed, for its record and the log.
@@ -148,42 +118,38 @@ impl Applied {
     }
 }
 
-/// Moves a message forward (never back) and raises `invoice.status.updated`, inside `tx`.
+/// Moves a message forward (never back), with its event, inside `tx`; returns whether it
+/// moved. A final state turnbridge guessed is the one that changes into the other, by a
+/// verdict naming the message; confirmed by one, it is no longer a guess.
 pub(super) fn advance(
     tx: &Transaction,
-    t: &Target,
-    to: &str,
+    t: &MessageRow,
+    to: MessageState,
     evidence: &str,
     mof_code: Option<&str>,
     message: &str,
+    basis: Basis,
 ) -> Result<bool, FeedbackError> {
-    if rank(to) <= rank(&t.state) {
+    if !t.state.allows(to, t.guessed, basis) {
+        if basis == Basis::Named && t.guessed && to == t.state {
+            messages::confirm_guess(tx, t.id)?;
+        }
         return Ok(false);
     }
-    tx.transition(t.id, Some(&t.state), to, Some(evidence))?;
-    tx.execute(
-        "UPDATE messages SET mof_code = ?1, status_message = ?2, overdue_raised = 0 WHERE id = ?3",
-        params![mof_code, message, t.id],
-    )?;
-    tx.add_event(
-        "invoice.status.updated",
-        Some(&t.tenant),
-        &json!({
-            "tenant_id": t.tenant,
-            "invoice_no": t.number,
-            "message_type": t.message_type,
-            "status": to.to_ascii_uppercase(),
-            "mof_code": mof_code,
-            "message": message,
-            "evidence": evidence,
-        }),
-    )?;
+    let change = Change {
+        to,
+        evidence,
+        mof_code,
+        message: Some(message),
+        basis,
+    };
+    messages::transition(tx, t.id, t.state, &change)?;
     info!(
         tenant_id = %t.tenant,
         invoice_no = %t.number,
         message_type = %t.message_type,
         from = %t.state,
-        to,
+        to = %to,
         evidence,
         "message {to}"
     );
@@ -267,22 +233,16 @@ impl Tracker {
         };
         let archive = config.paths.state.join("archive/feedback");
         let rejected = config.paths.state.join("rejected/feedback");
-        let unreadable = {
-            let mut stmt = store
-                .conn()
-                .prepare("SELECT path, outcome FROM feedback_files WHERE kind = 'unreadable'")?;
-            let rows = stmt.query_map([], |r| {
-                let why = r.get(1)?;
-                Ok((
-                    PathBuf::from(r.get::<_, String>(0)?),
-                    Unreadable {
-                        why,
-                        ..Unreadable::default()
-                    },
-                ))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let unreadable = records::unreadable(store.conn())?
+            .into_iter()
+            .map(|(path, why)| {
+                let u = Unreadable {
+                    why,
+                    ..Unreadable::default()
+                };
+                (path, u)
+            })
+            .collect();
         let doubted = plausible::load(store.conn())?;
         let result_unchanged = Duration::from_millis(config.turnkey.result_unchanged_ms);
         Ok(Tracker {
@@ -343,7 +303,7 @@ impl Tracker {
                     if self.gave_up(&f) {
                         continue;
                     }
-                    let r = self.message_file(&f, "err", None);
+                    let r = self.message_file(&f, FeedbackKind::Err, None);
                     n += self.per_file(&f, r)? as usize;
                 }
                 // Folder moves before results: a file that left the pickup folder was picked
@@ -391,11 +351,7 @@ impl Tracker {
                 entry.why = why.clone();
                 entry.stamp = stamp_of(f);
                 let tx = self.store.transaction()?;
-                let new = tx.execute(
-                    "INSERT OR IGNORE INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
-                     VALUES (?1, '', 'unreadable', ?2, NULL, ?3)",
-                    params![f.to_string_lossy(), why, store::now()],
-                )? > 0;
+                let new = records::record_unreadable(&tx, f, &why)?;
                 tx.commit()?;
                 if new {
                     warn!(file = %f.display(), "cannot read this file, skipped: {why}");
@@ -484,14 +440,7 @@ impl Tracker {
     }
 
     fn tenants(&self) -> Result<BTreeSet<String>, FeedbackError> {
-        let mut tenants: BTreeSet<String> = {
-            let mut stmt = self
-                .store
-                .conn()
-                .prepare("SELECT DISTINCT tenant FROM messages")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let mut tenants = messages::tenants(self.store.conn())?;
         tenants.insert(self.config.einvoice.default_tenant.clone());
         Ok(tenants)
     }
@@ -500,24 +449,15 @@ impl Tracker {
         &self,
         path: &Path,
     ) -> Result<Option<(String, Option<String>)>, FeedbackError> {
-        Ok(self
-            .store
-            .conn()
-            .query_row(
-                "SELECT md5, kept_at FROM feedback_files WHERE path = ?1 AND kind != 'unreadable'
-                 ORDER BY id DESC LIMIT 1",
-                [path.to_string_lossy()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        Ok(records::known(self.store.conn(), path)?)
     }
 
-    /// A message file Turnkey moved (to BAK, ERR or ERROR), with Turnkey's reason for an ERR
-    /// file when its log gave one. Returns whether it was new.
+    /// A message file Turnkey moved (`kind` Bak: to BAK; Err: to ERR or ERROR), with Turnkey's
+    /// reason for an ERR file when its log gave one. Returns whether it was new.
     pub(super) fn message_file(
         &mut self,
         path: &Path,
-        kind: &str,
+        kind: FeedbackKind,
         reason: Option<&str>,
     ) -> Result<bool, FeedbackError> {
         if self.known(path)?.is_some() {
@@ -533,23 +473,21 @@ impl Tracker {
         let name = crate::turnkey::layout::original_name(&name).to_string();
         let evidence = path.to_string_lossy().into_owned();
         let tx = self.store.transaction()?;
-        let found = tx
-            .query_row(
-                &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE xml_name = ?1"),
-                [&name],
-                target,
-            )
-            .optional()?;
+        let found = messages::by_xml_name(&tx, &name)?;
         // A move of a file Turnkey has not taken, or that contradicts a final state, is not
         // believed (another file of the same name, not Turnkey's move of ours).
-        let to = if kind == "bak" { "picked_up" } else { "error" };
+        let to = if kind == FeedbackKind::Bak {
+            MessageState::PickedUp
+        } else {
+            MessageState::Error
+        };
         let doubt = match &found {
-            Some(t) => plausible::doubt(&tx, t, to)?,
+            Some(t) => plausible::doubt(t, to, Basis::Named),
             None => None,
         };
         if let Some(why) = doubt {
             tx.rollback()?;
-            let what = if kind == "bak" {
+            let what = if kind == FeedbackKind::Bak {
                 "file in Turnkey's BAK folder"
             } else {
                 "file in Turnkey's error folder"
@@ -558,16 +496,20 @@ impl Tracker {
             return Ok(true);
         }
         let (kind, outcome) = match &found {
-            None => ("foreign", "not a file turnbridge wrote".to_string()),
+            None => (
+                FeedbackKind::Foreign,
+                "not a file turnbridge wrote".to_string(),
+            ),
             Some(t) => {
-                let changed = if kind == "bak" {
+                let changed = if kind == FeedbackKind::Bak {
                     advance(
                         &tx,
                         t,
-                        "picked_up",
+                        MessageState::PickedUp,
                         &evidence,
                         None,
                         "taken by Turnkey (BAK)",
+                        Basis::Named,
                     )?
                 } else {
                     let code = reason.and_then(crate::turnkey::tklog::code);
@@ -575,7 +517,15 @@ impl Tracker {
                         Some(r) => format!("rejected by Turnkey: {r}"),
                         None => "rejected by Turnkey's local check".to_string(),
                     };
-                    advance(&tx, t, "error", &evidence, code.as_deref(), &message)?
+                    advance(
+                        &tx,
+                        t,
+                        MessageState::Error,
+                        &evidence,
+                        code.as_deref(),
+                        &message,
+                        Basis::Named,
+                    )?
                 };
                 (
                     kind,
@@ -590,7 +540,7 @@ impl Tracker {
         };
         record(&tx, path, &md5, kind, &outcome, None)?;
         tx.commit()?;
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
+        crate::metrics::get().feedback_file(kind);
         Ok(true)
     }
 
@@ -639,7 +589,7 @@ impl Tracker {
                             &tx,
                             path,
                             &md5,
-                            "foreign",
+                            FeedbackKind::Foreign,
                             &format!("root element {root}; left in place"),
                             None,
                         )?;
@@ -667,17 +617,9 @@ impl Tracker {
         // same result: applying them again would only repeat events. Only a result that
         // parses is compared: an empty or half-written file may match an earlier one by
         // chance, and waits above like any file that does not parse yet.
-        let seen: Option<(String, String)> = self
-            .store
-            .conn()
-            .query_row(
-                "SELECT kind, outcome FROM feedback_files WHERE md5 = ?1 AND kind NOT IN ('bak', 'err', 'implausible') LIMIT 1",
-                [&md5],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let seen = records::seen_content(self.store.conn(), &md5)?;
         if let Some((kind, outcome)) = seen {
-            if !in_place && (kind == "foreign" || kind == "rejected") {
+            if !in_place && matches!(kind, FeedbackKind::Foreign | FeedbackKind::Rejected) {
                 // Dropped again into turnbridge's outbox: set aside again rather than left
                 // there to be read at every scan.
                 let reason = format!("the same bytes were set aside before: {outcome}");
@@ -690,7 +632,7 @@ impl Tracker {
                     &tx,
                     path,
                     &md5,
-                    &kind,
+                    kind,
                     &format!("a copy of a result seen before ({outcome})"),
                     None,
                 )?;
@@ -726,13 +668,13 @@ impl Tracker {
         self.deferred.remove(path);
         let evidence = path.to_string_lossy().into_owned();
         let tx = self.store.transaction()?;
-        let id = record(&tx, path, &md5, "result", "", None)?;
+        let id = record(&tx, path, &md5, FeedbackKind::Result, "", None)?;
         let (kind, mut applied) = apply(&tx, &parsed, &evidence, id, &self.config)?;
         if !applied.doubts.is_empty() {
             // Not believed: nothing of it is applied, not even its record.
             tx.rollback()?;
             let keep = if in_place { Keep::Copy } else { Keep::Move };
-            let what = format!("{} result file", kind_name(kind));
+            let what = format!("{} result file", kind.result_name());
             self.set_aside_doubted(path, &md5, &what, keep, &applied.doubts)?;
             return Ok(true);
         }
@@ -743,15 +685,12 @@ impl Tracker {
         }
         let outcome = applied.outcome();
         // kept_at is set again when it is kept (a file set aside before and dropped back).
-        tx.execute(
-            "UPDATE feedback_files SET kind = ?1, outcome = ?2, kept_at = NULL WHERE id = ?3",
-            params![kind, outcome, id],
-        )?;
+        records::set_outcome(&tx, id, kind, &outcome)?;
         tx.commit()?;
         if late.is_some() && applied.changed == 0 && !applied.unmatched.is_empty() {
             self.late.insert(path.to_path_buf(), outcome.clone());
         }
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
+        crate::metrics::get().feedback_file(kind);
         if applied.unmatched.is_empty() {
             info!(file = %path.display(), "{kind} applied: {outcome}");
         } else {
@@ -777,7 +716,14 @@ impl Tracker {
             "This result file from {} was not applied: {reason}",
             path.display()
         );
-        self.set_aside(path, md5, "rejected", keep, summary, &[reason.to_string()])?;
+        self.set_aside(
+            path,
+            md5,
+            FeedbackKind::Rejected,
+            keep,
+            summary,
+            &[reason.to_string()],
+        )?;
         Ok(())
     }
 
@@ -791,26 +737,19 @@ impl Tracker {
         let day = chrono::Local::now().format("%Y-%m-%d").to_string();
         let dest = durable::move_into(path, &self.archive.join(day), &name)
             .map_err(io_err("archive", path))?;
-        self.store.conn().execute(
-            "UPDATE feedback_files SET kept_at = ?1 WHERE path = ?2 AND kept_at IS NULL",
-            params![dest.to_string_lossy(), path.to_string_lossy()],
-        )?;
+        records::set_kept(self.store.conn(), path, &dest)?;
         info!(file = %path.display(), "result file kept at {}", dest.display());
         Ok(())
     }
 
     /// Flat layout: a queued file that left the pickup folder was taken by Turnkey.
     fn left_pickup_folder(&mut self) -> Result<(), FeedbackError> {
-        let queued: Vec<(Target, String)> = {
-            let mut stmt = self.store.conn().prepare(&format!(
-                "SELECT {TARGET_COLUMNS}, xml_path FROM messages WHERE state = 'queued' AND xml_path IS NOT NULL"
-            ))?;
-            let rows = stmt.query_map([], |r| Ok((target(r)?, r.get::<_, String>(5)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let gone: Vec<_> = queued
+        let gone: Vec<(MessageRow, String)> = messages::queued_in_pickup(self.store.conn())?
             .into_iter()
-            .filter(|(_, p)| !Path::new(p).exists())
+            .filter_map(|m| {
+                let p = m.xml_path.clone()?;
+                (!Path::new(&p).exists()).then_some((m, p))
+            })
             .collect();
         if gone.is_empty() {
             return Ok(());
@@ -820,10 +759,11 @@ impl Tracker {
             advance(
                 &tx,
                 t,
-                "picked_up",
+                MessageState::PickedUp,
                 &format!("{p} left the pickup folder"),
                 None,
                 "taken by Turnkey",
+                Basis::Named,
             )?;
         }
         tx.commit()?;
@@ -832,36 +772,25 @@ impl Tracker {
 
     /// Raises `invoice.feedback.overdue` once for each message waiting too long.
     pub fn raise_overdue(&mut self) -> Result<usize, FeedbackError> {
-        let minutes = self.config.turnkey.overdue_minutes as i64;
-        let before = (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+        let minutes = self.config.turnkey.overdue_minutes;
+        let before = (chrono::Utc::now() - chrono::Duration::minutes(minutes as i64))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let tx = self.store.transaction()?;
-        let late: Vec<(Target, String)> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {TARGET_COLUMNS}, updated_at FROM messages
-                 WHERE state IN ('validated', 'queued', 'picked_up') AND overdue_raised = 0 AND updated_at < ?1"
-            ))?;
-            let rows = stmt.query_map([&before], |r| Ok((target(r)?, r.get::<_, String>(5)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for (t, since) in &late {
-            tx.execute(
-                "UPDATE messages SET overdue_raised = 1 WHERE id = ?1",
-                [t.id],
+        let late = messages::overdue(&tx, &before)?;
+        for t in &late {
+            messages::mark_overdue(&tx, t.id)?;
+            store::events::add(
+                &tx,
+                &InvoiceFeedbackOverdue {
+                    tenant_id: t.tenant.clone(),
+                    invoice_no: t.number.clone(),
+                    message_type: t.message_type.clone(),
+                    status: t.state,
+                    since: t.updated_at.clone(),
+                    overdue_minutes: minutes,
+                },
             )?;
-            tx.add_event(
-                "invoice.feedback.overdue",
-                Some(&t.tenant),
-                &json!({
-                    "tenant_id": t.tenant,
-                    "invoice_no": t.number,
-                    "message_type": t.message_type,
-                    "status": t.state.to_ascii_uppercase(),
-                    "since": since,
-                    "overdue_minutes": minutes,
-                }),
-            )?;
-            warn!(invoice_no = %t.number, message_type = %t.message_type, state = %t.state, since = %since, "no feedback for {minutes} minutes");
+            warn!(invoice_no = %t.number, message_type = %t.message_type, state = %t.state, since = %t.updated_at, "no feedback for {minutes} minutes");
         }
         tx.commit()?;
         Ok(late.len())
@@ -911,45 +840,14 @@ impl Tracker {
     }
 }
 
+/// Records a file read (see [`records::record`]); returns the record's id.
 pub(super) fn record(
     tx: &Transaction,
     path: &Path,
     md5: &str,
-    kind: &str,
+    kind: FeedbackKind,
     outcome: &str,
     kept_at: Option<&Path>,
 ) -> Result<i64, FeedbackError> {
-    tx.execute(
-        "DELETE FROM feedback_files WHERE path = ?1 AND kind = 'unreadable'",
-        [path.to_string_lossy()],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            path.to_string_lossy(),
-            md5,
-            kind,
-            outcome,
-            kept_at.map(|p| p.to_string_lossy().into_owned()),
-            store::now()
-        ],
-    )?;
-    Ok(tx.query_row(
-        "SELECT id FROM feedback_files WHERE path = ?1 AND md5 = ?2",
-        params![path.to_string_lossy(), md5],
-        |r| r.get(0),
-    )?)
-}
-
-/// How a result kind is named in messages.
-fn kind_name(kind: &str) -> &'static str {
-    match kind {
-        "ack" => "ACK",
-        "error" => "ERROR",
-        "process" => "ProcessResult",
-        "summary" => "SummaryResult",
-        "daily" => "DailySummary",
-        _ => "result",
-    }
+    Ok(records::record(tx, path, md5, kind, outcome, kept_at)?)
 }

@@ -21,15 +21,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use tracing::{info, warn};
 
 use crate::einvoice::MessageType;
-use crate::store;
+use crate::store::feedback::{self as records, FeedbackKind, PackMember};
+use crate::store::messages;
+use crate::store::{Basis, MessageState};
 use crate::turnkey::apply::conclude;
-use crate::turnkey::feedback::{
-    io_err, record, target, Applied, FeedbackError, Target, Tracker, TARGET_COLUMNS,
-};
+use crate::turnkey::feedback::{io_err, record, Applied, FeedbackError, Tracker};
 use crate::turnkey::files::{self, md5_of, read_limited};
 use crate::turnkey::layout::{self, Def, PackName};
 use crate::turnkey::pack::{self, MAX_PACK_BYTES};
@@ -55,12 +55,12 @@ impl Tracker {
         for def in &defs {
             for ty in MessageType::ALL {
                 let base = def.message_dir(ty);
-                for (sub, kind) in [("BAK", "bak"), ("ERR", "err")] {
+                for (sub, kind) in [("BAK", FeedbackKind::Bak), ("ERR", FeedbackKind::Err)] {
                     for f in fresh_files(&base.join(sub), settle, young, keep_after) {
                         if self.gave_up(&f) || self.known(&f)?.is_some() {
                             continue;
                         }
-                        let reason = if kind == "err" {
+                        let reason = if kind == FeedbackKind::Err {
                             let log = logs.entry(def.log_file()).or_insert_with(|| {
                                 tklog::tail(&def.log_file(), tklog::MAX_LOG_TAIL)
                             });
@@ -151,11 +151,14 @@ impl Tracker {
                         },
                     )?;
                     ours += found.is_some() as usize;
-                    tx.execute(
-                        "INSERT OR IGNORE INTO turnkey_packs (uuid, seq, message_type, number, message_id, pack_file, seen_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![p.upload.uuid, (i + 1) as i64, p.upload.message_type, d.number, found, path.to_string_lossy(), store::now()],
-                    )?;
+                    let doc = PackMember {
+                        uuid: p.upload.uuid.clone(),
+                        seq: (i + 1) as i64,
+                        message_type: p.upload.message_type.clone(),
+                        number: d.number.clone(),
+                        message_id: found,
+                    };
+                    records::add_pack_member(&tx, &doc, path)?;
                 }
                 let mut o = format!(
                     "{} upload {}: {} document(s), {ours} turnbridge's",
@@ -177,9 +180,9 @@ impl Tracker {
             }
             (None, Ok(_)) => unreachable!("a name that does not parse is never read"),
         };
-        record(&tx, path, &md5, "pack", &outcome, None)?;
+        record(&tx, path, &md5, FeedbackKind::Pack, &outcome, None)?;
         tx.commit()?;
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", "pack")]);
+        crate::metrics::get().feedback_file(FeedbackKind::Pack);
         Ok(true)
     }
 
@@ -195,40 +198,12 @@ impl Tracker {
     ) -> Result<(usize, Option<i64>), FeedbackError> {
         let before = (chrono::Utc::now() - chrono::Duration::days(retention_days as i64 + 2))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let limit = PRUNE_BATCH as i64;
-        let packs = tx.execute(
-            "DELETE FROM turnkey_packs WHERE rowid IN
-             (SELECT rowid FROM turnkey_packs WHERE seen_at < ?1 LIMIT ?2)",
-            params![&before, limit],
-        )?;
-        // Results read in place (kept_at NULL) too; a pack still in Pack/…/SRC (not in a day
-        // folder, so listed at every scan) keeps its record, or it would be read again.
-        let results = tx.execute(
-            "DELETE FROM feedback_files WHERE id IN (SELECT id FROM feedback_files
-             WHERE seen_at < ?1 AND kept_at IS NULL
-             AND kind IN ('bak', 'err', 'foreign', 'unreadable', 'process', 'summary', 'ack', 'error', 'daily')
-             AND id NOT IN (SELECT feedback_id FROM summaries) LIMIT ?2)",
-            params![&before, limit],
-        )?;
-        let old_packs: Vec<(i64, String)> = {
-            let mut stmt = tx.prepare(
-                "SELECT id, path FROM feedback_files WHERE seen_at < ?1 AND kind = 'pack'
-                 AND id > ?2 ORDER BY id LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![&before, after_id, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut n = packs + results;
-        for (id, path) in &old_packs {
-            if !Path::new(path).exists() {
-                n += tx.execute("DELETE FROM feedback_files WHERE id = ?1", [id])?;
-            }
-        }
-        let more = packs == PRUNE_BATCH || results == PRUNE_BATCH || old_packs.len() == PRUNE_BATCH;
-        let next = old_packs.last().map_or(after_id, |(id, _)| *id);
-        Ok((n, more.then_some(next)))
+        Ok(records::prune_turnkey_batch(
+            tx,
+            &before,
+            after_id,
+            PRUNE_BATCH,
+        )?)
     }
 }
 
@@ -249,23 +224,11 @@ fn member(
 ) -> Result<Option<i64>, FeedbackError> {
     // A `validated` message whose staged file is gone was published before a stop that came
     // before it was recorded `queued`: UpCast may have packed it meanwhile.
-    let mut stmt = tx.prepare(
-        "SELECT id, tenant, state, staged_path FROM messages WHERE message_type = ?1 AND number = ?2
-         AND seller_ban = ?3 AND state IN ('queued', 'picked_up', 'validated') ORDER BY id DESC",
-    )?;
-    let rows = stmt.query_map(params![message_type, number, from_ban], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, tenant, state, staged) = row?;
-        let published = state != "validated" || staged.is_some_and(|p| !Path::new(&p).exists());
-        if published && in_def(&tenant) {
-            return Ok(Some(id));
+    for m in messages::pack_candidates(tx, message_type, number, from_ban)? {
+        let published = m.state != MessageState::Validated
+            || m.staged_path.is_some_and(|p| !Path::new(&p).exists());
+        if published && in_def(&m.tenant) {
+            return Ok(Some(m.id));
         }
     }
     Ok(None)
@@ -297,11 +260,7 @@ pub(super) fn awaited_upload(
     let Some(uuid) = upload_uuid(p, path) else {
         return Ok(None);
     };
-    let seen: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM turnkey_packs WHERE uuid = ?1)",
-        [&uuid],
-        |r| r.get(0),
-    )?;
+    let seen = records::pack_seen(conn, &uuid)?;
     Ok((!seen).then_some(uuid))
 }
 
@@ -316,13 +275,10 @@ pub(super) fn apply_to_pack(
     let Some(uuid) = upload_uuid(p, Path::new(evidence)) else {
         return Ok(false);
     };
-    let members: Vec<(i64, String, Option<i64>)> = {
-        let mut stmt = tx.prepare(
-            "SELECT seq, number, message_id FROM turnkey_packs WHERE uuid = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([&uuid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let members: Vec<(i64, String, Option<i64>)> = records::pack_members(tx, &uuid)?
+        .into_iter()
+        .map(|m| (m.seq, m.number, m.message_id))
+        .collect();
     if members.is_empty() {
         return Ok(false);
     }
@@ -395,34 +351,45 @@ pub(super) fn apply_to_pack(
             applied.unmatched.push(number.clone());
             continue;
         };
-        let Some(t) = by_id(tx, *id)? else {
+        let Some(t) = messages::by_id(tx, *id)? else {
             applied.unmatched.push(number.clone());
             continue;
         };
-        match failed.get(seq).or(whole.as_ref()) {
-            Some((code, desc)) => conclude(tx, &t, "error", evidence, Some(code), desc, applied)?,
-            None => conclude(
+        match (failed.get(seq), &whole) {
+            (Some((code, desc)), _) => conclude(
                 tx,
                 &t,
-                "acked",
+                MessageState::Error,
+                evidence,
+                Some(code),
+                desc,
+                Basis::Named,
+                applied,
+            )?,
+            // turnbridge's guess: a verdict naming the invoice (a SummaryResult) overrules it.
+            (None, Some((code, desc))) => conclude(
+                tx,
+                &t,
+                MessageState::Error,
+                evidence,
+                Some(code),
+                &format!("{desc} (names no document: taken for every document of upload {uuid})"),
+                Basis::Guess,
+                applied,
+            )?,
+            (None, None) => conclude(
+                tx,
+                &t,
+                MessageState::Acked,
                 evidence,
                 None,
                 &format!("accepted by the platform (ProcessResult, upload {uuid})"),
+                Basis::Named,
                 applied,
             )?,
         }
     }
     Ok(true)
-}
-
-fn by_id(tx: &Transaction, id: i64) -> Result<Option<Target>, FeedbackError> {
-    Ok(tx
-        .query_row(
-            &format!("SELECT {TARGET_COLUMNS} FROM messages WHERE id = ?1"),
-            [id],
-            target,
-        )
-        .optional()?)
 }
 
 /// Settled files below `dir`, skipping `<yyyyMMdd>` folders older than `keep_after` (files in
@@ -476,16 +443,8 @@ mod tests {
         std::fs::write(&f, "<x/>").unwrap();
         // The scan goes on: the error becomes a record and a problem, not the scan's error.
         assert!(!t.per_file(&f, denied(&f)).unwrap());
-        let kind: String = t
-            .store
-            .conn()
-            .query_row(
-                "SELECT kind FROM feedback_files WHERE path = ?1",
-                [f.to_string_lossy()],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(kind, "unreadable");
+        let kind = records::kind_of(t.store.conn(), &f).unwrap();
+        assert_eq!(kind, Some(FeedbackKind::Unreadable));
         let p = t.problem().expect("a health problem");
         assert!(
             p.contains("A_FOREIGN.xml") && p.contains("cannot be read"),
@@ -493,16 +452,8 @@ mod tests {
         );
         // Readable again: read, recorded as usual, and the problem is gone.
         assert_eq!(t.scan().unwrap(), 1);
-        let kind: String = t
-            .store
-            .conn()
-            .query_row(
-                "SELECT kind FROM feedback_files WHERE path = ?1",
-                [f.to_string_lossy()],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(kind, "foreign");
+        let kind = records::kind_of(t.store.conn(), &f).unwrap();
+        assert_eq!(kind, Some(FeedbackKind::Foreign));
         assert_eq!(t.problem(), None);
     }
 

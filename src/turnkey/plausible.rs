@@ -9,7 +9,9 @@
 //!   the pickup folder (not `validated`, which was not handed to Turnkey yet, unless its
 //!   staged file already left: moved into the pickup folder just before the process stopped);
 //! - the state machine allows the step: a final state (`acked`, `error`) is only confirmed,
-//!   never changed into the other.
+//!   never changed into the other, unless turnbridge only guessed it (a ProcessResult error
+//!   naming no document) and the claim names the invoice; a guess about an invoice already
+//!   judged is no claim against it (the better-evidenced verdict stands).
 //!
 //! A file with any claim that is not believed is not applied at all: its transaction is rolled
 //! back and it is set aside in `state/rejected/feedback/` (moved out of the flat outbox, copied
@@ -21,60 +23,61 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Transaction};
 use tracing::warn;
 
 use crate::durable;
 use crate::einvoice::printable;
 use crate::spool::{Report, ReportEntry};
-use crate::store;
-use crate::turnkey::feedback::{io_err, FeedbackError, Target, Tracker};
+use crate::store::feedback::{self as records, FeedbackKind};
+use crate::store::messages::MessageRow;
+use crate::store::{Basis, MessageState};
+use crate::turnkey::feedback::{io_err, FeedbackError, Tracker};
 use crate::turnkey::results;
 
-/// Why a claim that message `t` is now `to` cannot be believed, or `None` when it can.
-pub(super) fn doubt(
-    tx: &Transaction,
-    t: &Target,
-    to: &str,
-) -> Result<Option<String>, FeedbackError> {
-    let why = match t.state.as_str() {
-        "picked_up" => None,
-        "queued" => {
-            let xml: Option<String> =
-                tx.query_row("SELECT xml_path FROM messages WHERE id = ?1", [t.id], |r| {
-                    r.get(0)
-                })?;
-            xml.filter(|p| Path::new(p).exists()).map(|p| {
+/// Why a claim that message `t` is now `to`, evidenced by `basis`, cannot be believed, or
+/// `None` when it can.
+pub(super) fn doubt(t: &MessageRow, to: MessageState, basis: Basis) -> Option<String> {
+    let final_state =
+        |s: MessageState| format!("it is already {s}, a final state that does not change");
+    let why = match t.state {
+        MessageState::PickedUp => None,
+        MessageState::Queued => t
+            .xml_path
+            .as_ref()
+            .filter(|p| Path::new(p).exists())
+            .map(|p| {
                 format!("its XML {p} is still in the pickup folder (Turnkey has not taken it)")
-            })
+            }),
+        MessageState::Acked | MessageState::Error => {
+            // A repeat of the final verdict, or a move seen after the verdict, changes
+            // nothing; a verdict naming the invoice overrules a guess; a guess outweighed by a
+            // verdict changes nothing.
+            let nothing_new = to == t.state || to == MessageState::PickedUp;
+            let overrules = t.guessed && basis == Basis::Named;
+            (!(nothing_new || overrules || basis == Basis::Guess)).then(|| final_state(t.state))
         }
-        // A repeat of the final verdict, or a move seen after the verdict: nothing changes.
-        "acked" | "error" if to == t.state || to == "picked_up" => None,
-        "acked" | "error" => Some(format!(
-            "it is already {}, a final state that does not change",
-            t.state
-        )),
         // Its staged file gone means it was moved into the pickup folder and the process
         // stopped before recording that: Turnkey may well have answered meanwhile.
-        "validated" if published_before_a_stop(tx, t.id)? => None,
-        other => Some(format!("it was never handed to Turnkey (it is {other})")),
+        MessageState::Validated if published_before_a_stop(t) => None,
+        MessageState::Validated => Some(format!(
+            "it was never handed to Turnkey (it is {})",
+            t.state
+        )),
     };
-    Ok(why.map(|w| format!("claims {} {} {to}, but {w}", t.message_type, t.number)))
+    why.map(|w| format!("claims {} {} {to}, but {w}", t.message_type, t.number))
 }
 
 /// Whether a `validated` message was staged and its staged file has left (moved into the
 /// pickup folder before the process stopped; it is marked `queued` when the job resumes).
-fn published_before_a_stop(tx: &Transaction, id: i64) -> Result<bool, FeedbackError> {
-    let (staged, path): (bool, Option<String>) = tx.query_row(
-        "SELECT staged, staged_path FROM messages WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(staged && path.is_some_and(|p| !Path::new(&p).exists()))
+fn published_before_a_stop(t: &MessageRow) -> bool {
+    t.staged
+        && t.staged_path
+            .as_ref()
+            .is_some_and(|p| !Path::new(p).exists())
 }
 
 /// The doubt about a result naming a file turnbridge never wrote.
-pub(super) fn never_sent(id: &str, to: &str) -> String {
+pub(super) fn never_sent(id: &str, to: impl std::fmt::Display) -> String {
     format!(
         "claims {} {to}, but turnbridge never sent a message of that name",
         printable(id, 200)
@@ -101,19 +104,8 @@ const DOUBTED_LOADED: i64 = 1000;
 
 /// The files not believed that are still set aside, from their records.
 pub(super) fn load(conn: &rusqlite::Connection) -> Result<Doubted, FeedbackError> {
-    let mut stmt = conn.prepare(
-        "SELECT kept_at, outcome FROM feedback_files
-         WHERE kind = 'implausible' AND kept_at IS NOT NULL ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([DOUBTED_LOADED], |r| {
-        Ok((
-            PathBuf::from(r.get::<_, String>(0)?),
-            r.get::<_, String>(1)?,
-        ))
-    })?;
     let mut out = Doubted::new();
-    for row in rows {
-        let (kept, why) = row?;
+    for (kept, why) in records::doubted(conn, DOUBTED_LOADED)? {
         if kept.exists() {
             out.insert(kept, why);
         }
@@ -149,7 +141,7 @@ impl Tracker {
         &mut self,
         path: &Path,
         md5: &str,
-        kind: &str,
+        kind: FeedbackKind,
         keep: Keep,
         summary: String,
         reasons: &[String],
@@ -178,7 +170,7 @@ impl Tracker {
         let report = Report {
             job_id: "-".into(),
             file: name.clone(),
-            outcome: kind.into(),
+            outcome: kind.as_str().into(),
             summary,
             accepted: 0,
             rejected: 1,
@@ -204,27 +196,10 @@ impl Tracker {
         };
         let outcome = reasons.first().cloned().unwrap_or_default();
         let tx = self.store.transaction()?;
-        tx.execute(
-            "DELETE FROM feedback_files WHERE path = ?1 AND kind = 'unreadable'",
-            [path.to_string_lossy()],
-        )?;
         // A file set aside before and dropped back (to be read again) is recorded anew.
-        tx.execute(
-            "INSERT INTO feedback_files (path, md5, kind, outcome, kept_at, seen_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (path, md5) DO UPDATE SET kind = excluded.kind,
-                 outcome = excluded.outcome, kept_at = excluded.kept_at, seen_at = excluded.seen_at",
-            params![
-                path.to_string_lossy(),
-                md5,
-                kind,
-                outcome,
-                kept.to_string_lossy(),
-                store::now()
-            ],
-        )?;
+        records::record_set_aside(&tx, path, md5, kind, &outcome, &kept)?;
         tx.commit()?;
-        crate::metrics::inc("turnbridge_feedback_files_total", &[("kind", kind)]);
+        crate::metrics::get().feedback_file(kind);
         Ok(kept)
     }
 
@@ -252,7 +227,7 @@ impl Tracker {
             "{what} not believed and set aside: {first} ({} claim(s) not believed)",
             doubts.len()
         );
-        let kept = self.set_aside(path, md5, "implausible", keep, summary, doubts)?;
+        let kept = self.set_aside(path, md5, FeedbackKind::Implausible, keep, summary, doubts)?;
         self.doubted.insert(kept, first);
         Ok(())
     }
@@ -273,10 +248,7 @@ impl Tracker {
         }
         let tx = self.store.transaction()?;
         for kept in &removed {
-            tx.execute(
-                "DELETE FROM feedback_files WHERE kind = 'implausible' AND kept_at = ?1",
-                [kept.to_string_lossy()],
-            )?;
+            records::forget_doubted(&tx, kept)?;
         }
         tx.commit()?;
         for kept in &removed {

@@ -105,20 +105,24 @@ fn check_url(url: &str, allow_private: bool) -> Result<(), Invalid> {
     }
 }
 
+/// Each subscription names an event of the catalogue, a family of them (`invoice.*`) or all
+/// (`*`); the refusal lists what may be named.
 fn check_events(events: &[String]) -> Result<(), Invalid> {
-    let bad = events.is_empty()
-        || events.iter().any(|e| {
-            e.is_empty()
-                || e.len() > 100
-                || !e
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b))
-        });
-    if bad {
+    let unknown: Vec<&String> = events
+        .iter()
+        .filter(|e| !crate::events::check_subscription(e))
+        .collect();
+    if events.is_empty() || !unknown.is_empty() {
+        let what = match unknown.first() {
+            Some(e) => format!(
+                "{} is not an event or a family of events",
+                crate::einvoice::printable(e, 100)
+            ),
+            None => "must not be empty".to_string(),
+        };
         Err(Invalid {
             field: "events",
-            reason: "must be a non-empty list of event names (e.g. upload.completed), or [\"*\"]"
-                .into(),
+            reason: format!("{what}; valid are {}", crate::events::valid_subscriptions()),
         })
     } else {
         Ok(())

@@ -159,10 +159,8 @@ fn seeded_kills_lose_nothing_and_duplicate_nothing() {
         got, dropped.accepted,
         "the inbox holds exactly the accepted invoices"
     );
-    assert_eq!(
-        count("SELECT count(*) FROM messages WHERE state = 'queued'") as usize,
-        expected
-    );
+    let store = sb.store();
+    assert_eq!(messages_in(&store, MessageState::Queued), expected);
     assert!(
         files_in(&sb.state().join("staging")).is_empty(),
         "staging is empty"
@@ -248,13 +246,12 @@ fn seeded_kills_lose_nothing_and_duplicate_nothing() {
         rows.collect::<Result<_, _>>().unwrap()
     };
     assert_eq!(
-        count("SELECT count(*) FROM events") as usize,
+        turnbridge::store::events::count(&store).unwrap() as usize,
         deliveries.len(),
         "one delivery per event for the one endpoint"
     );
     assert!(
-        count("SELECT count(*) FROM events WHERE event = 'invoice.status.updated'") as usize
-            >= expected,
+        events_named(&store, "invoice.status.updated").len() >= expected,
         "a queued event per accepted invoice"
     );
     let successes = count(

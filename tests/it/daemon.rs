@@ -38,23 +38,11 @@ fn a_999_invoice_batch_becomes_999_valid_files_and_a_second_drop_is_a_duplicate(
     assert!(files_in(&sb.work()).is_empty());
     xmllint_all(&sb.inbox_files(), "F0401");
 
-    let db = sb.db();
-    let queued: i64 = db
-        .query_row(
-            "SELECT count(*) FROM messages WHERE state = 'queued'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(queued, 999);
-    let payload: String = db
-        .query_row(
-            "SELECT payload FROM events WHERE event = 'upload.completed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let db = sb.store();
+    assert_eq!(messages_in(&db, MessageState::Queued), 999);
+    let completed = events_named(&db, "upload.completed");
+    assert_eq!(completed.len(), 1);
+    let event = &completed[0];
     assert_eq!(event["success_count"], 999);
     assert_eq!(event["error_count"], 0);
 
@@ -75,13 +63,7 @@ fn a_999_invoice_batch_becomes_999_valid_files_and_a_second_drop_is_a_duplicate(
     assert_eq!(sb.inbox_files().len(), 999);
     // The report is written before the job's state is committed.
     wait_for(20, "the job to be marked a duplicate", || {
-        sb.db()
-            .query_row(
-                "SELECT state FROM jobs WHERE source_name = 'big-again.csv'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .is_ok_and(|s| s == "duplicate")
+        job_named(&sb.store(), "big-again.csv").is_some_and(|j| j.state == JobState::Duplicate)
     });
 }
 
@@ -226,31 +208,11 @@ fn killed_mid_batch_and_restarted_every_invoice_has_exactly_one_file() {
         files_in(&sb.state().join("staging")).is_empty(),
         "staging is empty"
     );
-    let db = sb.db();
-    let queued: i64 = db
-        .query_row(
-            "SELECT count(*) FROM messages WHERE state = 'queued'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(queued, 999);
-    let events: i64 = db
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'invoice.status.updated'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(events, 999, "one queued event per invoice");
-    let completed: i64 = db
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'upload.completed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(completed, 1);
+    let db = sb.store();
+    assert_eq!(messages_in(&db, MessageState::Queued), 999);
+    let events = events_named(&db, "invoice.status.updated");
+    assert_eq!(events.len(), 999, "one queued event per invoice");
+    assert_eq!(events_named(&db, "upload.completed").len(), 1);
 }
 
 #[test]

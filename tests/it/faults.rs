@@ -283,9 +283,7 @@ fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
         )
         .unwrap();
     assert_eq!(dead, 0, "nothing given up on");
-    let events: i64 = db
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let events = turnbridge::store::events::count(&sb.store()).unwrap();
     let ids: BTreeSet<String> = rx
         .received()
         .iter()
@@ -413,23 +411,17 @@ fn an_unreadable_spool_file_is_set_aside_after_three_attempts_and_others_flow() 
     place_unreadable(&outbox.join("locked_result.xml"), b"<ACK/>");
 
     // Tried at three scans (rescan_secs = 1), then set aside with a report naming the error.
-    let job = || -> Option<(String, String, Option<String>)> {
-        let conn = rusqlite::Connection::open_with_flags(
-            sb.state().join("turnbridge.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .ok()?;
-        conn.query_row(
-            "SELECT id, state, final_path FROM jobs WHERE source_name = 'locked.csv'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok()
-    };
+    let job = || job_named(&sb.try_store()?, "locked.csv");
     wait_for(30, "the unreadable file set aside", || {
-        job().is_some_and(|(_, state, path)| state == "rejected" && path.is_some())
+        job().is_some_and(|j| j.state == JobState::Rejected && j.final_path.is_some())
     });
-    let (id, _, final_path) = job().unwrap();
+    let turnbridge::store::Job {
+        id,
+        final_path,
+        read_failures,
+        ..
+    } = job().unwrap();
+    assert_eq!(read_failures, 3, "counted as failed reads");
     let final_path = std::path::PathBuf::from(final_path.unwrap());
     assert_eq!(final_path, sb.rejected().join(format!("{id}_locked.csv")));
     assert!(final_path.exists(), "moved out of work/");
@@ -596,5 +588,72 @@ fn a_spool_file_that_cannot_be_taken_is_reported_once_and_tried_again_when_it_ch
     chattr("-i");
     wait_for(20, "its XML", || sb.inbox_files().len() == 1);
     wait_for_no_problems(&sb);
+    assert_eq!(sb.terminate().code(), Some(0));
+}
+
+#[test]
+fn an_unreadable_resumed_file_whose_invoices_were_recorded_is_set_aside_and_they_are_sent() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut sb = Sandbox::new();
+    std::fs::create_dir_all(sb.inbox()).unwrap();
+    // Permissions must really refuse the daemon: as root it runs as `nobody`, so that mode
+    // bits apply to it (the owner of a file with no permissions cannot read it either).
+    let start = |sb: &mut Sandbox| {
+        if is_root() {
+            sb.start_as(65534, 65534);
+        } else {
+            sb.start();
+        }
+    };
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    start(&mut sb);
+    // The inbox refuses the XML: the file's invoices are recorded, not sent, and it stays
+    // claimed in work/.
+    mode(&sb.inbox(), 0o555);
+    sb.drop_file("resumed.csv", batch_csv("RS", 1, 3).as_bytes());
+    wait_for_problem(&sb, "einvoice", "resumed.csv");
+    let store = sb.store();
+    let job = job_named(&store, "resumed.csv").unwrap();
+    assert_eq!(job.state, JobState::Claimed);
+    let recorded = turnbridge::store::messages::of_job(&store, &job.id).unwrap();
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded.iter().all(|m| m.state == MessageState::Validated));
+    drop(store);
+    assert_eq!(sb.terminate().code(), Some(0));
+
+    // Before the restart the claimed file becomes unreadable, and the inbox writable again.
+    let work = files_in(&sb.work());
+    assert_eq!(work.len(), 1, "{work:?}");
+    mode(&work[0], 0o000);
+    mode(&sb.inbox(), 0o755);
+    start(&mut sb);
+    wait_for(30, "the recorded invoices sent", || {
+        sb.inbox_files().len() == 3
+    });
+    assert_inbox_holds(&sb, "RS", 3);
+    let job = job_named(&sb.store(), "resumed.csv").unwrap();
+    assert_eq!((job.state, job.read_failures), (JobState::Done, 3));
+    let id = job.id;
+    let report =
+        std::fs::read_to_string(sb.rejected().join(format!("{id}_resumed.csv.error.txt"))).unwrap();
+    for words in [
+        "could not read this file in 3 attempts",
+        "Permission denied",
+        "The 3 invoice(s) recorded before the error are sent to Turnkey",
+    ] {
+        assert!(report.contains(words), "{words:?} not in\n{report}");
+    }
+    // The source is kept in the archive (for the operator to correct and drop again).
+    assert!(
+        sb.archived()
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(&format!("{id}_resumed.csv"))),
+        "{:?}",
+        sb.archived()
+    );
+    assert!(files_in(&sb.work()).is_empty());
+    assert_alive(&mut sb);
     assert_eq!(sb.terminate().code(), Some(0));
 }

@@ -8,6 +8,8 @@ use crate::common::*;
 use serde_json::Value;
 use turnbridge::config::Config;
 use turnbridge::pipeline::Pipeline;
+use turnbridge::store::feedback as records;
+use turnbridge::store::messages;
 use turnbridge::turnkey::feedback::Tracker;
 
 fn today() -> String {
@@ -79,19 +81,15 @@ impl World {
     }
 
     fn state_of(&self, number: &str) -> (String, Option<String>) {
-        self.tracker
-            .store
-            .conn()
-            .query_row(
-                "SELECT state, mof_code FROM messages WHERE number = ?1",
-                [number],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+        let m = messages::by_number(self.tracker.store.conn(), number)
             .unwrap()
+            .pop()
+            .unwrap_or_else(|| panic!("no message {number}"));
+        (m.state.to_string(), m.mof_code)
     }
 
     fn events(&self, kind: &str) -> Vec<Value> {
-        self.tracker.store.events(kind).unwrap()
+        events_named(self.tracker.store.conn(), kind)
     }
 
     /// Takes message `n`'s XML out of the pickup folder as Turnkey does: in the flat layout
@@ -142,6 +140,25 @@ impl World {
                 .join(&name)
         }
     }
+}
+
+/// Puts a message back to `validated`, staged at `staged_path` (or not staged), as a stop
+/// between publishing it and recording that leaves it. No store function moves a message back,
+/// so the row is written directly.
+fn as_left_by_a_stop(w: &World, number: &str, staged_path: Option<&str>) {
+    w.tracker
+        .store
+        .conn()
+        .execute(
+            "UPDATE messages SET state = ?1, staged = ?2, staged_path = ?3 WHERE number = ?4",
+            rusqlite::params![
+                MessageState::Validated,
+                staged_path.is_some(),
+                staged_path,
+                number
+            ],
+        )
+        .unwrap();
 }
 
 fn run_fixture(rel: &str) {
@@ -350,34 +367,24 @@ fn a_result_applied_twice_changes_nothing_twice() {
     w.take_all();
     w.deliver("summary_some_failed.xml", "S1.xml");
     w.tracker.scan().unwrap();
-    let transitions = |w: &World| -> i64 {
-        w.tracker
-            .store
-            .conn()
-            .query_row("SELECT count(*) FROM transitions", [], |r| r.get(0))
+    let transitions = |w: &World| -> usize {
+        messages::first(w.tracker.store.conn(), 10)
             .unwrap()
+            .iter()
+            .map(|m| {
+                messages::transitions_of(w.tracker.store.conn(), m.id)
+                    .unwrap()
+                    .len()
+            })
+            .sum()
     };
-    let (t1, e1) = (
-        transitions(&w),
-        w.tracker
-            .store
-            .events("invoice.status.updated")
-            .unwrap()
-            .len(),
-    );
+    let (t1, e1) = (transitions(&w), w.events("invoice.status.updated").len());
     // The same bytes again under another name, and again under the same name.
     w.deliver("summary_some_failed.xml", "S2.xml");
     w.deliver("summary_some_failed.xml", "S1.xml");
     w.tracker.scan().unwrap();
     assert_eq!(transitions(&w), t1);
-    assert_eq!(
-        w.tracker
-            .store
-            .events("invoice.status.updated")
-            .unwrap()
-            .len(),
-        e1
-    );
+    assert_eq!(w.events("invoice.status.updated").len(), e1);
     assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
     assert!(files_in(&w.outbox()).is_empty(), "repeats are kept too");
     // A later verdict cannot move a final state back.
@@ -404,27 +411,18 @@ fn a_crash_between_applying_and_keeping_a_result_repeats_nothing() {
     let path = w.deliver("summary_all_good.xml", "S.xml");
     let bytes = std::fs::read(&path).unwrap();
     w.tracker.scan().unwrap();
-    let events = w
-        .tracker
-        .store
-        .events("invoice.status.updated")
-        .unwrap()
-        .len();
+    let events = w.events("invoice.status.updated").len();
     // As if the process died after the commit and before the move: the file is back.
     std::fs::write(&path, &bytes).unwrap();
     let mut again = Tracker::open(w.config.clone()).unwrap();
     again.scan().unwrap();
     assert!(!path.exists());
     assert_eq!(
-        again.store.events("invoice.status.updated").unwrap().len(),
+        events_named(again.store.conn(), "invoice.status.updated").len(),
         events
     );
     assert_eq!(
-        again
-            .store
-            .events("turnkey.feedback.daily-summary")
-            .unwrap()
-            .len(),
+        events_named(again.store.conn(), "turnkey.feedback.daily-summary").len(),
         1
     );
 }
@@ -511,10 +509,14 @@ fn flat_layout_files_leaving_the_inbox_are_picked_up_and_error_folder_files_are_
 fn a_message_waiting_too_long_raises_overdue_once() {
     let mut w = World::new("flat");
     assert_eq!(w.tracker.raise_overdue().unwrap(), 0);
+    // Long ago (no store function writes a time of the past).
     w.tracker
         .store
         .conn()
-        .execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000Z' WHERE number = 'EF00000003'", [])
+        .execute(
+            "UPDATE messages SET updated_at = '2000-01-01T00:00:00.000Z' WHERE number = ?1",
+            ["EF00000003"],
+        )
         .unwrap();
     assert_eq!(w.tracker.raise_overdue().unwrap(), 1);
     assert_eq!(w.tracker.raise_overdue().unwrap(), 0, "once");
@@ -583,17 +585,18 @@ fn end_to_end(layout: &str) {
     std::fs::rename(&batch, dir.path().join("spool/einvoice/b.csv")).unwrap();
     let db = dir.path().join("state/turnbridge.db");
     let states = || -> Vec<(String, String)> {
-        let Ok(conn) = rusqlite::Connection::open(&db) else {
+        let Ok(conn) = turnbridge::report::open_read_only(&db) else {
             return vec![];
         };
-        let Ok(mut stmt) = conn.prepare("SELECT number, state FROM messages ORDER BY number")
-        else {
+        let Ok(rows) = messages::first(&conn, 100) else {
             return vec![];
         };
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
+        let mut out: Vec<(String, String)> = rows
+            .into_iter()
+            .map(|m| (m.number, m.state.to_string()))
+            .collect();
+        out.sort();
+        out
     };
     let want: Vec<(String, String)> = [
         ("EF00000001", "acked"),
@@ -609,18 +612,8 @@ fn end_to_end(layout: &str) {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let events: Vec<Value> = {
-        let mut stmt = conn
-            .prepare(
-                "SELECT payload FROM events WHERE event = 'invoice.status.updated' ORDER BY id",
-            )
-            .unwrap();
-        stmt.query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
-            .collect()
-    };
+    let conn = turnbridge::report::open_read_only(&db).unwrap();
+    let events = events_named(&conn, "invoice.status.updated");
     let statuses = |n: &str| -> Vec<String> {
         events
             .iter()
@@ -632,14 +625,7 @@ fn end_to_end(layout: &str) {
     let two = statuses("EF00000002");
     assert_eq!(two.last().unwrap(), "ERROR", "{two:?}");
     assert_eq!(statuses("EF00000003"), ["QUEUED", "PICKED_UP", "ERROR"]);
-    let summaries: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'turnkey.feedback.daily-summary'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(summaries >= 1);
+    assert!(!events_named(&conn, "turnkey.feedback.daily-summary").is_empty());
 
     let history = cli(&config, &["history", "EF00000003"]);
     assert!(
@@ -723,28 +709,18 @@ fn write_result(w: &World, uuid: &str, infos: &str) -> PathBuf {
 }
 
 fn recorded(w: &World, path: &Path) -> bool {
-    w.tracker
-        .store
-        .conn()
-        .query_row(
-            "SELECT count(*) FROM feedback_files WHERE path = ?1",
-            [path.to_string_lossy()],
-            |r| r.get::<_, i64>(0),
-        )
+    records::kind_of(w.tracker.store.conn(), path)
         .unwrap()
-        > 0
+        .is_some()
 }
 
 const ALL_GOOD: &str = "<Info><Code>00000</Code><Description>Success</Description></Info>";
 
 fn pack_members(w: &World) -> Vec<(String, Option<i64>)> {
-    let conn = w.tracker.store.conn();
-    let mut stmt = conn
-        .prepare("SELECT number, message_id FROM turnkey_packs ORDER BY uuid, seq")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    records::all_pack_members(w.tracker.store.conn())
         .unwrap()
-        .map(|r| r.unwrap())
+        .into_iter()
+        .map(|m| (m.number, m.message_id))
         .collect()
 }
 
@@ -773,17 +749,8 @@ fn a_pack_takes_a_message_published_before_a_stop_but_not_one_never_published() 
     // recorded queued; EF00000002 is still staged.
     let staged = w.dir.path().join("still-staged.xml");
     std::fs::write(&staged, "<x/>").unwrap();
-    let conn = w.tracker.store.conn();
-    conn.execute(
-        "UPDATE messages SET state = 'validated', staged = 1, staged_path = '/nonexistent/staged.xml' WHERE number = 'EF00000001'",
-        [],
-    )
-    .unwrap();
-    conn.execute(
-        "UPDATE messages SET state = 'validated', staged = 1, staged_path = ?1 WHERE number = 'EF00000002'",
-        [staged.to_string_lossy()],
-    )
-    .unwrap();
+    as_left_by_a_stop(&w, "EF00000001", Some("/nonexistent/staged.xml"));
+    as_left_by_a_stop(&w, "EF00000002", Some(&staged.to_string_lossy()));
     write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
     w.tracker.scan().unwrap();
     let m = pack_members(&w);
@@ -794,14 +761,13 @@ fn a_pack_takes_a_message_published_before_a_stop_but_not_one_never_published() 
 fn a_pack_does_not_take_a_message_already_final_nor_another_tenants() {
     // A final message is not one a new pack can hold.
     let mut w = World::new("turnkey");
-    w.tracker
-        .store
-        .conn()
-        .execute(
-            "UPDATE messages SET state = 'error' WHERE number = 'EF00000002'",
-            [],
-        )
-        .unwrap();
+    {
+        let id = messages::by_number(w.tracker.store.conn(), "EF00000002").unwrap()[0].id;
+        let tx = w.tracker.store.transaction().unwrap();
+        let change = messages::Change::to(MessageState::Error, "refused");
+        messages::transition(&tx, id, MessageState::Queued, &change).unwrap();
+        tx.commit().unwrap();
+    }
     write_pack(&w, "28080623", &["EF00000001", "EF00000002"], UPLOAD);
     w.tracker.scan().unwrap();
     let m = pack_members(&w);
@@ -812,12 +778,13 @@ fn a_pack_does_not_take_a_message_already_final_nor_another_tenants() {
         "turnkey",
         "turnkey/{tenant}/UpCast/B2SSTORAGE/{message_type}/SRC",
     );
+    // Recorded for another tenant (no store function changes a message's tenant).
     w.tracker
         .store
         .conn()
         .execute(
-            "UPDATE messages SET tenant = 'other' WHERE number = 'EF00000001'",
-            [],
+            "UPDATE messages SET tenant = 'other' WHERE number = ?1",
+            ["EF00000001"],
         )
         .unwrap();
     let mut w = World {
@@ -933,21 +900,22 @@ fn old_records_of_results_read_in_place_are_pruned_but_not_of_a_pack_still_there
     let pack = write_pack(&w, "28080623", &["EF00000001"], UPLOAD);
     let gone = w.dir.path().join("gone_pack");
     let result = w.dir.path().join("some_ProcessResult");
+    // Records seen long ago (no store function writes a time of the past).
     let conn = w.tracker.store.conn();
-    for (path, kind) in [(&pack, "pack"), (&gone, "pack"), (&result, "process")] {
+    let old = |path: &str, kind: records::FeedbackKind| {
         conn.execute(
             "INSERT INTO feedback_files (path, md5, kind, outcome, seen_at) VALUES (?1, 'm', ?2, '', '2000-01-01T00:00:00.000Z')",
-            rusqlite::params![path.to_string_lossy(), kind],
+            rusqlite::params![path, kind],
         )
         .unwrap();
+    };
+    use records::FeedbackKind::{Bak, Pack, Process};
+    for (path, kind) in [(&pack, Pack), (&gone, Pack), (&result, Process)] {
+        old(&path.to_string_lossy(), kind);
     }
     // Many more, so the pruning runs in several batches (1,000 rows each) and still drains.
     for i in 0..2_500 {
-        conn.execute(
-            "INSERT INTO feedback_files (path, md5, kind, outcome, seen_at) VALUES (?1, 'm', ?2, '', '2000-01-01T00:00:00.000Z')",
-            rusqlite::params![format!("/gone/{i}"), if i % 2 == 0 { "pack" } else { "bak" }],
-        )
-        .unwrap();
+        old(&format!("/gone/{i}"), if i % 2 == 0 { Pack } else { Bak });
     }
     assert_eq!(w.tracker.prune_logs().unwrap(), 2 + 2_500);
     assert!(
@@ -1258,13 +1226,9 @@ fn a_forged_ack_is_a_health_problem_and_a_result_written_with_a_pause_still_appl
     let number = invoice_number(&std::fs::read_to_string(&xml).unwrap());
     let message_id = xml.file_stem().unwrap().to_string_lossy().into_owned();
     let state = || -> String {
-        sb.db()
-            .query_row(
-                "SELECT state FROM messages WHERE number = ?1",
-                [&number],
-                |r| r.get(0),
-            )
-            .unwrap()
+        messages::by_number(&sb.store(), &number).unwrap()[0]
+            .state
+            .to_string()
     };
     let outbox = sb.path().join("turnkey/OUTBOX");
     std::fs::create_dir_all(&outbox).unwrap();
@@ -1354,17 +1318,8 @@ fn a_result_for_a_message_not_handed_to_turnkey_is_believed_only_once_it_was_pub
     w.take(2);
     // As if the process stopped after publishing EF00000001 (its staged file gone) but before
     // recording it, and EF00000002 had not even been staged.
-    let conn = w.tracker.store.conn();
-    conn.execute(
-        "UPDATE messages SET state = 'validated', staged = 1, staged_path = '/nonexistent/staged.xml' WHERE number = 'EF00000001'",
-        [],
-    )
-    .unwrap();
-    conn.execute(
-        "UPDATE messages SET state = 'validated', staged = 0 WHERE number = 'EF00000002'",
-        [],
-    )
-    .unwrap();
+    as_left_by_a_stop(&w, "EF00000001", Some("/nonexistent/staged.xml"));
+    as_left_by_a_stop(&w, "EF00000002", None);
     w.deliver("ack.xml", "A.xml");
     w.deliver("error.xml", "E.xml");
     w.tracker.scan().unwrap();
@@ -1375,4 +1330,183 @@ fn a_result_for_a_message_not_handed_to_turnkey_is_believed_only_once_it_was_pub
         report.contains("claims F0401 EF00000002 error, but it was never handed to Turnkey"),
         "{report}"
     );
+}
+
+/// Writes a SummaryResult as Unpack leaves it in BAK, about upload `uuid`: `good` and `failed`
+/// listed one by one.
+fn write_summary(w: &World, uuid: &str, good: &[&str], failed: &[&str]) -> PathBuf {
+    let dir = w.dir.path().join(format!(
+        "turnkey/Unpack/BAK/SummaryResult/{0}/{0}10",
+        today()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = |numbers: &[&str]| -> String {
+        let invoices: String = numbers
+            .iter()
+            .map(|n| format!("<Invoice><ReferenceNumber>{n}</ReferenceNumber><InvoiceDate>20261126</InvoiceDate></Invoice>"))
+            .collect();
+        format!(
+            "<Count>{}</Count><Invoices>{invoices}</Invoices>",
+            numbers.len()
+        )
+    };
+    let p = dir.join(format!("{}_SummaryResult", upload_id(uuid)));
+    std::fs::write(
+        &p,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SummaryResult xmlns=\"urn:GEINV:SummaryResult:4.1\">\
+             <RoutingInfo><From><PartyId>28080623</PartyId></From><To><PartyId>00000000</PartyId></To></RoutingInfo>\
+             <DetailList><Message><Info><Id>{}</Id><Size>1</Size><MessageType>F0401</MessageType><Service>S</Service><Action>B2S</Action></Info>\
+             <Result><Total><Count>{}</Count></Total><Good>{}</Good><Failed>{}</Failed></Result></Message></DetailList></SummaryResult>\n",
+            upload_id(uuid),
+            good.len() + failed.len(),
+            list(good),
+            list(failed)
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn a_summary_result_overrules_the_guess_of_a_process_result_naming_no_document() {
+    let mut w = World::new("turnkey");
+    w.take_all();
+    write_pack(
+        &w,
+        "28080623",
+        &["EF00000001", "EF00000002", "EF00000003"],
+        UPLOAD,
+    );
+    // An error that names no document: turnbridge can only guess the whole upload failed.
+    write_result(
+        &w,
+        UPLOAD,
+        "<Info><Code>9001</Code><Description>the upload could not be processed</Description></Info>",
+    );
+    w.tracker.scan().unwrap();
+    for n in ["EF00000001", "EF00000002", "EF00000003"] {
+        assert_eq!(w.state_of(n), ("error".into(), Some("9001".into())), "{n}");
+    }
+    let before = w.events("invoice.status.updated").len();
+    // The platform's summary names two invoices one by one: better evidence than the guess.
+    write_summary(&w, UPLOAD, &["EF00000001"], &["EF00000002"]);
+    w.tracker.scan().unwrap();
+    assert!(set_aside(&w).is_empty(), "the summary is believed");
+    assert!(w.reports().is_empty(), "{:?}", w.reports());
+    assert_eq!(w.tracker.problem(), None);
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.state_of("EF00000002").0, "error");
+    assert_eq!(
+        w.state_of("EF00000003").0,
+        "error",
+        "not named: keeps its own"
+    );
+    let updates = w.events("invoice.status.updated");
+    assert_eq!(updates.len(), before + 1, "{updates:#?}");
+    let last = updates.last().unwrap();
+    assert_eq!(
+        (last["invoice_no"].as_str(), last["status"].as_str()),
+        (Some("EF00000001"), Some("ACKED"))
+    );
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+
+    // Another guess about the same upload does not undo what the summary said, and is no
+    // reason to doubt the file either.
+    let again = write_result(
+        &w,
+        UPLOAD,
+        "<Info><Code>9002</Code><Description>the upload could not be processed again</Description></Info>",
+    );
+    std::fs::rename(&again, again.with_file_name("second_ProcessResult")).unwrap();
+    w.tracker.scan().unwrap();
+    assert!(set_aside(&w).is_empty(), "{:?}", w.reports());
+    assert_eq!(w.state_of("EF00000001").0, "acked");
+    assert_eq!(w.events("invoice.status.updated").len(), before + 1);
+}
+
+#[test]
+fn a_summary_read_again_after_its_record_was_pruned_raises_nothing_again() {
+    use turnbridge::retention::{Limits, Retention};
+    let mut w = World::new("flat");
+    w.take_all();
+    w.deliver("summary_some_failed.xml", "S.xml");
+    w.tracker.scan().unwrap();
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+    let updates = w.events("invoice.status.updated").len();
+    assert_eq!(w.state_of("EF00000003").0, "error");
+
+    // Past retention.feedback_days its records go (the file left the outbox long ago).
+    let store = turnbridge::store::Store::open(&w.config.database()).unwrap();
+    let mut retention = Retention::new(store, Limits::of(&w.config));
+    let days = w.config.retention.feedback_days as i64 + 1;
+    let pruned = retention
+        .prune(
+            chrono::Utc::now() + chrono::Duration::days(days),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(pruned.rows.get("summaries"), Some(&1), "{pruned:?}");
+    assert!(pruned.rows.contains_key("feedback_files"), "{pruned:?}");
+
+    // The same summary again: nothing new about any of its invoices, so no event at all.
+    let again = w.deliver("summary_some_failed.xml", "S.xml");
+    w.tracker.scan().unwrap();
+    assert!(!again.exists(), "taken from the outbox");
+    assert!(set_aside(&w).is_empty(), "{:?}", w.reports());
+    assert_eq!(w.events("turnkey.feedback.daily-summary").len(), 1);
+    assert_eq!(w.events("invoice.status.updated").len(), updates);
+}
+
+#[test]
+fn every_status_update_has_the_same_fields_null_when_absent() {
+    let mut w = World::new("flat");
+    w.take_all();
+    w.deliver("error.xml", "E.xml");
+    w.tracker.scan().unwrap();
+    let updates = w.events("invoice.status.updated");
+    let statuses: Vec<&str> = updates
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "QUEUED",
+            "QUEUED",
+            "QUEUED",
+            "PICKED_UP",
+            "PICKED_UP",
+            "PICKED_UP",
+            "ERROR"
+        ]
+    );
+    let keys = |e: &Value| -> Vec<String> { e.as_object().unwrap().keys().cloned().collect() };
+    for e in &updates {
+        assert_eq!(keys(e), keys(&updates[0]), "{e}");
+        for k in [
+            "tenant_id",
+            "invoice_no",
+            "message_type",
+            "status",
+            "mof_code",
+            "message",
+        ] {
+            assert!(e.get(k).is_some(), "{k} missing from {e}");
+        }
+        assert_eq!(e["tenant_id"], "default");
+        assert!(
+            e["import_id"].is_string() && e["xml_path"].is_string(),
+            "{e}"
+        );
+    }
+    let queued = &updates[0];
+    assert!(
+        queued["mof_code"].is_null() && queued["message"].is_null(),
+        "{queued}"
+    );
+    assert_eq!(queued["evidence"], queued["xml_path"]);
+    let error = updates.last().unwrap();
+    assert_eq!(error["mof_code"], "E0403");
+    assert!(error["message"].is_string(), "{error}");
 }

@@ -250,13 +250,8 @@ fn count(sb: &Sandbox, sql: &str) -> i64 {
 
 /// The job a spool file became: id, state, final path.
 fn job_of(sb: &Sandbox, name: &str) -> Option<(String, String, Option<String>)> {
-    sb.db()
-        .query_row(
-            "SELECT id, state, final_path FROM jobs WHERE source_name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok()
+    let j = job_named(&sb.try_store()?, name)?;
+    Some((j.id, j.state.to_string(), j.final_path))
 }
 
 #[test]
@@ -536,14 +531,8 @@ fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
             "{rel}: should be left in place"
         );
         assert!(job_of(&sb, name).is_none(), "{rel}: became a job");
-        let rows = count(
-            &sb,
-            &format!(
-                "SELECT count(*) FROM feedback_files WHERE path LIKE '%/{}'",
-                name.replace('\'', "''")
-            ),
-        );
-        assert_eq!(rows, 0, "{rel}: was read as feedback");
+        let record = turnbridge::store::feedback::kind_of(&sb.store(), &here).unwrap();
+        assert_eq!(record, None, "{rel}: was read as feedback");
     }
 
     // Nothing from hostile input reached Turnkey or the stores.
@@ -554,7 +543,9 @@ fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
     );
     assert!(files_below(&sb.state().join("staging")).is_empty());
     assert!(files_in(&sb.work()).is_empty(), "work/ is empty");
-    assert_eq!(count(&sb, "SELECT count(*) FROM messages"), 0);
+    assert!(turnbridge::store::messages::first(&sb.store(), 1)
+        .unwrap()
+        .is_empty());
     assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 0);
     assert_eq!(count(&sb, "SELECT count(*) FROM webhook_endpoints"), 0);
     assert_eq!(
@@ -696,13 +687,9 @@ fn outside_text_is_shown_escaped_in_reports_history_and_the_log() {
     let xml = sb.inbox_files()[0].clone();
     let message_id = xml.file_stem().unwrap().to_string_lossy().into_owned();
     let state = || -> String {
-        sb.db()
-            .query_row(
-                "SELECT state FROM messages WHERE number = 'HX00000001'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
+        turnbridge::store::messages::by_number(&sb.store(), "HX00000001").unwrap()[0]
+            .state
+            .to_string()
     };
     // Turnkey takes it and answers with an ERROR whose name, code and text carry the same.
     let sent = sb.path().join("turnkey/SENT");

@@ -22,12 +22,9 @@ fn final_state(sb: &Sandbox, name: &str) -> String {
     let mut state = String::new();
     wait_for(240, &format!("{name} to be processed"), || {
         state = sb
-            .db()
-            .query_row(
-                "SELECT state FROM jobs WHERE source_name = ?1",
-                [name],
-                |r| r.get::<_, String>(0),
-            )
+            .try_store()
+            .and_then(|c| job_named(&c, name))
+            .map(|j| j.state.to_string())
             .unwrap_or_default();
         !state.is_empty() && state != "claimed"
     });

@@ -68,14 +68,8 @@ impl Setup {
         assert_eq!(a.id, "NE123456");
     }
     fn events(&self, kind: &str) -> i64 {
-        rusqlite::Connection::open(&self.db)
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM events WHERE event = ?1",
-                [kind],
-                |r| r.get(0),
-            )
-            .unwrap()
+        let conn = turnbridge::report::open_read_only(&self.db).unwrap();
+        events_named(&conn, kind).len() as i64
     }
 }
 
@@ -584,15 +578,8 @@ fn spooled_goods_and_stock_files_become_uploads_followed_to_the_queue_verdict() 
         std::fs::read_to_string(report).unwrap().contains("row 5"),
         "the row without a code is reported"
     );
-    let events: i64 = sb
-        .db()
-        .query_row(
-            "SELECT count(*) FROM events WHERE event = 'nextengine.upload.completed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(events, 2);
+    let events = events_named(&sb.store(), "nextengine.upload.completed");
+    assert_eq!(events.len(), 2);
     wait_for(20, "both sources archived", || sb.archived().len() == 2);
 }
 

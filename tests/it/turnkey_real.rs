@@ -137,28 +137,27 @@ struct Row {
 }
 
 fn rows(sb: &Sandbox) -> Vec<Row> {
-    let Ok(conn) = rusqlite::Connection::open(sb.state().join("turnbridge.db")) else {
+    use turnbridge::store::messages;
+    let Some(conn) = sb.try_store() else {
         return vec![];
     };
-    let Ok(mut stmt) = conn.prepare(
-        "SELECT m.message_type, m.number, m.state, m.mof_code, m.status_message,
-                (SELECT evidence FROM transitions t WHERE t.message_id = m.id ORDER BY t.id DESC LIMIT 1)
-         FROM messages m ORDER BY m.id",
-    ) else {
-        return vec![];
-    };
-    stmt.query_map([], |r| {
-        Ok(Row {
-            message_type: r.get(0)?,
-            number: r.get(1)?,
-            state: r.get(2)?,
-            mof_code: r.get(3)?,
-            status: r.get(4)?,
-            evidence: r.get(5)?,
+    messages::first(&conn, 1000)
+        .map(|ms| {
+            ms.into_iter()
+                .filter_map(|m| {
+                    let evidence = messages::transitions_of(&conn, m.id).ok()?.pop()?.evidence;
+                    Some(Row {
+                        message_type: m.message_type,
+                        number: m.number,
+                        state: m.state.to_string(),
+                        mof_code: m.mof_code,
+                        status: m.status_message,
+                        evidence,
+                    })
+                })
+                .collect()
         })
-    })
-    .map(|it| it.filter_map(Result::ok).collect())
-    .unwrap_or_default()
+        .unwrap_or_default()
 }
 
 fn row<'a>(all: &'a [Row], ty: &str, number: &str) -> &'a Row {

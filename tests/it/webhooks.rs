@@ -590,3 +590,75 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
             <= 1
     );
 }
+
+#[test]
+fn subscriptions_name_events_of_the_catalogue_or_their_families() {
+    let sb = sandbox("[0]");
+    let auth = format!("Bearer {ADMIN}");
+    let post = |events: &str| {
+        http_post(
+            sb.http_addr(),
+            "/api/v1/webhooks",
+            &[("Authorization", &auth)],
+            format!(r#"{{"url":"http://x.test/hook","events":{events}}}"#).as_bytes(),
+        )
+    };
+    for bad in [
+        r#"["no.such.event"]"#,
+        r#"["upload.completed","nosuch.*"]"#,
+        r#"["invoice"]"#,
+        r#"[]"#,
+    ] {
+        let r = post(bad);
+        assert_eq!(r.status, 422, "{bad}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["field"], "events", "{v}");
+        let message = v["message"].as_str().unwrap();
+        for valid in [
+            "upload.completed",
+            "invoice.status.updated",
+            "invoice.*",
+            "\"*\"",
+        ] {
+            assert!(message.contains(valid), "{bad}: {valid} not in {message}");
+        }
+    }
+    assert!(post(r#"["no.such.event"]"#).json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no.such.event is not an event"));
+    // Names, families at any depth, and everything are taken.
+    for good in [
+        r#"["upload.completed","invoice.status.updated"]"#,
+        r#"["invoice.*"]"#,
+        r#"["turnkey.feedback.*","nextengine.*"]"#,
+        r#"["*"]"#,
+    ] {
+        let r = post(good);
+        assert_eq!(r.status, 201, "{good}: {}", r.text());
+    }
+    // The CLI is refused the same way, and so is a change of events.
+    let (ok, out) = cli(
+        &sb,
+        &[
+            "webhooks",
+            "add",
+            "http://x.test/cli",
+            "--events",
+            "no.such.event",
+        ],
+    );
+    assert!(
+        !ok && out.contains("no.such.event is not an event"),
+        "{out}"
+    );
+    let (id, _) = register(&sb, "http://x.test/patch", &["upload.completed"], None);
+    let r = http_send(
+        sb.http_addr(),
+        "PATCH",
+        &format!("/api/v1/webhooks/{id}"),
+        &[("Authorization", &auth)],
+        br#"{"events":["invoices.*"]}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+}

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use turnbridge::store::{JobState, MessageState};
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -343,6 +345,17 @@ impl Sandbox {
         addr.unwrap()
     }
 
+    /// The database, read-only, for the store's own read functions
+    /// (`turnbridge::store::{jobs, messages, events, feedback}`); `None` before it exists.
+    pub fn try_store(&self) -> Option<rusqlite::Connection> {
+        turnbridge::report::open_read_only(&self.state().join("turnbridge.db")).ok()
+    }
+
+    /// [`Sandbox::try_store`], once the database exists.
+    pub fn store(&self) -> rusqlite::Connection {
+        self.try_store().expect("the database exists")
+    }
+
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.state().join("turnbridge.db")).unwrap()
     }
@@ -352,6 +365,29 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// How many messages are in `state`, of every type.
+pub fn messages_in(conn: &rusqlite::Connection, state: turnbridge::store::MessageState) -> usize {
+    turnbridge::store::messages::count_by_type_and_state(conn)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s, _)| *s == state)
+        .map(|(_, _, n)| n as usize)
+        .sum()
+}
+
+/// The payloads of the events of one name, oldest first.
+pub fn events_named(conn: &rusqlite::Connection, name: &str) -> Vec<serde_json::Value> {
+    let name: turnbridge::events::EventName = name.parse().unwrap();
+    turnbridge::store::events::payloads(conn, name).unwrap()
+}
+
+/// The newest job of the spool files of this name.
+pub fn job_named(conn: &rusqlite::Connection, name: &str) -> Option<turnbridge::store::Job> {
+    turnbridge::store::jobs::by_source_name(conn, name)
+        .ok()?
+        .pop()
 }
 
 /// A CSV batch of `n` valid consumer invoices numbered from `first` (one product line each).
