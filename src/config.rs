@@ -62,9 +62,11 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Http {
-    /// Address to listen on; empty turns the listener off.
+    /// Address to listen on; empty turns the listener off. Bound at start: a reload keeps
+    /// the running one.
     pub listen: String,
-    /// Separate address for `/healthz` and `/metrics`; empty serves them on `listen`.
+    /// Separate address for `/healthz` and `/metrics`; empty serves them on `listen`. Bound
+    /// at start, as `listen`.
     pub monitor_listen: String,
     /// `Authorization: Bearer` token for the monitoring routes; empty turns them off.
     pub admin_token: Secret,
@@ -154,8 +156,8 @@ pub struct NextEngine {
     pub login_base: String,
     /// The account (its `company_ne_id`, as `turnbridge nextengine status` lists it) that
     /// spool uploads and searches use. Empty: the only connected account; with several
-    /// connected, nothing is uploaded (and `status` says why) until one is named here. Read
-    /// at start: a change takes effect at the next restart.
+    /// connected, nothing is uploaded (and `status` says why) until one is named here. A
+    /// reload applies it to the next upload.
     pub account: String,
     /// An authenticated call this often keeps the 3-day refresh token alive on a quiet system.
     pub keepalive_minutes: u64,
@@ -232,7 +234,8 @@ pub struct Webhooks {
     /// After the last one fails the delivery is dead (DLQ).
     pub retry_schedule_ms: Vec<u64>,
     pub timeout_ms: u64,
-    /// Deliveries in flight at once, in all and per endpoint.
+    /// Deliveries in flight at once, in all (counted at start: a reload keeps the running
+    /// one) and per endpoint.
     pub max_in_flight: usize,
     pub max_in_flight_per_endpoint: usize,
     /// How long a rotated-out secret still signs, beside the new one; then it is removed
@@ -302,7 +305,8 @@ impl Default for Simulator {
 pub struct Paths {
     /// Spool root; e-invoice batches go in `<spool>/einvoice/`.
     pub spool: PathBuf,
-    /// State root: database, work, archive, rejected, staging.
+    /// State root: database, work, archive, rejected, staging. Opened at start: a reload
+    /// keeps the running one.
     pub state: PathBuf,
 }
 
@@ -510,7 +514,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Log {
+    /// The level (a reload changes it).
     pub level: String,
+    /// Where the log goes, chosen at start (a reload keeps the running one).
     pub format: LogFormat,
 }
 

@@ -134,7 +134,6 @@ pub struct Client {
 impl Client {
     pub fn new(settings: Settings, store: Store) -> Client {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
             .user_agent(concat!("turnbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client");
@@ -146,6 +145,7 @@ impl Client {
         }
     }
 
+    /// Takes reloaded settings: the next call uses them (credentials, API base, timeouts).
     pub fn reload(&self, settings: Settings) {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
     }
@@ -222,6 +222,8 @@ impl Client {
         let resp = self
             .http
             .post(url)
+            // Per request, so a reloaded nextengine.timeout_ms applies at once.
+            .timeout(Duration::from_millis(s.timeout_ms))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()

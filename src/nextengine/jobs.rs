@@ -72,6 +72,12 @@ impl Jobs {
         }
     }
 
+    /// Takes a reloaded configuration: the next pass uses its folders, limits and
+    /// `nextengine.account`.
+    pub fn reload(&mut self, config: Config) {
+        self.config = config;
+    }
+
     fn spool_dir(&self, kind: Kind) -> PathBuf {
         self.config
             .paths

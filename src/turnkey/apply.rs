@@ -432,7 +432,7 @@ fn summary_event(
         },
     )?;
     if let Some(m) = &mismatch {
-        warn!(date = ?date, "summary does not match the store: {m}");
+        warn!(date, "summary does not match the store: {m}");
     }
     Ok(())
 }

@@ -425,7 +425,7 @@ impl Deliverer {
                 error!(
                     attempt = attempts,
                     status = ?answer.status,
-                    error = ?answer.error,
+                    error = answer.error.as_deref(),
                     "delivery failed for good and is in the dead-letter queue; resend it with `turnbridge dlq resend {}`",
                     d.id
                 );
@@ -434,7 +434,8 @@ impl Deliverer {
                 }
             }
             DeliveryState::Pending => {
-                warn!(attempt = attempts, status = ?answer.status, error = ?answer.error, next = ?next.map(|t| t.to_string()), "delivery attempt failed; will retry")
+                let next = next.map(|t| t.to_string());
+                warn!(attempt = attempts, status = ?answer.status, error = answer.error.as_deref(), next = next.as_deref(), "delivery attempt failed; will retry")
             }
         }
     }

@@ -817,3 +817,107 @@ fn after_a_system_error_an_upload_never_adopts_another_jobs_queue_entry() {
         jobs(&sb).into_iter().filter_map(|j| j.que_id).collect();
     assert_eq!(ids.len(), 2, "two queue entries, one per job");
 }
+
+/// Sends the daemon SIGHUP and waits for its `n`th "configuration reloaded".
+fn reload(sb: &Sandbox, n: usize) {
+    let pid = sb.child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(20, "the reload", || {
+        sb.log().matches("configuration reloaded").count() == n
+    });
+}
+
+#[test]
+fn credentials_added_by_a_reload_start_the_uploads_without_a_restart() {
+    let fake = FakeNextEngine::start();
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\napi_base = \"{}\"\npoll_ms = 100\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    drop_into(&sb, "goods", "goods.csv", &goods);
+    // No client: NextEngine is off, the file waits in the spool.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(job_states(&sb).is_empty());
+    assert!(sb.path().join("spool/nextengine/goods/goods.csv").exists());
+
+    let config = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "[nextengine]\n",
+        "[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\n",
+    );
+    std::fs::write(sb.config_path(), config).unwrap();
+    reload(&sb, 1);
+    // The sign-in uses the reloaded client too.
+    cli(&sb.config_path(), &["nextengine", "login"]);
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u1&state=s1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(30, "the goods job done", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Done)]
+    });
+    let uploads = fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].1, goods);
+    assert_eq!(
+        sb.log().matches(" starting config=").count(),
+        1,
+        "never restarted"
+    );
+}
+
+#[test]
+fn naming_the_account_in_a_reload_starts_the_uploads_without_a_restart() {
+    let fake = FakeNextEngine::start();
+    fake.state
+        .lock()
+        .unwrap()
+        .companies
+        .insert("u2".into(), "NE000002".into());
+    let sb = daemon_with_fake(&fake);
+    cli(&sb.config_path(), &["nextengine", "login"]);
+    let r = http_get(sb.http_addr(), "/auth/callback?uid=u2&state=s2", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    drop_into(&sb, "goods", "goods.csv", &goods);
+    wait_for(20, "the reason nothing is uploaded", || {
+        health_problems(&sb)
+            .iter()
+            .any(|(c, p)| c == "nextengine" && p.contains("nextengine.account"))
+    });
+    assert!(fake.state.lock().unwrap().uploads.is_empty());
+
+    let config = std::fs::read_to_string(sb.config_path())
+        .unwrap()
+        .replace("[nextengine]\n", "[nextengine]\naccount = \"NE000002\"\n");
+    std::fs::write(sb.config_path(), config).unwrap();
+    reload(&sb, 1);
+    wait_for(30, "the goods job done", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Done)]
+    });
+    let token: String = sb
+        .db()
+        .query_row(
+            "SELECT access_token FROM nextengine_accounts WHERE id = 'NE000002'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let calls = fake.calls();
+    let upload = calls
+        .iter()
+        .find(|(p, _)| p.ends_with("/upload"))
+        .expect("an upload");
+    assert!(
+        upload.1.contains(&("access_token".to_string(), token)),
+        "uploaded with NE000002's token: {:?}",
+        upload.1
+    );
+    assert_eq!(
+        sb.log().matches(" starting config=").count(),
+        1,
+        "never restarted"
+    );
+}
