@@ -9,6 +9,7 @@ mod fake;
 
 mod backup;
 mod corpus;
+mod corrections;
 mod crash;
 mod daemon;
 mod faults;
