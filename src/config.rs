@@ -1047,6 +1047,26 @@ mod tests {
     }
 
     #[test]
+    fn the_future_tolerance_is_checked_naming_the_key_and_reaches_the_checks() {
+        let issues = Config::parse(
+            "[einvoice]\nfuture_tolerance_secs = 86401\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["einvoice.future_tolerance_secs"], "{issues:#?}");
+        let c = Config::parse(
+            "[einvoice]\nfuture_tolerance_secs = 60\nrefuse_late_cancels = false\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let time = c.read_options().time;
+        assert_eq!(time.future_tolerance, chrono::Duration::seconds(60));
+        assert!(!time.refuse_late_cancels);
+        assert!(time.now.is_some(), "the daemon checks against the clock");
+    }
+
+    #[test]
     fn relative_paths_are_resolved_against_the_config_folder() {
         let text = "[paths]\nspool = \"spool\"\n[turnkey]\ninbox = \"tk/{message_type}\"\n";
         let c = Config::parse(text, Path::new("/srv/tb")).unwrap();

@@ -10,6 +10,7 @@ mod fake;
 mod backup;
 mod corpus;
 mod corrections;
+mod corrections_real;
 mod crash;
 mod daemon;
 mod faults;
