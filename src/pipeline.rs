@@ -206,7 +206,14 @@ impl Pipeline {
         self.store.reset_read_failures(&job_id)?;
         // A job first recorded by a read that failed learns its content now.
         self.store.learn_job_content(&job_id, &md5, size)?;
-        if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
+        // An operator's request (`turnbridge invoice resend` twice, say) may repeat the bytes
+        // of an earlier one on purpose: the file it registered is never a duplicate.
+        let requested = store::manual::for_job(self.store.conn(), &name, &md5, &job_id)?.is_some();
+        let first = match requested {
+            true => None,
+            false => self.store.job_with_md5(KIND, &md5, &job_id)?,
+        };
+        if let Some(first) = first {
             let reason = format!(
                 "the same bytes (MD5 {md5}) were already processed as job {} from {}",
                 first.id, first.source_name

@@ -307,6 +307,18 @@ fn resend_sends_the_same_xml_again_and_announces_it() {
     let out = turnbridge(&sb, &["invoice", "resend", n]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("still on its way"), "{}", text(&out));
+
+    // Refused again, it goes a third time: the same bytes as the last request, on purpose,
+    // are not a duplicate file.
+    refuse(&sb, &second);
+    let out = turnbridge(&sb, &["invoice", "resend", n]);
+    assert!(out.status.success(), "{}", text(&out));
+    let third = wait_state(&sb, "F0401", n, 3, MessageState::Queued);
+    assert_eq!(
+        std::fs::read(third.xml_path.as_ref().unwrap()).unwrap(),
+        refused
+    );
+    assert_eq!(events_named(&sb.store(), "invoice.manual.issued").len(), 2);
 }
 
 #[test]
