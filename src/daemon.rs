@@ -20,9 +20,11 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::logging;
+use crate::metrics::labels::{SpoolKind, SpoolOutcome};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::retention::Retention;
 use crate::spool::{self, Settler, Wake};
+use crate::store::JobState;
 use crate::turnkey::feedback::{FeedbackError, Tracker};
 use crate::turnkey::simulator::Simulator;
 
@@ -586,10 +588,8 @@ impl Worker {
         if let Err(e) = report.write(&base) {
             error!(file = %path.display(), "cannot write the report: {e}");
         }
-        crate::metrics::inc(
-            "turnbridge_spool_files_total",
-            &[("kind", "einvoice"), ("outcome", "rejected")],
-        );
+        crate::metrics::get()
+            .spool_file(SpoolKind::Einvoice, SpoolOutcome::Job(JobState::Rejected));
     }
 
     fn report(&mut self, path: &Path, result: Result<crate::pipeline::Outcome, PipelineError>) {
@@ -597,10 +597,7 @@ impl Worker {
         match result {
             Ok(o) => {
                 self.processed += 1;
-                crate::metrics::inc(
-                    "turnbridge_spool_files_total",
-                    &[("kind", "einvoice"), ("outcome", o.state.as_str())],
-                );
+                crate::metrics::get().spool_file(SpoolKind::Einvoice, SpoolOutcome::Job(o.state));
                 info!(
                     job_id = %o.job_id,
                     outcome = %o.state,
@@ -613,10 +610,7 @@ impl Worker {
                 self.clear_when_caught_up();
             }
             Err(e) => {
-                crate::metrics::inc(
-                    "turnbridge_spool_files_total",
-                    &[("kind", "einvoice"), ("outcome", "retry")],
-                );
+                crate::metrics::get().spool_file(SpoolKind::Einvoice, SpoolOutcome::Retry);
                 error!(file = %path.display(), "file left for a retry: {e}");
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
                 health::set("einvoice", format!("{name} is left for a retry: {e}"));

@@ -35,7 +35,8 @@ use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::config::{Config, StockSink};
 use crate::listener::{self, Close, GuardedIo, Limits, Table};
-use crate::metrics::{self, Gauge};
+use crate::metrics::labels::{CompanyEventType, CompanyOutcome, Listener, Route, StockOutcome};
+use crate::metrics::{self, Live, StoreGauges};
 use crate::nextengine::stock_callback::{self, StockQuery};
 use crate::store::{self, Store, StoreError};
 use crate::webhook::inbound;
@@ -289,10 +290,7 @@ async fn accept_loop(
 }
 
 fn closed_metric(why: Close) {
-    metrics::inc(
-        "turnbridge_http_connections_closed_total",
-        &[("reason", why.as_str())],
-    );
+    metrics::get().connection_closed(why);
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response<Body> {
@@ -308,18 +306,18 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 /// The route name used in metrics (never the raw path, to keep label values few).
-fn route_name(path: &str, cfg: &Config) -> &'static str {
+fn route_name(path: &str, cfg: &Config) -> Route {
     match path {
-        p if p == cfg.nextengine.updatestock_path => "updatestock",
-        "/api/sync/company/webhook" => "company_webhook",
+        p if p == cfg.nextengine.updatestock_path => Route::Updatestock,
+        "/api/sync/company/webhook" => Route::CompanyWebhook,
         "/api/inventory/status"
         | "/api/inventory/updates"
         | "/api/inventory/logs"
-        | "/api/webhook/status" => "monitoring",
-        p if p.starts_with("/api/v1/") => "admin",
-        "/healthz" => "healthz",
-        "/metrics" => "metrics",
-        _ => "other",
+        | "/api/webhook/status" => Route::Monitoring,
+        p if p.starts_with("/api/v1/") => Route::Admin,
+        "/healthz" => Route::Healthz,
+        "/metrics" => Route::Metrics,
+        _ => Route::Other,
     }
 }
 
@@ -345,7 +343,7 @@ async fn handle(
     {
         Ok(r) => r,
         // NextEngine reads XML: it gets the internal-error reply (-3) in its own format.
-        Err(_) if route == "updatestock" => xml_response(
+        Err(_) if route == Route::Updatestock => xml_response(
             StatusCode::SERVICE_UNAVAILABLE,
             stock_callback::reply(&StockQuery::parse(&query), -3),
         ),
@@ -358,16 +356,8 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    let status = resp.status().as_u16().to_string();
-    metrics::inc(
-        "turnbridge_http_requests_total",
-        &[("route", route), ("status", &status)],
-    );
-    metrics::observe(
-        "turnbridge_http_request_duration_seconds",
-        &[("route", route)],
-        started.elapsed().as_secs_f64(),
-    );
+    let status = resp.status().as_u16();
+    metrics::get().http_request(route, status, started.elapsed());
     span.in_scope(
         || debug!(status = %status, elapsed_ms = started.elapsed().as_millis() as u64, "answered"),
     );
@@ -609,10 +599,7 @@ fn check_admin(cfg: &Config, req: &Request<Incoming>) -> Option<Response<Body>> 
     if inbound::secret_matches(token, given) {
         None
     } else {
-        metrics::inc(
-            "turnbridge_signature_failures_total",
-            &[("route", "monitoring")],
-        );
+        metrics::get().signature_failure(Route::Monitoring);
         Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -677,10 +664,7 @@ async fn updatestock(
     };
     if q.is_connection_check() {
         info!("NextEngine connection check (接続を確認)");
-        metrics::inc(
-            "turnbridge_stock_updates_total",
-            &[("outcome", "connection_check")],
-        );
+        metrics::get().stock_update(StockOutcome::ConnectionCheck);
         // Unauthenticated too: stored within the same bound as refusals.
         if state.refusals.admit(std::time::Instant::now()).detailed {
             let _ = with_db(&state, log_row("connection_check", 0, None)).await;
@@ -701,15 +685,12 @@ async fn updatestock(
         Err(refusal) => {
             let reason = refusal.reason();
             let status = if refusal.is_signature() {
-                metrics::inc(
-                    "turnbridge_signature_failures_total",
-                    &[("route", "updatestock")],
-                );
+                metrics::get().signature_failure(Route::Updatestock);
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::BAD_REQUEST
             };
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "refused")]);
+            metrics::get().stock_update(StockOutcome::Refused);
             let admit = state.refusals.admit(std::time::Instant::now());
             admit.log_suppressed(
                 "stock callbacks were refused (counted in turnbridge_stock_updates_total, not stored)",
@@ -758,17 +739,17 @@ async fn updatestock(
     .await;
     match result {
         Ok(true) => {
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "accepted")]);
+            metrics::get().stock_update(StockOutcome::Accepted);
             info!(store_account = %update.store_account, code = %update.code, stock = ?update.stock, ts = %update.ts, "stock level accepted");
             xml_response(StatusCode::OK, stock_callback::reply(&q, 0))
         }
         Ok(false) => {
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "replayed")]);
+            metrics::get().stock_update(StockOutcome::Replayed);
             warn!(store_account = %update.store_account, code = %update.code, ts = %update.ts, "stock callback refused: replayed");
             xml_response(StatusCode::CONFLICT, stock_callback::reply(&q, -2))
         }
         Err(e) => {
-            metrics::inc("turnbridge_stock_updates_total", &[("outcome", "error")]);
+            metrics::get().stock_update(StockOutcome::Error);
             warn!("stock callback could not be recorded: {e}");
             xml_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -799,14 +780,8 @@ async fn company_webhook(
         .unwrap_or("")
         .to_string();
     if !inbound::secret_matches(&secret, &given) {
-        metrics::inc(
-            "turnbridge_signature_failures_total",
-            &[("route", "company_webhook")],
-        );
-        metrics::inc(
-            "turnbridge_company_webhooks_total",
-            &[("type", "unknown"), ("outcome", "unauthorized")],
-        );
+        metrics::get().signature_failure(Route::CompanyWebhook);
+        metrics::get().company_webhook(CompanyEventType::UNKNOWN, CompanyOutcome::Unauthorized);
         let admit = state.webhook_refusals.admit(std::time::Instant::now());
         admit.log_suppressed(
             "company webhooks were refused for their secret (counted in turnbridge_company_webhooks_total)",
@@ -823,20 +798,14 @@ async fn company_webhook(
     let body = match read_body(req, cfg.http.max_body_bytes).await {
         Ok(b) => b,
         Err(resp) => {
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", "unknown"), ("outcome", "too_large")],
-            );
+            metrics::get().company_webhook(CompanyEventType::UNKNOWN, CompanyOutcome::TooLarge);
             return resp;
         }
     };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", "unknown"), ("outcome", "malformed")],
-            );
+            metrics::get().company_webhook(CompanyEventType::UNKNOWN, CompanyOutcome::Malformed);
             return error(StatusCode::BAD_REQUEST, "malformed_json", e.to_string());
         }
     };
@@ -848,15 +817,7 @@ async fn company_webhook(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let label = if inbound::EVENT_TYPES.contains(&ty.as_str()) {
-                ty.as_str()
-            } else {
-                "unknown"
-            };
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", label), ("outcome", "invalid")],
-            );
+            metrics::get().company_webhook(CompanyEventType::of(&ty), CompanyOutcome::Invalid);
             warn!(event_type = %ty, field = %inv.field, "company webhook refused: {}", inv.reason);
             let (rid, detail) = (
                 request_id.clone(),
@@ -907,11 +868,13 @@ async fn company_webhook(
     }
     match stored {
         Ok((new, id)) => {
-            let outcome = if new { "stored" } else { "duplicate" };
-            metrics::inc(
-                "turnbridge_company_webhooks_total",
-                &[("type", &accepted.event_type), ("outcome", outcome)],
-            );
+            let outcome = if new {
+                CompanyOutcome::Stored
+            } else {
+                CompanyOutcome::Duplicate
+            };
+            metrics::get().company_webhook(CompanyEventType::of(&accepted.event_type), outcome);
+            let outcome = outcome.as_str();
             info!(event_type = %accepted.event_type, key = %accepted.key, "company webhook {outcome}");
             json_response(
                 StatusCode::OK,
@@ -973,7 +936,7 @@ async fn monitoring(state: Arc<AppState>, path: String, limit: i64) -> Response<
                     "refused": count("SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')")?,
                     "requests": count("SELECT count(*) FROM inventory_logs")?,
                     "pending_forward": count("SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'")?,
-                    "signature_failures_since_start": metrics::counter("turnbridge_signature_failures_total", &[("route", "updatestock")]),
+                    "signature_failures_since_start": metrics::get().signature_failures_on(Route::Updatestock),
                     "last_update": last.into_iter().next(),
                 })
             }
@@ -1000,67 +963,22 @@ async fn monitoring(state: Arc<AppState>, path: String, limit: i64) -> Response<
 }
 
 async fn metrics_response(state: &Arc<AppState>) -> Response<Body> {
-    let gauges = with_db(state, |db| {
-        let c = db.conn();
-        let mut gauges = Vec::new();
-        let mut stmt =
-            c.prepare("SELECT message_type, state, count(*) FROM messages GROUP BY 1, 2")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (ty, st, n) = row?;
-            gauges.push(Gauge {
-                name: "turnbridge_messages",
-                labels: vec![("message_type".into(), ty), ("state".into(), st)],
-                value: n as f64,
-            });
+    let store = match with_db(state, |db| StoreGauges::read(db.conn())).await {
+        Ok(g) => Some(g),
+        Err(e) => {
+            warn!("/metrics left out the store's gauges: {e}");
+            None
         }
-        let mut stmt = c.prepare("SELECT state, count(*) FROM deliveries GROUP BY 1")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (st, n) = row?;
-            gauges.push(Gauge {
-                name: "webhook_deliveries",
-                labels: vec![("state".into(), st)],
-                value: n as f64,
-            });
-        }
-        gauges.push(Gauge {
-            name: "webhook_delivery_success_rate",
-            labels: vec![],
-            value: crate::webhook::deliver::success_rate(c)?,
-        });
-        let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-        gauges.push(Gauge {
-            name: "turnbridge_events_outbox",
-            labels: vec![],
-            value: events as f64,
-        });
-        Ok(gauges)
-    })
-    .await
-    .unwrap_or_default();
-    let mut gauges = gauges;
-    let mut roles = vec![(Role::Main, "main")];
+    };
+    let mut connections = vec![(Listener::Main, state.table(Role::Main).len())];
     if !state.config().http.monitor_listen.is_empty() {
-        roles.push((Role::Monitor, "monitor"));
+        connections.push((Listener::Monitor, state.table(Role::Monitor).len()));
     }
-    for (role, name) in roles {
-        gauges.push(Gauge {
-            name: "turnbridge_http_connections",
-            labels: vec![("listener".into(), name.into())],
-            value: state.table(role).len() as f64,
-        });
-    }
-    let mut r = Response::new(Full::new(Bytes::from(metrics::render(&gauges))));
+    let live = Live { store, connections };
+    let mut r = Response::new(Full::new(Bytes::from(metrics::render(&live))));
     r.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     r
 }

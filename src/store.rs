@@ -397,6 +397,11 @@ ALTER TABLE messages ADD COLUMN guessed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN summary_id TEXT;
 "#,
     r#"
+-- The events a pending delivery waits to deliver, counted at each /metrics scrape (the
+-- outbox gauge) from this index alone, however long the backlog.
+CREATE INDEX IF NOT EXISTS deliveries_state_event ON deliveries(state, event_id);
+"#,
+    r#"
 -- Generations: a message may be sent again (a corrected drop or `turnbridge invoice resend`
 -- after an error; the same number issued again after a void), each time as a new row, the
 -- earlier ones kept with their transitions. Messages become unique by type, seller, number
@@ -703,6 +708,7 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
 }
 
 pub mod backup;
+pub mod gauges;
 #[cfg(test)]
 mod plans;
 pub mod readers;

@@ -87,7 +87,7 @@ impl Limits {
 
 /// Why the listener closed a connection (the `reason` label of
 /// `turnbridge_http_connections_closed_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Close {
     HeaderTimeout,
     IdleTimeout,

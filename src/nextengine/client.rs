@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use crate::config::NextEngine as Settings;
 use crate::events::{NextengineAccountConnected, NextengineAuthExpiring, NextengineAuthRequired};
+use crate::metrics::labels::NeResult;
 use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -326,7 +327,7 @@ impl Client {
     pub async fn call(
         &self,
         account: &str,
-        path: &str,
+        path: &'static str,
         params: &[(&str, &str)],
         wait: bool,
     ) -> Result<Value, NeError> {
@@ -368,10 +369,7 @@ impl Client {
             let answer = match self.post(path, &form).await {
                 Ok(v) => v,
                 Err(e) => {
-                    crate::metrics::inc(
-                        "turnbridge_nextengine_calls_total",
-                        &[("path", path), ("result", "unreachable")],
-                    );
+                    crate::metrics::get().nextengine_call(path, NeResult::Unreachable);
                     warn!(
                         account,
                         path,
@@ -384,14 +382,7 @@ impl Client {
             };
             {
                 let result = str_field(&answer, "result").unwrap_or_default();
-                let label = match result.as_str() {
-                    "success" | "error" | "redirect" => result.as_str(),
-                    _ => "other",
-                };
-                crate::metrics::inc(
-                    "turnbridge_nextengine_calls_total",
-                    &[("path", path), ("result", label)],
-                );
+                crate::metrics::get().nextengine_call(path, NeResult::of_answer(&result));
                 info!(
                     account,
                     path,

@@ -540,10 +540,7 @@ impl Tracker {
         };
         record(&tx, path, &md5, kind, &outcome, None)?;
         tx.commit()?;
-        crate::metrics::inc(
-            "turnbridge_feedback_files_total",
-            &[("kind", kind.as_str())],
-        );
+        crate::metrics::get().feedback_file(kind);
         Ok(true)
     }
 
@@ -693,10 +690,7 @@ impl Tracker {
         if late.is_some() && applied.changed == 0 && !applied.unmatched.is_empty() {
             self.late.insert(path.to_path_buf(), outcome.clone());
         }
-        crate::metrics::inc(
-            "turnbridge_feedback_files_total",
-            &[("kind", kind.as_str())],
-        );
+        crate::metrics::get().feedback_file(kind);
         if applied.unmatched.is_empty() {
             info!(file = %path.display(), "{kind} applied: {outcome}");
         } else {

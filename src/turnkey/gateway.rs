@@ -182,10 +182,7 @@ impl Tracker {
         };
         record(&tx, path, &md5, FeedbackKind::Pack, &outcome, None)?;
         tx.commit()?;
-        crate::metrics::inc(
-            "turnbridge_feedback_files_total",
-            &[("kind", FeedbackKind::Pack.as_str())],
-        );
+        crate::metrics::get().feedback_file(FeedbackKind::Pack);
         Ok(true)
     }
 

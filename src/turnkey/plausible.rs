@@ -199,10 +199,7 @@ impl Tracker {
         // A file set aside before and dropped back (to be read again) is recorded anew.
         records::record_set_aside(&tx, path, md5, kind, &outcome, &kept)?;
         tx.commit()?;
-        crate::metrics::inc(
-            "turnbridge_feedback_files_total",
-            &[("kind", kind.as_str())],
-        );
+        crate::metrics::get().feedback_file(kind);
         Ok(kept)
     }
 

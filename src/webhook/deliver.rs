@@ -20,7 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::Webhooks;
-use crate::metrics;
+use crate::metrics::{self, labels::AttemptOutcome};
 use crate::store::{self, Store, StoreError};
 use crate::webhook::outbound;
 use crate::webhook::policy::{self, PolicyResolver};
@@ -357,11 +357,6 @@ impl Deliverer {
     async fn attempt(&self, d: Due, cfg: &Webhooks) {
         let answer = self.send(&d, Duration::from_millis(cfg.timeout_ms)).await;
         let ms = answer.elapsed.as_millis() as u64;
-        metrics::observe(
-            "webhook_delivery_latency_seconds",
-            &[],
-            answer.elapsed.as_secs_f64(),
-        );
         let success = answer.status.is_some_and(|s| (200..300).contains(&s));
         let gone = answer.status == Some(410);
         let attempts = d.attempts + 1;
@@ -381,15 +376,15 @@ impl Deliverer {
             Some(at_ms_from_now(delay))
         };
         let outcome = if success {
-            "success"
+            AttemptOutcome::Success
         } else if gone {
-            "gone"
+            AttemptOutcome::Gone
         } else if answer.status.is_none() {
-            "error"
+            AttemptOutcome::Error
         } else {
-            "failure"
+            AttemptOutcome::Failure
         };
-        metrics::inc("webhook_delivery_attempts_total", &[("outcome", outcome)]);
+        metrics::get().webhook_attempt(outcome, answer.elapsed);
         let state = if success {
             "succeeded"
         } else if dead {
@@ -490,7 +485,7 @@ impl Deliverer {
                 info!(attempt = attempts, status = ?answer.status, elapsed_ms = ms, "delivered")
             }
             "dead" => {
-                metrics::inc("webhook_dlq_total", &[]);
+                metrics::get().dead_letter();
                 error!(
                     attempt = attempts,
                     status = ?answer.status,

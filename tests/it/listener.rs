@@ -422,9 +422,21 @@ fn metrics_pass_promtool_when_it_is_installed() {
             .contains("turnbridge_spool_files_total{kind=\"einvoice\",outcome=\"done\"} 1")
     });
     http_get(addr, "/healthz", &[]);
-    let text = http_get(addr, "/metrics", &[]).text();
+    let scrape = http_get(addr, "/metrics", &[]);
+    assert_eq!(
+        scrape.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = scrape.text();
     assert!(
         text.contains("turnbridge_messages{message_type=\"F0401\",state=\"queued\"} 1"),
+        "{text}"
+    );
+    // The delivery latency histogram is exported, empty, under the name it is recorded with,
+    // with buckets in seconds past the 2 s alert.
+    assert!(
+        text.contains("# TYPE webhook_delivery_latency_seconds histogram\n")
+            && text.contains("webhook_delivery_latency_seconds_bucket{le=\"30\"} 0\n"),
         "{text}"
     );
     assert!(

@@ -19,6 +19,7 @@ mod fixtures;
 mod hostile;
 mod listener;
 mod memory;
+mod metrics;
 mod nextengine;
 mod retention;
 mod rolls;
