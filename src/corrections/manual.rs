@@ -134,7 +134,14 @@ pub fn place(store: &mut Store, config: &Config, order: &Order) -> Result<Placed
                 p.reason
             )))
         }
-        Admit::Recorded => unreachable!("no job is named \"\""),
+        // No job is named "": never the case, but never a panic either.
+        Admit::Recorded => {
+            return Err(ManualError::Refused(format!(
+                "{} {} is already recorded",
+                accepted.message.message_type(),
+                order.number
+            )))
+        }
         Admit::Record(admission) => fits(order, &latest, admission)?,
     };
     let same_xml = before.map(|b| b.xml_md5.as_deref() == Some(&hex(&Md5::digest(&accepted.xml))));
