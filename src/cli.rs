@@ -1,4 +1,5 @@
-//! The command line: `run`, `sandbox`, `validate`, `check-config`.
+//! The command line: `run`, `sandbox`, `validate`, `check-config`, and the operator's
+//! commands (`history`, `status`, `invoice`, `webhooks`, …).
 //!
 //! This is the only place that turns errors into exit codes (with `anyhow`).
 
@@ -62,6 +63,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Corrections an operator makes to an invoice: resend one the platform refused, cancel,
+    /// void, or issue a voided one again. Each writes its message into the spool, where the
+    /// daemon takes it like any dropped file.
+    #[command(subcommand)]
+    Invoice(crate::corrections::command::InvoiceCmd),
     /// Messages per state and type, the oldest still waiting, files waiting for a person, and
     /// the last Turnkey summary.
     Status {
@@ -209,6 +215,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(path.as_deref().unwrap_or(&cli.config)),
         Command::History { number, json } => history(&cli.config, &number, json),
         Command::Status { json } => status(&cli.config, json),
+        Command::Invoice(cmd) => crate::corrections::command::run(&cli.config, cmd),
         Command::Reload { pid } => reload(&cli.config, pid),
         Command::Webhooks(cmd) => webhooks(&cli.config, cmd),
         Command::Generate { what, dir } => generate(&what, &dir),

@@ -335,6 +335,13 @@ pub struct Einvoice {
     pub max_file_bytes: u64,
     pub encoding: TextEncoding,
     pub default_tenant: String,
+    /// How far after now (Taiwan time) a document may be dated before it is refused as dated
+    /// in the future: a margin for clocks a little apart. At most a day.
+    pub future_tolerance_secs: u64,
+    /// Whether a cancel (F0501) dated after its invoice's period's VAT filing deadline (the
+    /// 15th of the next period) is refused, pointing to an allowance (G0401) instead. Turn it
+    /// off only to send a cancel the tax office approved after the deadline (專案作廢).
+    pub refuse_late_cancels: bool,
     pub zip: Zip,
 }
 
@@ -348,6 +355,8 @@ impl Default for Einvoice {
             max_file_bytes: 16 << 20,
             encoding: TextEncoding::Auto,
             default_tenant: "default".into(),
+            future_tolerance_secs: 300,
+            refuse_late_cancels: true,
             zip: Zip::default(),
         }
     }
@@ -665,6 +674,12 @@ impl Config {
         if e.max_file_bytes == 0 {
             bad("einvoice.max_file_bytes", "must be above 0".into());
         }
+        if e.future_tolerance_secs > 86_400 {
+            bad(
+                "einvoice.future_tolerance_secs",
+                "must be at most 86400 (a day)".into(),
+            );
+        }
         if !valid_tenant(&e.default_tenant) {
             bad(
                 "einvoice.default_tenant",
@@ -910,6 +925,13 @@ impl Config {
             max_invoices: self.einvoice.max_invoices_per_batch,
             max_lines: self.einvoice.max_lines_per_batch,
             default_tenant: self.einvoice.default_tenant.clone(),
+            time: crate::einvoice::timing::TimeRules {
+                now: Some(crate::einvoice::deadline::taiwan_time(chrono::Utc::now())),
+                future_tolerance: chrono::Duration::seconds(
+                    self.einvoice.future_tolerance_secs as i64,
+                ),
+                refuse_late_cancels: self.einvoice.refuse_late_cancels,
+            },
         }
     }
 }
@@ -1028,6 +1050,26 @@ mod tests {
             ],
             "{issues:#?}"
         );
+    }
+
+    #[test]
+    fn the_future_tolerance_is_checked_naming_the_key_and_reaches_the_checks() {
+        let issues = Config::parse(
+            "[einvoice]\nfuture_tolerance_secs = 86401\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["einvoice.future_tolerance_secs"], "{issues:#?}");
+        let c = Config::parse(
+            "[einvoice]\nfuture_tolerance_secs = 60\nrefuse_late_cancels = false\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let time = c.read_options().time;
+        assert_eq!(time.future_tolerance, chrono::Duration::seconds(60));
+        assert!(!time.refuse_late_cancels);
+        assert!(time.now.is_some(), "the daemon checks against the clock");
     }
 
     #[test]

@@ -32,6 +32,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod corrections;
 pub mod daemon;
 pub mod durable;
 pub mod einvoice;

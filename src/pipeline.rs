@@ -4,8 +4,9 @@
 //! Every step can be repeated after a crash without repeating its effect:
 //!
 //! 1. **Record** — each accepted message gets a row (state `validated`, its rendered XML, and
-//!    its XML name fixed) in one transaction. A row that already exists for this job is reused; one from another job
-//!    makes the row a duplicate.
+//!    its XML name fixed) in one transaction. A row that already exists for this job is reused;
+//!    one from another job is replaced only by a new generation where [`corrections::admit`]
+//!    allows it (after an error, a void), else the row is refused with the reason.
 //! 2. **Reject** — rejected rows and their reports are written to `state/rejected/`.
 //! 3. **Stage** — each message's XML is written and fsynced in the staging folder; one
 //!    transaction then marks them all `staged`.
@@ -23,14 +24,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use rust_decimal::Decimal;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::corrections;
 use crate::durable;
 use crate::einvoice::archive::hex;
-use crate::einvoice::{self, Message, Problem, Rejected, Source, Verdict};
+use crate::einvoice::{self, Message, Rejected, Source, Verdict};
 use crate::events::{UploadCompleted, UploadStatus};
 use crate::limited::{self, LimitedError};
 use crate::spool::{self, Report, ReportEntry};
@@ -206,7 +207,14 @@ impl Pipeline {
         self.store.reset_read_failures(&job_id)?;
         // A job first recorded by a read that failed learns its content now.
         self.store.learn_job_content(&job_id, &md5, size)?;
-        if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
+        // An operator's request (`turnbridge invoice resend` twice, say) may repeat the bytes
+        // of an earlier one on purpose: the file it registered is never a duplicate.
+        let requested = store::manual::for_job(self.store.conn(), &name, &md5, &job_id)?.is_some();
+        let first = match requested {
+            true => None,
+            false => self.store.job_with_md5(KIND, &md5, &job_id)?,
+        };
+        if let Some(first) = first {
             let reason = format!(
                 "the same bytes (MD5 {md5}) were already processed as job {} from {}",
                 first.id, first.source_name
@@ -587,46 +595,47 @@ impl Pipeline {
         self.finish_move(work, job_id, name, JobState::Done)
     }
 
-    /// Step 1: one transaction records every accepted message not yet recorded; messages the
-    /// store refuses (sent before by another job, allowance above its invoice) move from
-    /// `accepted` to `rejected`.
+    /// Step 1: one transaction records every accepted message not yet recorded, each as the
+    /// generation [`corrections::admit`] says; messages it refuses (sent before and accepted
+    /// or still on its way, out of order, an allowance above its invoice) move from
+    /// `accepted` to `rejected`. A job that took an operator's request file
+    /// ([`store::manual::for_job`]) notes what became of it and raises its manual event here.
     fn record(&mut self, job_id: &str, verdict: &mut Verdict) -> Result<(), PipelineError> {
         let accepted = std::mem::take(&mut verdict.accepted);
         let sources = std::mem::take(&mut verdict.accepted_sources);
         let tx = self.store.transaction()?;
+        let request = match jobs::job(&tx, job_id)? {
+            Some(job) => store::manual::for_job(&tx, &job.source_name, &job.md5, job_id)?,
+            None => None,
+        };
+        if let Some(r) = &request {
+            store::manual::take(&tx, r.id, job_id)?;
+            if let Some(p) = verdict.rejected.iter().flat_map(|r| &r.problems).next() {
+                store::manual::refuse(&tx, r.id, &format!("{}: {}", p.field, p.reason))?;
+            }
+        }
         for (a, source) in accepted.into_iter().zip(sources) {
             let m = &a.message;
             let ty = m.message_type();
             let (seller, number) = (m.seller().as_str(), m.number());
-            if let Some(existing) = messages::by_key(&tx, ty.as_str(), seller, number)? {
-                if existing.job_id == job_id {
+            let admission = match corrections::admit(&tx, job_id, &a)? {
+                corrections::Admit::Recorded => {
                     verdict.accepted.push(a);
                     verdict.accepted_sources.push(source);
-                } else {
-                    let problem = Problem {
-                        rule: None,
-                        row: a.row,
-                        field: ty.number_field().into(),
-                        value: number.into(),
-                        reason: format!(
-                            "{ty} {number} of seller {seller} was already sent by job {} ({} row {}) as {}",
-                            existing.job_id, existing.source_file, existing.source_row, existing.xml_name
-                        ),
-                    };
-                    verdict
-                        .rejected
-                        .push(Rejected::from_accepted(&a, source, problem));
+                    continue;
                 }
-                continue;
-            }
-            if let Message::Allowance(al) = m {
-                if let Some(problem) = allowance_over_invoice(&tx, al, a.row)? {
+                corrections::Admit::Refused(problem) => {
+                    if let Some(r) = &request {
+                        let reason = format!("{}: {}", problem.field, problem.reason);
+                        store::manual::refuse(&tx, r.id, &reason)?;
+                    }
                     verdict
                         .rejected
                         .push(Rejected::from_accepted(&a, source, problem));
                     continue;
                 }
-            }
+                corrections::Admit::Record(admission) => admission,
+            };
             let xml = &a.xml;
             let xml_md5 = hex(&Md5::digest(xml));
             let new = NewMessage {
@@ -635,6 +644,8 @@ impl Pipeline {
                 legacy_type: a.legacy,
                 seller_ban: seller,
                 number,
+                generation: admission.generation(),
+                buyer_id: m.buyer_id(),
                 document_date: m.document_date().0,
                 tenant: &a.tenant,
                 source_file: &a.file,
@@ -645,6 +656,16 @@ impl Pipeline {
             };
             let date = chrono::Local::now().date_naive();
             let id = messages::insert(&tx, &new, |id| turnkey::file_name(ty, date, id))?;
+            if admission.generation() > 1 {
+                info!(
+                    invoice_no = %number,
+                    message_type = %ty,
+                    generation = admission.generation(),
+                    "recorded again as generation {} ({:?})",
+                    admission.generation(),
+                    admission
+                );
+            }
             if let Some(p) = &self.progress {
                 p();
             }
@@ -658,6 +679,11 @@ impl Pipeline {
                         &it.amount.normalize().to_string(),
                     )?;
                 }
+            }
+            if let Some(r) = &request {
+                store::manual::fulfil(&tx, r.id, id)?;
+                let row = messages::by_id(&tx, id)?.ok_or(StoreError::NoMessage(id))?;
+                corrections::announce(&tx, r, &row)?;
             }
             verdict.accepted.push(a);
             verdict.accepted_sources.push(source);
@@ -821,49 +847,6 @@ fn rejected_name(job_id: &str, batch: &str, file: &str) -> String {
         }
         None => spool::work_name(job_id, batch),
     }
-}
-
-/// The rule that an allowance never takes back more than its invoice, checked for invoices
-/// the store knows (earlier allowances included).
-fn allowance_over_invoice(
-    tx: &rusqlite::Transaction,
-    al: &einvoice::model::Allowance,
-    row: usize,
-) -> Result<Option<Problem>, PipelineError> {
-    let seller = al.seller.identifier.as_str();
-    let mut per_invoice: BTreeMap<&str, Decimal> = BTreeMap::new();
-    for it in &al.items {
-        *per_invoice
-            .entry(it.original_invoice_number.as_str())
-            .or_default() += it.amount;
-    }
-    for (invoice, this) in per_invoice {
-        let Some(total) = messages::invoice_amount(tx, seller, invoice)? else {
-            continue;
-        };
-        let total: Decimal = total.parse().unwrap_or_default();
-        let before: Decimal = messages::allowed_so_far(tx, seller, invoice)?
-            .iter()
-            .filter_map(|s| s.parse::<Decimal>().ok())
-            .fold(Decimal::ZERO, |a, b| {
-                a.checked_add(b).unwrap_or(Decimal::MAX)
-            });
-        let after = before.checked_add(this).unwrap_or(Decimal::MAX);
-        if after > total {
-            return Ok(Some(Problem {
-                rule: Some(einvoice::model::PlatformRule::AllowanceWithinInvoice),
-                row,
-                field: "TotalAmount".into(),
-                value: this.normalize().to_string(),
-                reason: format!(
-                    "allowances on invoice {invoice} would reach {}, above its untaxed total {}",
-                    after.normalize(),
-                    total.normalize()
-                ),
-            }));
-        }
-    }
-    Ok(None)
 }
 
 /// Reads a claimed file through its open descriptor, making sure no writer is still appending

@@ -17,7 +17,8 @@
 //!
 //! Kept for good: `messages` and `allowance_lines` (a number sent before is refused, and
 //! allowances are capped by their invoice, only while the store knows them), with the jobs
-//! that recorded them; the registries (`webhook_endpoints`, `nextengine_accounts`). Turnkey's
+//! that recorded them, and `manual_requests` (one per operator command, naming the message it
+//! made); the registries (`webhook_endpoints`, `nextengine_accounts`). Turnkey's
 //! own records (`turnkey_packs`, in-place `feedback_files`) and request logs are also pruned
 //! by the feedback tracker after `turnkey.retention_days`.
 //!

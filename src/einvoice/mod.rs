@@ -16,7 +16,10 @@ pub mod read;
 pub mod render;
 pub mod rolls;
 pub mod rules;
+pub mod sequence;
+pub mod timing;
 pub mod types;
+pub mod write;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +41,27 @@ pub struct ReadOptions {
     /// Product lines (CSV rows, JSON `ProductItem`s) one batch may hold in all.
     pub max_lines: usize,
     pub default_tenant: String,
+    /// Future dates and late cancels ([`timing`]).
+    pub time: timing::TimeRules,
+}
+
+impl ReadOptions {
+    /// Small limits, no clock: for tests of the pure checks.
+    #[cfg(test)]
+    pub fn for_tests() -> ReadOptions {
+        ReadOptions {
+            encoding: TextEncoding::Auto,
+            zip: ZipLimits {
+                max_members: 1,
+                max_member_bytes: 1,
+                max_total_bytes: 1,
+            },
+            max_invoices: 999,
+            max_lines: 100_000,
+            default_tenant: "t".into(),
+            time: timing::TimeRules::default(),
+        }
+    }
 }
 
 /// Input formats, told by the file name's extension.
@@ -341,7 +365,8 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
         return Err(problems);
     };
     let message = build::build(ty, legacy.is_some(), raw)?;
-    let problems = rules::check(&message, raw);
+    let mut problems = rules::check(&message, raw);
+    problems.extend(timing::check(&message, raw, &opts.time));
     if !problems.is_empty() {
         return Err(problems);
     }

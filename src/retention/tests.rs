@@ -59,6 +59,8 @@ fn job_with_messages(t: &mut T, job: &str, numbers: &[&str], state: MessageState
             legacy_type: None,
             seller_ban: "28080623",
             number: n,
+            generation: 1,
+            buyer_id: "0000000000",
             document_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(),
             tenant: "default",
             source_file: "b.csv",

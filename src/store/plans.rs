@@ -35,7 +35,7 @@ fn einvoice_lookups() -> Vec<String> {
         f::PRUNE_PACKS,
         f::PACK_MEMBERS,
         f::PACK_SEEN,
-        m::ALLOWED_SO_FAR,
+        m::STANDING_ALLOWANCES,
         t::OF_MESSAGE,
         t::QUEUED_BETWEEN,
         jobs::BY_MD5,
@@ -47,6 +47,8 @@ fn einvoice_lookups() -> Vec<String> {
     for filter in [
         m::BY_ID,
         m::BY_KEY,
+        m::GENERATIONS,
+        m::ABOUT_INVOICE,
         m::BY_XML_NAME,
         m::BY_TYPE_AND_NUMBER,
         m::BY_NUMBER,
@@ -57,6 +59,10 @@ fn einvoice_lookups() -> Vec<String> {
         m::OLDEST_WAITING,
     ] {
         out.push(format!("SELECT id FROM messages WHERE {filter}"));
+    }
+    out.push(format!("SELECT id FROM jobs WHERE {}", jobs::OF_CONTENT));
+    for filter in [super::manual::FOR_FILE, "id = ?1", "message_id = ?1"] {
+        out.push(format!("SELECT id FROM manual_requests WHERE {filter}"));
     }
     out
 }
