@@ -112,8 +112,15 @@ fn main() {
             config.nextengine.clone(),
             turnbridge::store::Store::open(&config.database()).unwrap(),
         ));
-        let server = turnbridge::http::start(&config, ne).await.unwrap().unwrap();
+        let (_live, config) = tokio::sync::watch::channel(std::sync::Arc::new(config));
+        let server = turnbridge::http::start(config, ne).await.unwrap().unwrap();
         let addr = server.addrs[0];
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let serving: Vec<_> = server
+            .loops
+            .into_iter()
+            .map(|l| tokio::spawn(l.run(stopped.clone())))
+            .collect();
         let jst = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
         let ts = (chrono::Utc::now() + chrono::Duration::hours(24)).with_timezone(&jst).format("%Y%m%d%H%M%S").to_string();
         let ts: &'static str = Box::leak(ts.into_boxed_str());
@@ -127,7 +134,10 @@ fn main() {
         drive(addr, 4, 50, path).await;
         let (elapsed, lat) = drive(addr, clients, per_client, move |c, i| path(c + 1000, i)).await;
         let ours = report("turnbridge UpdateStock", elapsed, lat);
-        server.stop(Duration::from_secs(5)).await;
+        let _ = stop.send(true);
+        for s in serving {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
 
         // Baseline: hyper answering a fixed body, same client, same machine.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

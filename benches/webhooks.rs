@@ -17,7 +17,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use turnbridge::config::Webhooks;
 use turnbridge::events::InvoiceStatusUpdated;
-use turnbridge::store::{self, MessageState, Store};
+use turnbridge::store::deliveries::{self, Filter};
+use turnbridge::store::{self, MessageState, Store, Timestamp};
 use turnbridge::webhook::{deliver::Deliverer, outbound};
 
 fn peak_rss_mib() -> f64 {
@@ -69,7 +70,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("bench.db");
         let mut store = Store::open(&db).unwrap();
-        outbound::add_endpoint(store.conn(), &format!("http://{addr}/hook"), &["*".to_string()], None, None, true)
+        outbound::add_endpoint(&mut store, &format!("http://{addr}/hook"), &["*".to_string()], None, None, true)
             .unwrap()
             .unwrap();
         let tx = store.transaction().unwrap();
@@ -102,10 +103,11 @@ fn main() {
         let task = tokio::spawn(deliverer.run(rx));
         let check = Store::open(&db).unwrap();
         loop {
-            let done: i64 = check
-                .conn()
-                .query_row("SELECT count(*) FROM deliveries WHERE state = 'succeeded'", [], |r| r.get(0))
-                .unwrap();
+            let done: u64 = store::gauges::deliveries_by_state(check.conn())
+                .unwrap()
+                .into_iter()
+                .find(|d| d.state == deliveries::DeliveryState::Succeeded.as_str())
+                .map_or(0, |d| d.count);
             if done as usize >= events {
                 break;
             }
@@ -114,7 +116,8 @@ fn main() {
         let elapsed = started.elapsed();
         let _ = stop.send(true);
         let _ = task.await;
-        let attempts: i64 = check.conn().query_row("SELECT count(*) FROM delivery_attempts", [], |r| r.get(0)).unwrap();
+        let since_ever = Timestamp::from_utc(chrono::DateTime::UNIX_EPOCH);
+        let (attempts, _) = deliveries::attempts_since(&check, since_ever).unwrap();
         let rss = peak_rss_mib();
         println!(
             "{events} events delivered in {:.2} s = {:.0} deliveries/s ({per_endpoint} in flight to the endpoint; {attempts} attempts recorded, {} requests received); peak RSS {rss:.1} MiB",
@@ -135,14 +138,11 @@ fn main() {
 /// Sends every stored delivery body once, signed, `in_flight` at a time, recording nothing.
 async fn baseline(store: &Store, url: &str, in_flight: usize) -> Duration {
     use hmac::{Hmac, KeyInit, Mac};
-    let bodies: Vec<String> = {
-        let mut stmt = store
-            .conn()
-            .prepare("SELECT payload FROM deliveries")
-            .unwrap();
-        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    };
+    let bodies: Vec<String> = deliveries::list(store, &Filter::default(), i64::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.payload.to_string())
+        .collect();
     let bodies = Arc::new(bodies);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let client = reqwest::Client::new();

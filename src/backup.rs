@@ -1,17 +1,18 @@
 //! Backing up the daemon's state while it runs, and restoring it with the daemon stopped.
 //!
 //! `turnbridge backup DIR` writes `DIR/turnbridge-<UTC time>.db`: one consistent copy of the
-//! database (SQLite's online backup), owner-only, written to a temporary name, fsynced and
-//! renamed, then checked. The database is the state: every message, its evidence and its
+//! database (SQLite's online backup), owner-only, written to a temporary name, checked,
+//! fsynced and renamed. The database is the state: every message, its evidence and its
 //! events; the spool's archive and rejected folders are plain files an ordinary file backup
 //! takes.
 //!
 //! `turnbridge restore FILE` refuses while a daemon holds the state (see [`RunningLock`]),
 //! checks the copy, keeps the database it replaces beside it (`turnbridge.db.before-restore-…`,
-//! with its `-wal` and `-shm`), and puts the copy in place. Ids never go back: each table's id
-//! sequence is raised to the highest of the copy's, the replaced database's, and the XML
-//! names found in Turnkey's folders, so no XML name Turnkey has already taken is handed out
-//! again. Messages recorded after the backup are not in the restored state: a document sent
+//! with its `-wal` and `-shm`, also when only those are left), and puts the copy in place.
+//! Ids never go back: each table's id sequence is raised to the highest of the copy's, the
+//! replaced database's (read even when it is damaged), and the XML names found in Turnkey's
+//! folders, so no XML name Turnkey has already taken is handed out again. Run as root, the
+//! restored database is given the state folder's owner (the service user). Messages recorded after the backup are not in the restored state: a document sent
 //! after it and dropped again would be sent again; the runbook says how to check.
 
 use std::fs::File;
@@ -71,6 +72,9 @@ impl RunningLock {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock)
             .map_err(io(&lock))?;
+        if let Some(dir) = lock.parent() {
+            give_to_owner_of(&lock, dir)?;
+        }
         // SAFETY: flock on a descriptor we own; released when it is closed.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
@@ -104,13 +108,28 @@ pub fn backup(config: &Config, dir: &Path) -> Result<(PathBuf, Checked), BackupE
     let _ = std::fs::remove_file(&tmp);
     // Owner-only before SQLite writes a page into it: the copy holds the same secrets.
     create_owner_only(&tmp)?;
-    copy::copy_online(&config.database(), &tmp)?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    // Checked before it gets its name: a copy under a backup's name is one a restore takes.
+    let copied = copy::copy_online(&config.database(), &tmp)
+        .and_then(|()| copy::check(&tmp))
+        .map_err(BackupError::from)
+        .and_then(|checked| {
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+            Ok(checked)
+        });
+    let checked = match copied {
+        Ok(checked) => checked,
+        Err(e) => {
+            // A failed copy leaves nothing behind: no partial file holding secrets, no copy
+            // of a damaged database under a backup's name, and no leftovers piling up when
+            // a timer retries a failing backup.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     crate::durable::fsync_dir(dir).map_err(io(dir))?;
-    let checked = copy::check(&dest)?;
     Ok((dest, checked))
 }
 
@@ -118,10 +137,13 @@ pub fn backup(config: &Config, dir: &Path) -> Result<(PathBuf, Checked), BackupE
 #[derive(Debug)]
 pub struct Restored {
     pub from: Checked,
-    /// Where the replaced database now is, if there was one.
+    /// Where the replaced database's files now are (this name, with `-wal` and `-shm` for
+    /// those), if any of them was there.
     pub kept: Option<PathBuf>,
     /// The highest XML sequence number found in Turnkey's folders.
     pub highest_xml_seq: i64,
+    /// What the operator should know: ids raised from less than everything.
+    pub warnings: Vec<String>,
 }
 
 /// Puts the backup `file` in place of the database. The daemon must be stopped.
@@ -130,40 +152,64 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, BackupError> {
     let from = copy::check(file)?;
     let db = config.database();
     let mut floors = from.sequences.clone();
-    // The replaced database's sequences, when it can still be read.
+    let mut warnings = Vec::new();
+    // The replaced database's sequences, when they can still be read (a damaged database
+    // usually still answers this).
     if db.exists() {
-        match copy::check(&db) {
-            Ok(current) => floors.extend(current.sequences),
-            Err(e) => tracing::warn!("the database being replaced cannot be read ({e}); ids are raised from Turnkey's folders only"),
+        match copy::sequences_of(&db) {
+            Ok(current) => floors.extend(current),
+            Err(e) => warnings.push(format!(
+                "the ids of the database being replaced cannot be read ({e}); ids are raised above the copy's and the XML names in Turnkey's folders only"
+            )),
         }
     }
-    let highest_xml_seq = highest_xml_seq(config);
+    let (highest_xml_seq, walked_all) = highest_xml_seq(config);
+    if !walked_all {
+        warnings.push(format!(
+            "stopped looking for XML names in Turnkey's folders after {MAX_WALK} entries"
+        ));
+    }
     floors.push(("messages".into(), highest_xml_seq));
 
     let tmp = sibling(&db, ".restore.tmp");
     let _ = std::fs::remove_file(&tmp);
     create_owner_only(&tmp)?;
+    // Run as root, the restored database is still the service user's (the state folder's
+    // owner), as every file the daemon made there; SQLite gives its -wal and -shm the
+    // database's owner.
+    if let Some(dir) = db.parent() {
+        give_to_owner_of(&tmp, dir)?;
+    }
     copy::copy_online(file, &tmp)?;
     copy::raise_sequences(&tmp, &floors)?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(io(&tmp))?;
 
-    let kept = if db.exists() {
-        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    // Every file of the replaced database is moved aside, the database first: a -wal or -shm
+    // left behind (the database file alone lost, or a restore stopped half-way) would be
+    // replayed onto the restored copy by the next open.
+    let present: Vec<(PathBuf, &str)> = crate::store::database_files(&db)
+        .into_iter()
+        .zip(["", "-wal", "-shm"])
+        .filter(|(from, _)| from.symlink_metadata().is_ok())
+        .collect();
+    let kept = if present.is_empty() {
+        None
+    } else {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
         let keep = sibling(&db, &format!(".before-restore-{stamp}"));
-        for (from, suffix) in crate::store::database_files(&db)
-            .into_iter()
-            .zip(["", "-wal", "-shm"])
-        {
-            if from.exists() {
-                let to = sibling(&keep, suffix);
-                std::fs::rename(&from, &to).map_err(io(&to))?;
+        for (_, suffix) in &present {
+            let to = sibling(&keep, suffix);
+            if to.symlink_metadata().is_ok() {
+                return Err(BackupError::Exists(to.display().to_string()));
             }
         }
+        for (from, suffix) in &present {
+            let to = sibling(&keep, suffix);
+            std::fs::rename(from, &to).map_err(io(&to))?;
+        }
         Some(keep)
-    } else {
-        None
     };
     std::fs::rename(&tmp, &db).map_err(io(&db))?;
     if let Some(dir) = db.parent() {
@@ -175,6 +221,7 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, BackupError> {
         from,
         kept,
         highest_xml_seq,
+        warnings,
     })
 }
 
@@ -182,6 +229,18 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// When run as root, gives `path` the owner and group of the folder `dir`; otherwise the
+/// file is already its creator's, the same user as the daemon's.
+fn give_to_owner_of(path: &Path, dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(dir).map_err(io(dir))?;
+    std::os::unix::fs::lchown(path, Some(owner.uid()), Some(owner.gid())).map_err(io(path))
 }
 
 fn create_owner_only(path: &Path) -> Result<(), BackupError> {
@@ -204,8 +263,9 @@ const MAX_WALK: usize = 5_000_000;
 
 /// The highest sequence number in an XML name turnbridge wrote
 /// (`<type>_<yyyymmdd>_<seq>.xml`, also inside Turnkey's pack names) anywhere under the
-/// pickup folder's fixed root, the error and outbox folders and the staging folder.
-fn highest_xml_seq(config: &Config) -> i64 {
+/// pickup folder's fixed root, the error and outbox folders and the staging folder; false
+/// when it stopped at [`MAX_WALK`] entries.
+fn highest_xml_seq(config: &Config) -> (i64, bool) {
     let mut roots = vec![config.turnkey.staging.clone()];
     if let Ok(t) = crate::turnkey::InboxTemplate::parse(&config.turnkey.inbox) {
         roots.push(t.fixed_root());
@@ -222,8 +282,7 @@ fn highest_xml_seq(config: &Config) -> i64 {
         for entry in entries.flatten() {
             seen += 1;
             if seen > MAX_WALK {
-                tracing::warn!("stopped looking for XML names after {MAX_WALK} folder entries");
-                return highest;
+                return (highest, false);
             }
             let name = entry.file_name();
             if let Some(seq) = xml_seq(&name.to_string_lossy()) {
@@ -235,7 +294,7 @@ fn highest_xml_seq(config: &Config) -> i64 {
             }
         }
     }
-    highest
+    (highest, true)
 }
 
 /// The sequence number of the last `<type>_<yyyymmdd>_<8 digits>.xml` in `name`.

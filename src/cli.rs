@@ -1,4 +1,5 @@
-//! The command line: `run`, `sandbox`, `validate`, `check-config`.
+//! The command line: `run`, `sandbox`, `validate`, `check-config`, and the operator's
+//! commands (`history`, `status`, `invoice`, `webhooks`, …).
 //!
 //! This is the only place that turns errors into exit codes (with `anyhow`).
 
@@ -13,8 +14,9 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon;
 use crate::einvoice;
 use crate::report::shown;
-use crate::timestamp::Timestamp;
-use crate::webhook::filter::DeliveryFilter;
+use crate::store::deliveries::DeliveryState;
+use crate::store::Timestamp;
+use crate::webhook::filter::{self, Filter};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +64,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Corrections an operator makes to an invoice: resend one the platform refused, cancel,
+    /// void, or issue a voided one again. Each writes its message into the spool, where the
+    /// daemon takes it like any dropped file.
+    #[command(subcommand)]
+    Invoice(crate::corrections::command::InvoiceCmd),
     /// Messages per state and type, the oldest still waiting, files waiting for a person, and
     /// the last Turnkey summary.
     Status {
@@ -209,6 +216,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(path.as_deref().unwrap_or(&cli.config)),
         Command::History { number, json } => history(&cli.config, &number, json),
         Command::Status { json } => status(&cli.config, json),
+        Command::Invoice(cmd) => crate::corrections::command::run(&cli.config, cmd),
         Command::Reload { pid } => reload(&cli.config, pid),
         Command::Webhooks(cmd) => webhooks(&cli.config, cmd),
         Command::Generate { what, dir } => generate(&what, &dir),
@@ -249,6 +257,9 @@ fn restore(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     );
     if let Some(kept) = done.kept {
         println!("the database it replaced is kept as {}", kept.display());
+    }
+    for warning in &done.warnings {
+        eprintln!("turnbridge: warning: {warning}");
     }
     println!(
         "ids continue above every id used before (highest XML number in Turnkey's folders: {}); messages recorded after the backup are not in it: see the restore runbook",
@@ -502,7 +513,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             description,
         } => {
             match ob::add_endpoint(
-                store.conn(),
+                &mut store,
                 &url,
                 &events,
                 secret.as_deref(),
@@ -520,7 +531,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             }
         }
         WebhooksCmd::List => {
-            for ep in ob::list_endpoints(store.conn())? {
+            for ep in crate::store::endpoints::list(&store)? {
                 let state = if ep.enabled {
                     "enabled".to_string()
                 } else {
@@ -560,7 +571,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
                 rotate_secret,
             };
             match ob::update_endpoint(
-                store.conn_mut(),
+                &mut store,
                 &id,
                 &u,
                 config.webhooks.secret_overlap_hours,
@@ -593,7 +604,7 @@ fn webhooks(config: &Path, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             }
         }
         WebhooksCmd::Remove { id } => {
-            if ob::remove_endpoint(store.conn_mut(), &id)? {
+            if ob::remove_endpoint(&mut store, &id)? {
                 println!("{id} removed");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -615,13 +626,14 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let f = DeliveryFilter {
+            let f = Filter {
                 endpoint,
                 since,
                 until,
+                state: Some(DeliveryState::Dead),
                 ..Default::default()
             };
-            let rows = ob::list_deliveries(store.conn(), &f, limit)?;
+            let rows = crate::store::deliveries::list(&store, &f, limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -647,18 +659,17 @@ fn dlq(config: &Path, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             until,
             all,
         } => {
-            let f = DeliveryFilter {
+            let f = Filter {
                 ids,
                 endpoint,
                 since,
                 until,
                 state: None,
-            }
-            .for_resend(all)
-            .map_err(|_| {
+            };
+            let f = filter::for_resend(f, all).map_err(|_| {
                 anyhow::anyhow!("name deliveries, or use --endpoint, --since/--until, or --all")
             })?;
-            let resent = ob::resend(store.conn_mut(), &f)?;
+            let resent = ob::resend(&mut store, &f)?;
             for id in &resent {
                 println!("{id} queued again");
             }
@@ -692,7 +703,7 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
     use crate::nextengine::client;
     let search = |what: &str, a: SearchArgs| -> anyhow::Result<ExitCode> {
         let (cfg, store) = open_store(config)?;
-        let account = client::chosen_account(store.conn(), &cfg.nextengine.account)?
+        let account = client::chosen_account(&store, &cfg.nextengine.account)?
             .map_err(|why| anyhow::anyhow!(why))?;
         let (path, fields, key) = match what {
             "shops" => ("/api_v1_master_shop/search", "shop_id,shop_name,shop_abbreviated_name,shop_note", None),
@@ -794,7 +805,7 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
         }
         NextengineCmd::Status { json } => {
             let (_, store) = open_store(config)?;
-            let list = client::accounts(store.conn())?;
+            let list = crate::store::ne_accounts::statuses(&store)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -812,7 +823,8 @@ fn nextengine(config: &Path, cmd: NextengineCmd) -> anyhow::Result<ExitCode> {
                         } else {
                             ""
                         },
-                        a.last_call_at.as_deref().unwrap_or("-"),
+                        a.last_call_at
+                            .map_or_else(|| "-".to_string(), |t| t.to_string()),
                         a.last_call.as_deref().unwrap_or(""),
                         a.last_error
                             .as_deref()

@@ -62,9 +62,11 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Http {
-    /// Address to listen on; empty turns the listener off.
+    /// Address to listen on; empty turns the listener off. Bound at start: a reload keeps
+    /// the running one.
     pub listen: String,
-    /// Separate address for `/healthz` and `/metrics`; empty serves them on `listen`.
+    /// Separate address for `/healthz` and `/metrics`; empty serves them on `listen`. Bound
+    /// at start, as `listen`.
     pub monitor_listen: String,
     /// `Authorization: Bearer` token for the monitoring routes; empty turns them off.
     pub admin_token: Secret,
@@ -154,8 +156,8 @@ pub struct NextEngine {
     pub login_base: String,
     /// The account (its `company_ne_id`, as `turnbridge nextengine status` lists it) that
     /// spool uploads and searches use. Empty: the only connected account; with several
-    /// connected, nothing is uploaded (and `status` says why) until one is named here. Read
-    /// at start: a change takes effect at the next restart.
+    /// connected, nothing is uploaded (and `status` says why) until one is named here. A
+    /// reload applies it to the next upload.
     pub account: String,
     /// An authenticated call this often keeps the 3-day refresh token alive on a quiet system.
     pub keepalive_minutes: u64,
@@ -232,7 +234,8 @@ pub struct Webhooks {
     /// After the last one fails the delivery is dead (DLQ).
     pub retry_schedule_ms: Vec<u64>,
     pub timeout_ms: u64,
-    /// Deliveries in flight at once, in all and per endpoint.
+    /// Deliveries in flight at once, in all (counted at start: a reload keeps the running
+    /// one) and per endpoint.
     pub max_in_flight: usize,
     pub max_in_flight_per_endpoint: usize,
     /// How long a rotated-out secret still signs, beside the new one; then it is removed
@@ -302,7 +305,8 @@ impl Default for Simulator {
 pub struct Paths {
     /// Spool root; e-invoice batches go in `<spool>/einvoice/`.
     pub spool: PathBuf,
-    /// State root: database, work, archive, rejected, staging.
+    /// State root: database, work, archive, rejected, staging. Opened at start: a reload
+    /// keeps the running one.
     pub state: PathBuf,
 }
 
@@ -331,6 +335,13 @@ pub struct Einvoice {
     pub max_file_bytes: u64,
     pub encoding: TextEncoding,
     pub default_tenant: String,
+    /// How far after now (Taiwan time) a document may be dated before it is refused as dated
+    /// in the future: a margin for clocks a little apart. At most a day.
+    pub future_tolerance_secs: u64,
+    /// Whether a cancel (F0501) dated after its invoice's period's VAT filing deadline (the
+    /// 15th of the next period) is refused, pointing to an allowance (G0401) instead. Turn it
+    /// off only to send a cancel the tax office approved after the deadline (專案作廢).
+    pub refuse_late_cancels: bool,
     pub zip: Zip,
 }
 
@@ -344,6 +355,8 @@ impl Default for Einvoice {
             max_file_bytes: 16 << 20,
             encoding: TextEncoding::Auto,
             default_tenant: "default".into(),
+            future_tolerance_secs: 300,
+            refuse_late_cancels: true,
             zip: Zip::default(),
         }
     }
@@ -510,7 +523,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Log {
+    /// The level (a reload changes it).
     pub level: String,
+    /// Where the log goes, chosen at start (a reload keeps the running one).
     pub format: LogFormat,
 }
 
@@ -658,6 +673,12 @@ impl Config {
         }
         if e.max_file_bytes == 0 {
             bad("einvoice.max_file_bytes", "must be above 0".into());
+        }
+        if e.future_tolerance_secs > 86_400 {
+            bad(
+                "einvoice.future_tolerance_secs",
+                "must be at most 86400 (a day)".into(),
+            );
         }
         if !valid_tenant(&e.default_tenant) {
             bad(
@@ -909,6 +930,13 @@ impl Config {
             max_invoices: self.einvoice.max_invoices_per_batch,
             max_lines: self.einvoice.max_lines_per_batch,
             default_tenant: self.einvoice.default_tenant.clone(),
+            time: crate::einvoice::timing::TimeRules {
+                now: Some(crate::einvoice::deadline::taiwan_time(chrono::Utc::now())),
+                future_tolerance: chrono::Duration::seconds(
+                    self.einvoice.future_tolerance_secs as i64,
+                ),
+                refuse_late_cancels: self.einvoice.refuse_late_cancels,
+            },
         }
     }
 }
@@ -1027,6 +1055,26 @@ mod tests {
             ],
             "{issues:#?}"
         );
+    }
+
+    #[test]
+    fn the_future_tolerance_is_checked_naming_the_key_and_reaches_the_checks() {
+        let issues = Config::parse(
+            "[einvoice]\nfuture_tolerance_secs = 86401\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["einvoice.future_tolerance_secs"], "{issues:#?}");
+        let c = Config::parse(
+            "[einvoice]\nfuture_tolerance_secs = 60\nrefuse_late_cancels = false\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let time = c.read_options().time;
+        assert_eq!(time.future_tolerance, chrono::Duration::seconds(60));
+        assert!(!time.refuse_late_cancels);
+        assert!(time.now.is_some(), "the daemon checks against the clock");
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! The running daemon: start-up, the worker that runs jobs, signals and systemd.
 //!
 //! One worker thread owns the store and runs one file at a time, so jobs never race each
-//! other for the same message. The async main loop only handles signals and systemd:
-//! SIGTERM/SIGINT finish the file in hand and exit 0; SIGHUP re-reads the config (a broken one
-//! is refused with its problems in the log, and the old one keeps running). The watchdog is
-//! fed only while the worker's heartbeat is fresh, so a stuck worker gets the service
-//! restarted.
+//! other for the same message. Every long-running task is started here under the
+//! [`Supervisor`], which hands each the live configuration and watches it. The async main
+//! loop only handles signals and systemd: SIGTERM/SIGINT finish the file in hand and exit 0;
+//! SIGHUP re-reads the config and applies it everywhere at once (a broken one is refused with
+//! its problems in the log, and the old one keeps running). The watchdog is fed only while the
+//! workers' heartbeats are fresh, so a stuck worker gets the service restarted.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +25,11 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::retention::Retention;
 use crate::spool::{self, Settler, Wake};
 use crate::store::JobState;
+use crate::supervisor::{Ctx, Heartbeat, OnPanic, Supervisor};
 use crate::turnkey::feedback::{FeedbackError, Tracker};
-use crate::turnkey::simulator::Simulator;
+
+mod tasks;
+use tasks::{spawn_einvoice, spawn_feedback, spawn_nextengine, spawn_simulator, Opened};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -40,10 +43,12 @@ pub enum DaemonError {
     Start(String),
 }
 
+/// What wakes a worker thread.
 enum Command {
+    /// A watched folder changed.
     Wake(Wake),
-    Reload(Box<Config>),
-    Stop,
+    /// A reload or the stop: the worker looks at its [`Ctx`].
+    Nudge,
 }
 
 fn notify(states: &[NotifyState]) {
@@ -54,21 +59,19 @@ fn notify(states: &[NotifyState]) {
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(config_path)?;
     let log = logging::init(&config.log);
+    crate::supervisor::log_panics();
     let (inherited_umask, umask) = crate::filemode::restrict_umask();
+    let opened = {
+        let config = config.clone();
+        blocking(move || Opened::open(&config)).await?
+    };
     // One daemon per state folder, and no restore under a running one.
-    let _running =
-        crate::backup::RunningLock::take(&config).map_err(|e| DaemonError::Start(e.to_string()))?;
-    let spool_dir = config.einvoice_spool();
-    crate::durable::create_dir_all(&spool_dir)
-        .map_err(|e| DaemonError::Start(format!("create {}: {e}", spool_dir.display())))?;
-    let pipeline = Pipeline::open(config.clone())?;
-    crate::health::init(&config.paths.state);
+    let _running = opened.running;
     let database = config.database();
-    let database_id = file_identity(&database)
-        .map_err(|e| DaemonError::Start(format!("stat {}: {e}", database.display())))?;
+    let database_id = opened.database_id;
     info!(
         config = %config_path.display(),
-        spool = %spool_dir.display(),
+        spool = %config.einvoice_spool().display(),
         inbox = %config.turnkey.inbox,
         state = %config.paths.state.display(),
         umask = %format!("{umask:04o}"),
@@ -90,110 +93,48 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         sig(SignalKind::hangup())?,
     );
 
-    let (tx, rx) = mpsc::channel();
-    let heartbeat = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let worker = {
-        let (tx, heartbeat, stop) = (tx.clone(), heartbeat.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("einvoice".into())
-            .spawn(move || Worker::new(pipeline, tx, heartbeat, stop, started).run(rx))
-            .map_err(|e| DaemonError::Start(format!("start worker: {e}")))?
-    };
-
-    let (fb_tx, fb_rx) = mpsc::channel();
-    let fb_heartbeat = Arc::new(AtomicU64::new(0));
-    let feedback = {
-        let tracker = Tracker::open(config.clone())?;
-        let retention = Retention::new(
-            crate::store::Store::open(&config.database())
-                .map_err(|e| DaemonError::Start(e.to_string()))?,
-            crate::retention::Limits::of(&config),
-        );
-        let (tx, heartbeat, stop) = (fb_tx.clone(), fb_heartbeat.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("feedback".into())
-            .spawn(move || {
-                FeedbackWorker {
-                    tracker,
-                    retention,
-                    wake_tx: tx,
-                    heartbeat,
-                    stop,
-                    started,
-                    watcher: None,
-                }
-                .run(fb_rx)
-            })
-            .map_err(|e| DaemonError::Start(format!("start feedback worker: {e}")))?
-    };
-    let simulator = if config.simulator.enabled {
-        warn!("the Turnkey simulator is enabled: files in the pickup folder are taken and answered by turnbridge itself");
-        let stop = stop.clone();
-        let mut sim = Simulator::new(config.clone());
-        Some(std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                sim.step();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }))
-    } else {
-        None
-    };
-
+    let mut sup = Supervisor::new(config.clone());
+    sup.follow(move |c| log.set_level(&c.log.level));
     let nextengine = Arc::new(crate::nextengine::client::Client::new(
         config.nextengine.clone(),
-        crate::store::Store::open(&config.database())
-            .map_err(|e| DaemonError::Start(e.to_string()))?,
+        opened.nextengine,
     ));
-    let server = crate::http::start(&config, nextengine.clone())
-        .await
-        .map_err(|e| DaemonError::Start(e.to_string()))?;
-    if let Some(s) = &server {
-        crate::webhook::policy::set_own_listeners(&s.addrs);
-    }
-    let ne_jobs = {
-        let mut jobs = crate::nextengine::jobs::Jobs::new(
-            config.clone(),
-            nextengine.clone(),
-            crate::store::Store::open(&config.database())
-                .map_err(|e| DaemonError::Start(e.to_string()))?,
-        );
-        let every = Duration::from_millis(config.nextengine.poll_ms.max(50));
-        let enabled = !config.nextengine.client_id.is_empty();
-        tokio::spawn(async move {
-            if !enabled {
-                return std::future::pending::<()>().await;
-            }
-            loop {
-                jobs.step().await;
-                tokio::time::sleep(every).await;
-            }
-        })
-    };
-    let keepalive = {
-        let ne = nextengine.clone();
-        let every = Duration::from_secs(config.nextengine.keepalive_minutes.max(1) * 60);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                // Accounts that fail are reported by keep_alive itself; this is the store.
-                if let Err(e) = ne.keep_alive().await {
-                    warn!("NextEngine keep-alive: {e}");
-                    health::set("nextengine keep-alive", e.to_string());
-                }
-            }
-        })
-    };
+    let ne = nextengine.clone();
+    sup.follow(move |c| ne.reload(c.nextengine.clone()));
     let deliverer = Arc::new(crate::webhook::deliver::Deliverer::new(
-        crate::store::Store::open(&config.database())
-            .map_err(|e| DaemonError::Start(e.to_string()))?,
+        opened.deliveries,
         config.webhooks.clone(),
     ));
-    let (deliver_stop, deliver_rx) = tokio::sync::watch::channel(false);
-    let delivering = tokio::spawn(deliverer.clone().run(deliver_rx));
+    let d = deliverer.clone();
+    sup.follow(move |c| d.reload(c.webhooks.clone()));
+
+    // Bound before any task starts: an address that cannot be had refuses the start.
+    let server = crate::http::start(sup.config(), nextengine.clone())
+        .await
+        .map_err(|e| DaemonError::Start(e.to_string()))?;
+    spawn_einvoice(&mut sup, opened.pipeline);
+    spawn_feedback(&mut sup, opened.tracker, opened.retention);
+    spawn_simulator(&mut sup);
+    if let Some(server) = server {
+        crate::webhook::policy::set_own_listeners(&server.addrs);
+        // A listener's socket is bound once: one that fails stops the daemon.
+        for listening in server.loops {
+            let name = format!("http {}", listening.addr);
+            sup.spawn_once(name, Some(Duration::from_secs(10)), move |ctx| async move {
+                listening.run(ctx.stop_signal()).await;
+                Ok(())
+            });
+        }
+    }
+    spawn_nextengine(&mut sup, nextengine, opened.jobs);
+    // Deliveries are scheduled in the store: a fresh start sends what is due, nothing twice.
+    sup.spawn("webhook deliveries", OnPanic::Restart, None, move |ctx| {
+        let deliverer = deliverer.clone();
+        async move {
+            deliverer.run(ctx.stop_signal()).await;
+            Ok(())
+        }
+    });
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("watching the spool"),
@@ -208,36 +149,22 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     };
     let mut tick = tokio::time::interval(period);
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut failed = sup.fatal();
     let mut fatal: Option<String> = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                let mono = NotifyState::monotonic_usec_now().ok();
-                let mut states = vec![NotifyState::Reloading];
-                states.extend(mono);
-                notify(&states);
-                match Config::load(config_path) {
-                    Ok(new) => {
-                        info!(config = %config_path.display(), "configuration reloaded");
-                        log.set_level(&new.log.level);
-                        let _ = fb_tx.send(Command::Reload(Box::new(new.clone())));
-                        if let Some(s) = &server {
-                            s.reload(new.clone());
-                        }
-                        deliverer.reload(new.webhooks.clone());
-                        nextengine.reload(new.nextengine.clone());
-                        let _ = tx.send(Command::Reload(Box::new(new)));
-                    }
-                    Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
-                }
-                notify(&[NotifyState::Ready]);
-            }
+            _ = hup.recv() => reload(&sup, config_path).await,
             _ = check.tick() => {
                 // SQLite would quietly start a new, empty database at the old name: the
                 // daemon would then send invoices again under names Turnkey has seen.
-                if file_identity(&database).ok() != Some(database_id) {
+                let db = database.clone();
+                let now = tokio::task::spawn_blocking(move || file_identity(&db).ok())
+                    .await
+                    .ok()
+                    .flatten();
+                if now != Some(database_id) {
                     let why = format!(
                         "the database {} was deleted or replaced while turnbridge ran; stopping instead of starting afresh (restore it, or start turnbridge again on purpose)",
                         database.display()
@@ -248,24 +175,18 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
             }
             _ = tick.tick(), if watchdog => {
-                let fresh = [&heartbeat, &fb_heartbeat].iter().all(|h| {
-                    let beat = started + Duration::from_millis(h.load(Ordering::Relaxed));
-                    beat.elapsed() < Duration::from_micros(watchdog_usec)
-                });
-                if fresh {
+                let stale = sup.stale(Duration::from_micros(watchdog_usec));
+                if stale.is_empty() {
                     notify(&[NotifyState::Watchdog]);
                 } else {
-                    warn!("worker heartbeat is stale; not feeding the watchdog");
+                    warn!("no heartbeat from {}; not feeding the watchdog", stale.join(", "));
                 }
             }
-        }
-        if worker.is_finished()
-            || feedback.is_finished()
-            || delivering.is_finished()
-            || server.as_ref().is_some_and(|s| s.is_dead())
-        {
-            error!("a worker thread ended unexpectedly; stopping so the service manager restarts turnbridge");
-            break;
+            Ok(()) = failed.changed() => {
+                // The task's failure is logged; the service manager restarts turnbridge.
+                fatal = failed.borrow().clone();
+                break;
+            }
         }
     }
     notify(&[
@@ -273,32 +194,51 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         NotifyState::Status("finishing the file in hand"),
     ]);
     info!("stopping: finishing the file in hand");
-    stop.store(true, Ordering::SeqCst);
-    if let Some(s) = server {
-        s.stop(Duration::from_secs(10)).await;
-    }
-    let _ = deliver_stop.send(true);
-    let _ = delivering.await;
-    keepalive.abort();
-    ne_jobs.abort();
-    let _ = tx.send(Command::Stop);
-    let _ = fb_tx.send(Command::Stop);
-    let result = tokio::task::spawn_blocking(move || {
-        let a = worker.join();
-        let b = feedback.join();
-        let c = simulator.map(|s| s.join()).unwrap_or(Ok(()));
-        a.and(b).and(c)
-    })
-    .await
-    .map_err(|e| DaemonError::Start(format!("worker: {e}")))?;
-    match (result, fatal) {
-        (Ok(()), None) => {
+    sup.shutdown().await;
+    match fatal.or_else(|| failed.borrow().clone()) {
+        None => {
             info!("stopped");
             Ok(())
         }
-        (_, Some(why)) => Err(DaemonError::Start(why)),
-        (Err(_), None) => Err(DaemonError::Start("the worker thread panicked".into())),
+        Some(why) => Err(DaemonError::Start(why)),
     }
+}
+
+/// Re-reads the configuration on SIGHUP and hands it to every task; a broken one is refused
+/// with its problems and the running one stays. What is bound at start is named in the log
+/// line: it changes at the next restart.
+async fn reload(sup: &Supervisor, config_path: &Path) {
+    let mono = NotifyState::monotonic_usec_now().ok();
+    let mut states = vec![NotifyState::Reloading];
+    states.extend(mono);
+    notify(&states);
+    let path = config_path.to_path_buf();
+    let loaded = blocking(move || Ok(Config::load(&path)?)).await;
+    match loaded {
+        Ok(new) => {
+            let kept = sup.reload(new);
+            if kept.is_empty() {
+                info!(config = %config_path.display(), "configuration reloaded");
+            } else {
+                info!(
+                    config = %config_path.display(),
+                    "configuration reloaded; these keep their running values until turnbridge restarts: {}",
+                    kept.join(", ")
+                );
+            }
+        }
+        Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
+    }
+    notify(&[NotifyState::Ready]);
+}
+
+/// Runs blocking start-up or file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Start(format!("start-up: {e}")))?
 }
 
 /// The device and inode of a file: what tells the same file from a new one at its name.
@@ -311,10 +251,9 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
 /// The thread that watches the spool and runs jobs one at a time.
 struct Worker {
     pipeline: Pipeline,
+    ctx: Ctx,
     wake_tx: Sender<Command>,
-    heartbeat: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    started: Instant,
+    heartbeat: Heartbeat,
     settler: Settler,
     /// Spool files that could not be claimed.
     unclaimable: spool::Unclaimable,
@@ -323,20 +262,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(
-        pipeline: Pipeline,
-        wake_tx: Sender<Command>,
-        heartbeat: Arc<AtomicU64>,
-        stop: Arc<AtomicBool>,
-        started: Instant,
-    ) -> Worker {
-        let pipeline = with_progress(pipeline, &heartbeat, started);
+    fn new(pipeline: Pipeline, ctx: Ctx, wake_tx: Sender<Command>) -> Worker {
+        let heartbeat = ctx.heartbeat();
+        let pipeline = with_progress(pipeline, &heartbeat);
         Worker {
             pipeline,
+            ctx,
             wake_tx,
             heartbeat,
-            stop,
-            started,
             settler: Settler::default(),
             unclaimable: spool::Unclaimable::default(),
             watcher: None,
@@ -345,8 +278,7 @@ impl Worker {
     }
 
     fn beat(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.heartbeat.store(ms, Ordering::Relaxed);
+        self.heartbeat.beat();
     }
 
     fn arm_watcher(&mut self) {
@@ -368,8 +300,11 @@ impl Worker {
         let mut next_rescan = Instant::now();
         loop {
             self.beat();
-            if self.stop.load(Ordering::SeqCst) {
+            if self.ctx.stopping() {
                 return;
+            }
+            if let Some(config) = self.ctx.reloaded() {
+                self.reload(&config);
             }
             let pending = self.scan();
             let settle = Duration::from_millis(self.pipeline.config.einvoice.settle_ms);
@@ -386,14 +321,10 @@ impl Worker {
             };
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
-                    if !self.handle(cmd) {
-                        return;
-                    }
+                    self.handle(cmd);
                     // Take every queued notification before scanning once.
                     while let Ok(cmd) = rx.try_recv() {
-                        if !self.handle(cmd) {
-                            return;
-                        }
+                        self.handle(cmd);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -406,42 +337,40 @@ impl Worker {
         }
     }
 
-    /// Returns false when the worker should stop.
-    fn handle(&mut self, cmd: Command) -> bool {
+    /// A nudge needs nothing here: the loop looks at the stop and the configuration.
+    fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Stop => false,
+            Command::Nudge => {}
             Command::Wake(Wake::Changed { renamed_in }) => {
                 if let Some(p) = renamed_in {
                     self.settler.note_renamed_in(p);
                 }
-                true
             }
             Command::Wake(Wake::Rescan) => {
                 info!("watcher overflow; rescanning the spool");
-                true
             }
-            Command::Reload(config) => {
-                let old_spool = self.pipeline.config.einvoice_spool();
-                let paths_changed = self.pipeline.config.paths != config.paths
-                    || self.pipeline.config.turnkey != config.turnkey;
-                if paths_changed {
-                    match Pipeline::open((*config).clone()) {
-                        Ok(p) => self.pipeline = with_progress(p, &self.heartbeat, self.started),
-                        Err(e) => {
-                            error!("new folders cannot be used, keeping the old ones: {e}");
-                            return true;
-                        }
-                    }
-                } else {
-                    self.pipeline.config = *config;
+        }
+    }
+
+    fn reload(&mut self, config: &Config) {
+        let old_spool = self.pipeline.config.einvoice_spool();
+        let paths_changed = self.pipeline.config.paths != config.paths
+            || self.pipeline.config.turnkey != config.turnkey;
+        if paths_changed {
+            match Pipeline::open(config.clone()) {
+                Ok(p) => self.pipeline = with_progress(p, &self.heartbeat),
+                Err(e) => {
+                    error!("new folders cannot be used, keeping the old ones: {e}");
+                    return;
                 }
-                if paths_changed || self.pipeline.config.einvoice_spool() != old_spool {
-                    let _ = crate::durable::create_dir_all(&self.pipeline.config.einvoice_spool());
-                    self.arm_watcher();
-                    self.resume();
-                }
-                true
             }
+        } else {
+            self.pipeline.config = config.clone();
+        }
+        if paths_changed || self.pipeline.config.einvoice_spool() != old_spool {
+            let _ = crate::durable::create_dir_all(&self.pipeline.config.einvoice_spool());
+            self.arm_watcher();
+            self.resume();
         }
     }
 
@@ -476,7 +405,7 @@ impl Worker {
             }
         };
         for path in files {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.ctx.stopping() {
                 return;
             }
             info!(file = %path.display(), "resuming a file left in work/");
@@ -510,7 +439,7 @@ impl Worker {
         };
         health::clear("einvoice spool");
         for path in ready {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.ctx.stopping() {
                 return false;
             }
             if self.unclaimable.given_up(&path) {
@@ -636,11 +565,9 @@ fn bridge(commands: Sender<Command>) -> Sender<Wake> {
     tx
 }
 
-fn with_progress(mut pipeline: Pipeline, heartbeat: &Arc<AtomicU64>, started: Instant) -> Pipeline {
+fn with_progress(mut pipeline: Pipeline, heartbeat: &Heartbeat) -> Pipeline {
     let beat = heartbeat.clone();
-    pipeline.progress = Some(Box::new(move || {
-        beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }));
+    pipeline.progress = Some(Box::new(move || beat.beat()));
     pipeline
 }
 
@@ -657,10 +584,9 @@ const SECRETS_EVERY: Duration = Duration::from_secs(60);
 struct FeedbackWorker {
     tracker: Tracker,
     retention: Retention,
+    ctx: Ctx,
+    heartbeat: Heartbeat,
     wake_tx: Sender<Command>,
-    heartbeat: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    started: Instant,
     watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -729,10 +655,12 @@ impl FeedbackWorker {
         let mut next_secrets = Instant::now();
         let mut next_scan = Instant::now();
         loop {
-            let ms = self.started.elapsed().as_millis() as u64;
-            self.heartbeat.store(ms, Ordering::Relaxed);
-            if self.stop.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
+            if self.ctx.stopping() {
                 return;
+            }
+            if let Some(config) = self.ctx.reloaded() {
+                self.reload((*config).clone(), &mut next_scan);
             }
             if Instant::now() >= next_scan {
                 match self.tracker.scan() {
@@ -774,21 +702,15 @@ impl FeedbackWorker {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(1));
             match rx.recv_timeout(wait) {
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Command::Wake(_)) => {
                     // Let the writer finish, then scan once for everything that arrived.
                     let settle = Duration::from_millis(self.tracker.config.einvoice.settle_ms);
                     next_scan = next_scan.min(Instant::now() + settle);
-                    while let Ok(cmd) = rx.try_recv() {
-                        match cmd {
-                            Command::Stop => return,
-                            Command::Reload(config) => self.reload(*config, &mut next_scan),
-                            Command::Wake(_) => {}
-                        }
-                    }
+                    while rx.try_recv().is_ok() {}
                 }
-                Ok(Command::Reload(config)) => self.reload(*config, &mut next_scan),
-                Err(RecvTimeoutError::Timeout) => {}
+                // A reload or the stop: seen at the top of the loop.
+                Ok(Command::Nudge) | Err(RecvTimeoutError::Timeout) => {}
             }
         }
     }

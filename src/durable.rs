@@ -87,7 +87,8 @@ pub fn create_fresh(path: &Path) -> io::Result<File> {
 
 /// Creates a folder and its parents, syncing each parent that gained an entry.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+    // The parent of a one-part relative path (`backups`) is the empty path: the current folder.
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -96,6 +97,11 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     match fs::create_dir(dir) {
         Ok(()) => {
             if let Some(parent) = dir.parent() {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
                 fsync_dir(parent)?;
             }
             Ok(())

@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+use crate::store::manual::ManualAction;
 use crate::store::states::{text_enum, MessageState};
 
 text_enum! {
@@ -19,6 +20,8 @@ text_enum! {
         UploadCompleted = "upload.completed",
         InvoiceStatusUpdated = "invoice.status.updated",
         InvoiceFeedbackOverdue = "invoice.feedback.overdue",
+        InvoiceManualCancelled = "invoice.manual.cancelled",
+        InvoiceManualIssued = "invoice.manual.issued",
         TurnkeyDailySummary = "turnkey.feedback.daily-summary",
         NextengineUploadCompleted = "nextengine.upload.completed",
         NextengineAccountConnected = "nextengine.account.connected",
@@ -39,6 +42,12 @@ impl EventName {
             }
             EventName::InvoiceFeedbackOverdue => {
                 "a message has waited longer than turnkey.overdue_minutes for its next step"
+            }
+            EventName::InvoiceManualCancelled => {
+                "an operator's command (turnbridge invoice cancel, void, or resend of a cancel) put a cancel or void on its way: recorded, to be queued"
+            }
+            EventName::InvoiceManualIssued => {
+                "an operator's command (turnbridge invoice reissue, or resend of an invoice or allowance) put an issue on its way: recorded, to be queued"
             }
             EventName::TurnkeyDailySummary => {
                 "a SummaryResult or DailySummary compared with what turnbridge queued, and any mismatch"
@@ -196,6 +205,58 @@ impl Event for InvoiceFeedbackOverdue {
     }
 }
 
+/// What an operator's command put on its way (`turnbridge invoice cancel|void|reissue|resend`),
+/// the payload of `invoice.manual.cancelled` and `invoice.manual.issued`. Raised in the
+/// transaction that records the message; its `invoice.status.updated` (QUEUED, …) follow.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManualMessage {
+    pub tenant_id: String,
+    /// The document number: the invoice's, or the allowance's.
+    pub invoice_no: String,
+    pub seller_ban: String,
+    /// The message recorded (`F0501`, `F0701`, `F0401`, …).
+    pub message_type: String,
+    /// What the operator asked for: `cancel`, `void`, `reissue`, `resend`.
+    pub action: ManualAction,
+    /// The reason given (a cancel's or void's), if any.
+    pub reason: Option<String>,
+    /// The message's generation: 1 for a first message, 2 or more when sent again.
+    pub generation: u32,
+    /// Who asked (the user running the command).
+    pub requested_by: String,
+    pub request_id: i64,
+    /// The job that took the request's file.
+    pub import_id: String,
+    /// The XML file name the message is written under.
+    pub xml_name: String,
+}
+
+/// `invoice.manual.cancelled`: a cancel (F0501) or void (F0701), or a G0501, written by an
+/// operator's command.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct InvoiceManualCancelled(pub ManualMessage);
+
+impl Event for InvoiceManualCancelled {
+    const NAME: EventName = EventName::InvoiceManualCancelled;
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.0.tenant_id)
+    }
+}
+
+/// `invoice.manual.issued`: an invoice issued again (F0401 after its void), or an invoice or
+/// allowance sent again after an error, by an operator's command.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct InvoiceManualIssued(pub ManualMessage);
+
+impl Event for InvoiceManualIssued {
+    const NAME: EventName = EventName::InvoiceManualIssued;
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.0.tenant_id)
+    }
+}
+
 /// `turnkey.feedback.daily-summary`: one SummaryResult message (one upload) or one
 /// DailySummary, against what turnbridge knows.
 #[derive(Debug, Clone, Serialize)]
@@ -232,9 +293,9 @@ pub struct NextengineUploadCompleted {
     /// The spool file (none when it was refused before it was read).
     pub file: Option<String>,
     /// `goods` or `stock`.
-    pub kind: Option<String>,
+    pub kind: Option<crate::store::ne_jobs::NeJobKind>,
     /// The job's final state (`done`, `failed`, `unknown`, `rejected`).
-    pub status: String,
+    pub status: crate::store::ne_jobs::NeJobState,
     pub que_id: Option<String>,
     /// NextEngine's word on the upload, or why the file was refused.
     pub result: String,

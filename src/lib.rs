@@ -23,7 +23,8 @@
 //! Trouble the daemon retries on its own (a full disk, a receiver that is down) is logged and
 //! kept in [`health`] until it clears, for `turnbridge status` and `/healthz`.
 //!
-//! [`daemon`] runs this on one worker thread and handles signals and systemd; [`config`] is
+//! [`daemon`] runs this on one worker thread and handles signals and systemd; [`supervisor`]
+//! starts every long-running task, gives it the live configuration and watches it; [`config`] is
 //! the TOML schema; [`cli`] the command line; [`durable`] the crash-safe file operations the
 //! rest is built on, and [`limited`] the bounded reads of files others control. [`retention`]
 //! keeps every table bounded, and [`filemode`] keeps what turnbridge writes from other users.
@@ -31,6 +32,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod corrections;
 pub mod daemon;
 pub mod durable;
 pub mod einvoice;
@@ -48,6 +50,6 @@ pub mod report;
 pub mod retention;
 pub mod spool;
 pub mod store;
-pub mod timestamp;
+pub mod supervisor;
 pub mod turnkey;
 pub mod webhook;

@@ -4,9 +4,15 @@
 //! `invoice_no` → `INVOICE_NO`), so `journalctl -u turnbridge INVOICE_NO=AB12345678` finds one
 //! invoice's story. The level can be changed by a reload.
 //!
-//! In the text log every message and field value is shown printable ([`Printable`]): outside
-//! text in it (spool file names, Turnkey's error text, company payloads) can neither start a
-//! line of its own nor send a terminal an escape code, and a long value is cut.
+//! Both logs show outside text (spool file names, Turnkey's error text, company payloads) the
+//! same way, so it can neither start a line of its own nor send a terminal an escape code, and
+//! a long value is cut. Each value is escaped exactly once:
+//! - a field value is outside text as it came: [`escaped`] (a backslash doubled, so a typed
+//!   `\n` never reads as an escaped newline); the text log quotes text values ([`quoted`]).
+//!   `?` fields are for values whose `Debug` holds no text (numbers, enum variants): `Debug`
+//!   escapes a string itself, which would then be escaped twice.
+//! - the message is prose that may hold outside text already shown once by
+//!   [`printable`] (the errors do): it is shown [`printable`], a backslash left as it is.
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
@@ -19,11 +25,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{Log, LogFormat};
-use crate::einvoice::printable;
+use crate::einvoice::{escaped, printable, quoted};
 
-/// The longest message the text log shows, in characters; the rest is cut and counted.
+mod journal;
+
+/// The longest message either log shows, in characters; the rest is cut and counted.
 const MAX_MESSAGE: usize = 4000;
-/// The longest field value the text log shows, in characters.
+/// The longest field value either log shows, in characters.
 const MAX_VALUE: usize = 1000;
 
 /// Formats the fields of text log lines (events and spans) with control characters escaped
@@ -52,7 +60,8 @@ impl<'a> MakeVisitor<Writer<'a>> for Printable {
 }
 
 impl PrintableVisitor<'_> {
-    fn write(&mut self, field: &Field, text: &str) {
+    /// Writes one field, `shown` as the log shows it.
+    fn write(&mut self, field: &Field, shown: &str) {
         if self.result.is_err() {
             return;
         }
@@ -63,26 +72,32 @@ impl PrintableVisitor<'_> {
         let sep = if self.first { "" } else { " " };
         self.first = false;
         self.result = if name == "message" {
-            write!(self.writer, "{sep}{}", printable(text, MAX_MESSAGE))
+            write!(self.writer, "{sep}{shown}")
         } else {
             let name = name.strip_prefix("r#").unwrap_or(name);
-            write!(self.writer, "{sep}{name}={}", printable(text, MAX_VALUE))
+            write!(self.writer, "{sep}{name}={shown}")
         };
     }
 }
 
 impl Visit for PrintableVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.write(field, value);
+        let shown = if field.name() == "message" {
+            printable(value, MAX_MESSAGE)
         } else {
-            // Quoted, as tracing shows text values (quotes inside escaped).
-            self.write(field, &format!("{value:?}"));
-        }
+            quoted(value, MAX_VALUE)
+        };
+        self.write(field, &shown);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, &format!("{value:?}"));
+        let text = format!("{value:?}");
+        let shown = if field.name() == "message" {
+            printable(&text, MAX_MESSAGE)
+        } else {
+            escaped(&text, MAX_VALUE)
+        };
+        self.write(field, &shown);
     }
 }
 
@@ -134,10 +149,7 @@ pub fn init(cfg: &Log) -> LogHandle {
         LogFormat::Auto => stderr_is_journal(),
     };
     let journal = if journald {
-        tracing_journald::layer().ok().map(|l| {
-            l.with_field_prefix(None)
-                .with_syslog_identifier("turnbridge".into())
-        })
+        journal::Journal::connect(std::path::Path::new(journal::SOCKET), "turnbridge").ok()
     } else {
         None
     };
@@ -195,21 +207,36 @@ mod tests {
         let log = logged(|| {
             let span = tracing::info_span!("job", file = %name);
             let _e = span.enter();
-            tracing::warn!(
-                file = %name,
-                code = name,
-                reason = ?name,
-                "result file rejected: {name}"
-            );
+            tracing::warn!(file = %name, code = name, "result file rejected: {name}");
         });
         assert_eq!(log.lines().count(), 1, "{log}");
         assert!(!log.contains('\x1b'), "{log:?}");
-        // Each value shows the name escaped: the span's field, three event fields, the message.
-        assert_eq!(log.matches(r"a.csv\n2026").count(), 5, "{log}");
+        // Each value shows the name escaped: the span's field, two event fields, the message.
+        assert_eq!(log.matches(r"a.csv\n2026").count(), 4, "{log}");
         assert!(
             log.contains(r#"code="a.csv\n"#),
             "text values stay quoted: {log}"
         );
+    }
+
+    #[test]
+    fn a_typed_backslash_in_a_field_is_not_taken_for_an_escape() {
+        // The two characters backslash and n, then a real newline.
+        let name = "typed\\n real\n";
+        let log = logged(|| tracing::warn!(file = %name, code = name, n = 3, "rejected"));
+        assert!(
+            log.contains(r"file=typed\\n real\n "),
+            "a Display value, escaped once: {log}"
+        );
+        assert!(
+            log.contains(r#"code="typed\\n real\n""#),
+            "a text value, escaped once: {log}"
+        );
+        assert!(log.contains("n=3"), "{log}");
+        // The message is prose: what printable showed once is not escaped again.
+        let shown = printable(name, 80);
+        let log = logged(|| tracing::warn!("refused: {shown}"));
+        assert!(log.contains(&format!("refused: {shown}")), "{log}");
     }
 
     #[test]

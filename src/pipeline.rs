@@ -4,8 +4,9 @@
 //! Every step can be repeated after a crash without repeating its effect:
 //!
 //! 1. **Record** — each accepted message gets a row (state `validated`, its rendered XML, and
-//!    its XML name fixed) in one transaction. A row that already exists for this job is reused; one from another job
-//!    makes the row a duplicate.
+//!    its XML name fixed) in one transaction. A row that already exists for this job is reused;
+//!    one from another job is replaced only by a new generation where [`corrections::admit`]
+//!    allows it (after an error, a void), else the row is refused with the reason.
 //! 2. **Reject** — rejected rows and their reports are written to `state/rejected/`.
 //! 3. **Stage** — each message's XML is written and fsynced in the staging folder; one
 //!    transaction then marks them all `staged`.
@@ -23,14 +24,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use rust_decimal::Decimal;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::corrections;
 use crate::durable;
 use crate::einvoice::archive::hex;
-use crate::einvoice::{self, Message, Problem, Rejected, Source, Verdict};
+use crate::einvoice::{self, Message, Rejected, Source, Verdict};
 use crate::events::{UploadCompleted, UploadStatus};
 use crate::limited::{self, LimitedError};
 use crate::spool::{self, Report, ReportEntry};
@@ -189,14 +190,15 @@ impl Pipeline {
         let (bytes, size) = match read {
             Ok(r) => r,
             Err(e) if e.is_refusal() => {
-                self.ensure_job(&job_id, &name, "", 0)?;
                 let reason = match e {
                     LimitedError::TooLarge { .. } | LimitedError::Grew { .. } => {
                         format!("{e} (einvoice.max_file_bytes)")
                     }
                     e => format!("the file cannot be taken: {e}"),
                 };
-                return self.refuse(work, &job_id, &name, JobState::Rejected, reason, None);
+                // Invoices recorded from it before a restart (under a higher limit, or before
+                // it was replaced) were accepted: they are still sent.
+                return self.quarantine(work, reason);
             }
             Err(e) => return self.read_failed(work, &job_id, &name, e),
         };
@@ -205,7 +207,14 @@ impl Pipeline {
         self.store.reset_read_failures(&job_id)?;
         // A job first recorded by a read that failed learns its content now.
         self.store.learn_job_content(&job_id, &md5, size)?;
-        if let Some(first) = self.store.job_with_md5(KIND, &md5, &job_id)? {
+        // An operator's request (`turnbridge invoice resend` twice, say) may repeat the bytes
+        // of an earlier one on purpose: the file it registered is never a duplicate.
+        let requested = store::manual::for_job(self.store.conn(), &name, &md5, &job_id)?.is_some();
+        let first = match requested {
+            true => None,
+            false => self.store.job_with_md5(KIND, &md5, &job_id)?,
+        };
+        if let Some(first) = first {
             let reason = format!(
                 "the same bytes (MD5 {md5}) were already processed as job {} from {}",
                 first.id, first.source_name
@@ -292,7 +301,9 @@ impl Pipeline {
         })
     }
 
-    /// Sets a claimed file aside in `rejected/` with `reason`, whatever state its job is in.
+    /// Sets a claimed file aside in `rejected/` with `reason`; the invoices its job recorded
+    /// are still sent (`partial`), and a job already finished keeps its state (its file is
+    /// only moved where that state puts it).
     pub fn quarantine(&mut self, work: &Path, reason: String) -> Result<Outcome, PipelineError> {
         let work_name = work
             .file_name()
@@ -302,8 +313,13 @@ impl Pipeline {
         let (job_id, name) = spool::parse_work_name(&work_name)
             .map(|(j, n)| (j.to_string(), n.to_string()))
             .unwrap_or_else(|| (spool::new_job_id(), work_name.clone()));
-        let size = fs::metadata(work).map(|m| m.len()).unwrap_or(0);
+        let size = fs::symlink_metadata(work).map(|m| m.len()).unwrap_or(0);
         let job = self.ensure_job(&job_id, &name, "", size)?;
+        if job.state.is_finished() {
+            // Its final state and event are committed; only the move out of work/ was left.
+            warn!(reason = %reason, "the job had finished ({}): only its file is moved", job.state);
+            return self.finish_move(work, &job_id, &name, job.state);
+        }
         let recorded = messages::of_job(self.store.conn(), &job_id)?.len();
         if job.state == JobState::Claimed && recorded > 0 {
             // Invoices recorded before the error were accepted: send them rather than leave
@@ -579,46 +595,47 @@ impl Pipeline {
         self.finish_move(work, job_id, name, JobState::Done)
     }
 
-    /// Step 1: one transaction records every accepted message not yet recorded; messages the
-    /// store refuses (sent before by another job, allowance above its invoice) move from
-    /// `accepted` to `rejected`.
+    /// Step 1: one transaction records every accepted message not yet recorded, each as the
+    /// generation [`corrections::admit`] says; messages it refuses (sent before and accepted
+    /// or still on its way, out of order, an allowance above its invoice) move from
+    /// `accepted` to `rejected`. A job that took an operator's request file
+    /// ([`store::manual::for_job`]) notes what became of it and raises its manual event here.
     fn record(&mut self, job_id: &str, verdict: &mut Verdict) -> Result<(), PipelineError> {
         let accepted = std::mem::take(&mut verdict.accepted);
         let sources = std::mem::take(&mut verdict.accepted_sources);
         let tx = self.store.transaction()?;
+        let request = match jobs::job(&tx, job_id)? {
+            Some(job) => store::manual::for_job(&tx, &job.source_name, &job.md5, job_id)?,
+            None => None,
+        };
+        if let Some(r) = &request {
+            store::manual::take(&tx, r.id, job_id)?;
+            if let Some(p) = verdict.rejected.iter().flat_map(|r| &r.problems).next() {
+                store::manual::refuse(&tx, r.id, &format!("{}: {}", p.field, p.reason))?;
+            }
+        }
         for (a, source) in accepted.into_iter().zip(sources) {
             let m = &a.message;
             let ty = m.message_type();
             let (seller, number) = (m.seller().as_str(), m.number());
-            if let Some(existing) = messages::by_key(&tx, ty.as_str(), seller, number)? {
-                if existing.job_id == job_id {
+            let admission = match corrections::admit(&tx, job_id, &a)? {
+                corrections::Admit::Recorded => {
                     verdict.accepted.push(a);
                     verdict.accepted_sources.push(source);
-                } else {
-                    let problem = Problem {
-                        rule: None,
-                        row: a.row,
-                        field: ty.number_field().into(),
-                        value: number.into(),
-                        reason: format!(
-                            "{ty} {number} of seller {seller} was already sent by job {} ({} row {}) as {}",
-                            existing.job_id, existing.source_file, existing.source_row, existing.xml_name
-                        ),
-                    };
-                    verdict
-                        .rejected
-                        .push(Rejected::from_accepted(&a, source, problem));
+                    continue;
                 }
-                continue;
-            }
-            if let Message::Allowance(al) = m {
-                if let Some(problem) = allowance_over_invoice(&tx, al, a.row)? {
+                corrections::Admit::Refused(problem) => {
+                    if let Some(r) = &request {
+                        let reason = format!("{}: {}", problem.field, problem.reason);
+                        store::manual::refuse(&tx, r.id, &reason)?;
+                    }
                     verdict
                         .rejected
                         .push(Rejected::from_accepted(&a, source, problem));
                     continue;
                 }
-            }
+                corrections::Admit::Record(admission) => admission,
+            };
             let xml = &a.xml;
             let xml_md5 = hex(&Md5::digest(xml));
             let new = NewMessage {
@@ -627,6 +644,8 @@ impl Pipeline {
                 legacy_type: a.legacy,
                 seller_ban: seller,
                 number,
+                generation: admission.generation(),
+                buyer_id: m.buyer_id(),
                 document_date: m.document_date().0,
                 tenant: &a.tenant,
                 source_file: &a.file,
@@ -637,6 +656,16 @@ impl Pipeline {
             };
             let date = chrono::Local::now().date_naive();
             let id = messages::insert(&tx, &new, |id| turnkey::file_name(ty, date, id))?;
+            if admission.generation() > 1 {
+                info!(
+                    invoice_no = %number,
+                    message_type = %ty,
+                    generation = admission.generation(),
+                    "recorded again as generation {} ({:?})",
+                    admission.generation(),
+                    admission
+                );
+            }
             if let Some(p) = &self.progress {
                 p();
             }
@@ -650,6 +679,11 @@ impl Pipeline {
                         &it.amount.normalize().to_string(),
                     )?;
                 }
+            }
+            if let Some(r) = &request {
+                store::manual::fulfil(&tx, r.id, id)?;
+                let row = messages::by_id(&tx, id)?.ok_or(StoreError::NoMessage(id))?;
+                corrections::announce(&tx, r, &row)?;
             }
             verdict.accepted.push(a);
             verdict.accepted_sources.push(source);
@@ -813,49 +847,6 @@ fn rejected_name(job_id: &str, batch: &str, file: &str) -> String {
         }
         None => spool::work_name(job_id, batch),
     }
-}
-
-/// The rule that an allowance never takes back more than its invoice, checked for invoices
-/// the store knows (earlier allowances included).
-fn allowance_over_invoice(
-    tx: &rusqlite::Transaction,
-    al: &einvoice::model::Allowance,
-    row: usize,
-) -> Result<Option<Problem>, PipelineError> {
-    let seller = al.seller.identifier.as_str();
-    let mut per_invoice: BTreeMap<&str, Decimal> = BTreeMap::new();
-    for it in &al.items {
-        *per_invoice
-            .entry(it.original_invoice_number.as_str())
-            .or_default() += it.amount;
-    }
-    for (invoice, this) in per_invoice {
-        let Some(total) = messages::invoice_amount(tx, seller, invoice)? else {
-            continue;
-        };
-        let total: Decimal = total.parse().unwrap_or_default();
-        let before: Decimal = messages::allowed_so_far(tx, seller, invoice)?
-            .iter()
-            .filter_map(|s| s.parse::<Decimal>().ok())
-            .fold(Decimal::ZERO, |a, b| {
-                a.checked_add(b).unwrap_or(Decimal::MAX)
-            });
-        let after = before.checked_add(this).unwrap_or(Decimal::MAX);
-        if after > total {
-            return Ok(Some(Problem {
-                rule: Some(einvoice::model::PlatformRule::AllowanceWithinInvoice),
-                row,
-                field: "TotalAmount".into(),
-                value: this.normalize().to_string(),
-                reason: format!(
-                    "allowances on invoice {invoice} would reach {}, above its untaxed total {}",
-                    after.normalize(),
-                    total.normalize()
-                ),
-            }));
-        }
-    }
-    Ok(None)
 }
 
 /// Reads a claimed file through its open descriptor, making sure no writer is still appending
@@ -1118,5 +1109,85 @@ mod tests {
             .filter(|m| m.state == MessageState::Queued)
             .count();
         assert_eq!(queued, accepted);
+    }
+
+    /// A claimed file whose invoices were recorded before a stop, refused when it is read
+    /// again (`einvoice.max_file_bytes` lowered meanwhile, or the file replaced): the recorded
+    /// invoices were accepted and still go to Turnkey, as after a failed read; the job is not
+    /// left `rejected` with them stranded (they would refuse a corrected file as already sent).
+    #[test]
+    fn a_resumed_file_refused_when_read_again_still_sends_what_it_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut pipeline) = pipeline_in(dir.path());
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::copy("fixtures/valid/F0401_b2c_print.csv", &batch).unwrap();
+        let job_id = spool::new_job_id();
+        let work = spool::claim(&batch, &pipeline.dirs.work, &job_id).unwrap();
+        let bytes = fs::read(&work).unwrap();
+        let mut verdict = einvoice::check_batch("b.csv", &bytes, &config.read_options()).unwrap();
+        let accepted = verdict.accepted.len();
+        assert!(accepted > 0);
+        let md5 = hex(&Md5::digest(&bytes));
+        pipeline
+            .ensure_job(&job_id, "b.csv", &md5, bytes.len() as u64)
+            .unwrap();
+        pipeline.record(&job_id, &mut verdict).unwrap();
+
+        // Restarted with a lower limit: the file is now too large to be read.
+        pipeline.config.einvoice.max_file_bytes = 100;
+        let o = pipeline.process(&work).unwrap();
+        assert_eq!((o.state, o.queued), (JobState::Done, accepted));
+        let inbox = dir.path().join("turnkey/INBOX");
+        assert_eq!(fs::read_dir(&inbox).unwrap().count(), accepted);
+        let report = pipeline
+            .dirs
+            .rejected
+            .join(format!("{job_id}_b.csv.error.txt"));
+        let report = fs::read_to_string(report).unwrap();
+        assert!(
+            report.contains("max_file_bytes") && report.contains("are sent to Turnkey"),
+            "{report}"
+        );
+        let states: Vec<MessageState> = messages::of_job(pipeline.store.conn(), &job_id)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.state)
+            .collect();
+        assert_eq!(states, vec![MessageState::Queued; accepted]);
+    }
+
+    /// A file whose job already finished (only its move out of `work/` was left) set aside
+    /// after an internal error keeps the job's final state and raises no second, contrary
+    /// `upload.completed`: it only finishes the move.
+    #[test]
+    fn setting_aside_the_file_of_a_finished_job_keeps_its_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut pipeline) = pipeline_in(dir.path());
+        let batch = config.einvoice_spool().join("b.csv");
+        fs::copy("fixtures/valid/F0401_b2c_print.csv", &batch).unwrap();
+        let o = pipeline.take(&batch).unwrap();
+        assert_eq!(o.state, JobState::Done);
+        // As if the process stopped before the move: the file is back in work/.
+        let work = pipeline.dirs.work.join(o.final_path.file_name().unwrap());
+        fs::rename(&o.final_path, &work).unwrap();
+
+        let again = pipeline
+            .quarantine(
+                &work,
+                "turnbridge hit an internal error on this file.".into(),
+            )
+            .unwrap();
+        assert_eq!((again.state, again.queued), (JobState::Done, o.queued));
+        assert!(!work.exists());
+        assert!(again.final_path.exists(), "archived, not rejected");
+        let job = pipeline.store.job(&o.job_id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Done);
+        let events = store::events::payloads(
+            pipeline.store.conn(),
+            crate::events::EventName::UploadCompleted,
+        )
+        .unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["status"], "completed");
     }
 }

@@ -26,12 +26,22 @@ pub fn shown(value: &str) -> String {
 /// One step of a message's story.
 pub type Transition = messages::TransitionRow;
 
+/// What an operator asked for, when a message was written by a command
+/// (`turnbridge invoice …`).
+pub type ManualRequest = store::manual::Request;
+
 #[derive(Debug, Serialize)]
 pub struct MessageStory {
     pub message_type: String,
     pub legacy_type: Option<String>,
     pub seller_ban: String,
     pub number: String,
+    /// 1 for the first message of its type, seller and number; each one sent again (after an
+    /// error, or an invoice issued again after its void) is the next. Every generation is
+    /// listed, each with its own evidence.
+    pub generation: u32,
+    /// The operator's request it was written for, if any.
+    pub manual: Option<ManualRequest>,
     pub tenant: String,
     pub state: MessageState,
     pub mof_code: Option<String>,
@@ -44,13 +54,16 @@ pub struct MessageStory {
     pub transitions: Vec<Transition>,
 }
 
-/// Every message about a document number, oldest first, each with its transitions.
+/// Every message about a document number (every generation of each), oldest first, each
+/// with its transitions.
 pub fn history(conn: &Connection, number: &str) -> Result<Vec<MessageStory>> {
     let mut out = Vec::new();
     for m in messages::by_number(conn, number)? {
         let archived_source = jobs::job(conn, &m.job_id)?.and_then(|j| j.final_path);
         out.push(MessageStory {
             transitions: messages::transitions_of(conn, m.id)?,
+            generation: m.generation,
+            manual: store::manual::of_message(conn, m.id)?,
             message_type: m.message_type,
             legacy_type: m.legacy_type,
             seller_ban: m.seller_ban,
@@ -78,13 +91,27 @@ pub fn history_text(stories: &[MessageStory]) -> String {
             .map(|l| format!(" (from {})", shown(l)))
             .unwrap_or_default();
         s.push_str(&format!(
-            "{} {}{legacy}  seller {}  tenant {}  state {}\n",
+            "{} {}{legacy}  generation {}  seller {}  tenant {}  state {}\n",
             shown(&m.message_type),
             shown(&m.number),
+            m.generation,
             shown(&m.seller_ban),
             shown(&m.tenant),
             m.state
         ));
+        if let Some(r) = &m.manual {
+            s.push_str(&format!(
+                "  manual   {} (request {}) by {} at {}{}\n",
+                r.action,
+                r.id,
+                shown(&r.requested_by),
+                shown(&r.requested_at),
+                r.reason
+                    .as_deref()
+                    .map(|why| format!(": {}", shown(why)))
+                    .unwrap_or_default()
+            ));
+        }
         if m.mof_code.is_some() || m.status_message.is_some() {
             s.push_str(&format!(
                 "  result   {}{}\n",
@@ -147,6 +174,7 @@ pub struct Status {
     pub rejected_files: usize,
     pub rejected_feedback_files: usize,
     pub last_summary: Option<LastSummary>,
+    /// Events still to be delivered (not yet fanned out, or with a delivery pending).
     pub pending_events: i64,
     /// What the daemon last said is wrong (`health.json`), and whether it still runs.
     pub health: Option<crate::health::Snapshot>,
@@ -185,7 +213,7 @@ pub fn status(conn: &Connection, state_dir: &Path) -> Result<Status> {
     });
     let jobs = jobs::count_by_state(conn)?;
     let last_summary = store::feedback::last_summary(conn)?;
-    let pending_events = store::events::count(conn)?;
+    let pending_events = store::gauges::outbox_waiting(conn)? as i64;
     let health = crate::health::read(state_dir);
     Ok(Status {
         messages,
@@ -313,6 +341,22 @@ mod tests {
             legacy_type: None,
             seller_ban: "28080623".into(),
             number: "EE00000001".into(),
+            generation: 2,
+            manual: Some(ManualRequest {
+                id: 1,
+                action: store::manual::ManualAction::Resend,
+                message_type: "F0401".into(),
+                seller_ban: "28080623".into(),
+                number: "EE00000001".into(),
+                reason: Some(format!("why{HOSTILE}")),
+                requested_by: format!("ops{HOSTILE}"),
+                requested_at: "2026-01-01T00:00:00.000Z".into(),
+                file_name: "manual-1-resend-EE00000001.json".into(),
+                md5: String::new(),
+                job_id: None,
+                message_id: None,
+                refusal: None,
+            }),
             tenant: "default".into(),
             state: MessageState::Error,
             mof_code: Some(format!("E1{HOSTILE}")),
@@ -336,11 +380,37 @@ mod tests {
         let text = history_text(&[story(format!("rejected: {HOSTILE}"))]);
         assert!(!text.contains('\x1b'), "{text:?}");
         assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
-        // Code, message, source, archive and evidence, each escaped.
-        assert_eq!(text.matches("x\\nFORGED").count(), 5, "{text}");
+        // Code, message, request (who, why), source, archive and evidence, each escaped.
+        assert_eq!(text.matches("x\\nFORGED").count(), 7, "{text}");
+        assert!(
+            text.contains("generation 2") && text.contains("manual   resend (request 1) by ops"),
+            "{text}"
+        );
         let text = history_text(&[story("y".repeat(100_000))]);
         assert!(text.contains("… (100000 characters)"), "{text}");
         assert!(text.len() < 2000, "{} bytes", text.len());
+    }
+
+    /// "events in the outbox" are the events still to be delivered, as the
+    /// `turnbridge_events_outbox` gauge counts them: not those already fanned out and delivered
+    /// (or with no endpoint to go to), which stay in the table until their retention.
+    #[test]
+    fn status_counts_the_events_waiting_in_the_outbox_not_every_event_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let tx = store.transaction().unwrap();
+        for id in ["a", "b"] {
+            let e = crate::events::NextengineAuthExpiring {
+                account_id: id.into(),
+            };
+            store::events::add(&tx, &e).unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(status(store.conn(), dir.path()).unwrap().pending_events, 2);
+        // No endpoint is subscribed: fanned out, they wait for nothing.
+        crate::webhook::outbound::fan_out(&mut store, 100).unwrap();
+        assert_eq!(store::events::count(store.conn()).unwrap(), 2, "kept");
+        assert_eq!(status(store.conn(), dir.path()).unwrap().pending_events, 0);
     }
 
     #[test]

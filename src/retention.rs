@@ -17,7 +17,8 @@
 //!
 //! Kept for good: `messages` and `allowance_lines` (a number sent before is refused, and
 //! allowances are capped by their invoice, only while the store knows them), with the jobs
-//! that recorded them; the registries (`webhook_endpoints`, `nextengine_accounts`). Turnkey's
+//! that recorded them, and `manual_requests` (one per operator command, naming the message it
+//! made); the registries (`webhook_endpoints`, `nextengine_accounts`). Turnkey's
 //! own records (`turnkey_packs`, in-place `feedback_files`) and request logs are also pruned
 //! by the feedback tracker after `turnkey.retention_days`.
 //!
@@ -278,7 +279,10 @@ impl Retention {
 
     /// Removes the rotated-out webhook secrets whose overlap ended by `now`.
     pub fn forget_rotated_secrets(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        crate::webhook::outbound::forget_rotated_secrets(self.store.conn(), &at(now))
+        crate::webhook::outbound::forget_rotated_secrets(
+            &mut self.store,
+            crate::store::Timestamp::from_utc(now),
+        )
     }
 
     /// Prunes every table as of `now`, in batches, until nothing is left to prune or `budget`

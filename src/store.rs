@@ -4,8 +4,9 @@
 //! that depends on it. Every state change and the events it raises are written in one
 //! transaction, so an event exists exactly when its change does.
 //!
-//! Messages are unique by (type, seller, number): a re-run after a crash finds the row and
-//! never writes a second XML for it.
+//! Messages are unique by (type, seller, number, generation): a re-run after a crash finds the
+//! row and never writes a second XML for it, and a message sent again (after an error, or a
+//! void) is a new generation beside the earlier ones ([`messages::insert`]).
 //!
 //! The tables of e-invoice work each have their module: [`jobs`], [`messages`] (a message's
 //! state changes only through [`messages::transition`], with its event), [`feedback`]
@@ -20,12 +21,13 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{SecondsFormat, Utc};
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 use thiserror::Error;
 
 pub mod events;
 pub mod feedback;
 pub mod jobs;
+pub mod manual;
 pub mod messages;
 pub mod states;
 mod transitions;
@@ -47,6 +49,10 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("database task failed: {0}")]
     Task(String),
+    #[error(
+        "a write outside a transaction that holds the write lock (begin it with Store::write)"
+    )]
+    NotLocked,
     #[error("message {0} is not in the database")]
     NoMessage(i64),
     #[error("message {id} is {found}, not {expected} as its change assumed")]
@@ -61,6 +67,8 @@ pub enum StoreError {
         from: MessageState,
         to: MessageState,
     },
+    #[error("database migration {version} failed: {reason}")]
+    Migration { version: i64, reason: String },
     #[error("database {path} is missing, but {marker} says this state folder had one: restore the database (or, to start afresh on purpose, remove {marker}); a new database would number XML files from 1 again, under names Turnkey has already taken")]
     Missing { path: String, marker: String },
 }
@@ -398,6 +406,90 @@ ALTER TABLE messages ADD COLUMN summary_id TEXT;
 CREATE INDEX IF NOT EXISTS deliveries_state_event ON deliveries(state, event_id);
 "#,
     r#"
+-- Generations: a message may be sent again (a corrected drop or `turnbridge invoice resend`
+-- after an error; the same number issued again after a void), each time as a new row, the
+-- earlier ones kept with their transitions. Messages become unique by type, seller, number
+-- and generation. SQLite cannot change a UNIQUE constraint in place, so the table is rebuilt:
+-- ids (and with them the XML file names) carry over, and so does AUTOINCREMENT's counter, so
+-- no id is ever given out twice. The buyer is kept too, so a cancel or void can be written
+-- from what the store knows.
+CREATE TABLE messages_new (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id         TEXT NOT NULL REFERENCES jobs(id),
+    message_type   TEXT NOT NULL,
+    legacy_type    TEXT,
+    seller_ban     TEXT NOT NULL,
+    number         TEXT NOT NULL,
+    generation     INTEGER NOT NULL DEFAULT 1,
+    buyer_id       TEXT,
+    document_date  TEXT NOT NULL,
+    tenant         TEXT NOT NULL,
+    source_file    TEXT NOT NULL,
+    source_row     INTEGER NOT NULL,
+    amount         TEXT,
+    state          TEXT NOT NULL,
+    staged         INTEGER NOT NULL DEFAULT 0,
+    xml_name       TEXT NOT NULL DEFAULT '',
+    xml_path       TEXT,
+    xml_md5        TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    mof_code       TEXT,
+    status_message TEXT,
+    overdue_raised INTEGER NOT NULL DEFAULT 0,
+    xml            BLOB,
+    staged_path    TEXT,
+    guessed        INTEGER NOT NULL DEFAULT 0,
+    summary_id     TEXT,
+    UNIQUE (message_type, seller_ban, number, generation)
+);
+INSERT INTO messages_new (id, job_id, message_type, legacy_type, seller_ban, number,
+        document_date, tenant, source_file, source_row, amount, state, staged, xml_name,
+        xml_path, xml_md5, created_at, updated_at, mof_code, status_message, overdue_raised,
+        xml, staged_path, guessed, summary_id)
+    SELECT id, job_id, message_type, legacy_type, seller_ban, number, document_date, tenant,
+        source_file, source_row, amount, state, staged, xml_name, xml_path, xml_md5,
+        created_at, updated_at, mof_code, status_message, overdue_raised, xml, staged_path,
+        guessed, summary_id
+    FROM messages ORDER BY id;
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'messages_new', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_new');
+UPDATE sqlite_sequence
+    SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))
+    WHERE name = 'messages_new';
+DROP TABLE messages;
+ALTER TABLE messages_new RENAME TO messages;
+CREATE INDEX messages_job ON messages(job_id);
+CREATE INDEX messages_state ON messages(state);
+CREATE INDEX messages_xml_name ON messages(xml_name);
+CREATE INDEX messages_number ON messages(number);
+CREATE INDEX messages_tenant ON messages(tenant);
+CREATE INDEX messages_type_state ON messages(message_type, state);
+
+-- Operators' requests (`turnbridge invoice cancel|void|reissue|resend`): each writes one file
+-- into the spool; the job that takes a file of that name and content is the request's, and
+-- raises invoice.manual.cancelled or invoice.manual.issued with the message it records.
+-- Kept for good with the messages they made (a few per operator action).
+CREATE TABLE manual_requests (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    action        TEXT NOT NULL,          -- cancel | void | reissue | resend
+    message_type  TEXT NOT NULL,
+    seller_ban    TEXT NOT NULL,
+    number        TEXT NOT NULL,
+    reason        TEXT,
+    requested_by  TEXT NOT NULL,
+    requested_at  TEXT NOT NULL,
+    file_name     TEXT NOT NULL,          -- the spool file it wrote
+    md5           TEXT NOT NULL,          -- of that file's bytes
+    job_id        TEXT,                   -- the job that took the file
+    message_id    INTEGER REFERENCES messages(id),
+    refusal       TEXT                    -- why the job refused its message
+);
+CREATE UNIQUE INDEX manual_requests_file ON manual_requests(file_name);
+CREATE INDEX manual_requests_job ON manual_requests(job_id);
+CREATE INDEX manual_requests_message ON manual_requests(message_id);
+"#,
+    r#"
 -- A NextEngine sign-in is bound to the browser that started it: the SHA-256 of a one-time
 -- ticket (`nextengine login`) or of the nonce a browser keeps as a cookie (/auth/ne); the
 -- callback takes only the sign-in of the cookie it brings. Rows from before have neither and
@@ -511,13 +603,33 @@ impl Store {
                 known,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
+        if version == known {
+            return Ok(());
         }
-        Ok(())
+        // A migration may rebuild a table others refer to (SQLite's way to change a
+        // constraint): foreign keys are off while migrations run (the pragma is a no-op inside
+        // a transaction), and each migration commits only if every reference still holds.
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrated = (|| -> Result<()> {
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                let tx = self.conn.transaction()?;
+                tx.execute_batch(sql)?;
+                let broken: Option<String> = tx
+                    .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                    .optional()?;
+                if let Some(table) = broken {
+                    return Err(StoreError::Migration {
+                        version: i as i64 + 1,
+                        reason: format!("a row of {table} refers to one that is gone"),
+                    });
+                }
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })();
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrated
     }
 
     pub fn conn(&self) -> &Connection {
@@ -526,6 +638,15 @@ impl Store {
 
     pub fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    /// Runs `f` in one write transaction that takes the write lock first, and commits it;
+    /// nothing `f` wrote is kept when it fails.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// A write transaction. It takes the write lock at once (`BEGIN IMMEDIATE`), so a
@@ -571,17 +692,166 @@ fn io_error(e: std::io::Error) -> rusqlite::Error {
     )
 }
 
+pub mod audit;
 pub mod backup;
+pub mod deliveries;
+pub mod endpoints;
 pub mod gauges;
+pub mod inbound;
+pub mod ne_accounts;
+pub mod ne_jobs;
 pub mod ne_logins;
+pub mod outbox;
 #[cfg(test)]
 mod plans;
 pub mod readers;
+pub mod timestamp;
 pub mod writer;
+
+pub use readers::open_read_only;
+pub use timestamp::Timestamp;
+
+/// What the store's read functions read through: the store's own connection, a read-only
+/// one ([`open_read_only`], the [`readers`]), or a transaction (which sees its own writes).
+pub trait Readable {
+    fn connection(&self) -> &Connection;
+}
+
+impl Readable for Connection {
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+impl Readable for Transaction<'_> {
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+impl Readable for Store {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Refuses a write in a transaction that does not hold the write lock: every store function
+/// that writes checks this first, so a transaction that reads before it writes (and would
+/// fail with "database is locked" when another writer got in between) cannot be built from
+/// them. [`Store::write`], [`Store::transaction`] and the [`writer`] begin theirs holding it.
+pub(crate) fn write_locked(tx: &Transaction) -> Result<()> {
+    match tx.transaction_state(None)? {
+        rusqlite::TransactionState::Write => Ok(()),
+        _ => Err(StoreError::NotLocked),
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database made before generations: its messages keep their ids (and XML names), the
+    /// counter that hands out ids never goes back, every reference to them still holds, and a
+    /// message may now be recorded again as its next generation (never twice as one).
+    #[test]
+    fn the_generations_migration_keeps_ids_references_and_the_id_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("turnbridge.db");
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE messages_new"))
+            .unwrap();
+        {
+            let conn = Connection::open(&db).unwrap();
+            for m in &MIGRATIONS[..before] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before as i64)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO jobs (id, kind, source_name, md5, size, state, received_at)
+                     VALUES ('j', 'einvoice', 'b.csv', 'm', 1, 'done', 't');
+                 INSERT INTO messages (id, job_id, message_type, seller_ban, number, document_date,
+                     tenant, source_file, source_row, amount, state, xml_name, created_at, updated_at)
+                     VALUES (7, 'j', 'F0401', '28080623', 'AB00000001', '2026-11-26', 'default',
+                             'b.csv', 2, '100', 'error', 'F0401_20261126_00000007.xml', 't', 't'),
+                            (9, 'j', 'G0401', '28080623', 'AL1', '2026-11-27', 'default',
+                             'b.csv', 3, '10', 'acked', 'G0401_20261127_00000009.xml', 't', 't');
+                 INSERT INTO transitions (message_id, from_state, to_state, at) VALUES (7, 'received', 'validated', 't');
+                 INSERT INTO allowance_lines (message_id, seller_ban, original_invoice, amount)
+                     VALUES (9, '28080623', 'AB00000001', '10');
+                 INSERT INTO turnkey_packs (uuid, seq, message_type, number, message_id, pack_file, seen_at)
+                     VALUES ('u', 1, 'F0401', 'AB00000001', 7, 'p', 't');
+                 -- A message recorded once with id 40 and gone since: ids stay above it.
+                 UPDATE sqlite_sequence SET seq = 40 WHERE name = 'messages';",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&db).unwrap();
+        let conn = store.conn();
+        let m = messages::by_id(conn, 7).unwrap().unwrap();
+        assert_eq!(
+            (
+                m.generation,
+                m.xml_name.as_str(),
+                m.state,
+                m.buyer_id.as_deref()
+            ),
+            (1, "F0401_20261126_00000007.xml", MessageState::Error, None)
+        );
+        assert_eq!(messages::transitions_of(conn, 7).unwrap().len(), 1);
+        let fk: Vec<String> = conn
+            .prepare("PRAGMA foreign_key_check")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(fk.is_empty(), "{fk:?}");
+        let on: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on, 1, "foreign keys are enforced again");
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' AND name LIKE 'messages_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 6, "every index of messages is back");
+
+        let again = |generation| NewMessage {
+            job_id: "j",
+            message_type: "F0401",
+            legacy_type: None,
+            seller_ban: "28080623",
+            number: "AB00000001",
+            generation,
+            buyer_id: "0000000000",
+            document_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(),
+            tenant: "default",
+            source_file: "c.csv",
+            source_row: 2,
+            amount: None,
+            xml: b"<x/>",
+            xml_md5: "m",
+        };
+        let tx = store.transaction().unwrap();
+        let id = messages::insert(&tx, &again(2), |id| format!("F0401_{id}.xml")).unwrap();
+        assert_eq!(id, 41, "never an id handed out before");
+        assert!(
+            messages::insert(&tx, &again(2), |id| format!("F0401_{id}.xml")).is_err(),
+            "one row per generation"
+        );
+        tx.commit().unwrap();
+        let latest = messages::by_key(store.conn(), "F0401", "28080623", "AB00000001").unwrap();
+        assert_eq!(latest.map(|m| (m.id, m.generation)), Some((41, 2)));
+        assert_eq!(
+            messages::standing_allowances(store.conn(), "28080623", "AB00000001").unwrap(),
+            [("AL1".to_string(), "10".to_string())]
+        );
+    }
 
     #[test]
     fn a_database_that_disappeared_is_not_silently_recreated() {

@@ -18,7 +18,7 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 
 use super::period::Period;
-use super::rolls::{InvoiceType, Roll, Track, UsedNumbers};
+use super::rolls::{own_part, InvoiceType, Roll, Track, UsedNumbers};
 use super::types::Ban;
 
 /// The E0402 namespace.
@@ -143,12 +143,18 @@ impl BlankReport {
 
 /// Every E0402 owed for `period`: one per (head office, seller, InvoiceType, track) that has a
 /// blank number, its ranges taken over all of that track's rolls and merged where one roll's
-/// blank end meets the next one's blank start. A track whose numbers were all issued owes no
+/// blank end meets the next one's blank start. Numbers a head office gave a branch (E0401)
+/// are the branch's report, not the head office's ([`own_part`]). A track whose numbers were all issued owes no
 /// report (an E0402 holds at least one range). Ordered by seller, InvoiceType, track.
 pub fn blank_reports(rolls: &[Roll], used: &UsedNumbers, period: Period) -> Vec<BlankReport> {
     type Key = (Ban, InvoiceType, Track, Ban);
-    let mut groups: BTreeMap<Key, Vec<&Roll>> = BTreeMap::new();
-    for r in rolls.iter().filter(|r| r.period == period) {
+    let of_period: Vec<Roll> = rolls
+        .iter()
+        .filter(|r| r.period == period)
+        .cloned()
+        .collect();
+    let mut groups: BTreeMap<Key, Vec<Roll>> = BTreeMap::new();
+    for r in of_period.iter().flat_map(|r| own_part(r, &of_period)) {
         let key = (r.seller.clone(), r.invoice_type, r.track, r.head.clone());
         groups.entry(key).or_default().push(r);
     }
@@ -156,10 +162,11 @@ pub fn blank_reports(rolls: &[Roll], used: &UsedNumbers, period: Period) -> Vec<
     for ((branch, invoice_type, track, head), mut group) in groups {
         group.sort_by_key(|r| r.begin());
         let mut ranges: Vec<BlankRange> = Vec::new();
-        for r in group {
+        for r in &group {
             for b in blank_ranges(r, used) {
+                // Adjacent runs merge; a roll known twice overlaps itself and is taken once.
                 match ranges.last_mut() {
-                    Some(last) if last.end + 1 == b.begin => last.end = b.end,
+                    Some(last) if b.begin <= last.end + 1 => last.end = last.end.max(b.end),
                     _ => ranges.push(b),
                 }
             }
@@ -333,5 +340,46 @@ mod tests {
 </BranchTrackBlank>
 "#
         );
+    }
+}
+
+#[cfg(test)]
+mod branch_tests {
+    use super::*;
+    use crate::einvoice::rolls::parse_allocations;
+
+    #[test]
+    fn numbers_given_to_a_branch_are_reported_by_the_branch_only() {
+        let own = parse_allocations(include_bytes!("../../fixtures/rolls/E0501-envelope.xml"))
+            .unwrap()
+            .rolls;
+        let branch = parse_allocations(include_bytes!("../../fixtures/rolls/E0401-branch.xml"))
+            .unwrap()
+            .rolls;
+        let rolls: Vec<Roll> = own.into_iter().take(1).chain(branch).collect();
+        let reports = blank_reports(&rolls, &UsedNumbers::new(), Period::parse("11508").unwrap());
+        let shown: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                let spans: Vec<(u32, u32)> = r.ranges.iter().map(|g| (g.begin, g.end)).collect();
+                format!("{}/{} {} {:?}", r.head, r.branch, r.track, spans)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "28080623/24634102 AB [(200, 299), (400, 449)]",
+                "28080623/28080623 AB [(0, 199), (300, 399), (450, 499)]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_roll_known_twice_is_reported_once() {
+        let r = crate::einvoice::rolls::tests::roll("AB", 0, 99);
+        let u: UsedNumbers = (10..20).map(|i| r.number(i)).collect();
+        let reports = blank_reports(&[r.clone(), r], &u, Period::parse("11508").unwrap());
+        let spans: Vec<(u32, u32)> = reports[0].ranges.iter().map(|g| (g.begin, g.end)).collect();
+        assert_eq!(spans, [(0, 9), (20, 99)]);
     }
 }

@@ -391,6 +391,7 @@ mod tests {
             max_invoices: 10,
             max_lines: 10,
             default_tenant: "t".into(),
+            time: Default::default(),
         };
         let mut v = check_batch("a.csv", csv.as_bytes(), &opts).unwrap();
         assert!(v.rejected.is_empty(), "{:?}", v.rejected);

@@ -16,7 +16,10 @@ pub mod read;
 pub mod render;
 pub mod rolls;
 pub mod rules;
+pub mod sequence;
+pub mod timing;
 pub mod types;
+pub mod write;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +41,27 @@ pub struct ReadOptions {
     /// Product lines (CSV rows, JSON `ProductItem`s) one batch may hold in all.
     pub max_lines: usize,
     pub default_tenant: String,
+    /// Future dates and late cancels ([`timing`]).
+    pub time: timing::TimeRules,
+}
+
+impl ReadOptions {
+    /// Small limits, no clock: for tests of the pure checks.
+    #[cfg(test)]
+    pub fn for_tests() -> ReadOptions {
+        ReadOptions {
+            encoding: TextEncoding::Auto,
+            zip: ZipLimits {
+                max_members: 1,
+                max_member_bytes: 1,
+                max_total_bytes: 1,
+            },
+            max_invoices: 999,
+            max_lines: 100_000,
+            default_tenant: "t".into(),
+            time: timing::TimeRules::default(),
+        }
+    }
 }
 
 /// Input formats, told by the file name's extension.
@@ -341,7 +365,8 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
         return Err(problems);
     };
     let message = build::build(ty, legacy.is_some(), raw)?;
-    let problems = rules::check(&message, raw);
+    let mut problems = rules::check(&message, raw);
+    problems.extend(timing::check(&message, raw, &opts.time));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -376,7 +401,41 @@ fn check_entry(entry: &Entry, opts: &ReadOptions) -> Result<Accepted, Vec<Proble
 /// Untrusted text (a column, entry or file name) as a message shows it: control characters
 /// escaped, so it cannot rewrite a report or log line, and cut after `max` characters, so a
 /// 10 MB name does not make a 10 MB message.
+///
+/// A backslash is left as it is: text shown once can be shown again inside other text (an
+/// error in a report, a reason in a log message) and reads the same, never doubled. A value
+/// shown on its own, where a typed `\n` must not pass for an escaped newline, goes through
+/// [`escaped`] instead, once.
 pub fn printable(text: &str, max: usize) -> String {
+    show(text, max, &[])
+}
+
+/// Untrusted text shown as a value on its own (a log field): as [`printable`], with a
+/// backslash doubled, so the two characters `\n` typed in it read differently from an escaped
+/// newline. It escapes exactly once: text already shown by [`printable`] or by Rust's `Debug`
+/// is not given to it again.
+pub fn escaped(text: &str, max: usize) -> String {
+    show(text, max, &['\\'])
+}
+
+/// As [`escaped`], between double quotes, a quote inside escaped too: how the text log shows
+/// a text value.
+pub fn quoted(text: &str, max: usize) -> String {
+    format!("\"{}\"", show(text, max, &['\\', '"']))
+}
+
+/// Untrusted text cut after `max` characters (the rest counted), not escaped: for a value the
+/// log escapes itself but should keep short.
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} characters)", &text[..end], text.chars().count()).into(),
+    }
+}
+
+/// `text` with control and reordering characters escaped, each of `also` preceded by a
+/// backslash, and cut after `max` characters.
+fn show(text: &str, max: usize, also: &[char]) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i == max {
@@ -386,6 +445,9 @@ pub fn printable(text: &str, max: usize) -> String {
         if c.is_control() || reorders_text(c) {
             out.extend(c.escape_default());
         } else {
+            if also.contains(&c) {
+                out.push('\\');
+            }
             out.push(c);
         }
     }
@@ -428,5 +490,31 @@ mod tests {
             printable("invoice\u{202E}vsc.exe\u{2028}x", 80),
             "invoice\\u{202e}vsc.exe\\u{2028}x"
         );
+    }
+
+    #[test]
+    fn a_value_shown_on_its_own_tells_a_typed_backslash_from_an_escape() {
+        use super::{escaped, quoted};
+        // A newline, and the two characters backslash and n someone typed.
+        let (newline, typed) = ("a\nb", "a\\nb");
+        assert_eq!(
+            printable(newline, 80),
+            printable(typed, 80),
+            "printable leaves a backslash, so prose shown twice reads the same"
+        );
+        assert_eq!(escaped(newline, 80), "a\\nb");
+        assert_eq!(escaped(typed, 80), "a\\\\nb");
+        assert_eq!(quoted(typed, 80), "\"a\\\\nb\"");
+        assert_eq!(
+            quoted("say \"hi\"\x1b[2J", 80),
+            "\"say \\\"hi\\\"\\u{1b}[2J\""
+        );
+        // Exactly once: what printable already showed is shown again unchanged.
+        let once = printable("x\ny\u{202e}", 80);
+        assert_eq!(printable(&once, 80), once);
+        assert_eq!(escaped("\\", 1), "\\\\", "a cut never splits an escape");
+        assert_eq!(escaped("ab\\c", 2), "ab… (4 characters)");
+        assert_eq!(super::cut("a\\\nb", 4), "a\\\nb", "cut, never escaped");
+        assert_eq!(super::cut("品名品名", 2), "品名… (4 characters)");
     }
 }

@@ -52,6 +52,13 @@ pub enum PlatformRule {
     PositiveAllowance,
     /// All allowances on an invoice together stay within its untaxed total.
     AllowanceWithinInvoice,
+    /// An invoice's documents come in the order the MIG allows: a cancel, void or allowance
+    /// follows an issue that stands; a cancelled number is never issued again, a voided one
+    /// may be; an allowance cancel follows an allowance (see [`super::sequence`]).
+    Sequence,
+    /// A cancel (F0501) is possible until the invoice's period's filing deadline; after it,
+    /// an allowance (see [`super::deadline::check_cancel`]).
+    CancelPeriod,
 }
 
 impl PlatformRule {
@@ -67,6 +74,8 @@ impl PlatformRule {
             PlatformRule::Dates => "dates",
             PlatformRule::PositiveAllowance => "positive-allowance",
             PlatformRule::AllowanceWithinInvoice => "allowance-within-invoice",
+            PlatformRule::Sequence => "sequence",
+            PlatformRule::CancelPeriod => "cancel-period",
         }
     }
 
@@ -88,6 +97,12 @@ impl PlatformRule {
             }
             PlatformRule::PositiveAllowance => "MIG 4.1 G0401 Amount notes",
             PlatformRule::AllowanceWithinInvoice => "MIG 4.1 G0401 notes (折讓 of a sold amount)",
+            PlatformRule::Sequence => {
+                "MIG 4.1 F0501 / F0701 / G0401 / G0501 notes: 作廢 and 註銷 of an issued invoice, 註銷後重開 (re-issue after a void), 折讓 and its 作廢"
+            }
+            PlatformRule::CancelPeriod => {
+                "加值型及非加值型營業稅法 §35 (the period's filing deadline); 統一發票使用辦法 §20 (an allowance after it)"
+            }
         }
     }
 }
@@ -302,6 +317,17 @@ impl Message {
             Message::Void(m) => m.invoice_date,
             Message::Allowance(m) => m.date,
             Message::CancelAllowance(m) => m.allowance_date,
+        }
+    }
+
+    /// The buyer's id (`0000000000` for a consumer).
+    pub fn buyer_id(&self) -> &str {
+        match self {
+            Message::Invoice(m) => m.buyer.identifier.as_str(),
+            Message::Cancel(m) => m.buyer_id.as_str(),
+            Message::Void(m) => m.buyer_id.as_str(),
+            Message::Allowance(m) => m.buyer.identifier.as_str(),
+            Message::CancelAllowance(m) => m.buyer_id.as_str(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The webhook registry and dead-letter queue admin API (`/api/v1/...`, admin token): the
 //! same operations as `turnbridge webhooks` and `turnbridge dlq`, on the same
-//! [`DeliveryFilter`]. Bodies are typed: a field of the wrong type, or a key the route does
+//! delivery [`Filter`]. Bodies are typed: a field of the wrong type, or a key the route does
 //! not know, is 422 naming it.
 
 use hyper::StatusCode;
@@ -12,8 +12,9 @@ use super::error::{json_response, ApiError, ErrorCode};
 use super::monitoring::listing_limit;
 use super::router::{Answer, Call};
 use super::{request, with_db};
-use crate::timestamp::Timestamp;
-use crate::webhook::filter::DeliveryFilter;
+use crate::store::deliveries::{self, DeliveryState};
+use crate::store::{endpoints, Timestamp};
+use crate::webhook::filter::{self, Filter};
 use crate::webhook::outbound as ob;
 
 /// `POST /api/v1/webhooks`.
@@ -47,7 +48,7 @@ struct DeliveriesQuery {
     endpoint: Option<String>,
     since: Option<Timestamp>,
     until: Option<Timestamp>,
-    state: Option<String>,
+    state: Option<DeliveryState>,
     limit: Option<i64>,
 }
 
@@ -74,7 +75,7 @@ fn no_such(what: &str) -> ApiError {
 
 /// `GET /api/v1/webhooks`: endpoints, never their secrets.
 pub async fn list_webhooks(c: Call) -> Answer {
-    let list = with_db(&c.state, |db| ob::list_endpoints(db.conn())).await?;
+    let list = with_db(&c.state, |db| endpoints::list(db)).await?;
     Ok(json_response(StatusCode::OK, json!({"webhooks": list})))
 }
 
@@ -86,7 +87,7 @@ pub async fn add_webhook(c: Call) -> Answer {
     let secret = new.secret.filter(|s| !s.is_empty());
     let added = with_db(&c.state, move |db| {
         ob::add_endpoint(
-            db.conn(),
+            db,
             &new.url,
             &new.events,
             secret.as_deref(),
@@ -124,7 +125,7 @@ pub async fn update_webhook(c: Call) -> Answer {
         rotate_secret: change.rotate_secret,
     };
     let updated = with_db(&c.state, move |db| {
-        ob::update_endpoint(db.conn_mut(), &id, &u, overlap, allow_private)
+        ob::update_endpoint(db, &id, &u, overlap, allow_private)
     })
     .await?;
     let (ep, secret) = updated
@@ -141,28 +142,27 @@ pub async fn update_webhook(c: Call) -> Answer {
 pub async fn remove_webhook(c: Call) -> Answer {
     let id = c.param("id");
     let i = id.clone();
-    if with_db(&c.state, move |db| ob::remove_endpoint(db.conn_mut(), &i)).await? {
+    if with_db(&c.state, move |db| ob::remove_endpoint(db, &i)).await? {
         Ok(json_response(StatusCode::OK, json!({"deleted": id})))
     } else {
         Err(no_such("webhook"))
     }
 }
 
-/// `GET /api/v1/deliveries`: deliveries (dead ones unless `state` names another).
+/// `GET /api/v1/deliveries`: deliveries (dead ones unless `state` names another). A time or
+/// state that is not one is refused (422 `invalid_filter` naming it), never read as no
+/// filter.
 pub async fn list_deliveries(c: Call) -> Answer {
-    let q: DeliveriesQuery = request::query(&c.req)?;
+    let q: DeliveriesQuery = request::query_as(&c.req, ErrorCode::InvalidFilter)?;
     let limit = listing_limit(q.limit);
-    let f = DeliveryFilter {
+    let f = Filter {
         ids: Vec::new(),
         endpoint: q.endpoint,
         since: q.since,
         until: q.until,
-        state: q.state,
+        state: Some(q.state.unwrap_or(DeliveryState::Dead)),
     };
-    let rows = with_db(&c.state, move |db| {
-        ob::list_deliveries(db.conn(), &f, limit)
-    })
-    .await?;
+    let rows = with_db(&c.state, move |db| deliveries::list(db, &f, limit)).await?;
     Ok(json_response(StatusCode::OK, json!({"deliveries": rows})))
 }
 
@@ -170,8 +170,8 @@ pub async fn list_deliveries(c: Call) -> Answer {
 pub async fn delivery(c: Call) -> Answer {
     let id = c.param("id");
     let found = with_db(&c.state, move |db| {
-        Ok(match ob::delivery(db.conn(), &id)? {
-            Some(d) => Some((d, ob::attempts(db.conn(), &id)?)),
+        Ok(match deliveries::get(db, &id)? {
+            Some(d) => Some((d, deliveries::attempts(db, &id)?)),
             None => None,
         })
     })
@@ -185,11 +185,11 @@ pub async fn delivery(c: Call) -> Answer {
 
 /// `POST /api/v1/deliveries/{id}/resend`: that dead delivery, queued again (202), or 409.
 pub async fn resend_delivery(c: Call) -> Answer {
-    let f = DeliveryFilter {
+    let f = Filter {
         ids: vec![c.param("id")],
         ..Default::default()
     };
-    let ids = with_db(&c.state, move |db| ob::resend(db.conn_mut(), &f)).await?;
+    let ids = with_db(&c.state, move |db| ob::resend(db, &f)).await?;
     if ids.is_empty() {
         return Err(ApiError::new(
             ErrorCode::NotDead,
@@ -209,27 +209,26 @@ pub async fn resend_dead(c: Call) -> Answer {
                 .with_field("endpoint"),
         );
     }
-    let f = DeliveryFilter {
+    let f = Filter {
         ids: r.ids,
         endpoint: r.endpoint,
         since: r.since,
         until: r.until,
         state: None,
-    }
-    .for_resend(r.all)
-    .map_err(|_| {
+    };
+    let f = filter::for_resend(f, r.all).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidFilter,
             "name ids, an endpoint or a time range, or set \"all\": true",
         )
     })?;
-    let ids = with_db(&c.state, move |db| ob::resend(db.conn_mut(), &f)).await?;
+    let ids = with_db(&c.state, move |db| ob::resend(db, &f)).await?;
     Ok(json_response(StatusCode::ACCEPTED, json!({"resent": ids})))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::request::{json_object, query_str};
+    use super::super::request::{json_object, query_str, query_str_as};
     use super::*;
 
     #[test]
@@ -237,7 +236,7 @@ mod tests {
         let q: DeliveriesQuery =
             query_str("since=2026-12-01T08:00:00%2B08:00&state=dead&limit=5000").unwrap();
         assert_eq!(q.since.unwrap().to_string(), "2026-12-01T00:00:00.000Z");
-        assert_eq!(q.state.as_deref(), Some("dead"));
+        assert_eq!(q.state, Some(DeliveryState::Dead));
         assert_eq!(listing_limit(q.limit), 1000);
         let q: DeliveriesQuery = query_str("").unwrap();
         assert_eq!(listing_limit(q.limit), 50);
@@ -246,6 +245,14 @@ mod tests {
             (e.code, e.field.as_deref()),
             (ErrorCode::InvalidQuery, Some("limit"))
         );
+        for (bad, field) in [("since=yesterday", "since"), ("state=lost", "state")] {
+            let e = query_str_as::<DeliveriesQuery>(bad, ErrorCode::InvalidFilter).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref(), e.code.status().as_u16()),
+                (ErrorCode::InvalidFilter, Some(field), 422),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

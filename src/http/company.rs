@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use hyper::StatusCode;
-use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
@@ -16,7 +15,8 @@ use super::{request, with_db, AppState};
 use crate::config::Config;
 use crate::metrics;
 use crate::metrics::labels::{CompanyEventType, CompanyOutcome, Route};
-use crate::store;
+use crate::store::inbound::{self as inbound_store};
+use crate::store::{self, audit};
 use crate::webhook::inbound;
 
 /// `POST /api/sync/company/webhook`: a company-system push, authenticated by its secret
@@ -86,11 +86,18 @@ pub async fn receive(c: Call) -> Answer {
                 json!({"type": ty, "field": inv.field, "reason": inv.reason}).to_string(),
             );
             let _ = with_db(&state, move |db| {
-                db.conn().execute(
-                    "INSERT INTO audit (action, subject, detail, request_id, at) VALUES ('WEBHOOK_REJECTED', ?1, ?2, ?3, ?4)",
-                    params![ty, detail, rid, store::now()],
-                )?;
-                Ok(())
+                db.write(|tx| {
+                    audit::add(
+                        tx,
+                        &audit::Entry {
+                            action: audit::Action::WebhookRejected,
+                            subject: Some(&ty),
+                            detail: Some(&detail),
+                            request_id: Some(&rid),
+                            at: store::Timestamp::now(),
+                        },
+                    )
+                })
             })
             .await;
             let code = match inv.code {
@@ -102,24 +109,35 @@ pub async fn receive(c: Call) -> Answer {
     };
     let (a, rid) = (accepted.clone(), request_id.clone());
     let stored = with_db(&state, move |db| {
-        let tx = db.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO company_events (event_type, business_key, content_md5, payload, request_id, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.event_type, a.key, a.content_md5, a.payload.to_string(), rid, store::now()],
-        )?;
-        let id: i64 = tx.query_row(
-            "SELECT id FROM company_events WHERE event_type = ?1 AND business_key = ?2 AND content_md5 = ?3",
-            params![a.event_type, a.key, a.content_md5],
-            |r| r.get(0),
-        )?;
-        let action = if inserted == 1 { "WEBHOOK_RECEIVED" } else { "WEBHOOK_DUPLICATE" };
-        tx.execute(
-            "INSERT INTO audit (action, subject, detail, request_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![action, format!("{} {}", a.event_type, a.key), json!({"event_id": id}).to_string(), rid, store::now()],
-        )?;
-        tx.commit()?;
-        Ok((inserted == 1, id))
+        db.write(|tx| {
+            let (inserted, id) = inbound_store::store_company_event(
+                tx,
+                &inbound_store::NewCompanyEvent {
+                    event_type: &a.event_type,
+                    business_key: &a.key,
+                    content_md5: &a.content_md5,
+                    payload: &a.payload.to_string(),
+                    request_id: &rid,
+                    received_at: store::Timestamp::now(),
+                },
+            )?;
+            let action = if inserted {
+                audit::Action::WebhookReceived
+            } else {
+                audit::Action::WebhookDuplicate
+            };
+            audit::add(
+                tx,
+                &audit::Entry {
+                    action,
+                    subject: Some(&format!("{} {}", a.event_type, a.key)),
+                    detail: Some(&json!({"event_id": id}).to_string()),
+                    request_id: Some(&rid),
+                    at: store::Timestamp::now(),
+                },
+            )?;
+            Ok((inserted, id))
+        })
     })
     .await;
     if let (Ok((true, _)), true, "inventory.updated") = (
@@ -172,18 +190,10 @@ async fn push_inventory(state: &Arc<AppState>, cfg: &Config, payload: &Value, re
         return;
     };
     let c = code.clone();
-    let last_from_ne: Option<Option<i64>> = with_db(state, move |db| {
-        Ok(db
-            .conn()
-            .query_row(
-                "SELECT stock FROM stock_updates WHERE code = ?1 ORDER BY id DESC LIMIT 1",
-                [c],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()?)
-    })
-    .await
-    .unwrap_or(None);
+    let last_from_ne: Option<Option<i64>> =
+        with_db(state, move |db| inbound_store::last_stock(db, &c))
+            .await
+            .unwrap_or(None);
     if last_from_ne == Some(Some(level)) {
         info!(code = %code, level, "inventory level is the one NextEngine sent; not echoed back");
         return;

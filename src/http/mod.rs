@@ -23,7 +23,7 @@ mod stock;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -55,9 +55,10 @@ pub enum HttpError {
     Store(#[from] StoreError),
 }
 
-/// What the handlers share: the live config (replaced on reload) and one store connection.
+/// What the handlers share: the live config (a reload reaches it at once) and one store
+/// connection.
 pub struct AppState {
-    config: RwLock<Arc<Config>>,
+    config: watch::Receiver<Arc<Config>>,
     db: store::Shared,
     nextengine: Arc<crate::nextengine::client::Client>,
     /// Bounds what refused stock callbacks (rows, log lines) and refused NextEngine sign-in
@@ -74,10 +75,7 @@ pub struct AppState {
 
 impl AppState {
     fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.borrow().clone()
     }
 
     fn table(&self, role: Role) -> &Arc<Table> {
@@ -105,53 +103,46 @@ impl AppState {
     }
 }
 
-/// A running listener: its bound addresses and how to stop it.
+/// The bound listener: its addresses, and one accept loop per address for the caller to run.
 pub struct Server {
     pub addrs: Vec<SocketAddr>,
+    pub loops: Vec<AcceptLoop>,
+}
+
+/// One bound address and what serves it.
+pub struct AcceptLoop {
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    role: Role,
     state: Arc<AppState>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Server {
-    /// Applies a reloaded config (shops, secrets, limits). Addresses need a restart.
-    pub fn reload(&self, config: Config) {
-        let old = self.state.config();
-        if old.http.listen != config.http.listen
-            || old.http.monitor_listen != config.http.monitor_listen
-        {
-            warn!("http.listen / http.monitor_listen changes take effect at the next restart");
-        }
-        *self.state.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
-    }
-
-    /// Stops accepting, lets requests in flight finish (at most `grace`), and returns.
-    /// Whether an accept loop has ended (it should only on shutdown).
-    pub fn is_dead(&self) -> bool {
-        self.tasks.iter().any(|t| t.is_finished())
-    }
-
-    pub async fn stop(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(grace, t).await;
-        }
+impl AcceptLoop {
+    /// Serves until `stop` turns true, then stops accepting and lets the requests in flight
+    /// finish.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        accept_loop(self.listener, self.role, self.state, stop).await
     }
 }
 
-/// Binds the configured addresses and starts serving. Returns `None` when `http.listen` is
-/// empty.
+/// Binds the configured addresses (read from the live `config`; they change at a restart).
+/// Returns `None` when `http.listen` is empty.
 pub async fn start(
-    config: &Config,
+    config: watch::Receiver<Arc<Config>>,
     nextengine: Arc<crate::nextengine::client::Client>,
 ) -> Result<Option<Server>, HttpError> {
-    if config.http.listen.is_empty() {
+    let now = config.borrow().clone();
+    if now.http.listen.is_empty() {
         return Ok(None);
     }
-    listener::check_open_file_limit(config);
+    listener::check_open_file_limit(&now);
+    let database = now.database();
+    let db = tokio::task::spawn_blocking(move || Store::open(&database))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
     let state = Arc::new(AppState {
-        config: RwLock::new(Arc::new(config.clone())),
-        db: store::Shared::new(Store::open(&config.database())?),
+        config,
+        db: store::Shared::new(db),
         nextengine,
         refusals: Default::default(),
         webhook_refusals: Default::default(),
@@ -159,12 +150,11 @@ pub async fn start(
         monitor_conns: Default::default(),
         pressure_warned: Default::default(),
     });
-    let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
-    let mut tasks = Vec::new();
-    let mut listeners = vec![(config.http.listen.clone(), Role::Main)];
-    if !config.http.monitor_listen.is_empty() {
-        listeners.push((config.http.monitor_listen.clone(), Role::Monitor));
+    let mut loops = Vec::new();
+    let mut listeners = vec![(now.http.listen.clone(), Role::Main)];
+    if !now.http.monitor_listen.is_empty() {
+        listeners.push((now.http.monitor_listen.clone(), Role::Monitor));
     }
     for (addr, role) in listeners {
         let listener = listener::bind(&addr).map_err(|source| HttpError::Bind {
@@ -176,19 +166,14 @@ pub async fn start(
             .map_err(|source| HttpError::Bind { addr, source })?;
         info!(addr = %local, role = ?role, "http listening on http://{local}");
         addrs.push(local);
-        tasks.push(tokio::spawn(accept_loop(
+        loops.push(AcceptLoop {
+            addr: local,
             listener,
             role,
-            state.clone(),
-            rx.clone(),
-        )));
+            state: state.clone(),
+        });
     }
-    Ok(Some(Server {
-        addrs,
-        state,
-        shutdown: tx,
-        tasks,
-    }))
+    Ok(Some(Server { addrs, loops }))
 }
 
 /// Which listening address a connection came to.

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::warn;
@@ -19,7 +18,8 @@ use super::router::{Answer, Call};
 use super::{request, with_db, AppState, Role};
 use crate::metrics::labels::{Listener, Route};
 use crate::metrics::{self, Live, StoreGauges};
-use crate::store::StoreError;
+use crate::store::inbound::{self as inbound_store};
+use crate::store::{audit, Store, StoreError};
 use crate::webhook::inbound;
 
 /// `GET /healthz`: alive means 200; trouble the daemon is retrying is reported, not a
@@ -54,9 +54,9 @@ pub(super) fn listing_limit(limit: Option<i64>) -> i64 {
 /// A read of the store as a JSON answer.
 async fn read_json(
     state: &Arc<AppState>,
-    f: impl FnOnce(&Connection) -> Result<Value, StoreError> + Send + 'static,
+    f: impl FnOnce(&Store) -> Result<Value, StoreError> + Send + 'static,
 ) -> Answer {
-    let v = with_db(state, move |db| f(db.conn())).await?;
+    let v = with_db(state, move |db| f(db)).await?;
     Ok(json_response(StatusCode::OK, v))
 }
 
@@ -64,7 +64,7 @@ async fn read_json(
 pub async fn inventory_updates(c: Call) -> Answer {
     let limit = listing_limit(request::query::<LimitQuery>(&c.req)?.limit);
     read_json(&c.state, move |c| {
-        Ok(json!({"updates": rows_as_json(c, "SELECT id, store_account, code, stock, ts, request_id, received_at, sink_state FROM stock_updates ORDER BY id DESC LIMIT ?1", limit)?}))
+        Ok(json!({"updates": inbound_store::recent_stock_updates(c, limit)?}))
     })
     .await
 }
@@ -73,7 +73,7 @@ pub async fn inventory_updates(c: Call) -> Answer {
 pub async fn inventory_logs(c: Call) -> Answer {
     let limit = listing_limit(request::query::<LimitQuery>(&c.req)?.limit);
     read_json(&c.state, move |c| {
-        Ok(json!({"logs": rows_as_json(c, "SELECT id, request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason FROM inventory_logs ORDER BY id DESC LIMIT ?1", limit)?}))
+        Ok(json!({"logs": inbound_store::recent_callbacks(c, limit)?}))
     })
     .await
 }
@@ -89,17 +89,19 @@ pub async fn inventory_status(c: Call) -> Answer {
         .collect();
     let updatestock_path = c.cfg.nextengine.updatestock_path.clone();
     read_json(&c.state, move |c| {
-        let count = |sql: &str| -> Result<i64, StoreError> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
-        let last = rows_as_json(c, "SELECT store_account, code, stock, ts, received_at FROM stock_updates ORDER BY id DESC LIMIT ?1", 1)?;
+        let counts = inbound_store::stock_counts(c)?;
+        let last = inbound_store::recent_stock_updates(c, 1)?.into_iter().next().map(|u| {
+            json!({"store_account": u.store_account, "code": u.code, "stock": u.stock, "ts": u.ts, "received_at": u.received_at})
+        });
         Ok(json!({
             "updatestock_path": updatestock_path,
             "shops": shops,
-            "accepted": count("SELECT count(*) FROM stock_updates")?,
-            "refused": count("SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')")?,
-            "requests": count("SELECT count(*) FROM inventory_logs")?,
-            "pending_forward": count("SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'")?,
+            "accepted": counts.accepted,
+            "refused": counts.refused,
+            "requests": counts.requests,
+            "pending_forward": counts.pending_forward,
             "signature_failures_since_start": metrics::get().signature_failures_on(Route::Updatestock),
-            "last_update": last.into_iter().next(),
+            "last_update": last,
         }))
     })
     .await
@@ -108,35 +110,16 @@ pub async fn inventory_status(c: Call) -> Answer {
 /// `GET /api/webhook/status`: company pushes stored per type, refusals, last activity.
 pub async fn webhook_status(c: Call) -> Answer {
     read_json(&c.state, |c| {
-        let by_type = rows_as_json(c, "SELECT event_type, count(*) AS stored, max(received_at) AS last_received FROM company_events GROUP BY event_type LIMIT ?1", 100)?;
-        let rejected: i64 = c.query_row("SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'", [], |r| r.get(0))?;
-        let last: Option<String> = c
-            .query_row("SELECT max(at) FROM audit WHERE action LIKE 'WEBHOOK_%'", [], |r| r.get(0))
-            .optional()?
-            .flatten();
+        use audit::Action;
+        let by_type = inbound_store::company_events_by_type(c, 100)?;
+        let rejected = audit::count(c, Action::WebhookRejected)?;
+        let last = audit::last_of(
+            c,
+            &[Action::WebhookReceived, Action::WebhookDuplicate, Action::WebhookRejected],
+        )?;
         Ok(json!({"event_types": inbound::EVENT_TYPES, "stored": by_type, "rejected": rejected, "last_activity": last}))
     })
     .await
-}
-
-fn rows_as_json(conn: &Connection, sql: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
-    let mut stmt = conn.prepare(sql)?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let rows = stmt.query_map([limit], |r| {
-        let mut o = serde_json::Map::new();
-        for (i, n) in names.iter().enumerate() {
-            let v = match r.get_ref(i)? {
-                rusqlite::types::ValueRef::Null => Value::Null,
-                rusqlite::types::ValueRef::Integer(x) => json!(x),
-                rusqlite::types::ValueRef::Real(x) => json!(x),
-                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                rusqlite::types::ValueRef::Blob(_) => Value::Null,
-            };
-            o.insert(n.clone(), v);
-        }
-        Ok(Value::Object(o))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// `GET /metrics`: Prometheus text; gauges read from the store at each scrape.

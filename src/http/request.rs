@@ -20,9 +20,21 @@ pub fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, ApiError
     query_str(req.uri().query().unwrap_or(""))
 }
 
+/// As [`query`], a refusal carrying `code` (e.g. `invalid_filter` for a listing's filter).
+pub fn query_as<T: DeserializeOwned>(
+    req: &Request<Incoming>,
+    code: ErrorCode,
+) -> Result<T, ApiError> {
+    query_str_as(req.uri().query().unwrap_or(""), code)
+}
+
 pub(super) fn query_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    query_str_as(q, ErrorCode::InvalidQuery)
+}
+
+pub(super) fn query_str_as<T: DeserializeOwned>(q: &str, code: ErrorCode) -> Result<T, ApiError> {
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| refusal(ErrorCode::InvalidQuery, e))
+    serde_path_to_error::deserialize(de).map_err(|e| refusal(code, e))
 }
 
 /// A value that does not fit its type, naming its field (a key the type does not know is at
@@ -159,7 +171,7 @@ mod tests {
     #[derive(Debug, Deserialize, PartialEq)]
     struct Q {
         limit: Option<i64>,
-        since: Option<crate::timestamp::Timestamp>,
+        since: Option<crate::store::Timestamp>,
     }
 
     #[test]

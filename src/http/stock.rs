@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use rusqlite::params;
 use tracing::{info, warn};
 
 use super::error::Body;
@@ -15,7 +14,8 @@ use crate::config::StockSink;
 use crate::metrics;
 use crate::metrics::labels::{Route, StockOutcome};
 use crate::nextengine::stock_callback::{self, StockQuery};
-use crate::store::{self, Store, StoreError};
+use crate::store::inbound::{self as inbound_store, CallbackOutcome, SinkState};
+use crate::store::{Store, StoreError};
 
 pub(super) fn xml_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -44,7 +44,7 @@ async fn answer(c: Call) -> Response<Body> {
     } = c;
     let q = StockQuery::parse(req.uri().query().unwrap_or(""));
     // Refusals come from anyone: what they sent is logged escaped and cut short.
-    let log_row = |outcome: &'static str, processed: i32, reason: Option<String>| {
+    let log_row = |outcome: CallbackOutcome, processed: i32, reason: Option<String>| {
         let request_id = request_id.clone();
         let short = |v: &Option<String>| v.as_deref().map(|v| crate::einvoice::printable(v, 128));
         let (account, code, stock, ts) = (
@@ -54,12 +54,22 @@ async fn answer(c: Call) -> Response<Body> {
             short(&q.ts),
         );
         move |db: &mut Store| -> Result<(), StoreError> {
-            db.conn().execute(
-                "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![request_id, store::now(), remote.to_string(), account, code, stock, ts, outcome, processed, reason],
-            )?;
-            Ok(())
+            db.write(|tx| {
+                inbound_store::log_callback(
+                    tx,
+                    &inbound_store::CallbackLog {
+                        request_id: &request_id,
+                        remote: &remote.to_string(),
+                        store_account: account.as_deref(),
+                        code: code.as_deref(),
+                        stock: stock.as_deref(),
+                        ts: ts.as_deref(),
+                        outcome,
+                        processed,
+                        reason: reason.as_deref(),
+                    },
+                )
+            })
         }
     };
     if q.is_connection_check() {
@@ -67,7 +77,7 @@ async fn answer(c: Call) -> Response<Body> {
         metrics::get().stock_update(StockOutcome::ConnectionCheck);
         // Unauthenticated too: stored within the same bound as refusals.
         if state.refusals.admit(std::time::Instant::now()).detailed {
-            let _ = with_db(&state, log_row("connection_check", 0, None)).await;
+            let _ = with_db(&state, log_row(CallbackOutcome::ConnectionCheck, 0, None)).await;
         }
         return xml_response(StatusCode::OK, stock_callback::reply(&q, 0));
     }
@@ -96,45 +106,64 @@ async fn answer(c: Call) -> Response<Body> {
                 "stock callbacks were refused (counted in turnbridge_stock_updates_total, not stored)",
             );
             if admit.detailed {
+                // Cut short, not escaped: the log escapes field values itself, once.
                 let short = |v: &Option<String>| {
-                    v.as_deref()
-                        .map(|v| crate::einvoice::printable(v, 128))
-                        .unwrap_or_default()
+                    crate::einvoice::cut(v.as_deref().unwrap_or_default(), 128).into_owned()
                 };
                 warn!(
                     store_account = %short(&q.store_account),
                     code = %short(&q.code),
                     "stock callback refused: {reason}"
                 );
-                let _ = with_db(&state, log_row("refused", -2, Some(reason))).await;
+                let _ = with_db(&state, log_row(CallbackOutcome::Refused, -2, Some(reason))).await;
             }
             return xml_response(status, stock_callback::reply(&q, -2));
         }
     };
     let sink = match ne.stock_sink {
-        StockSink::Record => "recorded",
-        StockSink::Forward => "pending",
+        StockSink::Record => SinkState::Recorded,
+        StockSink::Forward => SinkState::Pending,
     };
     let (u, rid, q2) = (update.clone(), request_id.clone(), q.clone());
     let result = with_db(&state, move |db| {
-        let tx = db.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO stock_updates (store_account, code, stock, ts, sig, request_id, received_at, sink_state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![u.store_account, u.code, u.stock, u.ts, u.sig, rid, store::now(), sink],
-        )?;
-        let (outcome, processed, reason) = if inserted == 1 {
-            ("accepted", 0, None)
-        } else {
-            ("replayed", -2, Some("this ts and signature were already used".to_string()))
-        };
-        tx.execute(
-            "INSERT INTO inventory_logs (request_id, received_at, remote, store_account, code, stock, ts, outcome, processed, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![rid, store::now(), remote.to_string(), q2.store_account, q2.code, q2.stock, q2.ts, outcome, processed, reason],
-        )?;
-        tx.commit()?;
-        Ok(inserted == 1)
+        db.write(|tx| {
+            let inserted = inbound_store::record_stock(
+                tx,
+                &inbound_store::NewStockUpdate {
+                    store_account: &u.store_account,
+                    code: &u.code,
+                    stock: u.stock,
+                    ts: &u.ts,
+                    sig: &u.sig,
+                    request_id: &rid,
+                    sink,
+                },
+            )?;
+            let (outcome, processed, reason) = if inserted {
+                (CallbackOutcome::Accepted, 0, None)
+            } else {
+                (
+                    CallbackOutcome::Replayed,
+                    -2,
+                    Some("this ts and signature were already used"),
+                )
+            };
+            inbound_store::log_callback(
+                tx,
+                &inbound_store::CallbackLog {
+                    request_id: &rid,
+                    remote: &remote.to_string(),
+                    store_account: q2.store_account.as_deref(),
+                    code: q2.code.as_deref(),
+                    stock: q2.stock.as_deref(),
+                    ts: q2.ts.as_deref(),
+                    outcome,
+                    processed,
+                    reason,
+                },
+            )?;
+            Ok(inserted)
+        })
     })
     .await;
     match result {

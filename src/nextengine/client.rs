@@ -19,17 +19,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
-use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::config::NextEngine as Settings;
+use crate::config::{NextEngine as Settings, Secret};
 use crate::events::{NextengineAccountConnected, NextengineAuthExpiring, NextengineAuthRequired};
 use crate::metrics::labels::NeResult;
-use crate::store::{self, Store, StoreError};
+use crate::store::ne_accounts::{self, Tokens};
+use crate::store::{self, Readable, Store, StoreError, Timestamp};
+
+/// What `turnbridge nextengine status` shows of an account (never its tokens).
+pub use crate::store::ne_accounts::AccountStatus;
 
 #[derive(Debug, Error)]
 pub enum NeError {
@@ -57,19 +59,6 @@ impl From<rusqlite::Error> for NeError {
     fn from(e: rusqlite::Error) -> Self {
         NeError::Store(StoreError::Sql(e))
     }
-}
-
-/// What `turnbridge nextengine status` shows of an account (never its tokens).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AccountStatus {
-    pub id: String,
-    pub company_name: Option<String>,
-    pub access_expires_at: String,
-    pub refresh_expires_at: String,
-    pub needs_login: bool,
-    pub last_call_at: Option<String>,
-    pub last_call: Option<String>,
-    pub last_error: Option<String>,
 }
 
 /// How long a started sign-in may take before its callback is refused.
@@ -145,20 +134,6 @@ fn parse_end_date(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Tokens found in a response, with their expiry worked out.
-struct Tokens {
-    access: String,
-    refresh: String,
-    access_end: Option<String>,
-    refresh_end: Option<String>,
-    access_expires: DateTime<Utc>,
-    refresh_expires: DateTime<Utc>,
-}
-
 fn str_field(v: &Value, k: &str) -> Option<String> {
     match v.get(k)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -182,12 +157,12 @@ fn tokens_of(v: &Value, now: DateTime<Utc>) -> Option<Tokens> {
         .and_then(parse_end_date)
         .unwrap_or(now + chrono::Duration::days(3));
     Some(Tokens {
-        access,
-        refresh,
+        access: Secret::new(access),
+        refresh: Secret::new(refresh),
         access_end,
         refresh_end,
-        access_expires,
-        refresh_expires,
+        access_expires: Timestamp::from_utc(access_expires),
+        refresh_expires: Timestamp::from_utc(refresh_expires),
     })
 }
 
@@ -202,7 +177,6 @@ pub struct Client {
 impl Client {
     pub fn new(settings: Settings, store: Store) -> Client {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
             .user_agent(concat!("turnbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client");
@@ -214,6 +188,7 @@ impl Client {
         }
     }
 
+    /// Takes reloaded settings: the next call uses them (credentials, API base, timeouts).
     pub fn reload(&self, settings: Settings) {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
     }
@@ -290,6 +265,8 @@ impl Client {
         let resp = self
             .http
             .post(url)
+            // Per request, so a reloaded nextengine.timeout_ms applies at once.
+            .timeout(Duration::from_millis(s.timeout_ms))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -340,20 +317,10 @@ impl Client {
         let company = str_field(&v, "company_name");
         let (uid, id2) = (uid.to_string(), id.clone());
         self.with_db(move |db| {
-            let tx = db.transaction()?;
-            tx.execute(
-                "INSERT INTO nextengine_accounts (id, uid, company_name, access_token, refresh_token, access_token_end_date,
-                     refresh_token_end_date, access_expires_at, refresh_expires_at, needs_login, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10)
-                 ON CONFLICT(id) DO UPDATE SET uid = ?2, company_name = ?3, access_token = ?4, refresh_token = ?5,
-                     access_token_end_date = ?6, refresh_token_end_date = ?7, access_expires_at = ?8,
-                     refresh_expires_at = ?9, needs_login = 0, last_error = NULL, updated_at = ?10",
-                params![id2, uid, company, t.access, t.refresh, t.access_end, t.refresh_end,
-                    rfc3339(t.access_expires), rfc3339(t.refresh_expires), store::now()],
-            )?;
-            store::events::add(&tx, &NextengineAccountConnected { account_id: id2 })?;
-            tx.commit()?;
-            Ok(())
+            db.write(|tx| {
+                ne_accounts::connect(tx, &id2, &uid, company.as_deref(), &t)?;
+                store::events::add(tx, &NextengineAccountConnected { account_id: id2 })
+            })
         })
         .await?;
         info!(account = %id, "NextEngine account connected");
@@ -362,7 +329,8 @@ impl Client {
 
     pub async fn status(&self, account: &str) -> Result<Option<AccountStatus>, NeError> {
         let account = account.to_string();
-        self.with_db(move |db| status(db.conn(), &account)).await
+        self.with_db(move |db| ne_accounts::status(db, &account))
+            .await
     }
 
     /// Calls an API path for an account, with both tokens; returns the whole JSON answer of a
@@ -384,27 +352,18 @@ impl Client {
         let mut attempt = 0;
         loop {
             let acc = account.to_string();
-            let row: Option<(String, String, bool)> = self
-                .with_db(move |db| {
-                    Ok(db
-                        .conn()
-                        .query_row(
-                            "SELECT access_token, refresh_token, needs_login FROM nextengine_accounts WHERE id = ?1",
-                            [&acc],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
-                        )
-                        .optional()?)
-                })
+            let credentials = self
+                .with_db(move |db| ne_accounts::credentials(db, &acc))
                 .await?;
-            let Some((access, refresh, needs_login)) = row else {
+            let Some(c) = credentials else {
                 return Err(NeError::UnknownAccount(account.to_string()));
             };
-            if needs_login {
+            if c.needs_login {
                 return Err(NeError::AuthRequired(account.to_string()));
             }
             let mut form: Vec<(String, String)> = vec![
-                ("access_token".into(), access),
-                ("refresh_token".into(), refresh),
+                ("access_token".into(), c.access.expose().to_string()),
+                ("refresh_token".into(), c.refresh.expose().to_string()),
                 ("wait_flag".into(), if wait { "1" } else { "0" }.into()),
             ];
             form.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -481,27 +440,14 @@ impl Client {
             return Ok(());
         };
         let account = account.to_string();
-        self.with_db(move |db| {
-            db.conn().execute(
-                "UPDATE nextengine_accounts SET access_token = ?1, refresh_token = ?2, access_token_end_date = ?3,
-                     refresh_token_end_date = ?4, access_expires_at = ?5, refresh_expires_at = ?6, updated_at = ?7
-                 WHERE id = ?8",
-                params![t.access, t.refresh, t.access_end, t.refresh_end, rfc3339(t.access_expires),
-                    rfc3339(t.refresh_expires), store::now(), account],
-            )?;
-            Ok(())
-        })
-        .await
+        self.with_db(move |db| db.write(|tx| ne_accounts::keep_tokens(tx, &account, &t)))
+            .await
     }
 
     async fn note(&self, account: &str, path: &str, error: Option<String>) -> Result<(), NeError> {
         let (account, path) = (account.to_string(), path.to_string());
         self.with_db(move |db| {
-            db.conn().execute(
-                "UPDATE nextengine_accounts SET last_call_at = ?1, last_call = ?2, last_error = ?3 WHERE id = ?4",
-                params![store::now(), path, error, account],
-            )?;
-            Ok(())
+            db.write(|tx| ne_accounts::note_call(tx, &account, &path, error.as_deref()))
         })
         .await
     }
@@ -524,23 +470,18 @@ impl Client {
             format!("{code} {message}")
         };
         self.with_db(move |db| {
-            let tx = db.transaction()?;
-            let changed = tx.execute(
-                "UPDATE nextengine_accounts SET needs_login = 1, last_call_at = ?1, last_call = ?2, last_error = ?3
-                 WHERE id = ?4 AND needs_login = 0",
-                params![store::now(), path, reason, account],
-            )?;
-            if changed == 1 {
-                store::events::add(
-                    &tx,
-                    &NextengineAuthRequired {
-                        account_id: account,
-                        reason,
-                    },
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
+            db.write(|tx| {
+                if ne_accounts::mark_needs_login(tx, &account, &path, &reason)? {
+                    store::events::add(
+                        tx,
+                        &NextengineAuthRequired {
+                            account_id: account,
+                            reason,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -549,18 +490,10 @@ impl Client {
     /// a quiet system; warns (and raises `nextengine.auth.expiring`, at each keep-alive) when an
     /// account is within a day of needing a new login.
     pub async fn keep_alive(&self) -> Result<usize, NeError> {
-        let ids: Vec<(String, String)> = self
-            .with_db(|db| {
-                let mut stmt = db.conn().prepare(
-                    "SELECT id, refresh_expires_at FROM nextengine_accounts WHERE needs_login = 0",
-                )?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await?;
+        let ids = self.with_db(|db| ne_accounts::usable(db)).await?;
         let mut ok = 0;
         let mut failures = Vec::new();
-        for (id, _) in &ids {
+        for id in &ids {
             match self.call(id, "/api_v1_login_user/info", &[], false).await {
                 Ok(_) => ok += 1,
                 Err(e) => {
@@ -574,24 +507,15 @@ impl Client {
         } else {
             crate::health::set("nextengine keep-alive", failures.join("; "));
         }
-        let soon = rfc3339(Utc::now() + chrono::Duration::days(1));
-        let expiring: Vec<String> = self
-            .with_db(move |db| {
-                let mut stmt = db.conn().prepare(
-                    "SELECT id FROM nextengine_accounts WHERE needs_login = 0 AND refresh_expires_at < ?1",
-                )?;
-                let rows = stmt.query_map([soon], |r| r.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
+        let soon = Timestamp::now().plus(chrono::Duration::days(1));
+        let expiring = self
+            .with_db(move |db| ne_accounts::expiring(db, soon))
             .await?;
         for id in expiring {
             warn!(account = %id, "NextEngine refresh token expires within a day; it needs a new login soon");
             let id2 = id.clone();
             self.with_db(move |db| {
-                let tx = db.transaction()?;
-                store::events::add(&tx, &NextengineAuthExpiring { account_id: id2 })?;
-                tx.commit()?;
-                Ok(())
+                db.write(|tx| store::events::add(tx, &NextengineAuthExpiring { account_id: id2 }))
             })
             .await?;
         }
@@ -747,15 +671,10 @@ pub enum NoAccount {
 /// The account uploads and searches use: the one `nextengine.account` names, or else the
 /// only connected one; never a guess by id order.
 pub fn chosen_account(
-    conn: &rusqlite::Connection,
+    db: &impl Readable,
     configured: &str,
 ) -> Result<Result<String, NoAccount>, StoreError> {
-    let mut stmt = conn.prepare("SELECT id, needs_login FROM nextengine_accounts ORDER BY id")?;
-    let accounts = stmt
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let accounts = ne_accounts::logins(db)?;
     let unusable = |why: String| Err(NoAccount::Unusable(why));
     if !configured.is_empty() {
         return Ok(match accounts.iter().find(|(id, _)| id == configured) {
@@ -820,43 +739,6 @@ pub fn allocation_summary(rows: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// The status of one account (never its tokens).
-pub fn status(conn: &rusqlite::Connection, id: &str) -> Result<Option<AccountStatus>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT id, company_name, access_expires_at, refresh_expires_at, needs_login, last_call_at, last_call, last_error
-             FROM nextengine_accounts WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(AccountStatus {
-                    id: r.get(0)?,
-                    company_name: r.get(1)?,
-                    access_expires_at: r.get(2)?,
-                    refresh_expires_at: r.get(3)?,
-                    needs_login: r.get::<_, i64>(4)? != 0,
-                    last_call_at: r.get(5)?,
-                    last_call: r.get(6)?,
-                    last_error: r.get(7)?,
-                })
-            },
-        )
-        .optional()?)
-}
-
-/// Every account's status.
-pub fn accounts(conn: &rusqlite::Connection) -> Result<Vec<AccountStatus>, StoreError> {
-    let ids: Vec<String> = {
-        let mut stmt = conn.prepare("SELECT id FROM nextengine_accounts ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        out.extend(status(conn, &id)?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -887,35 +769,40 @@ mod tests {
     #[test]
     fn the_account_is_the_configured_one_or_the_only_one_never_the_first_by_id() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Store::open(&dir.path().join("t.db")).unwrap();
-        let conn = db.conn();
-        let add = |id: &str, needs_login: i64| {
-            conn.execute(
-                "INSERT INTO nextengine_accounts (id, access_token, refresh_token, access_expires_at,
-                     refresh_expires_at, needs_login, created_at, updated_at)
-                 VALUES (?1, 'a', 'r', 'x', 'x', ?2, 'x', 'x')",
-                params![id, needs_login],
+        let mut db = Store::open(&dir.path().join("t.db")).unwrap();
+        let add = |db: &mut Store, id: &str, needs_login: bool| {
+            let t = tokens_of(
+                &json!({"access_token": "a", "refresh_token": "r"}),
+                Utc::now(),
             )
+            .unwrap();
+            db.write(|tx| {
+                ne_accounts::connect(tx, id, id, None, &t)?;
+                if needs_login {
+                    ne_accounts::mark_needs_login(tx, id, "/api_v1_login_user/info", "002002")?;
+                }
+                Ok(())
+            })
             .unwrap();
         };
         assert_eq!(
-            chosen_account(conn, "").unwrap(),
+            chosen_account(&db, "").unwrap(),
             Err(NoAccount::NoneConnected)
         );
-        add("NE2", 0);
-        assert_eq!(chosen_account(conn, "").unwrap(), Ok("NE2".to_string()));
+        add(&mut db, "NE2", false);
+        assert_eq!(chosen_account(&db, "").unwrap(), Ok("NE2".to_string()));
         assert!(
-            matches!(chosen_account(conn, "NE9").unwrap(), Err(NoAccount::Unusable(m)) if m.contains("NE9"))
+            matches!(chosen_account(&db, "NE9").unwrap(), Err(NoAccount::Unusable(m)) if m.contains("NE9"))
         );
-        add("NE1", 1);
-        let several = chosen_account(conn, "").unwrap();
+        add(&mut db, "NE1", true);
+        let several = chosen_account(&db, "").unwrap();
         assert!(
             matches!(&several, Err(NoAccount::Unusable(m)) if m.contains("NE1, NE2") && m.contains("nextengine.account")),
             "{several:?}"
         );
-        assert_eq!(chosen_account(conn, "NE2").unwrap(), Ok("NE2".to_string()));
+        assert_eq!(chosen_account(&db, "NE2").unwrap(), Ok("NE2".to_string()));
         assert!(
-            matches!(chosen_account(conn, "NE1").unwrap(), Err(NoAccount::Unusable(m)) if m.contains("new login"))
+            matches!(chosen_account(&db, "NE1").unwrap(), Err(NoAccount::Unusable(m)) if m.contains("new login"))
         );
     }
 
@@ -926,12 +813,12 @@ mod tests {
             "access_token_end_date": "2026-11-27 09:00:00", "refresh_token_end_date": "garbage"});
         let t = tokens_of(&v, now).unwrap();
         assert_eq!(
-            rfc3339(t.access_expires),
+            t.access_expires.to_string(),
             "2026-11-27T00:00:00.000Z",
             "Japan time"
         );
         assert_eq!(
-            t.refresh_expires,
+            t.refresh_expires.utc(),
             now + chrono::Duration::days(3),
             "malformed: issue + 3 days"
         );

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use rusqlite::{params, OptionalExtension};
 use tracing::{error, info, warn};
 
 use super::client::NoAccount;
@@ -30,39 +29,24 @@ use crate::einvoice::archive::hex;
 use crate::events::NextengineUploadCompleted;
 use crate::health;
 use crate::spool::{self, Report, ReportEntry, Settler};
+use crate::store::ne_jobs::{self, NeJob, NeJobState};
 use crate::store::{self, Store, StoreError};
 
-/// The two spool kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Goods,
-    Stock,
+/// The two spool kinds (each a folder under `spool/nextengine/`).
+pub use crate::store::ne_jobs::NeJobKind as Kind;
+
+/// The folder a kind's files are dropped in.
+fn folder(kind: Kind) -> &'static str {
+    kind.as_str()
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Goods => "goods",
-            Kind::Stock => "stock",
-        }
-    }
-    fn upload(self) -> UploadKind {
-        match self {
-            Kind::Goods => UploadKind::Goods,
-            Kind::Stock => UploadKind::WarehouseStock,
-        }
+/// The upload API a kind's CSV goes to.
+fn upload_kind(kind: Kind) -> UploadKind {
+    match kind {
+        Kind::Goods => UploadKind::Goods,
+        Kind::Stock => UploadKind::WarehouseStock,
     }
 }
-
-/// kind, state, queue id, CSV, upload start time, the account it was uploaded to.
-type JobRow = (
-    String,
-    String,
-    Option<String>,
-    Option<Vec<u8>>,
-    Option<String>,
-    Option<String>,
-);
 
 /// After how many failed reads (no permission, an I/O error) a claimed file is set aside.
 const READ_ATTEMPTS: u32 = 3;
@@ -88,8 +72,18 @@ impl Jobs {
         }
     }
 
+    /// Takes a reloaded configuration: the next pass uses its folders, limits and
+    /// `nextengine.account`.
+    pub fn reload(&mut self, config: Config) {
+        self.config = config;
+    }
+
     fn spool_dir(&self, kind: Kind) -> PathBuf {
-        self.config.paths.spool.join("nextengine").join(kind.name())
+        self.config
+            .paths
+            .spool
+            .join("nextengine")
+            .join(folder(kind))
     }
 
     fn work_dir(&self) -> PathBuf {
@@ -108,7 +102,7 @@ impl Jobs {
     async fn account(&self) -> Result<Option<String>, StoreError> {
         let configured = self.config.nextengine.account.clone();
         let chosen = self
-            .db(move |db| super::client::chosen_account(db.conn(), &configured))
+            .db(move |db| super::client::chosen_account(db, &configured))
             .await?;
         match chosen {
             Ok(id) => Ok(Some(id)),
@@ -161,16 +155,9 @@ impl Jobs {
                         continue;
                     }
                 };
-                let (kind_name, job) = (kind.name(), job_id.clone());
+                let job = job_id.clone();
                 let _ = self
-                    .db(move |db| {
-                        db.conn().execute(
-                            "INSERT OR IGNORE INTO ne_jobs (id, kind, source_name, state, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, 'claimed', ?4, ?4)",
-                            params![job, kind_name, name, store::now()],
-                        )?;
-                        Ok(())
-                    })
+                    .db(move |db| db.write(|tx| ne_jobs::claim(tx, &job, kind, &name)))
                     .await;
                 if let Err(e) = self.process(&account, &work).await {
                     self.left_for_retry(&work, &e);
@@ -206,39 +193,23 @@ impl Jobs {
             return Ok(());
         };
         let id = job_id.clone();
-        let job: Option<JobRow> = self
-            .db(move |db| {
-                Ok(db
-                    .conn()
-                    .query_row(
-                        "SELECT kind, state, que_id, csv, upload_started_at, account FROM ne_jobs WHERE id = ?1",
-                        [&id],
-                        |r| {
-                            Ok((
-                                r.get(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                            ))
-                        },
-                    )
-                    .optional()?)
-            })
-            .await?;
-        let Some((kind, state, que_id, csv, started, uploaded_to)) = job else {
+        let job: Option<NeJob> = self.db(move |db| ne_jobs::get(db, &id)).await?;
+        let Some(NeJob {
+            kind,
+            state,
+            que_id,
+            csv,
+            upload_started_at: started,
+            account: uploaded_to,
+            ..
+        }) = job
+        else {
             return Ok(());
         };
         // A job already sent stays with the account it was sent to.
         let account = uploaded_to.as_deref().unwrap_or(account);
-        let kind = if kind == "stock" {
-            Kind::Stock
-        } else {
-            Kind::Goods
-        };
-        match state.as_str() {
-            "claimed" => {
+        match state {
+            NeJobState::Claimed => {
                 // One descriptor, no link followed, no further than the limit.
                 let limit = self.config.einvoice.max_file_bytes;
                 let text = match crate::limited::read(work, limit) {
@@ -327,7 +298,7 @@ impl Jobs {
                             &job_id,
                             &name,
                             work,
-                            "done",
+                            NeJobState::Done,
                             None,
                             "nothing to change",
                             problems.len(),
@@ -338,26 +309,21 @@ impl Jobs {
                 let n = problems.len() as i64;
                 let to = account.to_string();
                 self.db(move |db| {
-                    db.conn().execute(
-                        "UPDATE ne_jobs SET state = 'uploading', csv = ?1, csv_md5 = ?2, rejected_rows = ?3,
-                             upload_started_at = ?4, updated_at = ?4, account = ?5 WHERE id = ?6",
-                        params![csv2, md5, n, store::now(), to, id],
-                    )?;
-                    Ok(())
+                    db.write(|tx| ne_jobs::start_upload(tx, &id, &csv2, &md5, n, &to))
                 })
                 .await?;
                 self.send(account, kind, &job_id, &csv).await
             }
-            "uploading" => {
+            NeJobState::Uploading => {
                 // Did the upload reach NextEngine before the crash? Look for it in the queue.
-                if let Some(q) = self.find_in_queue(account, started.as_deref()).await? {
+                if let Some(q) = self.find_in_queue(account, started).await? {
                     info!(job_id = %job_id, que_id = %q, "the upload before the restart reached NextEngine; following it");
                     return self.queued(&job_id, &q).await;
                 }
                 self.send(account, kind, &job_id, &csv.unwrap_or_default())
                     .await
             }
-            "queued" => Ok(()), // poll() follows it
+            NeJobState::Queued => Ok(()), // poll() follows it
             other => {
                 let q = que_id.clone();
                 self.finish(&job_id, &name, work, other, q.as_deref(), "", 0)
@@ -373,9 +339,9 @@ impl Jobs {
         job_id: &str,
         csv: &[u8],
     ) -> Result<(), NeError> {
-        match self.client.upload(account, kind.upload(), csv).await {
+        match self.client.upload(account, upload_kind(kind), csv).await {
             Ok(q) => {
-                info!(job_id, que_id = %q, kind = kind.name(), "uploaded to NextEngine");
+                info!(job_id, que_id = %q, kind = %kind, "uploaded to NextEngine");
                 self.queued(job_id, &q).await
             }
             // NextEngine refused the upload itself: record its code and message; sending the
@@ -386,7 +352,7 @@ impl Jobs {
                 let work = self.work_dir().join(spool::work_name(job_id, &name));
                 let result = format!("NextEngine refused the upload: {code} {message}");
                 warn!(job_id, "{result}");
-                self.finish(job_id, &name, &work, "failed", None, &result, 0)
+                self.finish(job_id, &name, &work, NeJobState::Failed, None, &result, 0)
                     .await
             }
             Err(e) => Err(e),
@@ -395,27 +361,16 @@ impl Jobs {
 
     async fn source_name(&self, job_id: &str) -> Result<String, NeError> {
         let id = job_id.to_string();
-        Ok(self
-            .db(move |db| {
-                Ok(db.conn().query_row(
-                    "SELECT source_name FROM ne_jobs WHERE id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )?)
-            })
-            .await?)
+        let job = self.db(move |db| ne_jobs::get(db, &id)).await?;
+        Ok(job
+            .ok_or_else(|| StoreError::Task(format!("no NextEngine job {job_id}")))?
+            .source_name)
     }
 
     async fn queued(&self, job_id: &str, que_id: &str) -> Result<(), NeError> {
         let (id, q) = (job_id.to_string(), que_id.to_string());
-        self.db(move |db| {
-            db.conn().execute(
-                "UPDATE ne_jobs SET state = 'queued', que_id = ?1, updated_at = ?2 WHERE id = ?3",
-                params![q, store::now(), id],
-            )?;
-            Ok(())
-        })
-        .await?;
+        self.db(move |db| db.write(|tx| ne_jobs::queued(tx, &id, &q)))
+            .await?;
         Ok(())
     }
 
@@ -423,13 +378,14 @@ impl Jobs {
     async fn find_in_queue(
         &self,
         account: &str,
-        since: Option<&str>,
+        since: Option<store::Timestamp>,
     ) -> Result<Option<String>, NeError> {
         let Some(since) = since else { return Ok(None) };
-        let since_jst = chrono::DateTime::parse_from_rfc3339(since)
-            .map(|t| t.with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("JST")))
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default();
+        let since_jst = since
+            .utc()
+            .with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("JST"))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
         let answer = self
             .client
             .call(
@@ -444,15 +400,7 @@ impl Jobs {
             .await?;
         // Entries another job already follows are not this one's: take the earliest of the
         // rest (another job's upload after a failed one must not be adopted by it).
-        let owned: HashSet<String> = self
-            .db(|db| {
-                let mut stmt = db
-                    .conn()
-                    .prepare("SELECT que_id FROM ne_jobs WHERE que_id IS NOT NULL")?;
-                let rows = stmt.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await?;
+        let owned: HashSet<String> = self.db(|db| ne_jobs::followed_queue_ids(db)).await?;
         let text = |v: Option<&serde_json::Value>| {
             v.and_then(|v| {
                 v.as_str()
@@ -478,26 +426,20 @@ impl Jobs {
 
     /// Follows queued uploads to NextEngine's verdict.
     async fn poll(&self, account: &str) -> Result<(), NeError> {
-        let queued: Vec<(String, String, String, Option<String>)> = self
-            .db(|db| {
-                let mut stmt = db.conn().prepare(
-                    "SELECT id, source_name, que_id, account FROM ne_jobs WHERE state = 'queued'",
-                )?;
-                let rows =
-                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await?;
-        for (job_id, name, que_id, uploaded_to) in queued {
-            let account = uploaded_to.as_deref().unwrap_or(account);
+        let queued = self.db(|db| ne_jobs::in_queue(db)).await?;
+        for job in queued {
+            let (job_id, name) = (job.id, job.source_name);
+            // A queued job always has its queue id.
+            let que_id = job.que_id.unwrap_or_default();
+            let account = job.account.as_deref().unwrap_or(account);
             let verdict = self.client.queue(account, &que_id).await?;
             let (state, result) = match &verdict {
                 QueueState::Pending => continue,
-                QueueState::Done => ("done", "processed by NextEngine".to_string()),
-                QueueState::Failed(m) => ("failed", m.clone()),
+                QueueState::Done => (NeJobState::Done, "processed by NextEngine".to_string()),
+                QueueState::Failed(m) => (NeJobState::Failed, m.clone()),
                 QueueState::Unknown(s) => {
                     warn!(job_id = %job_id, que_id = %que_id, "NextEngine queue status {s} is not documented; no longer polled");
-                    ("unknown", format!("queue status {s}"))
+                    (NeJobState::Unknown, format!("queue status {s}"))
                 }
             };
             let work = self.work_dir().join(spool::work_name(&job_id, &name));
@@ -513,13 +455,13 @@ impl Jobs {
         job_id: &str,
         name: &str,
         work: &Path,
-        state: &str,
+        state: NeJobState,
         que_id: Option<&str>,
         result: &str,
         rejected_rows: usize,
     ) -> Result<(), NeError> {
         // The report first, so a finished job always has it.
-        if (state == "failed" || state == "unknown") && !result.is_empty() {
+        if matches!(state, NeJobState::Failed | NeJobState::Unknown) && !result.is_empty() {
             // NextEngine's own word on the upload, for the person who reads the report.
             let line = RowProblem {
                 row: 0,
@@ -529,40 +471,31 @@ impl Jobs {
             };
             self.write_report(job_id, name, &[line]).await?;
         }
-        let (id, st, res, q) = (
+        let (id, res, q) = (
             job_id.to_string(),
-            state.to_string(),
             result.to_string(),
             que_id.map(str::to_string),
         );
         let file = name.to_string();
         self.db(move |db| {
-            let tx = db.transaction()?;
-            let (kind, rejected): (String, i64) = tx.query_row(
-                "SELECT kind, rejected_rows + ?2 FROM ne_jobs WHERE id = ?1",
-                params![id, rejected_rows as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let changed = tx.execute(
-                "UPDATE ne_jobs SET state = ?1, result = ?2, rejected_rows = ?3, updated_at = ?4 WHERE id = ?5 AND state IN ('claimed', 'uploading', 'queued')",
-                params![st, res, rejected, store::now(), id],
-            )?;
-            if changed == 1 {
-                store::events::add(
-                    &tx,
-                    &NextengineUploadCompleted {
-                        import_id: id,
-                        file: Some(file),
-                        kind: Some(kind),
-                        status: st,
-                        que_id: q,
-                        result: res,
-                        rejected_rows: Some(rejected),
-                    },
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
+            db.write(|tx| {
+                let finished = ne_jobs::finish(tx, &id, state, &res, rejected_rows as i64)?;
+                if let Some(f) = finished {
+                    store::events::add(
+                        tx,
+                        &NextengineUploadCompleted {
+                            import_id: id,
+                            file: Some(file),
+                            kind: Some(f.kind),
+                            status: state,
+                            que_id: q,
+                            result: res,
+                            rejected_rows: Some(f.rejected_rows),
+                        },
+                    )?;
+                }
+                Ok(())
+            })
         })
         .await?;
         if work.exists() {
@@ -571,7 +504,7 @@ impl Jobs {
             durable::move_into(work, &dest, &spool::work_name(job_id, name))
                 .map_err(|e| NeError::Http(format!("archive {}: {e}", work.display())))?;
         }
-        info!(job_id, file = name, state, "NextEngine job finished");
+        info!(job_id, file = name, state = %state, "NextEngine job finished");
         Ok(())
     }
 
@@ -636,25 +569,21 @@ impl Jobs {
             .map_err(|e| NeError::Http(format!("move to rejected: {e}")))?;
         let (id, res) = (job_id.to_string(), reason.to_string());
         self.db(move |db| {
-            let tx = db.transaction()?;
-            tx.execute(
-                "UPDATE ne_jobs SET state = 'rejected', result = ?1, updated_at = ?2 WHERE id = ?3",
-                params![res, store::now(), id],
-            )?;
-            store::events::add(
-                &tx,
-                &NextengineUploadCompleted {
-                    import_id: id,
-                    file: None,
-                    kind: None,
-                    status: "rejected".into(),
-                    que_id: None,
-                    result: res,
-                    rejected_rows: None,
-                },
-            )?;
-            tx.commit()?;
-            Ok(())
+            db.write(|tx| {
+                ne_jobs::finish(tx, &id, NeJobState::Rejected, &res, 0)?;
+                store::events::add(
+                    tx,
+                    &NextengineUploadCompleted {
+                        import_id: id,
+                        file: None,
+                        kind: None,
+                        status: NeJobState::Rejected,
+                        que_id: None,
+                        result: res,
+                        rejected_rows: None,
+                    },
+                )
+            })
         })
         .await?;
         Ok(())

@@ -59,6 +59,8 @@ fn job_with_messages(t: &mut T, job: &str, numbers: &[&str], state: MessageState
             legacy_type: None,
             seller_ban: "28080623",
             number: n,
+            generation: 1,
+            buyer_id: "0000000000",
             document_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(),
             tenant: "default",
             source_file: "b.csv",
@@ -86,7 +88,7 @@ fn job_with_messages(t: &mut T, job: &str, numbers: &[&str], state: MessageState
 
 fn endpoint(t: &mut T) -> String {
     let (ep, _) = outbound::add_endpoint(
-        t.conn(),
+        &mut t.r.store,
         "http://127.0.0.1:9/hook",
         &["*".to_string()],
         None,
@@ -119,7 +121,7 @@ fn events(t: &mut T, n: usize) {
         crate::store::events::add(&tx, &upload(i)).unwrap();
     }
     tx.commit().unwrap();
-    outbound::fan_out(t.r.store.conn_mut(), 10_000).unwrap();
+    outbound::fan_out(&mut t.r.store, 10_000).unwrap();
 }
 
 #[test]
@@ -577,7 +579,7 @@ fn rotated_out_secrets_are_removed_when_their_overlap_ends() {
         rotate_secret: true,
         ..Default::default()
     };
-    outbound::update_endpoint(t.r.store.conn_mut(), &id, &update, 24, true)
+    outbound::update_endpoint(&mut t.r.store, &id, &update, 24, true)
         .unwrap()
         .unwrap();
     let (second, old) = secret(&mut t);
@@ -606,7 +608,7 @@ fn a_removed_endpoint_leaves_no_trace_of_its_secrets_in_the_database_file() {
         rotate_secret: true,
         ..Default::default()
     };
-    outbound::update_endpoint(t.r.store.conn_mut(), &id, &update, 24, true)
+    outbound::update_endpoint(&mut t.r.store, &id, &update, 24, true)
         .unwrap()
         .unwrap();
     let (secret, old): (String, String) = t
@@ -627,7 +629,7 @@ fn a_removed_endpoint_leaves_no_trace_of_its_secrets_in_the_database_file() {
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
     assert!(on_disk(&secret) && on_disk(&old), "the file held them");
-    assert!(outbound::remove_endpoint(t.r.store.conn_mut(), &id).unwrap());
+    assert!(outbound::remove_endpoint(&mut t.r.store, &id).unwrap());
     assert_eq!(t.count("SELECT count(*) FROM webhook_endpoints"), 0);
     // Once the WAL is written back, neither secret is anywhere in the file: deleted content is
     // zeroed (secure_delete), not left in free space.

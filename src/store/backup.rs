@@ -29,8 +29,17 @@ pub fn copy_online(db: &Path, to: &Path) -> Result<()> {
     })?;
     {
         let backup = Backup::new(&src, &mut dst)?;
-        // All pages in one step: one read transaction, so one consistent state.
-        backup.step(-1)?;
+        // All pages in one step: one read transaction, so one consistent state. A step that
+        // could not read (busy or locked) copied nothing and says so only in its result.
+        match backup.step(-1)? {
+            rusqlite::backup::StepResult::Done => {}
+            other => {
+                return Err(StoreError::Task(format!(
+                    "the copy of {} did not complete ({other:?}); try again",
+                    db.display()
+                )))
+            }
+        }
     }
     // A self-contained file: no -wal beside it to lose.
     dst.pragma_update(None, "journal_mode", "DELETE")?;
@@ -84,6 +93,20 @@ pub fn check(file: &Path) -> Result<Checked> {
         messages,
         sequences: sequences(&conn)?,
     })
+}
+
+/// The id sequences of the database at `file`, read without checking the rest of it: a
+/// damaged database usually still answers this, and the ids it handed out must not be handed
+/// out again.
+pub fn sequences_of(file: &Path) -> Result<Vec<(String, i64)>> {
+    let conn =
+        Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            StoreError::Open {
+                path: file.display().to_string(),
+                source,
+            }
+        })?;
+    sequences(&conn)
 }
 
 fn sequences(conn: &Connection) -> Result<Vec<(String, i64)>> {

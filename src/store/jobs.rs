@@ -50,6 +50,9 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
 /// The duplicate rule's lookup: an earlier job of `kind` that processed the same bytes.
 pub(crate) const BY_MD5: &str = "SELECT id FROM jobs WHERE kind = ?1 AND md5 = ?2 AND id != ?3 AND state IN (?4, ?5) ORDER BY received_at LIMIT 1";
 
+/// The jobs that took files of some content.
+pub(crate) const OF_CONTENT: &str = "md5 = ?1 ORDER BY received_at, id";
+
 /// How many jobs are in each state.
 pub(crate) const COUNT_BY_STATE: &str =
     "SELECT state, count(*) FROM jobs GROUP BY state ORDER BY 1";
@@ -173,6 +176,14 @@ pub fn by_source_name(conn: &Connection, name: &str) -> Result<Vec<Job>> {
         "SELECT {COLUMNS} FROM jobs WHERE source_name = ?1 ORDER BY received_at, id"
     ))?;
     let rows = stmt.query_map([name], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The jobs that took files of this content (MD5), oldest first.
+pub fn of_content(conn: &Connection, md5: &str) -> Result<Vec<Job>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE {OF_CONTENT}"))?;
+    let rows = stmt.query_map([md5], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -1,5 +1,5 @@
-//! The `messages` table (one e-invoice message each, unique by type, seller and number) and
-//! `allowance_lines`. A message's state changes only through [`transition`]
+//! The `messages` table (one e-invoice message each, unique by type, seller, number and
+//! generation) and `allowance_lines`. A message's state changes only through [`transition`]
 //! (`src/store/transitions.rs`), which writes the transition row and the event with it.
 //!
 //! Writes take the caller's transaction, taken with the write lock first by
@@ -23,8 +23,16 @@ pub struct MessageRow {
     pub legacy_type: Option<String>,
     pub seller_ban: String,
     pub number: String,
+    /// 1 for the first message of its type, seller and number; each one sent again after it
+    /// (a correction after an error, an issue after a void) is the next.
+    pub generation: u32,
+    /// The buyer's id (`0000000000` for a consumer); `None` for messages recorded before it
+    /// was kept.
+    pub buyer_id: Option<String>,
     /// `YYYY-MM-DD`.
     pub document_date: String,
+    /// The untaxed total of an invoice (F0401) or allowance (G0401), as recorded.
+    pub amount: Option<String>,
     pub tenant: String,
     pub state: MessageState,
     pub staged: bool,
@@ -42,7 +50,7 @@ pub struct MessageRow {
     pub updated_at: String,
 }
 
-const COLUMNS: &str = "id, job_id, message_type, legacy_type, seller_ban, number, document_date, tenant, state, staged, xml_name, xml_path, source_file, source_row, staged_path, xml_md5, mof_code, status_message, guessed, updated_at";
+const COLUMNS: &str = "id, job_id, message_type, legacy_type, seller_ban, number, document_date, tenant, state, staged, xml_name, xml_path, source_file, source_row, staged_path, xml_md5, mof_code, status_message, guessed, updated_at, generation, buyer_id, amount";
 
 fn from_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -66,6 +74,9 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
         status_message: r.get(17)?,
         guessed: r.get(18)?,
         updated_at: r.get(19)?,
+        generation: r.get(20)?,
+        buyer_id: r.get(21)?,
+        amount: r.get(22)?,
     })
 }
 
@@ -94,7 +105,12 @@ fn select_one(
 
 // The lookups, each served by an index (see `src/store/plans.rs`).
 pub(crate) const BY_ID: &str = "id = ?1";
-pub(crate) const BY_KEY: &str = "message_type = ?1 AND seller_ban = ?2 AND number = ?3";
+pub(crate) const BY_KEY: &str =
+    "message_type = ?1 AND seller_ban = ?2 AND number = ?3 ORDER BY generation DESC LIMIT 1";
+pub(crate) const GENERATIONS: &str =
+    "message_type = ?1 AND seller_ban = ?2 AND number = ?3 ORDER BY generation";
+pub(crate) const ABOUT_INVOICE: &str =
+    "number = ?1 AND seller_ban = ?2 AND message_type IN (?3, ?4, ?5) ORDER BY id";
 pub(crate) const BY_XML_NAME: &str = "xml_name = ?1";
 pub(crate) const BY_TYPE_AND_NUMBER: &str = "message_type = ?1 AND number = ?2 ORDER BY id";
 pub(crate) const BY_NUMBER: &str = "number = ?1 ORDER BY id";
@@ -103,8 +119,15 @@ pub(crate) const PACK_CANDIDATES: &str = "message_type = ?1 AND number = ?2 AND 
 pub(crate) const QUEUED_IN_PICKUP: &str = "state = ?1 AND xml_path IS NOT NULL";
 pub(crate) const OVERDUE: &str = "state IN (?1, ?2, ?3) AND overdue_raised = 0 AND updated_at < ?4";
 pub(crate) const OLDEST_WAITING: &str = "state IN (?1, ?2, ?3) ORDER BY updated_at LIMIT 1";
-pub(crate) const ALLOWED_SO_FAR: &str =
-    "SELECT amount FROM allowance_lines WHERE seller_ban = ?1 AND original_invoice = ?2";
+/// The lines of allowances on an invoice that still stand: their G0401 not refused (`error`)
+/// and not cancelled by a G0501 that was not refused.
+pub(crate) const STANDING_ALLOWANCES: &str = "SELECT m.number, l.amount FROM allowance_lines l
+     JOIN messages m ON m.id = l.message_id
+     WHERE l.seller_ban = ?1 AND l.original_invoice = ?2 AND m.state != ?3
+       AND NOT EXISTS (SELECT 1 FROM messages c
+           WHERE c.message_type = ?4 AND c.seller_ban = m.seller_ban AND c.number = m.number
+             AND c.state != ?3)
+     ORDER BY l.message_id";
 pub(crate) const COUNT_BY_TYPE_AND_STATE: &str =
     "SELECT message_type, state, count(*) FROM messages GROUP BY message_type, state ORDER BY 1, 2";
 pub(crate) const TENANTS: &str = "SELECT DISTINCT tenant FROM messages";
@@ -117,6 +140,9 @@ pub struct NewMessage<'a> {
     pub legacy_type: Option<&'a str>,
     pub seller_ban: &'a str,
     pub number: &'a str,
+    /// 1, or the next after the generations already recorded (see [`MessageRow::generation`]).
+    pub generation: u32,
+    pub buyer_id: &'a str,
     pub document_date: chrono::NaiveDate,
     pub tenant: &'a str,
     pub source_file: &'a str,
@@ -126,15 +152,16 @@ pub struct NewMessage<'a> {
     pub xml_md5: &'a str,
 }
 
-/// Records a message `validated`, with its rendered XML, its XML name (from its id) and its
-/// first transition (`received → validated`); returns its id.
+/// Records a message `validated`, with its rendered XML, its XML name (from its id, never
+/// reused) and its first transition (`received → validated`); returns its id. A generation
+/// already recorded for the same type, seller and number is a database error (unique).
 pub fn insert(tx: &Transaction, m: &NewMessage, xml_name: impl Fn(i64) -> String) -> Result<i64> {
     let at = now();
     tx.execute(
         "INSERT INTO messages (job_id, message_type, legacy_type, seller_ban, number,
              document_date, tenant, source_file, source_row, amount, state, created_at, updated_at,
-             xml, xml_md5)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
+             xml, xml_md5, generation, buyer_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
         params![
             m.job_id,
             m.message_type,
@@ -149,7 +176,9 @@ pub fn insert(tx: &Transaction, m: &NewMessage, xml_name: impl Fn(i64) -> String
             MessageState::Validated,
             at,
             m.xml,
-            m.xml_md5
+            m.xml_md5,
+            m.generation,
+            m.buyer_id
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -175,7 +204,7 @@ pub fn by_id(conn: &Connection, id: i64) -> Result<Option<MessageRow>> {
     select_one(conn, BY_ID, [id])
 }
 
-/// The message of a type, seller and number (unique).
+/// The latest generation of the message of a type, seller and number.
 pub fn by_key(
     conn: &Connection,
     ty: &str,
@@ -183,6 +212,33 @@ pub fn by_key(
     number: &str,
 ) -> Result<Option<MessageRow>> {
     select_one(conn, BY_KEY, params![ty, seller, number])
+}
+
+/// Every generation of the message of a type, seller and number, first to latest.
+pub fn generations(
+    conn: &Connection,
+    ty: &str,
+    seller: &str,
+    number: &str,
+) -> Result<Vec<MessageRow>> {
+    select(conn, GENERATIONS, params![ty, seller, number])
+}
+
+/// The issues, cancels and voids (F0401, F0501, F0701) of a seller's invoice, every
+/// generation, in the order they were recorded.
+pub fn about_invoice(conn: &Connection, seller: &str, number: &str) -> Result<Vec<MessageRow>> {
+    use crate::einvoice::MessageType as T;
+    select(
+        conn,
+        ABOUT_INVOICE,
+        params![
+            number,
+            seller,
+            T::F0401.as_str(),
+            T::F0501.as_str(),
+            T::F0701.as_str()
+        ],
+    )
 }
 
 /// The message whose XML has this file name.
@@ -299,22 +355,23 @@ pub fn count_by_type_and_state(conn: &Connection) -> Result<Vec<(String, Message
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The untaxed total recorded for an invoice (F0401) of a seller.
-pub fn invoice_amount(conn: &Connection, seller: &str, number: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row(
-            "SELECT amount FROM messages WHERE message_type = ?1 AND seller_ban = ?2 AND number = ?3",
-            params![crate::einvoice::MessageType::F0401.as_str(), seller, number],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten())
-}
-
-/// The amounts of the allowances recorded on an invoice so far.
-pub fn allowed_so_far(conn: &Connection, seller: &str, invoice: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(ALLOWED_SO_FAR)?;
-    let rows = stmt.query_map(params![seller, invoice], |r| r.get(0))?;
+/// The lines of a seller's allowances on an invoice that still stand (see
+/// [`STANDING_ALLOWANCES`]), as (allowance number, untaxed amount), oldest first.
+pub fn standing_allowances(
+    conn: &Connection,
+    seller: &str,
+    invoice: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(STANDING_ALLOWANCES)?;
+    let rows = stmt.query_map(
+        params![
+            seller,
+            invoice,
+            MessageState::Error,
+            crate::einvoice::MessageType::G0501.as_str()
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -9,12 +9,12 @@
 //! by hash shows nothing of the secret in its timing.
 
 use base64::Engine;
-use chrono::{Duration, SecondsFormat, Utc};
+use chrono::Duration;
 use rand::RngCore;
 use rusqlite::params;
 use sha2::Digest;
 
-use super::{now, Result, Store};
+use super::{Result, Store, Timestamp};
 
 /// A random one-time secret of a sign-in (a ticket or a nonce): 32 bytes, base64url.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,8 +43,8 @@ fn hash(secret: &str) -> String {
     crate::einvoice::archive::hex(&sha2::Sha256::digest(secret.as_bytes()))
 }
 
-fn since(window: Duration) -> String {
-    (Utc::now() - window).to_rfc3339_opts(SecondsFormat::Millis, true)
+fn since(window: Duration) -> Timestamp {
+    Timestamp::now().plus(-window)
 }
 
 /// Whether a sign-in secret is one `start_*` or a redeem handed out (a quick refusal of
@@ -71,16 +71,17 @@ impl Store {
 
     fn start_ne_login(&mut self, column: &'static str) -> Result<LoginSecret> {
         let secret = LoginSecret::new();
-        let tx = self.transaction()?;
-        tx.execute(
-            "DELETE FROM ne_logins WHERE started_at < ?1",
-            [since(Duration::days(1))],
-        )?;
-        tx.execute(
-            &format!("INSERT INTO ne_logins (started_at, {column}) VALUES (?1, ?2)"),
-            params![now(), hash(secret.expose())],
-        )?;
-        tx.commit()?;
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM ne_logins WHERE started_at < ?1",
+                [since(Duration::days(1))],
+            )?;
+            tx.execute(
+                &format!("INSERT INTO ne_logins (started_at, {column}) VALUES (?1, ?2)"),
+                params![Timestamp::now(), hash(secret.expose())],
+            )?;
+            Ok(())
+        })?;
         Ok(secret)
     }
 
@@ -95,13 +96,18 @@ impl Store {
             return Ok(None);
         }
         let nonce = LoginSecret::new();
-        let tx = self.transaction()?;
-        let n = tx.execute(
-            "UPDATE ne_logins SET ticket_hash = NULL, nonce_hash = ?1, started_at = ?2
-             WHERE ticket_hash = ?3 AND used_at IS NULL AND started_at >= ?4",
-            params![hash(nonce.expose()), now(), hash(ticket), since(window)],
-        )?;
-        tx.commit()?;
+        let n = self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE ne_logins SET ticket_hash = NULL, nonce_hash = ?1, started_at = ?2
+                 WHERE ticket_hash = ?3 AND used_at IS NULL AND started_at >= ?4",
+                params![
+                    hash(nonce.expose()),
+                    Timestamp::now(),
+                    hash(ticket),
+                    since(window)
+                ],
+            )?)
+        })?;
         Ok((n == 1).then_some(nonce))
     }
 
@@ -111,13 +117,13 @@ impl Store {
         if !plausible(nonce) {
             return Ok(false);
         }
-        let tx = self.transaction()?;
-        let n = tx.execute(
-            "UPDATE ne_logins SET used_at = ?1
-             WHERE nonce_hash = ?2 AND used_at IS NULL AND started_at >= ?3",
-            params![now(), hash(nonce), since(window)],
-        )?;
-        tx.commit()?;
+        let n = self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE ne_logins SET used_at = ?1
+                 WHERE nonce_hash = ?2 AND used_at IS NULL AND started_at >= ?3",
+                params![Timestamp::now(), hash(nonce), since(window)],
+            )?)
+        })?;
         Ok(n == 1)
     }
 }

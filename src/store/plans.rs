@@ -35,7 +35,7 @@ fn einvoice_lookups() -> Vec<String> {
         f::PRUNE_PACKS,
         f::PACK_MEMBERS,
         f::PACK_SEEN,
-        m::ALLOWED_SO_FAR,
+        m::STANDING_ALLOWANCES,
         t::OF_MESSAGE,
         t::QUEUED_BETWEEN,
         jobs::BY_MD5,
@@ -47,6 +47,8 @@ fn einvoice_lookups() -> Vec<String> {
     for filter in [
         m::BY_ID,
         m::BY_KEY,
+        m::GENERATIONS,
+        m::ABOUT_INVOICE,
         m::BY_XML_NAME,
         m::BY_TYPE_AND_NUMBER,
         m::BY_NUMBER,
@@ -58,31 +60,34 @@ fn einvoice_lookups() -> Vec<String> {
     ] {
         out.push(format!("SELECT id FROM messages WHERE {filter}"));
     }
+    out.push(format!("SELECT id FROM jobs WHERE {}", jobs::OF_CONTENT));
+    for filter in [super::manual::FOR_FILE, "id = ?1", "message_id = ?1"] {
+        out.push(format!("SELECT id FROM manual_requests WHERE {filter}"));
+    }
     out
 }
 
 /// Per-file, per-request and per-poll lookups, as the code writes them.
 const LOOKUPS: &[&str] = &[
-    // The outbox and webhook deliveries.
-    "SELECT id FROM events WHERE fanned_out = 0 ORDER BY id LIMIT ?1",
-    "SELECT d.id, (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
-     FROM deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-     WHERE d.state = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
-     ORDER BY d.next_attempt_at, d.created_at LIMIT ?3",
-    "SELECT count(*) FROM deliveries WHERE state = 'dead' AND endpoint_id = ?1",
-    "SELECT endpoint_id, count(*) FROM deliveries WHERE state = 'dead' GROUP BY endpoint_id",
-    "UPDATE deliveries SET state = 'cancelled' WHERE endpoint_id = ?2 AND state = 'pending'",
-    "SELECT count(*) FROM delivery_attempts WHERE started_at >= ?1",
-    "SELECT attempt FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
+    // The outbox and webhook deliveries (the store's own statements).
+    super::outbox::WAITING,
+    super::outbox::ANY_WAITING,
+    super::deliveries::DUE,
+    super::deliveries::DEAD_OF,
+    super::deliveries::DEAD_BY_ENDPOINT,
+    super::deliveries::CANCEL,
+    super::deliveries::ATTEMPTS_SINCE,
+    super::deliveries::ATTEMPTS,
     // Callbacks and pushes.
-    "SELECT stock FROM stock_updates WHERE code = ?1 ORDER BY id DESC LIMIT 1",
-    "SELECT count(*) FROM stock_updates WHERE sink_state = 'pending'",
-    "SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')",
-    "SELECT id FROM company_events WHERE event_type = ?1 AND business_key = ?2 AND content_md5 = ?3",
-    "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'",
+    super::inbound::LAST_STOCK,
+    super::inbound::PENDING_FORWARD,
+    super::inbound::REFUSED,
+    super::inbound::COMPANY_EVENT_ID,
+    super::audit::COUNT,
+    super::audit::LAST,
     // NextEngine jobs and sign-ins.
-    "SELECT que_id FROM ne_jobs WHERE que_id IS NOT NULL",
-    "SELECT id, source_name, que_id FROM ne_jobs WHERE state = 'queued'",
+    super::ne_jobs::FOLLOWED,
+    super::ne_jobs::IN_QUEUE,
     "UPDATE ne_logins SET ticket_hash = NULL, nonce_hash = ?1, started_at = ?2
      WHERE ticket_hash = ?3 AND used_at IS NULL AND started_at >= ?4",
     "UPDATE ne_logins SET used_at = ?1

@@ -26,7 +26,7 @@ pub struct Readers {
 struct Inner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl Readers {
@@ -37,26 +37,35 @@ impl Readers {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::with_capacity(size)),
-                permits: Semaphore::new(size.max(1)),
+                permits: Arc::new(Semaphore::new(size.max(1))),
             }),
         }
     }
 
     /// Runs `f` on a read-only connection, on the blocking pool.
+    ///
+    /// The read holds its place in the pool until it ends, even when its caller stops waiting
+    /// (a request that timed out): a read cannot be stopped half-way, and letting another
+    /// start meanwhile would open connections beyond the bound.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Task("the readers are closed".into()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.with_connection(f))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+        tokio::task::spawn_blocking(move || {
+            let out = inner.with_connection(f);
+            drop(permit);
+            out
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
     }
 }
 
@@ -69,8 +78,10 @@ impl Inner {
         };
         let out = f(&conn);
         // A connection is returned only after a read that did not fail on the connection
-        // itself; the pool never holds more than the permits allow.
-        if !matches!(out, Err(StoreError::Sql(_))) {
+        // itself and left no transaction open (its snapshot would hide every later commit
+        // from the next read, and hold back checkpoints); the pool never holds more than the
+        // permits allow.
+        if !matches!(out, Err(StoreError::Sql(_))) && conn.is_autocommit() {
             self.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -80,20 +91,27 @@ impl Inner {
     }
 
     fn open(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(|source| StoreError::Open {
-            path: self.path.display().to_string(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "query_only", "ON")?;
-        Ok(conn)
+        open_read_only(&self.path)
     }
+}
+
+/// One read-only connection to an existing database (`SQLITE_OPEN_READ_ONLY`, `query_only`):
+/// what the readers use, and what a command or a check that only looks opens beside a
+/// running daemon.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -161,5 +179,88 @@ mod tests {
             "{most} reads at once with a pool of 3"
         );
         assert!(readers.inner.idle.lock().unwrap().len() <= 3);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_left_a_transaction_open_does_not_hide_later_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+            .unwrap();
+        let writer = Writer::start(store).unwrap();
+        let readers = Readers::new(&path, 1);
+        let count = |c: &Connection| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?);
+        // A read that began a transaction and returned before ending it.
+        let n: i64 = readers
+            .read(move |c| {
+                c.execute_batch("BEGIN")?;
+                count(c)
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        writer
+            .write(|tx| Ok(tx.execute("INSERT INTO t (k) VALUES (1)", [])?))
+            .await
+            .unwrap();
+        let n: i64 = readers.read(count).await.unwrap();
+        assert_eq!(n, 1, "a read missed a committed write");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_its_caller_gave_up_on_still_counts_until_it_ends() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(Store::open(&path).unwrap());
+        let readers = Readers::new(&path, 1);
+        let open = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let read = |open: Arc<AtomicUsize>,
+                    most: Arc<AtomicUsize>,
+                    until: Option<std::sync::mpsc::Receiver<()>>| {
+            move |c: &Connection| {
+                let now = open.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                if let Some(until) = until {
+                    until.recv().unwrap();
+                }
+                let _: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
+                open.fetch_sub(1, SeqCst);
+                Ok(())
+            }
+        };
+        // A slow read whose caller stops waiting (a request that timed out or went away).
+        let (release, slow) = std::sync::mpsc::channel();
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            readers.read(read(open.clone(), most.clone(), Some(slow))),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the slow read ended on its own");
+        // The next read waits for the connection the slow one still uses.
+        let next = tokio::spawn({
+            let r = readers.clone();
+            let f = read(open.clone(), most.clone(), None);
+            async move { r.read(f).await }
+        });
+        let finished_early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            while !next.is_finished() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok();
+        release.send(()).unwrap();
+        next.await.unwrap().unwrap();
+        assert!(
+            !finished_early,
+            "a second read ran beside the first with a pool of 1"
+        );
+        assert_eq!(most.load(SeqCst), 1);
+        assert!(readers.inner.idle.lock().unwrap().len() <= 1);
     }
 }

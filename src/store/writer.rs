@@ -10,7 +10,10 @@
 //!
 //! Each write runs inside its own savepoint: one that fails (or panics) is rolled back alone
 //! and its caller gets the error; the others in the batch commit. If the commit itself fails,
-//! every caller of that batch gets the error and nothing of the batch is kept.
+//! every caller of that batch gets the error and nothing of the batch is kept. A write whose
+//! error makes SQLite roll back the whole transaction (not just its statement) takes the
+//! writes before it in that transaction along, and they are answered so; the writes after it
+//! go on in a new transaction.
 //!
 //! Hand-written rather than taken from a crate: the batching is a loop of a dozen lines around
 //! rusqlite's savepoints, and the pooled SQLite crates (r2d2, deadpool, tokio-rusqlite) run one
@@ -127,7 +130,9 @@ fn work<T: Send + 'static>(
 }
 
 /// Runs `f` between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint when it fails or
-/// panics, so the batch's other writes are untouched.
+/// panics, so the batch's other writes are untouched. When the savepoint cannot be rolled back
+/// (or released), the whole transaction is rolled back instead: a write answered with an error
+/// is never committed in part.
 fn in_savepoint<T>(tx: &Transaction, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
     tx.execute_batch("SAVEPOINT one_write")?;
     let outcome = catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|panic| {
@@ -138,16 +143,21 @@ fn in_savepoint<T>(tx: &Transaction, f: impl FnOnce(&Transaction) -> Result<T>) 
             .unwrap_or_else(|| "a panic".into());
         Err(StoreError::Task(format!("the write panicked: {why}")))
     });
-    match outcome {
-        Ok(v) => {
-            tx.execute_batch("RELEASE one_write")?;
-            Ok(v)
-        }
-        Err(e) => {
-            tx.execute_batch("ROLLBACK TO one_write; RELEASE one_write")?;
-            Err(e)
-        }
+    let outcome = outcome.and_then(|v| {
+        tx.execute_batch("RELEASE one_write")?;
+        Ok(v)
+    });
+    // SQLite may have ended the whole transaction already (see `commit_batch`): then there is
+    // no savepoint left to roll back to.
+    if outcome.is_err()
+        && !tx.is_autocommit()
+        && tx
+            .execute_batch("ROLLBACK TO one_write; RELEASE one_write")
+            .is_err()
+    {
+        let _ = tx.execute_batch("ROLLBACK");
     }
+    outcome
 }
 
 /// The writer thread: take what is waiting, run it in one transaction, commit, answer.
@@ -161,35 +171,61 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Work>, stats: &WriterStats) 
                 Err(_) => break,
             }
         }
-        let n = batch.len() as u64;
-        let (completions, commit) = commit_batch(&mut conn, &mut batch);
-        if commit.is_ok() {
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(n, Ordering::Relaxed);
-        } else if let Err(CommitFailed(why)) = &commit {
-            tracing::error!("a batch of {n} writes failed to commit: {why}");
-        }
-        for done in completions {
-            done(commit.clone());
-        }
+        commit_batch(&mut conn, &mut batch, stats);
     }
 }
 
-/// Runs every write of `batch` in one `BEGIN IMMEDIATE` transaction and commits it.
-fn commit_batch(
-    conn: &mut Connection,
-    batch: &mut Vec<Work>,
-) -> (Vec<Completion>, Result<(), CommitFailed>) {
-    match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => {
-            let completions: Vec<Completion> = batch.drain(..).map(|w| w(Ok(&tx))).collect();
-            let commit = tx.commit().map_err(|e| CommitFailed(e.to_string()));
-            (completions, commit)
+/// Runs the writes of `batch`, in order, in `BEGIN IMMEDIATE` transactions, commits and
+/// answers them.
+///
+/// One transaction, unless a write ends it: a statement whose error rolls back the whole
+/// transaction rather than the statement (`OR ROLLBACK`, `RAISE(ROLLBACK)`, and what SQLite
+/// may answer so: a full disk, an I/O error, no memory). The writes of that transaction are
+/// then answered with an error (nothing of them is kept), and the rest of the batch goes on
+/// in a new transaction: a write outside one would commit on its own and be answered wrongly.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Work>, stats: &WriterStats) {
+    let mut rest = batch.drain(..);
+    while rest.len() > 0 {
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let why = CommitFailed(format!("cannot begin a transaction: {e}"));
+                tracing::error!("{} writes failed: {}", rest.len(), why.0);
+                for w in rest.by_ref() {
+                    w(Err(why.clone()))(Err(why.clone()));
+                }
+                return;
+            }
+        };
+        let mut done: Vec<Completion> = Vec::new();
+        let mut ended = false;
+        for w in rest.by_ref() {
+            done.push(w(Ok(&tx)));
+            if tx.is_autocommit() {
+                ended = true;
+                break;
+            }
         }
-        Err(e) => {
-            let why = CommitFailed(format!("cannot begin a transaction: {e}"));
-            let done = batch.drain(..).map(|w| w(Err(why.clone()))).collect();
-            (done, Err(why))
+        let n = done.len() as u64;
+        let outcome = if ended {
+            drop(tx);
+            Err(CommitFailed(
+                "a write in the same transaction made SQLite roll back all of it".into(),
+            ))
+        } else {
+            tx.commit().map_err(|e| CommitFailed(e.to_string()))
+        };
+        match &outcome {
+            Ok(()) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.writes.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(CommitFailed(why)) => {
+                tracing::error!("a transaction of {n} writes failed to commit: {why}")
+            }
+        }
+        for c in done {
+            c(outcome.clone());
         }
     }
 }
@@ -252,35 +288,28 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_failing_write_is_rolled_back_alone() {
+    #[test]
+    fn a_failing_write_is_rolled_back_alone() {
         let (_dir, w, path) = writer();
-        let good = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                w.write(|tx| Ok(tx.execute("INSERT INTO t (k, v) VALUES (1, 'a')", [])?))
-                    .await
-            })
+        let (release, holder) = hold(&w);
+        let good = queue(&w, "INSERT INTO t (k, v) VALUES (1, 'a')");
+        let (tell, bad) = oneshot::channel();
+        let f = |tx: &Transaction| -> Result<()> {
+            tx.execute("INSERT INTO t (k, v) VALUES (2, 'b')", [])?;
+            // The second statement fails: the whole write, its first row included, goes.
+            tx.execute("INSERT INTO t (k, v) VALUES (2, 'again')", [])?;
+            Ok(())
         };
-        let bad = w
-            .write(|tx| {
-                tx.execute("INSERT INTO t (k, v) VALUES (2, 'b')", [])?;
-                // The second statement fails: the whole write, its first row included, goes.
-                tx.execute("INSERT INTO t (k, v) VALUES (2, 'again')", [])?;
-                Ok(())
-            })
-            .await;
-        assert!(bad.is_err());
-        good.await.unwrap().unwrap();
-        let c = Connection::open(&path).unwrap();
-        let keys: Vec<i64> = c
-            .prepare("SELECT k FROM t ORDER BY k")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(keys, vec![1]);
+        assert!(w.queue.try_send(work(f, tell)).is_ok());
+        let later = queue(&w, "INSERT INTO t (k, v) VALUES (3, 'c')");
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        assert!(bad.blocking_recv().unwrap().is_err());
+        good.blocking_recv().unwrap().unwrap();
+        later.blocking_recv().unwrap().unwrap();
+        assert_eq!(keys(&path), vec![1, 3]);
+        // The three shared one transaction (the holding write had its own).
+        assert_eq!(w.stats().batches.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
@@ -298,6 +327,109 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count(&path), 1);
+    }
+
+    /// Holds the writer thread inside a write until the returned sender is used, so writes
+    /// queued meanwhile are taken into one batch.
+    fn hold(w: &Writer) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, inside) = std::sync::mpsc::channel::<()>();
+        let w = w.clone();
+        let holder = std::thread::spawn(move || {
+            w.write_blocking(move |_| {
+                started.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+            .unwrap()
+        });
+        inside.recv().unwrap();
+        (release, holder)
+    }
+
+    /// Queues `sql` as one write (into the batch after the held one).
+    fn queue(w: &Writer, sql: &'static str) -> oneshot::Receiver<Result<usize>> {
+        let (tell, told) = oneshot::channel();
+        let f = move |tx: &Transaction| Ok(tx.execute(sql, [])?);
+        assert!(w.queue.try_send(work(f, tell)).is_ok());
+        told
+    }
+
+    fn keys(path: &std::path::Path) -> Vec<i64> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c.prepare("SELECT k FROM t ORDER BY k").unwrap();
+        let keys = stmt.query_map([], |r| r.get(0)).unwrap();
+        keys.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_write_that_rolls_back_the_whole_transaction_leaves_every_answer_true() {
+        let (_dir, w, path) = writer();
+        let (release, holder) = hold(&w);
+        let before = queue(&w, "INSERT INTO t (k, v) VALUES (1, 'a')");
+        // A conflict resolved by ROLLBACK ends the whole transaction, not just the statement
+        // (as SQLITE_FULL, an I/O error or RAISE(ROLLBACK) may).
+        let ender = queue(&w, "INSERT OR ROLLBACK INTO t (k, v) VALUES (1, 'again')");
+        let after = queue(&w, "INSERT INTO t (k, v) VALUES (3, 'c')");
+        release.send(()).unwrap();
+        holder.join().unwrap();
+
+        let before = before.blocking_recv().unwrap();
+        let ender = ender.blocking_recv().unwrap();
+        let after = after.blocking_recv().unwrap();
+        assert!(ender.is_err());
+        let stored = keys(&path);
+        // Every answer says what the database holds.
+        assert_eq!(
+            before.is_ok(),
+            stored.contains(&1),
+            "{before:?}, stored {stored:?}"
+        );
+        assert_eq!(
+            after.is_ok(),
+            stored.contains(&3),
+            "{after:?}, stored {stored:?}"
+        );
+        // The write before the one that ended the transaction went with it; the one after
+        // still commits, in a transaction of its own.
+        assert!(before.is_err());
+        assert_eq!(after.unwrap(), 1);
+        // And the writer goes on in transactions that hold the write lock.
+        w.write_blocking(|tx| Ok(tx.execute("INSERT INTO t (k, v) VALUES (4, 'd')", [])?))
+            .unwrap();
+        assert_eq!(keys(&path), vec![3, 4]);
+    }
+
+    #[test]
+    fn a_write_whose_savepoint_cannot_be_rolled_back_is_never_committed() {
+        let (_dir, w, path) = writer();
+        let (release, holder) = hold(&w);
+        let good = queue(&w, "INSERT INTO t (k, v) VALUES (1, 'a')");
+        // A write that ends its own savepoint, then fails: rolling back to the savepoint is no
+        // longer possible, and its first row must not be committed under an error answer.
+        let (tell, bad) = oneshot::channel();
+        let f = |tx: &Transaction| -> Result<()> {
+            tx.execute("INSERT INTO t (k, v) VALUES (2, 'b')", [])?;
+            tx.execute_batch("RELEASE one_write")?;
+            tx.execute("INSERT INTO t (k, v) VALUES (2, 'again')", [])?;
+            Ok(())
+        };
+        assert!(w.queue.try_send(work(f, tell)).is_ok());
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        let good = good.blocking_recv().unwrap();
+        let bad = bad.blocking_recv().unwrap();
+        assert!(bad.is_err());
+        let stored = keys(&path);
+        assert!(
+            !stored.contains(&2),
+            "a write answered {bad:?} was committed"
+        );
+        assert_eq!(
+            good.is_ok(),
+            stored.contains(&1),
+            "{good:?}, stored {stored:?}"
+        );
     }
 
     #[test]

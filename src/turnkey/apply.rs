@@ -48,6 +48,8 @@ fn by_file_name(tx: &Transaction, id: &str) -> Result<Option<MessageRow>, Feedba
 
 /// Finds the message a SummaryResult invoice reference is about. Invoices and allowances match
 /// on number and date; cancels and voids carry the report date, so they match on number only.
+/// Of a message sent more than once, the latest generation is the one a result is about (an
+/// earlier one ended before the next was sent: in error, or voided and issued again).
 fn by_reference(
     tx: &Transaction,
     ty: MessageType,
@@ -61,6 +63,17 @@ fn by_reference(
             candidates.retain(|m| m.document_date.replace('-', "") == want);
         }
     }
+    let latest: std::collections::BTreeMap<&str, u32> =
+        candidates.iter().fold(Default::default(), |mut acc, m| {
+            let g = acc.entry(m.seller_ban.as_str()).or_insert(0);
+            *g = (*g).max(m.generation);
+            acc
+        });
+    let latest: Vec<(String, u32)> = latest
+        .into_iter()
+        .map(|(s, g)| (s.to_string(), g))
+        .collect();
+    candidates.retain(|m| latest.contains(&(m.seller_ban.clone(), m.generation)));
     if candidates.len() > 1 {
         if let Some(s) = seller {
             candidates.retain(|m| m.seller_ban == s);
@@ -432,7 +445,7 @@ fn summary_event(
         },
     )?;
     if let Some(m) = &mismatch {
-        warn!(date = ?date, "summary does not match the store: {m}");
+        warn!(date, "summary does not match the store: {m}");
     }
     Ok(())
 }

@@ -72,6 +72,13 @@ impl Simulator {
         }
     }
 
+    /// Takes a reloaded configuration (what to refuse, the delay, the folders); the day's
+    /// counts for the summaries stay.
+    pub fn reload(&mut self, config: Config) {
+        self.template = InboxTemplate::parse(&config.turnkey.inbox).expect("checked config");
+        self.config = config;
+    }
+
     /// Pickup folders holding files: `SRC` folders (turnkey layout) or the flat inbox.
     fn pickup_dirs(&self) -> Vec<PathBuf> {
         let root = self.template.fixed_root();

@@ -14,31 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
-use rusqlite::params;
+use chrono::Utc;
 use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::Webhooks;
 use crate::metrics::{self, labels::AttemptOutcome};
-use crate::store::{self, Store, StoreError};
+use crate::store::deliveries::{self, DeliveryState, Due, Outcome, Trigger};
+use crate::store::{self, endpoints, Store, StoreError, Timestamp};
 use crate::webhook::outbound;
 use crate::webhook::policy::{self, PolicyResolver};
-
-/// A due attempt with what is needed to send it.
-#[derive(Debug, Clone)]
-struct Due {
-    id: String,
-    endpoint_id: String,
-    event: String,
-    payload: String,
-    attempts: i64,
-    url: String,
-    secret: String,
-    old_secret: Option<String>,
-    old_until: Option<String>,
-    earlier_attempts: i64,
-}
 
 /// What came back from one attempt.
 #[derive(Debug)]
@@ -64,10 +49,13 @@ pub struct Deliverer {
     freed: Arc<tokio::sync::Notify>,
 }
 
-fn at_ms_from_now(ms: u64) -> String {
-    (Utc::now() + chrono::Duration::milliseconds(ms as i64))
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+fn at_ms_from_now(ms: u64) -> Timestamp {
+    Timestamp::now().plus(chrono::Duration::milliseconds(ms as i64))
 }
+
+/// Why an endpoint that answered 410 is off, and its other deliveries dead.
+const GONE: &str = "the receiver answered 410 Gone";
+const GONE_DEAD: &str = "endpoint disabled: 410 Gone";
 
 impl Deliverer {
     pub fn new(store: Store, config: Webhooks) -> Deliverer {
@@ -120,13 +108,7 @@ impl Deliverer {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         // Dead letters outlive a restart, and so does the problem they are.
         let dead = self
-            .with_db(|db| {
-                let mut stmt = db.conn().prepare(
-                    "SELECT endpoint_id, count(*) FROM deliveries WHERE state = 'dead' GROUP BY endpoint_id",
-                )?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
+            .with_db(|db| deliveries::dead_by_endpoint(db))
             .await
             .unwrap_or_default();
         for (endpoint, n) in dead {
@@ -137,10 +119,7 @@ impl Deliverer {
         }
         loop {
             let cfg = self.cfg();
-            if let Err(e) = self
-                .with_db(|db| outbound::fan_out(db.conn_mut(), 500))
-                .await
-            {
+            if let Err(e) = self.with_db(|db| outbound::fan_out(db, 500)).await {
                 error!("webhook fan-out failed: {e}");
             }
             if let Err(e) = self.dispatch_due(&cfg).await {
@@ -161,7 +140,7 @@ impl Deliverer {
     }
 
     async fn dispatch_due(self: &Arc<Self>, cfg: &Webhooks) -> Result<(), StoreError> {
-        let now = store::now();
+        let now = Timestamp::now();
         let limit = (cfg.max_in_flight * 2) as i64;
         // Each endpoint contributes at most its own cap, so one endpoint's backlog never
         // fills the window and holds back the others.
@@ -172,51 +151,15 @@ impl Deliverer {
         let in_flight = self.in_flight.clone();
         let due: Vec<Due> = self
             .with_db(move |db| {
-                let endpoints: Vec<String> = {
-                    let mut stmt = db
-                        .conn()
-                        .prepare("SELECT id FROM webhook_endpoints WHERE enabled = 1")?;
-                    let rows = stmt.query_map([], |r| r.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                let mut stmt = db.conn().prepare(
-                    "SELECT d.id, d.endpoint_id, d.event, d.payload, d.attempts, e.url, e.secret, e.old_secret, e.old_secret_until,
-                            (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id),
-                            d.next_attempt_at, d.created_at
-                     FROM deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                     WHERE d.state = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
-                     ORDER BY d.next_attempt_at, d.created_at LIMIT ?3",
-                )?;
                 let mut due = Vec::new();
-                for endpoint in &endpoints {
-                    let rows = stmt.query_map(params![endpoint, now, per_endpoint], |r| {
-                        Ok((
-                            (r.get::<_, String>(10)?, r.get::<_, String>(11)?),
-                            Due {
-                                id: r.get(0)?,
-                                endpoint_id: r.get(1)?,
-                                event: r.get(2)?,
-                                payload: r.get(3)?,
-                                attempts: r.get(4)?,
-                                url: r.get(5)?,
-                                secret: r.get(6)?,
-                                old_secret: r.get(7)?,
-                                old_until: r.get(8)?,
-                                earlier_attempts: r.get(9)?,
-                            },
-                        ))
-                    })?;
+                for endpoint in endpoints::enabled(db)? {
+                    let rows = deliveries::due_of(db, &endpoint, now, per_endpoint)?;
                     let busy = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                    for row in rows {
-                        let row = row?;
-                        if !busy.contains(&row.1.id) {
-                            due.push(row);
-                        }
-                    }
+                    due.extend(rows.into_iter().filter(|d| !busy.contains(&d.id)));
                 }
-                due.sort_by(|a, b| a.0.cmp(&b.0));
+                due.sort_by_key(|d| (d.next_attempt_at, d.created_at));
                 due.truncate(limit as usize);
-                Ok(due.into_iter().map(|(_, d)| d).collect())
+                Ok(due)
             })
             .await?;
         for d in due {
@@ -269,14 +212,11 @@ impl Deliverer {
     async fn send(&self, d: &Due, timeout: Duration) -> Answer {
         let ts = Utc::now().timestamp();
         let body = d.payload.as_bytes();
-        let mut standard = outbound::sign_standard(&d.secret, &d.id, ts, body);
-        let overlap = d
-            .old_until
-            .as_deref()
-            .is_some_and(|until| until > store::now().as_str());
-        if let (Some(old), true) = (&d.old_secret, overlap) {
+        let secret = d.signing.secret.expose();
+        let mut standard = outbound::sign_standard(secret, &d.id, ts, body);
+        if let Some(old) = d.signing.old_at(Timestamp::now()) {
             standard.push(' ');
-            standard.push_str(&outbound::sign_standard(old, &d.id, ts, body));
+            standard.push_str(&outbound::sign_standard(old.expose(), &d.id, ts, body));
         }
         let started = Instant::now();
         // A name is checked by the resolver; an address written in the URL here.
@@ -299,7 +239,7 @@ impl Deliverer {
             .header("x-turnbridge-timestamp", ts.to_string())
             .header(
                 "x-turnbridge-signature",
-                outbound::sign_turnbridge(&d.secret, body),
+                outbound::sign_turnbridge(secret, body),
             )
             .header("webhook-id", &d.id)
             .header("webhook-timestamp", ts.to_string())
@@ -386,57 +326,51 @@ impl Deliverer {
         };
         metrics::get().webhook_attempt(outcome, answer.elapsed);
         let state = if success {
-            "succeeded"
+            DeliveryState::Succeeded
         } else if dead {
-            "dead"
+            DeliveryState::Dead
         } else {
-            "pending"
+            DeliveryState::Pending
         };
-        let trigger = if d.attempts == 0 && d.earlier_attempts > 0 {
-            "manual"
+        let trigger = if d.attempts == 0 && d.recorded_attempts > 0 {
+            Trigger::Manual
         } else {
-            "scheduled"
+            Trigger::Scheduled
         };
-        let started_at = (Utc::now() - chrono::Duration::milliseconds(ms as i64))
-            .to_rfc3339_opts(SecondsFormat::Millis, true);
-        let (id, endpoint_id, status, error, response, next2) = (
+        let started_at = Timestamp::now().plus(-chrono::Duration::milliseconds(ms as i64));
+        let (id, endpoint_id, status, error, response) = (
             d.id.clone(),
             d.endpoint_id.clone(),
             answer.status,
             answer.error.clone(),
             answer.response.clone(),
-            next.clone(),
         );
         let recorded = self
             .with_db(move |db| {
-                let tx = db.transaction()?;
-                tx.execute(
-                    "INSERT INTO delivery_attempts (delivery_id, attempt, trigger, started_at, duration_ms, status, error, response)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![id, attempts, trigger, started_at, ms as i64, status, error, response],
-                )?;
-                let last_error = error.clone().or_else(|| status.map(|s| format!("HTTP {s}")));
-                tx.execute(
-                    "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, last_status = ?4,
-                            last_error = CASE WHEN ?1 = 'succeeded' THEN NULL ELSE ?5 END, updated_at = ?6
-                     WHERE id = ?7 AND state = 'pending'",
-                    params![state, attempts, next2, status, last_error, store::now(), id],
-                )?;
-                if gone {
-                    tx.execute(
-                        "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', updated_at = ?1 WHERE id = ?2",
-                        params![store::now(), endpoint_id],
+                db.write(|tx| {
+                    deliveries::record_attempt(
+                        tx,
+                        &Outcome {
+                            delivery_id: &id,
+                            attempt: attempts,
+                            trigger,
+                            started_at,
+                            duration_ms: ms as i64,
+                            status,
+                            error: error.as_deref(),
+                            response: response.as_deref(),
+                            state,
+                            next_attempt_at: next,
+                        },
                     )?;
-                    // Its other deliveries would wait forever: they go to the DLQ too, to be
-                    // resent once the endpoint is enabled again.
-                    tx.execute(
-                        "UPDATE deliveries SET state = 'dead', next_attempt_at = NULL, last_error = 'endpoint disabled: 410 Gone', updated_at = ?1
-                         WHERE endpoint_id = ?2 AND state = 'pending'",
-                        params![store::now(), endpoint_id],
-                    )?;
-                }
-                tx.commit()?;
-                Ok(())
+                    if gone {
+                        endpoints::disable(tx, &endpoint_id, GONE)?;
+                        // Its other deliveries would wait forever: they go to the DLQ too, to
+                        // be resent once the endpoint is enabled again.
+                        deliveries::kill_pending_of(tx, &endpoint_id, GONE_DEAD)?;
+                    }
+                    Ok(())
+                })
             })
             .await;
         let component = format!("webhooks {}", d.endpoint_id);
@@ -460,36 +394,38 @@ impl Deliverer {
         match state {
             // Over once nothing for the endpoint is left in the dead-letter queue (a later
             // failure sets it again).
-            "succeeded" if crate::health::is_set(&component) => {
+            DeliveryState::Succeeded if crate::health::is_set(&component) => {
                 let endpoint = d.endpoint_id.clone();
                 let dead = self
-                    .with_db(move |db| dead_letters(db.conn(), &endpoint))
+                    .with_db(move |db| deliveries::dead_of(db, &endpoint))
                     .await
                     .unwrap_or(1);
                 if dead == 0 {
                     crate::health::clear(&component);
                 }
             }
-            "succeeded" => {}
-            "dead" => crate::health::set(
+            DeliveryState::Succeeded | DeliveryState::Cancelled => {}
+            DeliveryState::Dead => crate::health::set(
                 &component,
                 format!(
                     "{host} failed ({failure}); delivery {} is in the dead-letter queue (turnbridge dlq list)",
                     d.id
                 ),
             ),
-            _ => crate::health::set(&component, format!("{host} failed ({failure}); retrying")),
+            DeliveryState::Pending => {
+                crate::health::set(&component, format!("{host} failed ({failure}); retrying"))
+            }
         }
         match state {
-            "succeeded" => {
+            DeliveryState::Succeeded | DeliveryState::Cancelled => {
                 info!(attempt = attempts, status = ?answer.status, elapsed_ms = ms, "delivered")
             }
-            "dead" => {
+            DeliveryState::Dead => {
                 metrics::get().dead_letter();
                 error!(
                     attempt = attempts,
                     status = ?answer.status,
-                    error = ?answer.error,
+                    error = answer.error.as_deref(),
                     "delivery failed for good and is in the dead-letter queue; resend it with `turnbridge dlq resend {}`",
                     d.id
                 );
@@ -497,32 +433,18 @@ impl Deliverer {
                     warn!(endpoint = %d.endpoint_id, "endpoint disabled: the receiver answered 410 Gone");
                 }
             }
-            _ => {
-                warn!(attempt = attempts, status = ?answer.status, error = ?answer.error, next = ?next, "delivery attempt failed; will retry")
+            DeliveryState::Pending => {
+                let next = next.map(|t| t.to_string());
+                warn!(attempt = attempts, status = ?answer.status, error = answer.error.as_deref(), next = next.as_deref(), "delivery attempt failed; will retry")
             }
         }
     }
 }
 
-/// Deliveries of one endpoint in the dead-letter queue.
-fn dead_letters(conn: &rusqlite::Connection, endpoint: &str) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
-        "SELECT count(*) FROM deliveries WHERE state = 'dead' AND endpoint_id = ?1",
-        [endpoint],
-        |r| r.get(0),
-    )?)
-}
-
 /// The share of attempts in the last five minutes that succeeded (1 when there were none).
 pub fn success_rate(conn: &rusqlite::Connection) -> Result<f64, StoreError> {
-    let since =
-        (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(SecondsFormat::Millis, true);
-    let (all, ok): (i64, i64) = conn.query_row(
-        "SELECT count(*), coalesce(sum(CASE WHEN status BETWEEN 200 AND 299 THEN 1 ELSE 0 END), 0)
-         FROM delivery_attempts WHERE started_at >= ?1",
-        [since],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let since = Timestamp::from_utc(Utc::now() - chrono::Duration::minutes(5));
+    let (all, ok) = deliveries::attempts_since(conn, since)?;
     Ok(if all == 0 {
         1.0
     } else {

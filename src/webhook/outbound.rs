@@ -15,16 +15,13 @@
 //! is that of the attempt. Delivery is at least once.
 
 use base64::Engine;
-use chrono::{SecondsFormat, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::filter::DeliveryFilter;
-use crate::store::{self, StoreError};
+use crate::config::Secret;
+use crate::store::{deliveries, endpoints, outbox, Store, StoreError, Timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -77,17 +74,10 @@ pub fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Str
     format!("v1,{}", B64.encode(d))
 }
 
-/// A registered endpoint (without its secret, for listings).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Endpoint {
-    pub id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    pub description: Option<String>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    pub created_at: String,
-}
+/// Which deliveries a listing or a resend is about.
+pub use crate::store::deliveries::Filter;
+/// A registered endpoint, as listings show it (never its secret).
+pub use crate::store::endpoints::Endpoint;
 
 /// Why a registration is refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,25 +130,10 @@ fn check_secret(secret: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn endpoint_from_row(r: &rusqlite::Row) -> rusqlite::Result<Endpoint> {
-    let events: String = r.get(2)?;
-    Ok(Endpoint {
-        id: r.get(0)?,
-        url: r.get(1)?,
-        events: serde_json::from_str(&events).unwrap_or_default(),
-        description: r.get(3)?,
-        enabled: r.get::<_, i64>(4)? != 0,
-        disabled_reason: r.get(5)?,
-        created_at: r.get(6)?,
-    })
-}
-
-const ENDPOINT_COLUMNS: &str = "id, url, events, description, enabled, disabled_reason, created_at";
-
 /// Registers an endpoint; returns it and its secret (shown once).
 /// `allow_private` is `webhooks.allow_private_networks`.
 pub fn add_endpoint(
-    conn: &Connection,
+    store: &mut Store,
     url: &str,
     events: &[String],
     secret: Option<&str>,
@@ -178,32 +153,20 @@ pub fn add_endpoint(
         None => new_secret(),
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let now = store::now();
-    conn.execute(
-        "INSERT INTO webhook_endpoints (id, url, events, secret, description, enabled, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)",
-        params![id, url, json!(events).to_string(), secret, description, now],
-    )?;
-    let ep = endpoint(conn, &id)?.expect("just inserted");
-    Ok(Ok((ep, secret)))
-}
-
-pub fn endpoint(conn: &Connection, id: &str) -> Result<Option<Endpoint>, StoreError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"),
-            [id],
-            endpoint_from_row,
+    let kept = Secret::new(secret.clone());
+    let ep = store.write(|tx| {
+        endpoints::insert(
+            tx,
+            &endpoints::NewEndpoint {
+                id: &id,
+                url,
+                events,
+                secret: &kept,
+                description,
+            },
         )
-        .optional()?)
-}
-
-pub fn list_endpoints(conn: &Connection) -> Result<Vec<Endpoint>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id"
-    ))?;
-    let rows = stmt.query_map([], endpoint_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })?;
+    Ok(Ok((ep, secret)))
 }
 
 /// Changes to an endpoint; `None` leaves a field as it is.
@@ -222,7 +185,7 @@ pub type Updated = (Endpoint, Option<String>);
 
 /// Applies an update. Returns the endpoint and, if rotated, its new secret; `None` if unknown.
 pub fn update_endpoint(
-    conn: &mut Connection,
+    store: &mut Store,
     id: &str,
     u: &Update,
     overlap_hours: u64,
@@ -238,93 +201,42 @@ pub fn update_endpoint(
             return Ok(Err(e));
         }
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if endpoint(&tx, id)?.is_none() {
-        return Ok(Ok(None));
-    }
-    let now = store::now();
-    if let Some(url) = &u.url {
-        tx.execute(
-            "UPDATE webhook_endpoints SET url = ?1, updated_at = ?2 WHERE id = ?3",
-            params![url, now, id],
-        )?;
-    }
-    if let Some(ev) = &u.events {
-        tx.execute(
-            "UPDATE webhook_endpoints SET events = ?1, updated_at = ?2 WHERE id = ?3",
-            params![json!(ev).to_string(), now, id],
-        )?;
-    }
-    if let Some(d) = &u.description {
-        tx.execute(
-            "UPDATE webhook_endpoints SET description = ?1, updated_at = ?2 WHERE id = ?3",
-            params![d, now, id],
-        )?;
-    }
-    if let Some(on) = u.enabled {
-        tx.execute(
-            "UPDATE webhook_endpoints SET enabled = ?1, disabled_reason = CASE WHEN ?1 THEN NULL ELSE 'disabled by an operator' END, updated_at = ?2 WHERE id = ?3",
-            params![on, now, id],
-        )?;
-    }
-    let mut new_secret_shown = None;
-    if u.rotate_secret {
-        let fresh = new_secret();
-        let until = (Utc::now() + chrono::Duration::hours(overlap_hours as i64))
-            .to_rfc3339_opts(SecondsFormat::Millis, true);
-        tx.execute(
-            "UPDATE webhook_endpoints SET old_secret = secret, old_secret_until = ?1, secret = ?2, updated_at = ?3 WHERE id = ?4",
-            params![until, fresh, now, id],
-        )?;
-        new_secret_shown = Some(fresh);
-    }
-    let ep = endpoint(&tx, id)?.expect("exists");
-    tx.commit()?;
-    Ok(Ok(Some((ep, new_secret_shown))))
+    let fresh = u.rotate_secret.then(|| Secret::new(new_secret()));
+    let until = Timestamp::now().plus(chrono::Duration::hours(overlap_hours as i64));
+    let changes = endpoints::Changes {
+        url: u.url.as_deref(),
+        events: u.events.as_deref(),
+        description: u.description.as_deref(),
+        enabled: u.enabled,
+        rotate_to: fresh.as_ref().map(|s| (s, until)),
+    };
+    let ep = store.write(|tx| endpoints::update(tx, id, &changes))?;
+    Ok(Ok(ep.map(|ep| (ep, fresh.map(|s| s.expose().to_string())))))
 }
 
 /// Removes an endpoint, its secrets with it (the row is deleted, and the store zeroes
 /// deleted content); its pending deliveries are cancelled. Returns whether it existed.
-pub fn remove_endpoint(conn: &mut Connection, id: &str) -> Result<bool, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let n = tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [id])?;
-    tx.execute(
-        "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?1 WHERE endpoint_id = ?2 AND state = 'pending'",
-        params![store::now(), id],
-    )?;
-    tx.commit()?;
-    if n == 1 {
-        checkpoint(conn);
+pub fn remove_endpoint(store: &mut Store, id: &str) -> Result<bool, StoreError> {
+    let existed = store.write(|tx| {
+        let existed = endpoints::delete(tx, id)?;
+        deliveries::cancel_pending_of(tx, id)?;
+        Ok(existed)
+    })?;
+    if existed {
+        endpoints::checkpoint(store);
     }
-    Ok(n == 1)
+    Ok(existed)
 }
 
-/// Copies the WAL back into the database and empties it, so the pages that held a removed
-/// secret are not left in the `-wal` file (`secure_delete` zeroes the main file only). Best
-/// effort: a reader still holding old pages lets the next checkpoint finish the work.
-fn checkpoint(conn: &Connection) {
-    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-}
-
-/// Removes from the store every rotated-out secret whose overlap ended by `now` (RFC 3339
-/// as the store writes it). Returns how many were removed.
-pub fn forget_rotated_secrets(conn: &Connection, now: &str) -> Result<usize, StoreError> {
-    let due: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-         WHERE old_secret IS NOT NULL AND (old_secret_until IS NULL OR old_secret_until <= ?1))",
-        [now],
-        |r| r.get(0),
-    )?;
+/// Removes from the store every rotated-out secret whose overlap ended by `now`. Returns how
+/// many were removed.
+pub fn forget_rotated_secrets(store: &mut Store, now: Timestamp) -> Result<usize, StoreError> {
     // Checked first, so the common case takes no write lock.
-    if !due {
+    if !endpoints::rotated_out_due(store, now)? {
         return Ok(0);
     }
-    let n = conn.execute(
-        "UPDATE webhook_endpoints SET old_secret = NULL, old_secret_until = NULL
-         WHERE old_secret IS NOT NULL AND (old_secret_until IS NULL OR old_secret_until <= ?1)",
-        [now],
-    )?;
-    checkpoint(conn);
+    let n = store.write(|tx| endpoints::forget_rotated_out(tx, now))?;
+    endpoints::checkpoint(store);
     Ok(n)
 }
 
@@ -337,197 +249,65 @@ fn subscribed(events: &[String], event: &str) -> bool {
     })
 }
 
+/// The exact body a delivery sends: its id, the event's name, time and tenant, then the
+/// event's own fields (never replacing those four).
+fn delivery_body(delivery_id: &str, e: &outbox::Event) -> String {
+    let mut body = serde_json::Map::new();
+    body.insert("delivery_id".into(), json!(delivery_id));
+    body.insert("event".into(), json!(e.event));
+    body.insert("timestamp".into(), json!(e.created_at));
+    body.insert("tenant_id".into(), json!(e.tenant));
+    if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&e.payload) {
+        for (k, v) in fields {
+            body.entry(k).or_insert(v);
+        }
+    }
+    Value::Object(body).to_string()
+}
+
 /// Turns new outbox events into one pending delivery per subscribed, enabled endpoint, in one
-/// transaction per batch. Returns how many deliveries were created.
-pub fn fan_out(conn: &mut Connection, batch: usize) -> Result<usize, StoreError> {
-    let tx = conn.transaction()?;
-    let events: Vec<(i64, String, Option<String>, String, String)> = {
-        let mut stmt = tx.prepare(
-            "SELECT id, event, tenant, payload, created_at FROM events WHERE fanned_out = 0 ORDER BY id LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([batch as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    if events.is_empty() {
+/// transaction per batch of at most `batch` events. Returns how many deliveries were created.
+pub fn fan_out(store: &mut Store, batch: usize) -> Result<usize, StoreError> {
+    // Checked first, so a quiet poll takes no write lock.
+    if !outbox::any_waiting(store)? {
         return Ok(0);
     }
-    let endpoints: Vec<(String, Vec<String>)> = {
-        let mut stmt = tx.prepare("SELECT id, events FROM webhook_endpoints WHERE enabled = 1")?;
-        let rows = stmt.query_map([], |r| {
-            let ev: String = r.get(1)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                serde_json::from_str(&ev).unwrap_or_default(),
-            ))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let now = store::now();
-    let mut created = 0;
-    for (event_id, event, tenant, payload, created_at) in &events {
-        for (endpoint_id, subs) in &endpoints {
-            if !subscribed(subs, event) {
-                continue;
-            }
-            let delivery_id = uuid::Uuid::new_v4().to_string();
-            let mut body = serde_json::Map::new();
-            body.insert("delivery_id".into(), json!(delivery_id));
-            body.insert("event".into(), json!(event));
-            body.insert("timestamp".into(), json!(created_at));
-            body.insert("tenant_id".into(), json!(tenant));
-            if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(payload) {
-                for (k, v) in fields {
-                    body.entry(k).or_insert(v);
+    store.write(|tx| {
+        let events = outbox::waiting(tx, batch)?;
+        let endpoints = endpoints::subscriptions(tx)?;
+        let mut created = 0;
+        for e in &events {
+            for (endpoint_id, subs) in &endpoints {
+                if !subscribed(subs, &e.event) {
+                    continue;
+                }
+                let delivery_id = uuid::Uuid::new_v4().to_string();
+                let body = delivery_body(&delivery_id, e);
+                let new = deliveries::NewDelivery {
+                    id: &delivery_id,
+                    event_id: e.id,
+                    endpoint_id,
+                    event: &e.event,
+                    tenant: e.tenant.as_deref(),
+                    payload: &body,
+                };
+                if deliveries::insert_pending(tx, &new)? {
+                    created += 1;
                 }
             }
-            created += tx.execute(
-                "INSERT OR IGNORE INTO deliveries (id, event_id, endpoint_id, event, tenant, payload, state, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7)",
-                params![delivery_id, event_id, endpoint_id, event, tenant, Value::Object(body).to_string(), now],
-            )?;
+            outbox::mark_fanned(tx, e.id)?;
         }
-        tx.execute("UPDATE events SET fanned_out = 1 WHERE id = ?1", [event_id])?;
-    }
-    tx.commit()?;
-    Ok(created)
-}
-
-/// A delivery in the dead-letter queue (or any state, for listings).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeliveryRow {
-    pub delivery_id: String,
-    pub endpoint_id: String,
-    pub event: String,
-    pub state: String,
-    pub attempts: i64,
-    pub last_status: Option<i64>,
-    pub last_error: Option<String>,
-    pub next_attempt_at: Option<String>,
-    pub created_at: String,
-    pub payload: Value,
-}
-
-fn filtered(
-    conn: &Connection,
-    f: &DeliveryFilter,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>, StoreError> {
-    if !f.ids.is_empty() {
-        // Named deliveries: looked up one by one, never cut by the listing limit.
-        let mut out = Vec::new();
-        for id in &f.ids {
-            let one = DeliveryFilter {
-                ids: vec![],
-                ..f.clone()
-            };
-            let mut stmt = conn.prepare(
-                "SELECT id, endpoint_id, event, state, attempts, last_status, last_error, next_attempt_at, created_at, payload
-                 FROM deliveries WHERE id = ?1 AND (?2 IS NULL OR state = ?2)",
-            )?;
-            let rows = stmt.query_map(params![id, one.state], row_of)?;
-            for r in rows {
-                out.push(r?);
-            }
-        }
-        return Ok(out);
-    }
-    let mut stmt = conn.prepare(
-        "SELECT id, endpoint_id, event, state, attempts, last_status, last_error, next_attempt_at, created_at, payload
-         FROM deliveries
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR endpoint_id = ?2)
-           AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at <= ?4)
-         ORDER BY created_at, id LIMIT ?5",
-    )?;
-    let rows = stmt.query_map(
-        params![f.state, f.endpoint, f.since, f.until, limit],
-        row_of,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn row_of(r: &rusqlite::Row) -> rusqlite::Result<DeliveryRow> {
-    let payload: String = r.get(9)?;
-    Ok(DeliveryRow {
-        delivery_id: r.get(0)?,
-        endpoint_id: r.get(1)?,
-        event: r.get(2)?,
-        state: r.get(3)?,
-        attempts: r.get(4)?,
-        last_status: r.get(5)?,
-        last_error: r.get(6)?,
-        next_attempt_at: r.get(7)?,
-        created_at: r.get(8)?,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        Ok(created)
     })
 }
 
-/// Lists deliveries (dead ones unless the filter names a state).
-pub fn list_deliveries(
-    conn: &Connection,
-    f: &DeliveryFilter,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>, StoreError> {
-    let mut f = f.clone();
-    if f.state.is_none() {
-        f.state = Some("dead".into());
-    }
-    filtered(conn, &f, limit)
-}
-
-/// One delivery, in any state.
-pub fn delivery(conn: &Connection, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
-    let f = DeliveryFilter {
-        ids: vec![id.to_string()],
-        ..Default::default()
-    };
-    Ok(filtered(conn, &f, 1)?.into_iter().next())
-}
+/// Dead deliveries a resend takes at most at once.
+pub const RESEND_MAX: i64 = 100_000;
 
 /// Puts dead deliveries back in the queue, due now, with a fresh schedule and the same
 /// delivery id. Returns the ids resent.
-pub fn resend(conn: &mut Connection, f: &DeliveryFilter) -> Result<Vec<String>, StoreError> {
-    let mut f = f.clone();
-    f.state = Some("dead".into());
-    // A delivery whose endpoint was removed has nowhere to go.
-    let rows: Vec<DeliveryRow> = filtered(conn, &f, 100_000)?
-        .into_iter()
-        .filter(|d| endpoint(conn, &d.endpoint_id).ok().flatten().is_some())
-        .collect();
-    let tx = conn.transaction()?;
-    let now = store::now();
-    for d in &rows {
-        tx.execute(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, updated_at = ?1 WHERE id = ?2 AND state = 'dead'",
-            params![now, d.delivery_id],
-        )?;
-        tx.execute(
-            "INSERT INTO audit (action, subject, detail, at) VALUES ('DELIVERY_RESENT', ?1, NULL, ?2)",
-            params![d.delivery_id, now],
-        )?;
-    }
-    tx.commit()?;
-    Ok(rows.into_iter().map(|d| d.delivery_id).collect())
-}
-
-/// The attempts of one delivery, oldest first.
-pub fn attempts(conn: &Connection, delivery_id: &str) -> Result<Vec<Value>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT attempt, trigger, started_at, duration_ms, status, error, response FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([delivery_id], |r| {
-        Ok(json!({
-            "attempt": r.get::<_, i64>(0)?,
-            "trigger": r.get::<_, String>(1)?,
-            "started_at": r.get::<_, String>(2)?,
-            "duration_ms": r.get::<_, i64>(3)?,
-            "status": r.get::<_, Option<i64>>(4)?,
-            "error": r.get::<_, Option<String>>(5)?,
-            "response": r.get::<_, Option<String>>(6)?,
-        }))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn resend(store: &mut Store, f: &Filter) -> Result<Vec<String>, StoreError> {
+    store.write(|tx| deliveries::resend(tx, f, RESEND_MAX))
 }
 
 #[cfg(test)]

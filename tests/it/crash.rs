@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 use rand::{Rng, SeedableRng};
+use turnbridge::store::deliveries::{self, DeliveryState};
+use turnbridge::store::outbox;
 
 const ADMIN: &str = "crash-suite-admin-token";
 
@@ -129,14 +131,17 @@ fn seeded_kills_lose_nothing_and_duplicate_nothing() {
         dropped.unusable.len(),
         kills.len()
     );
-    let db = sb.db();
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let store = sb.store();
+    let all_deliveries =
+        || deliveries::list(&store, &deliveries::Filter::default(), i64::MAX).unwrap();
     wait_for(240, "every file taken and every event delivered", || {
         files_in(&sb.spool()).is_empty()
             && files_in(&sb.work()).is_empty()
             && sb.inbox_files().len() >= expected
-            && count("SELECT count(*) FROM events WHERE fanned_out = 0") == 0
-            && count("SELECT count(*) FROM deliveries WHERE state != 'succeeded'") == 0
+            && outbox::count_waiting(&store).unwrap() == 0
+            && all_deliveries()
+                .iter()
+                .all(|d| d.state == DeliveryState::Succeeded)
     });
     assert!(sb.terminate().success(), "a clean stop at the end");
     let seen = observer.finish();
@@ -240,36 +245,34 @@ fn seeded_kills_lose_nothing_and_duplicate_nothing() {
 
     // Webhooks: every delivery succeeded once on record and reached the receiver; a second
     // receipt of the same delivery only ever follows a kill.
-    let deliveries: BTreeSet<String> = {
-        let mut stmt = db.prepare("SELECT id FROM deliveries").unwrap();
-        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    };
+    let delivered: BTreeSet<String> = all_deliveries()
+        .into_iter()
+        .map(|d| d.delivery_id)
+        .collect();
     assert_eq!(
         turnbridge::store::events::count(&store).unwrap() as usize,
-        deliveries.len(),
+        delivered.len(),
         "one delivery per event for the one endpoint"
     );
     assert!(
         events_named(&store, "invoice.status.updated").len() >= expected,
         "a queued event per accepted invoice"
     );
-    let successes = count(
-        "SELECT count(*) FROM (SELECT delivery_id FROM delivery_attempts \
-         WHERE status BETWEEN 200 AND 299 GROUP BY delivery_id HAVING count(*) = 1)",
-    );
-    assert_eq!(
-        successes as usize,
-        deliveries.len(),
-        "exactly one recorded success each"
-    );
+    for id in &delivered {
+        let successes = deliveries::attempts(&store, id)
+            .unwrap()
+            .iter()
+            .filter(|a| a.status.is_some_and(|s| (200..300).contains(&s)))
+            .count();
+        assert_eq!(successes, 1, "{id}: exactly one recorded success each");
+    }
     let mut receipts: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
     for r in rx.received() {
         let id = r.header("x-turnbridge-delivery-id").unwrap().to_string();
         receipts.entry(id).or_default().push(r.at);
     }
     let received: BTreeSet<String> = receipts.keys().cloned().collect();
-    assert_eq!(received, deliveries, "every delivery reached the receiver");
+    assert_eq!(received, delivered, "every delivery reached the receiver");
     let mut repeats = 0;
     for (id, times) in &receipts {
         for pair in times.windows(2) {
@@ -282,6 +285,6 @@ fn seeded_kills_lose_nothing_and_duplicate_nothing() {
     }
     eprintln!(
         "{} deliveries, {repeats} received again after a kill (at least once, by design)",
-        deliveries.len()
+        delivered.len()
     );
 }

@@ -754,6 +754,31 @@ fn under_systemd_the_journal_gets_structured_fields() {
         entry.contains_key("XML_PATH") && entry.contains_key("MD5"),
         "{entry:?}"
     );
+
+    // Outside text reaches the journal escaped, as in the text log: a file name with a
+    // newline, a terminal escape and a typed backslash-n.
+    sb.drop_file(
+        "evil\n\x1b[2J\\n.csv",
+        &std::fs::read(fixture("valid/F0401_b2c_print.csv")).unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut found = None;
+    while std::time::Instant::now() < deadline && found.is_none() {
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        assert!(
+            !buf[..n].contains(&0x1b),
+            "a raw escape reached the journal: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        let entry = journal_fields(&buf[..n]);
+        if entry.get("FILE").is_some_and(|f| f.starts_with("evil")) {
+            found = Some(entry);
+        }
+    }
+    let entry =
+        found.unwrap_or_else(|| panic!("no journal entry about evil…; stderr:\n{}", sb.log()));
+    assert_eq!(entry["FILE"], r"evil\n\u{1b}[2J\\n.csv", "{entry:?}");
+    assert!(!entry["MESSAGE"].contains('\n'), "{entry:?}");
 }
 
 /// Decodes one native journal datagram: `KEY=value` lines, or `KEY`, a little-endian u64
@@ -782,4 +807,94 @@ fn journal_fields(mut b: &[u8]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// The state of every message, by number.
+fn message_states(sb: &Sandbox) -> Vec<(String, String)> {
+    let Ok(db) = rusqlite::Connection::open(sb.state().join("turnbridge.db")) else {
+        return vec![];
+    };
+    let Ok(mut stmt) = db.prepare("SELECT number, state FROM messages ORDER BY number") else {
+        return vec![];
+    };
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Sends the daemon SIGHUP and waits for its `n`th "configuration reloaded".
+fn hup(sb: &Sandbox, n: usize) {
+    let pid = sb.child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(20, "the reload", || {
+        sb.log().matches("configuration reloaded").count() == n
+    });
+}
+
+/// A reload switches the simulator on and changes what it answers, at once; the listener's
+/// address, bound at start, stays, and the reload's log line says so.
+#[test]
+fn a_reload_switches_the_simulator_on_and_changes_its_answers_at_once() {
+    let mut sb = Sandbox::with_sections(
+        "",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[simulator]\nenabled = false\ndelay_ms = 100\n",
+    );
+    sb.start();
+    let addr = sb.http_addr();
+    sb.drop_file("a.csv", batch_csv("EF", 1, 2).as_bytes());
+    wait_for(20, "both messages in the pickup folder", || {
+        sb.inbox_files().len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(sb.inbox_files().len(), 2, "no simulator: the files wait");
+
+    let on = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "enabled = false",
+        "enabled = true\nreject = [\"EF00000002\"]",
+    );
+    std::fs::write(sb.config_path(), &on).unwrap();
+    hup(&sb, 1);
+    wait_for(30, "the simulator's answers", || {
+        message_states(&sb) == pairs(&[("EF00000001", "acked"), ("EF00000002", "error")])
+    });
+
+    // Another number to reject, and an address that waits for a restart.
+    let next = on
+        .replace("EF00000002", "EF00000003")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
+    std::fs::write(sb.config_path(), next).unwrap();
+    hup(&sb, 2);
+    assert!(
+        sb.log()
+            .contains("keep their running values until turnbridge restarts: http.listen"),
+        "{}",
+        sb.log()
+    );
+    sb.drop_file("b.csv", batch_csv("EF", 3, 2).as_bytes());
+    wait_for(30, "the answers after the second reload", || {
+        message_states(&sb)
+            == pairs(&[
+                ("EF00000001", "acked"),
+                ("EF00000002", "error"),
+                ("EF00000003", "error"),
+                ("EF00000004", "acked"),
+            ])
+    });
+    assert_eq!(
+        http_get(addr, "/healthz", &[]).status,
+        200,
+        "still listening where it was"
+    );
+    assert_eq!(
+        sb.log().matches(" starting config=").count(),
+        1,
+        "never restarted"
+    );
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 use crate::common::*;
 use crate::fake::FakeNextEngine;
 use serde_json::json;
+use turnbridge::store::deliveries::{self, DeliveryState};
+use turnbridge::store::ne_jobs::{self, NeJobState};
 
 const ADMIN: &str = "faults-admin-token";
 
@@ -251,15 +253,15 @@ fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
     assert_alive(&mut sb);
 
     let rx = Receiver::start_on(&addr.to_string(), 200);
-    let db = sb.db();
-    let undelivered = || -> i64 {
-        db.query_row(
-            "SELECT count(*) FROM deliveries WHERE state != 'succeeded'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let db = sb.store();
+    let in_state = |wanted: &dyn Fn(DeliveryState) -> bool| -> usize {
+        deliveries::list(&db, &deliveries::Filter::default(), 100_000)
+            .unwrap()
+            .iter()
+            .filter(|d| wanted(d.state))
+            .count()
     };
+    let undelivered = || in_state(&|s| s != DeliveryState::Succeeded);
     wait_for(40, "every delivery made", || {
         undelivered() == 0 && !rx.received().is_empty()
     });
@@ -275,13 +277,7 @@ fn a_receiver_that_is_down_or_slow_is_retried_and_reported_until_it_answers() {
         undelivered() == 0 && rx.received().len() > before
     });
     wait_for_no_problems(&sb);
-    let dead: i64 = db
-        .query_row(
-            "SELECT count(*) FROM deliveries WHERE state = 'dead'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let dead = in_state(&|s| s == DeliveryState::Dead);
     assert_eq!(dead, 0, "nothing given up on");
     let events = turnbridge::store::events::count(&sb.store()).unwrap();
     let ids: BTreeSet<String> = rx
@@ -333,10 +329,9 @@ fn nextengine_errors_and_maintenance_are_retried_and_reported_and_upload_once() 
         st.scripted_upload
             .push_back(json!({"result": "error", "code": "999999", "message": "system error"}));
     }
-    let db = sb.db();
+    let db = sb.store();
     wait_for(40, "the job done", || {
-        db.query_row("SELECT state FROM ne_jobs", [], |r| r.get::<_, String>(0))
-            .is_ok_and(|s| s == "done")
+        ne_jobs::list(&db).unwrap().first().map(|j| j.state) == Some(NeJobState::Done)
     });
     wait_for_no_problems(&sb);
     assert!(
@@ -481,21 +476,15 @@ fn an_unreadable_nextengine_spool_file_is_set_aside_after_three_attempts() {
     let r = nextengine_sign_in(&sb, "u1", "s1");
     assert_eq!(r.status, 200, "{}", r.text());
     place_unreadable(&dir.join("levels.csv"), b"syohin_code,stock\nTEST_0001,5\n");
-    let state = || -> Option<String> {
-        let conn = rusqlite::Connection::open_with_flags(
-            sb.state().join("turnbridge.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .ok()?;
-        conn.query_row(
-            "SELECT state FROM ne_jobs WHERE source_name = 'levels.csv'",
-            [],
-            |r| r.get(0),
-        )
-        .ok()
+    let state = || -> Option<NeJobState> {
+        let db = turnbridge::store::open_read_only(&sb.state().join("turnbridge.db")).ok()?;
+        let jobs = ne_jobs::list(&db).ok()?;
+        jobs.into_iter()
+            .find(|j| j.source_name == "levels.csv")
+            .map(|j| j.state)
     };
     wait_for(30, "the unreadable file set aside", || {
-        state().as_deref() == Some("rejected")
+        state() == Some(NeJobState::Rejected)
     });
     let report = files_in(&sb.rejected())
         .into_iter()
@@ -627,9 +616,18 @@ fn an_unreadable_resumed_file_whose_invoices_were_recorded_is_set_aside_and_they
     mode(&work[0], 0o000);
     mode(&sb.inbox(), 0o755);
     start(&mut sb);
-    wait_for(30, "the recorded invoices sent", || {
-        sb.inbox_files().len() == 3
-    });
+    // The XML is linked into the inbox before the job is finished and its file archived:
+    // wait for the end of the job, not for its files.
+    wait_for(
+        30,
+        "the recorded invoices sent and the job finished",
+        || {
+            sb.try_store()
+                .and_then(|s| job_named(&s, "resumed.csv"))
+                .is_some_and(|j| j.state == JobState::Done)
+                && files_in(&sb.work()).is_empty()
+        },
+    );
     assert_inbox_holds(&sb, "RS", 3);
     let job = job_named(&sb.store(), "resumed.csv").unwrap();
     assert_eq!((job.state, job.read_failures), (JobState::Done, 3));

@@ -244,10 +244,6 @@ fn passwd_needles() -> Vec<String> {
     v
 }
 
-fn count(sb: &Sandbox, sql: &str) -> i64 {
-    sb.db().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 /// The job a spool file became: id, state, final path.
 fn job_of(sb: &Sandbox, name: &str) -> Option<(String, String, Option<String>)> {
     let j = job_named(&sb.try_store()?, name)?;
@@ -546,10 +542,15 @@ fn every_hostile_input_meets_its_outcome_and_the_daemon_keeps_working() {
     assert!(turnbridge::store::messages::first(&sb.store(), 1)
         .unwrap()
         .is_empty());
-    assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 0);
-    assert_eq!(count(&sb, "SELECT count(*) FROM webhook_endpoints"), 0);
+    assert_eq!(stored_pushes(&sb).0, 0);
     assert_eq!(
-        count(&sb, "SELECT count(*) FROM stock_updates"),
+        turnbridge::store::endpoints::list(&sb.store())
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        stored_levels(&sb),
         accepted_stock,
         "only the signed, fresh, first-time callback is stored"
     );

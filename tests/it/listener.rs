@@ -6,6 +6,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use turnbridge::store::audit;
+use turnbridge::store::inbound::{self, CallbackOutcome, StockUpdate};
+
+/// The stock levels stored, newest first.
+fn levels(sb: &Sandbox) -> Vec<StockUpdate> {
+    inbound::recent_stock_updates(&sb.store(), i64::MAX).unwrap()
+}
+
+/// How many callback requests were logged with one of `outcomes`.
+fn callbacks(sb: &Sandbox, outcomes: &[CallbackOutcome]) -> usize {
+    inbound::recent_callbacks(&sb.store(), i64::MAX)
+        .unwrap()
+        .iter()
+        .filter(|c| outcomes.contains(&c.outcome))
+        .count()
+}
 
 const ADMIN: &str = "test-admin-token-0123456789";
 const SECRET: &str = "jyt-gas-webhook-2024";
@@ -44,10 +60,6 @@ fn stock_path(code: &str, stock: &str, ts: &str, sig: Option<&str>) -> String {
     p
 }
 
-fn count(sb: &Sandbox, sql: &str) -> i64 {
-    sb.db().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 #[test]
 fn the_manuals_sample_request_gets_the_exact_euc_jp_reply() {
     // The official sample is from 2018: widen the window for it.
@@ -71,10 +83,10 @@ fn the_manuals_sample_request_gets_the_exact_euc_jp_reply() {
     assert!(r.header("content-type").unwrap().contains("EUC-JP"));
     assert!(r.header("x-request-id").is_some());
     assert_eq!(
-        count(
-            &sb,
-            "SELECT count(*) FROM stock_updates WHERE code = 'test-aaa' AND stock = 10"
-        ),
+        levels(&sb)
+            .iter()
+            .filter(|u| u.code == "test-aaa" && u.stock == Some(10))
+            .count(),
         1
     );
 }
@@ -99,20 +111,14 @@ fn a_valid_callback_is_recorded_and_answered_in_euc_jp() {
     let r = http_get(addr, &stock_path("made-to-order", "", &ts, Some(&sig)), &[]);
     assert_eq!((r.status, processed(&r.body)), (200, "0".to_string()));
     assert_eq!(
-        count(
-            &sb,
-            "SELECT count(*) FROM stock_updates WHERE code = 'made-to-order' AND stock IS NULL"
-        ),
+        levels(&sb)
+            .iter()
+            .filter(|u| u.code == "made-to-order" && u.stock.is_none())
+            .count(),
         1
     );
-    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 2);
-    assert_eq!(
-        count(
-            &sb,
-            "SELECT count(*) FROM inventory_logs WHERE outcome = 'accepted'"
-        ),
-        2
-    );
+    assert_eq!(stored_levels(&sb), 2);
+    assert_eq!(callbacks(&sb, &[CallbackOutcome::Accepted]), 2);
 }
 
 #[test]
@@ -152,22 +158,15 @@ fn tampered_expired_replayed_and_unsigned_callbacks_are_refused_and_counted() {
         &[],
     );
     assert_eq!(r.status, 401);
-    assert_eq!(
-        count(&sb, "SELECT count(*) FROM stock_updates"),
-        0,
-        "nothing stored for refused requests"
-    );
+    assert_eq!(stored_levels(&sb), 0, "nothing stored for refused requests");
     // Replayed: the first is accepted, the same ts + sig again is refused.
     let good = stock_path("sku-1", "5", &ts, Some(&sig));
     assert_eq!(http_get(addr, &good, &[]).status, 200);
     let r = http_get(addr, &good, &[]);
     assert_eq!((r.status, processed(&r.body)), (409, "-2".to_string()));
-    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 1);
+    assert_eq!(stored_levels(&sb), 1);
     assert_eq!(
-        count(
-            &sb,
-            "SELECT count(*) FROM inventory_logs WHERE outcome IN ('refused', 'replayed')"
-        ),
+        callbacks(&sb, &[CallbackOutcome::Refused, CallbackOutcome::Replayed]),
         5
     );
 
@@ -175,14 +174,10 @@ fn tampered_expired_replayed_and_unsigned_callbacks_are_refused_and_counted() {
     let long = "X".repeat(3000);
     let r = http_get(addr, &stock_path(&long, "5", &ts, Some(&sig)), &[]);
     assert_eq!(r.status, 401);
-    let logged: String = sb
-        .db()
-        .query_row(
-            "SELECT code FROM inventory_logs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let logged = turnbridge::store::inbound::recent_callbacks(&sb.store(), 1).unwrap()[0]
+        .code
+        .clone()
+        .unwrap_or_default();
     assert!(
         logged.starts_with("XXX") && logged.len() < 200 && logged.contains("3000 characters"),
         "{logged}"
@@ -252,16 +247,10 @@ fn company_webhooks_are_stored_once_and_refused_with_their_reason() {
         let again = post_webhook(&sb, SECRET, body);
         assert_eq!(again.json()["status"], "duplicate", "{body}");
     }
-    assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 6);
+    assert_eq!(stored_pushes(&sb).0, 6);
+    assert_eq!(stored_pushes(&sb).1, 6);
     assert_eq!(
-        count(&sb, "SELECT count(DISTINCT event_type) FROM company_events"),
-        6
-    );
-    assert_eq!(
-        count(
-            &sb,
-            "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_RECEIVED'"
-        ),
+        audit::count(&sb.store(), audit::Action::WebhookReceived).unwrap(),
         6
     );
 
@@ -304,18 +293,11 @@ fn company_webhooks_are_stored_once_and_refused_with_their_reason() {
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["field"], "order.items[0].quantity");
     assert_eq!(
-        count(
-            &sb,
-            "SELECT count(*) FROM audit WHERE action = 'WEBHOOK_REJECTED'"
-        ),
+        audit::count(&sb.store(), audit::Action::WebhookRejected).unwrap(),
         2,
         "422s are audited"
     );
-    assert_eq!(
-        count(&sb, "SELECT count(*) FROM company_events"),
-        6,
-        "nothing else stored"
-    );
+    assert_eq!(stored_pushes(&sb).0, 6, "nothing else stored");
     assert!(
         !sb.log().contains(SECRET),
         "the secret never reaches the log"
@@ -740,7 +722,7 @@ fn without_credentials_the_listener_gives_out_status_metrics_and_refusals_only()
         (check.status, processed(&check.body)),
         (200, "0".to_string())
     );
-    assert_eq!(count(&sb, "SELECT count(*) FROM stock_updates"), 0);
+    assert_eq!(stored_levels(&sb), 0);
     // Everything else is refused without its credential.
     for (method, path, status) in [
         ("GET", "/api/inventory/status", 401),
@@ -765,7 +747,7 @@ fn without_credentials_the_listener_gives_out_status_metrics_and_refusals_only()
         let r = http_send(addr, method, path, &[], b"{}");
         assert_eq!(r.status, status, "{method} {path}: {}", r.text());
     }
-    assert_eq!(count(&sb, "SELECT count(*) FROM company_events"), 0);
+    assert_eq!(stored_pushes(&sb).0, 0);
 }
 
 /// A path asked with a method it does not take is 405 with `Allow` naming the ones it does,
@@ -816,10 +798,7 @@ fn a_flood_of_forged_callbacks_is_counted_but_stored_and_logged_a_bounded_number
         let r = http_get(addr, &stock_path(&code, "5", &ts, Some("forged")), &[]);
         assert_eq!(r.status, 401);
     }
-    let stored = count(
-        &sb,
-        "SELECT count(*) FROM inventory_logs WHERE outcome = 'refused'",
-    );
+    let stored = callbacks(&sb, &[CallbackOutcome::Refused]);
     assert_eq!(stored, 20, "refusal rows are capped per minute");
     let logged = sb.log().matches("stock callback refused").count();
     assert!(logged <= 21, "{logged} refusal log lines");

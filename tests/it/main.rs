@@ -9,6 +9,8 @@ mod fake;
 
 mod backup;
 mod corpus;
+mod corrections;
+mod corrections_real;
 mod crash;
 mod daemon;
 mod faults;

@@ -9,7 +9,8 @@ use crate::fake::FakeNextEngine;
 use serde_json::json;
 use turnbridge::config::{NextEngine, Secret};
 use turnbridge::nextengine::client::{Client, NeError};
-use turnbridge::store::Store;
+use turnbridge::store::ne_jobs::{self, NeJob, NeJobState};
+use turnbridge::store::{ne_accounts, open_read_only, Store};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -51,14 +52,14 @@ fn setup() -> Setup {
 
 impl Setup {
     fn tokens(&self) -> (String, String, bool) {
-        rusqlite::Connection::open(&self.db)
+        let c = ne_accounts::credentials(&open_read_only(&self.db).unwrap(), "NE123456")
             .unwrap()
-            .query_row(
-                "SELECT access_token, refresh_token, needs_login FROM nextengine_accounts WHERE id = 'NE123456'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
-            )
-            .unwrap()
+            .unwrap();
+        (
+            c.access.expose().to_string(),
+            c.refresh.expose().to_string(),
+            c.needs_login,
+        )
     }
     fn connect(&self) {
         let a = self
@@ -94,7 +95,8 @@ fn login_stores_the_tokens_and_every_call_sends_both() {
     assert!(form.contains(&("wait_flag".into(), "0".into())));
     let status = s.rt.block_on(s.client.status("NE123456")).unwrap().unwrap();
     assert_eq!(
-        status.refresh_expires_at, "2099-01-04T00:00:00.000Z",
+        status.refresh_expires_at.to_string(),
+        "2099-01-04T00:00:00.000Z",
         "end dates are Japan time"
     );
     assert_eq!(status.last_call.as_deref(), Some("/api_v1_login_user/info"));
@@ -596,16 +598,11 @@ fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
         .insert("1".into(), "1".into());
     sb.start();
     wait_for(30, "the goods job queued", || {
-        job_states(&sb) == vec![("goods.csv".to_string(), "queued".to_string())]
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Queued)]
     });
     let token_of = |sb: &Sandbox, id: &str| -> String {
-        sb.db()
-            .query_row(
-                "SELECT access_token FROM nextengine_accounts WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap()
+        let c = ne_accounts::credentials(&sb.store(), id).unwrap().unwrap();
+        c.access.expose().to_string()
     };
     let token = token_of(&sb, "NE123456");
     let calls = fake.calls();
@@ -637,7 +634,7 @@ fn uploads_go_to_the_account_the_config_names_never_the_first_by_id() {
         .queue_status
         .insert("1".into(), "2".into());
     wait_for(30, "the goods job done", || {
-        job_states(&sb) == vec![("goods.csv".to_string(), "done".to_string())]
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Done)]
     });
     let followed: Vec<_> = fake.calls()[before..]
         .iter()
@@ -660,14 +657,15 @@ fn drop_into(sb: &Sandbox, kind: &str, name: &str, text: &str) {
     std::fs::rename(dir.join(format!("{name}.tmp")), dir.join(name)).unwrap();
 }
 
-fn job_states(sb: &Sandbox) -> Vec<(String, String)> {
-    let db = sb.db();
-    let mut stmt = db
-        .prepare("SELECT source_name, state FROM ne_jobs ORDER BY source_name")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
+fn jobs(sb: &Sandbox) -> Vec<NeJob> {
+    ne_jobs::list(&sb.store()).unwrap()
+}
+
+/// Each job's file and state, by file name.
+fn job_states(sb: &Sandbox) -> Vec<(String, NeJobState)> {
+    jobs(sb)
+        .into_iter()
+        .map(|j| (j.source_name, j.state))
         .collect()
 }
 
@@ -692,8 +690,8 @@ fn spooled_goods_and_stock_files_become_uploads_followed_to_the_queue_verdict() 
     wait_for(30, "both jobs done", || {
         job_states(&sb)
             == vec![
-                ("goods.csv".to_string(), "done".to_string()),
-                ("levels.csv".to_string(), "done".to_string()),
+                ("goods.csv".to_string(), NeJobState::Done),
+                ("levels.csv".to_string(), NeJobState::Done),
             ]
     });
     let uploads = fake.state.lock().unwrap().uploads.clone();
@@ -740,24 +738,22 @@ fn killed_mid_upload_the_file_is_neither_lost_nor_uploaded_twice() {
     sb.kill(); // before NextEngine's answer (and its queue id) came back
     assert_eq!(
         job_states(&sb),
-        vec![("slow.csv".to_string(), "uploading".to_string())]
+        vec![("slow.csv".to_string(), NeJobState::Uploading)]
     );
     fake.state.lock().unwrap().delay_ms = 0;
     sb.start();
     wait_for(30, "the job to finish", || {
-        job_states(&sb) == vec![("slow.csv".to_string(), "done".to_string())]
+        job_states(&sb) == vec![("slow.csv".to_string(), NeJobState::Done)]
     });
     assert_eq!(
         fake.state.lock().unwrap().uploads.len(),
         1,
         "not uploaded twice"
     );
-    let que: String = sb
-        .db()
-        .query_row("SELECT que_id FROM ne_jobs", [], |r| r.get(0))
-        .unwrap();
+    let que = jobs(&sb).remove(0).que_id;
     assert_eq!(
-        que, "1",
+        que.as_deref(),
+        Some("1"),
         "the queue id found in NextEngine's queue was adopted"
     );
     wait_for(20, "the file archived, not lost", || {
@@ -780,12 +776,9 @@ fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
         r#"[{"syohin_code":"TEST_0001","baika_tnk":1800}]"#,
     );
     wait_for(30, "the job to fail", || {
-        job_states(&sb) == vec![("bad.json".to_string(), "failed".to_string())]
+        job_states(&sb) == vec![("bad.json".to_string(), NeJobState::Failed)]
     });
-    let result: String = sb
-        .db()
-        .query_row("SELECT result FROM ne_jobs", [], |r| r.get(0))
-        .unwrap();
+    let result = jobs(&sb).remove(0).result.unwrap_or_default();
     assert!(result.contains("020010"), "{result}");
     let report = files_in(&sb.rejected())
         .into_iter()
@@ -801,7 +794,7 @@ fn a_refused_upload_is_recorded_with_nextengines_code_and_json_input_works() {
     wait_for(30, "the JSON job", || {
         job_states(&sb)
             .iter()
-            .any(|(n, s)| n == "good.json" && s == "done")
+            .any(|(n, s)| n == "good.json" && *s == NeJobState::Done)
     });
     let uploads = fake.state.lock().unwrap().uploads.clone();
     assert_eq!(uploads.len(), 1, "the refused upload was not retried");
@@ -897,22 +890,29 @@ fn keep_alive_calls_each_account_and_warns_before_the_refresh_token_lapses() {
     let (path, _) = s.fake.calls().pop().unwrap();
     assert_eq!(path, "/api_v1_login_user/info");
     assert_eq!(s.events("nextengine.auth.expiring"), 0);
-    // The fake's end dates are far away; make this account's refresh token lapse soon.
-    s.fake
-        .state
-        .lock()
-        .unwrap()
-        .scripted
-        .push_back(json!({"result": "success", "data": []}));
-    rusqlite::Connection::open(&s.db)
-        .unwrap()
-        .execute(
-            "UPDATE nextengine_accounts SET refresh_expires_at = '2000-01-01T00:00:00.000Z'",
-            [],
-        )
-        .unwrap();
+    // The fake's end dates are far away; its next answer says this account's refresh token
+    // lapses in two hours (Japan time, as NextEngine writes it).
+    let (access, refresh, _) = s.tokens();
+    let jst = |hours: i64| {
+        (chrono::Utc::now() + chrono::Duration::hours(9 + hours))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    s.fake.state.lock().unwrap().scripted.push_back(json!({
+        "result": "success", "data": [],
+        "access_token": access, "refresh_token": refresh,
+        "access_token_end_date": jst(1), "refresh_token_end_date": jst(2),
+    }));
     s.rt.block_on(s.client.keep_alive()).unwrap();
     assert_eq!(s.events("nextengine.auth.expiring"), 1);
+    let status = ne_accounts::status(&open_read_only(&s.db).unwrap(), "NE123456")
+        .unwrap()
+        .unwrap();
+    let left = status.refresh_expires_at.utc() - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::minutes(110) && left <= chrono::Duration::hours(2),
+        "the end date NextEngine sent, read as Japan time: {left:?}"
+    );
 }
 
 /// A system error (999999) leaves an upload for the next pass, which looks for it in the
@@ -935,8 +935,8 @@ fn after_a_system_error_an_upload_never_adopts_another_jobs_queue_entry() {
     wait_for(30, "both jobs done", || {
         job_states(&sb)
             == vec![
-                ("a.csv".to_string(), "done".to_string()),
-                ("b.csv".to_string(), "done".to_string()),
+                ("a.csv".to_string(), NeJobState::Done),
+                ("b.csv".to_string(), NeJobState::Done),
             ]
     });
     let uploads: Vec<String> = fake
@@ -949,11 +949,109 @@ fn after_a_system_error_an_upload_never_adopts_another_jobs_queue_entry() {
         .collect();
     assert_eq!(uploads.len(), 2, "each file uploaded once: {uploads:?}");
     assert!(uploads.contains(&goods) && uploads.contains(&other));
-    let ids: std::collections::BTreeSet<String> = {
-        let db = sb.db();
-        let mut stmt = db.prepare("SELECT que_id FROM ne_jobs").unwrap();
-        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-        rows.map(|r| r.unwrap()).collect()
-    };
+    let ids: std::collections::BTreeSet<String> =
+        jobs(&sb).into_iter().filter_map(|j| j.que_id).collect();
     assert_eq!(ids.len(), 2, "two queue entries, one per job");
+}
+
+/// Sends the daemon SIGHUP and waits for its `n`th "configuration reloaded".
+fn reload(sb: &Sandbox, n: usize) {
+    let pid = sb.child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(20, "the reload", || {
+        sb.log().matches("configuration reloaded").count() == n
+    });
+}
+
+#[test]
+fn credentials_added_by_a_reload_start_the_uploads_without_a_restart() {
+    let fake = FakeNextEngine::start();
+    let tail = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[nextengine]\napi_base = \"{}\"\npoll_ms = 100\n",
+        fake.base()
+    );
+    let mut sb = Sandbox::with_sections("", &tail);
+    sb.start();
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    drop_into(&sb, "goods", "goods.csv", &goods);
+    // No client: NextEngine is off, the file waits in the spool.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(job_states(&sb).is_empty());
+    assert!(sb.path().join("spool/nextengine/goods/goods.csv").exists());
+
+    let config = std::fs::read_to_string(sb.config_path()).unwrap().replace(
+        "[nextengine]\n",
+        "[nextengine]\nclient_id = \"client-1\"\nclient_secret = \"client-secret-1\"\n",
+    );
+    std::fs::write(sb.config_path(), config).unwrap();
+    reload(&sb, 1);
+    // The sign-in uses the reloaded client too.
+    let r = nextengine_sign_in(&sb, "u1", "s1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(30, "the goods job done", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Done)]
+    });
+    let uploads = fake.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].1, goods);
+    assert_eq!(
+        sb.log().matches(" starting config=").count(),
+        1,
+        "never restarted"
+    );
+}
+
+#[test]
+fn naming_the_account_in_a_reload_starts_the_uploads_without_a_restart() {
+    let fake = FakeNextEngine::start();
+    fake.state
+        .lock()
+        .unwrap()
+        .companies
+        .insert("u2".into(), "NE000002".into());
+    let sb = daemon_with_fake(&fake);
+    let r = nextengine_sign_in(&sb, "u2", "s2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let goods =
+        std::fs::read_to_string(root().join("tests/data/goods_upload_min_create.csv")).unwrap();
+    drop_into(&sb, "goods", "goods.csv", &goods);
+    wait_for(20, "the reason nothing is uploaded", || {
+        health_problems(&sb)
+            .iter()
+            .any(|(c, p)| c == "nextengine" && p.contains("nextengine.account"))
+    });
+    assert!(fake.state.lock().unwrap().uploads.is_empty());
+
+    let config = std::fs::read_to_string(sb.config_path())
+        .unwrap()
+        .replace("[nextengine]\n", "[nextengine]\naccount = \"NE000002\"\n");
+    std::fs::write(sb.config_path(), config).unwrap();
+    reload(&sb, 1);
+    wait_for(30, "the goods job done", || {
+        job_states(&sb) == vec![("goods.csv".to_string(), NeJobState::Done)]
+    });
+    let token: String = sb
+        .db()
+        .query_row(
+            "SELECT access_token FROM nextengine_accounts WHERE id = 'NE000002'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let calls = fake.calls();
+    let upload = calls
+        .iter()
+        .find(|(p, _)| p.ends_with("/upload"))
+        .expect("an upload");
+    assert!(
+        upload.1.contains(&("access_token".to_string(), token)),
+        "uploaded with NE000002's token: {:?}",
+        upload.1
+    );
+    assert_eq!(
+        sb.log().matches(" starting config=").count(),
+        1,
+        "never restarted"
+    );
 }

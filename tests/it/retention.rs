@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common::*;
-use rusqlite::params;
+use serde_json::json;
+use turnbridge::store::deliveries::{self, DeliveryState, Filter};
+use turnbridge::store::{audit, inbound, outbox, Store, Timestamp};
 
 /// Starts the daemon with `umask` (set in the child only, so the tests beside it are not
 /// affected).
@@ -133,10 +135,9 @@ fn under_the_packaged_units_umask_the_group_shares_the_files_but_not_the_databas
     sb.terminate();
 }
 
-/// `days` ago, as the store writes times.
-fn ago(days: i64) -> String {
-    (chrono::Utc::now() - chrono::Duration::days(days))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// `days` ago.
+fn ago(days: i64) -> Timestamp {
+    Timestamp::now().plus(-chrono::Duration::days(days))
 }
 
 #[test]
@@ -147,23 +148,37 @@ fn the_daemon_prunes_old_rows_at_start_and_keeps_what_is_still_needed() {
     std::fs::create_dir_all(sb.state()).unwrap();
     {
         // Rows the daemon's own paths would have written weeks ago.
-        let mut store = turnbridge::store::Store::open(&sb.state().join("turnbridge.db")).unwrap();
-        let conn = store.conn_mut();
-        for (days, what) in [(9, "old"), (1, "new")] {
-            conn.execute(
-                "INSERT INTO audit (action, subject, at) VALUES ('WEBHOOK_RECEIVED', ?1, ?2)",
-                params![what, ago(days)],
-            )
+        let mut store = Store::open(&sb.state().join("turnbridge.db")).unwrap();
+        store
+            .write(|tx| {
+                for (days, what) in [(9, "old"), (1, "new")] {
+                    audit::add(
+                        tx,
+                        &audit::Entry {
+                            action: audit::Action::WebhookReceived,
+                            subject: Some(what),
+                            detail: None,
+                            request_id: None,
+                            at: ago(days),
+                        },
+                    )?;
+                    inbound::store_company_event(
+                        tx,
+                        &inbound::NewCompanyEvent {
+                            event_type: "inventory.updated",
+                            business_key: what,
+                            content_md5: "m",
+                            payload: "{}",
+                            request_id: "r",
+                            received_at: ago(days),
+                        },
+                    )?;
+                }
+                Ok(())
+            })
             .unwrap();
-            conn.execute(
-                "INSERT INTO company_events (event_type, business_key, content_md5, payload, request_id, received_at)
-                 VALUES ('inventory.updated', ?1, 'm', '{}', 'r', ?2)",
-                params![what, ago(days)],
-            )
-            .unwrap();
-        }
         turnbridge::webhook::outbound::add_endpoint(
-            conn,
+            &mut store,
             "http://127.0.0.1:9/never",
             &["*".to_string()],
             None,
@@ -172,47 +187,70 @@ fn the_daemon_prunes_old_rows_at_start_and_keeps_what_is_still_needed() {
         )
         .unwrap()
         .unwrap();
-        for i in 0..3 {
-            conn.execute(
-                "INSERT INTO events (event, tenant, payload, created_at) VALUES ('upload.completed', NULL, ?1, ?2)",
-                params![format!("{{\"n\":{i}}}"), ago(9)],
-            )
+        store
+            .write(|tx| {
+                for i in 0..3 {
+                    outbox::append(tx, "upload.completed", None, &json!({ "n": i }), ago(9))?;
+                }
+                Ok(())
+            })
             .unwrap();
-        }
-        turnbridge::webhook::outbound::fan_out(conn, 100).unwrap();
-        // One delivered weeks ago; two still pending (their receiver is down).
-        conn.execute(
-            "UPDATE deliveries SET state = 'succeeded', updated_at = ?1
-             WHERE rowid = (SELECT min(rowid) FROM deliveries)",
-            [ago(9)],
-        )
-        .unwrap();
-        conn.execute(
-            "UPDATE deliveries SET next_attempt_at = ?1 WHERE state = 'pending'",
-            [ago(-30)],
-        )
-        .unwrap();
+        turnbridge::webhook::outbound::fan_out(&mut store, 100).unwrap();
+        // One delivered weeks ago; two still pending (their receiver is down, the next
+        // attempt a month away).
+        let made = deliveries::list(&store, &Filter::default(), 10).unwrap();
+        assert_eq!(made.len(), 3);
+        store
+            .write(|tx| {
+                for (i, d) in made.iter().enumerate() {
+                    let delivered = i == 0;
+                    deliveries::record_attempt(
+                        tx,
+                        &deliveries::Outcome {
+                            delivery_id: &d.delivery_id,
+                            attempt: 1,
+                            trigger: deliveries::Trigger::Scheduled,
+                            started_at: ago(9),
+                            duration_ms: 5,
+                            status: Some(if delivered { 200 } else { 503 }),
+                            error: None,
+                            response: None,
+                            state: if delivered {
+                                DeliveryState::Succeeded
+                            } else {
+                                DeliveryState::Pending
+                            },
+                            next_attempt_at: (!delivered).then(|| ago(-30)),
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
     }
     sb.start();
     wait_for(20, "the first retention run", || {
         sb.log().contains("pruned rows past their retention")
     });
-    let db = sb.db();
-    let col = |sql: &str| -> Vec<String> {
-        let mut stmt = db.prepare(sql).unwrap();
-        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    };
-    assert_eq!(col("SELECT subject FROM audit"), ["new"]);
-    assert_eq!(col("SELECT business_key FROM company_events"), ["new"]);
+    let db = sb.store();
     assert_eq!(
-        col("SELECT state FROM deliveries ORDER BY state"),
-        ["pending", "pending"],
+        audit::subjects(&db, audit::Action::WebhookReceived, 10).unwrap(),
+        [Some("new".to_string())]
+    );
+    assert_eq!(inbound::company_event_keys(&db, 10).unwrap(), ["new"]);
+    let states: Vec<DeliveryState> = deliveries::list(&db, &Filter::default(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.state)
+        .collect();
+    assert_eq!(
+        states,
+        [DeliveryState::Pending, DeliveryState::Pending],
         "pending deliveries are never pruned"
     );
     assert_eq!(
-        col("SELECT CAST(count(*) AS TEXT) FROM events"),
-        ["2"],
+        turnbridge::store::events::count(&db).unwrap(),
+        2,
         "the delivered event went; those still being delivered stay"
     );
     sb.terminate();

@@ -156,6 +156,42 @@ fn rendered_blank_reports_pass_the_official_check() {
     ));
 }
 
+#[test]
+fn a_head_office_and_its_branch_report_their_own_blank_numbers() {
+    let read = |name: &str| {
+        parse_allocations(&std::fs::read(fixture(name)).unwrap())
+            .unwrap()
+            .rolls
+    };
+    // The head office's AB 0–499 (E0501) and the 200–299 and 400–449 it gave its branch (E0401).
+    let mut rolls: Vec<Roll> = read("rolls/E0501-envelope.xml")
+        .into_iter()
+        .take(1)
+        .collect();
+    rolls.extend(read("rolls/E0401-branch.xml"));
+    let reports = blank_reports(&rolls, &UsedNumbers::new(), Period::parse("11508").unwrap());
+    let names: Vec<String> = reports.iter().map(BlankReport::file_name).collect();
+    assert_eq!(
+        names,
+        [
+            "E0402_24634102_11508_07_AB.xml",
+            "E0402_28080623_11508_07_AB.xml"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_reports(dir.path(), &reports);
+    for v in official_check(&files) {
+        assert!(v.ok(), "{}", v.line);
+    }
+    let branch = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(branch.contains("<HeadBan>28080623</HeadBan>\n    <BranchBan>24634102</BranchBan>"));
+    let head = std::fs::read_to_string(&files[1]).unwrap();
+    assert!(!head.contains("<InvoiceBeginNo>00000200<"), "{head}");
+    assert!(head.contains(
+        "<InvoiceBeginNo>00000300</InvoiceBeginNo>\n      <InvoiceEndNo>00000399</InvoiceEndNo>"
+    ));
+}
+
 fn tkrun(home: &Path, args: &[&str]) -> String {
     let bin = shared().join("turnkey/bin/tkrun");
     assert!(

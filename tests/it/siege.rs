@@ -412,14 +412,12 @@ fn a_signed_callback_is_answered_within_a_second_under_a_two_thousand_socket_sie
         "the listener held {held_during:?} connections at the sends, evicted {evicted}, refused {capped} over the per-peer cap"
     );
     assert_eq!(
-        sb.db()
-            .query_row(
-                "SELECT count(*) FROM stock_updates WHERE code LIKE 'siege-%'",
-                [],
-                |r| r.get::<_, i64>(0)
-            )
-            .unwrap(),
-        SENDS as i64
+        turnbridge::store::inbound::recent_stock_updates(&sb.store(), i64::MAX)
+            .unwrap()
+            .iter()
+            .filter(|u| u.code.starts_with("siege-"))
+            .count(),
+        SENDS
     );
 
     // Every hostile connection that lived out its attack was closed by the server within its

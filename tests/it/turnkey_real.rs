@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// A seller on Turnkey's cross-border supplier list in this test (no fixture sells as it).
-const CROSS_BORDER_SELLER: &str = "04595257";
+pub(crate) const CROSS_BORDER_SELLER: &str = "04595257";
 
-fn tools() -> PathBuf {
+pub(crate) fn tools() -> PathBuf {
     let bin = root().join("../shared/turnkey/bin");
     assert!(
         bin.join("tkrun").is_file(),
@@ -24,7 +24,7 @@ fn tools() -> PathBuf {
 }
 
 /// Runs one tkrun command to its end; panics with its output on failure.
-fn tkrun(home: &Path, args: &[&str]) -> String {
+pub(crate) fn tkrun(home: &Path, args: &[&str]) -> String {
     let out = Command::new(tools().join("tkrun"))
         .arg("--home")
         .arg(home)

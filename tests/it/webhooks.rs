@@ -8,6 +8,8 @@ use crate::common::*;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
+use turnbridge::store::deliveries::{self, DeliveryState, Filter, Trigger};
+use turnbridge::store::outbox;
 
 const ADMIN: &str = "webhook-test-admin-token";
 
@@ -31,12 +33,21 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn delivery_state(sb: &Sandbox, id: &str) -> Option<String> {
-    sb.db()
-        .query_row("SELECT state FROM deliveries WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .ok()
+fn delivery_state(sb: &Sandbox, id: &str) -> Option<DeliveryState> {
+    deliveries::get(&sb.store(), id).unwrap().map(|d| d.state)
+}
+
+/// The deliveries on record (every state, oldest first).
+fn all_deliveries(sb: &Sandbox) -> Vec<deliveries::Delivery> {
+    deliveries::list(&sb.store(), &Filter::default(), 100_000).unwrap()
+}
+
+/// How many deliveries are in `state`.
+fn in_state(sb: &Sandbox, state: DeliveryState) -> usize {
+    all_deliveries(sb)
+        .iter()
+        .filter(|d| d.state == state)
+        .count()
 }
 
 #[test]
@@ -122,7 +133,7 @@ fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_
         .unwrap()
         .to_string();
     wait_for(20, "the DLQ", || {
-        delivery_state(&sb, &id).as_deref() == Some("dead")
+        delivery_state(&sb, &id) == Some(DeliveryState::Dead)
     });
     std::thread::sleep(Duration::from_millis(1200));
     let got = rx.received();
@@ -138,23 +149,12 @@ fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_
             i + 2
         );
     }
-    let db = sb.db();
-    let (attempts, last_status): (i64, i64) = db
-        .query_row(
-            "SELECT attempts, last_status FROM deliveries WHERE id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((attempts, last_status), (4, 500));
-    let logged: i64 = db
-        .query_row(
-            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = ?1 AND status = 500",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(logged, 4, "every attempt is logged");
+    let db = sb.store();
+    let d = deliveries::get(&db, &id).unwrap().unwrap();
+    assert_eq!((d.attempts, d.last_status), (4, Some(500)));
+    let logged = deliveries::attempts(&db, &id).unwrap();
+    assert_eq!(logged.len(), 4, "every attempt is logged");
+    assert!(logged.iter().all(|a| a.status == Some(500)), "{logged:?}");
     assert!(
         sb.log().contains("dead-letter queue"),
         "an operator alert in the log"
@@ -203,19 +203,16 @@ fn a_failing_receiver_gets_exactly_four_attempts_on_schedule_then_the_dlq_and_a_
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for(20, "the resend", || {
-        delivery_state(&sb, &id).as_deref() == Some("succeeded")
+        delivery_state(&sb, &id) == Some(DeliveryState::Succeeded)
     });
     let last = rx.received().pop().unwrap();
     assert_eq!(last.header("x-turnbridge-delivery-id"), Some(id.as_str()));
     assert_eq!(last.answered, 200);
-    let manual: i64 = sb
-        .db()
-        .query_row(
-            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = ?1 AND trigger = 'manual'",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let manual = deliveries::attempts(&sb.store(), &id)
+        .unwrap()
+        .iter()
+        .filter(|a| a.trigger == Trigger::Manual)
+        .count();
     assert_eq!(manual, 1);
     wait_for(20, "the problem cleared", || {
         health_problems(&sb).is_empty()
@@ -234,37 +231,21 @@ fn receiver_down_across_a_kill_every_delivery_arrives_once_and_none_early() {
     register(&sb, &format!("http://127.0.0.1:{port}/hook"), &["*"], None);
     sb.drop_file("b.csv", batch_csv("KD", 1, 3).as_bytes());
     wait_for(20, "four failed first attempts", || {
-        sb.db()
-            .query_row(
-                "SELECT count(*) FROM deliveries WHERE attempts = 1 AND state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
+        all_deliveries(&sb)
+            .iter()
+            .filter(|d| d.attempts == 1 && d.state == DeliveryState::Pending)
+            .count()
             == 4
     });
-    let due: BTreeMap<String, String> = {
-        let db = sb.db();
-        let mut stmt = db
-            .prepare("SELECT id, next_attempt_at FROM deliveries")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-    };
+    let due: BTreeMap<String, chrono::DateTime<chrono::Utc>> = all_deliveries(&sb)
+        .into_iter()
+        .map(|d| (d.delivery_id, d.next_attempt_at.unwrap().utc()))
+        .collect();
     sb.kill();
     let rx = Receiver::start_on(&format!("127.0.0.1:{port}"), 200);
     sb.start();
     wait_for(30, "every delivery to succeed", || {
-        sb.db()
-            .query_row(
-                "SELECT count(*) FROM deliveries WHERE state = 'succeeded'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 4
+        in_state(&sb, DeliveryState::Succeeded) == 4
     });
     std::thread::sleep(Duration::from_millis(500));
     let mut per_id: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
@@ -277,7 +258,7 @@ fn receiver_down_across_a_kill_every_delivery_arrives_once_and_none_early() {
     assert_eq!(per_id.len(), 4, "every delivery arrived");
     for (id, times) in &per_id {
         assert_eq!(times.len(), 1, "{id} arrived once");
-        let due: chrono::DateTime<chrono::Utc> = due[id].parse().unwrap();
+        let due = due[id];
         let at: chrono::DateTime<chrono::Utc> = times[0].into();
         assert!(
             at >= due,
@@ -493,14 +474,7 @@ fn the_cli_manages_endpoints_rotates_secrets_and_resends_by_endpoint() {
     // One attempt only ([0]): the delivery is dead at once. It was signed with both secrets.
     sb.drop_file("b.csv", batch_csv("CL", 1, 1).as_bytes());
     wait_for(20, "a dead delivery", || {
-        sb.db()
-            .query_row(
-                "SELECT count(*) FROM deliveries WHERE state = 'dead'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 1
+        in_state(&sb, DeliveryState::Dead) == 1
     });
     let r = rx.received().pop().unwrap();
     let sigs: Vec<&str> = r.header("webhook-signature").unwrap().split(' ').collect();
@@ -591,6 +565,190 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
     );
 }
 
+/// Registrations, rotations and resends from the admin API and the CLI while files keep
+/// raising events and the deliverer fans them out and records attempts: every writer takes
+/// the write lock first, so none of them fails with "database is locked", and every delivery
+/// is recorded once it arrived.
+#[test]
+fn concurrent_writers_never_see_a_locked_database_and_every_delivery_is_recorded() {
+    let rx = Receiver::start(200);
+    let sb = sandbox("[0, 300, 600, 900]");
+    let auth = format!("Bearer {ADMIN}");
+    let url = |n: usize| format!("http://{}/hook/{n}", rx.addr);
+    let (first, _) = register(&sb, &url(0), &["*"], None);
+    let addr = sb.http_addr();
+    let files = 12u32;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..files {
+                sb.drop_file(
+                    &format!("c{i}.csv"),
+                    batch_csv("CW", i * 5 + 1, 5).as_bytes(),
+                );
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        for t in 0..3usize {
+            let (auth, url) = (&auth, &url);
+            s.spawn(move || {
+                for n in 0..6usize {
+                    let r = http_post(
+                        addr,
+                        "/api/v1/webhooks",
+                        &[("Authorization", auth)],
+                        json!({"url": url(1 + t * 6 + n), "events": ["*"]})
+                            .to_string()
+                            .as_bytes(),
+                    );
+                    assert_eq!(r.status, 201, "{}", r.text());
+                    let id = r.json()["id"].as_str().unwrap().to_string();
+                    let r = http_send(
+                        addr,
+                        "PATCH",
+                        &format!("/api/v1/webhooks/{id}"),
+                        &[("Authorization", auth)],
+                        br#"{"rotate_secret":true,"description":"busy"}"#,
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    let r = http_post(
+                        addr,
+                        "/api/v1/dlq/resend",
+                        &[("Authorization", auth)],
+                        br#"{"all":true}"#,
+                    );
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            });
+        }
+        s.spawn(|| {
+            for n in 0..4usize {
+                let (ok, out) = cli(&sb, &["webhooks", "add", &url(100 + n), "--events", "*"]);
+                assert!(ok, "{out}");
+            }
+        });
+    });
+    wait_for(120, "every file taken", || {
+        files_in(&sb.spool()).is_empty() && sb.archived().len() == files as usize
+    });
+    wait_for(120, "every event fanned out and delivered", || {
+        outbox::count_waiting(&sb.store()).unwrap() == 0
+            && all_deliveries(&sb)
+                .iter()
+                .all(|d| d.state == DeliveryState::Succeeded)
+    });
+    let log = sb.log();
+    assert_eq!(
+        log.matches("database is locked").count(),
+        0,
+        "a writer failed on the lock:\n{}",
+        log.lines()
+            .filter(|l| l.contains("database is locked"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The endpoint registered before any file gets every event: five invoices and the
+    // upload of each file.
+    let db = sb.store();
+    let events = turnbridge::store::events::count(&db).unwrap();
+    assert_eq!(events, files as i64 * 6);
+    let to_first = Filter {
+        endpoint: Some(first),
+        ..Filter::default()
+    };
+    assert_eq!(
+        deliveries::list(&db, &to_first, 100_000).unwrap().len() as i64,
+        events
+    );
+    // Every delivery on record arrived, and every one that arrived is on record with its
+    // attempt.
+    let arrived: std::collections::BTreeSet<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("x-turnbridge-delivery-id").unwrap().to_string())
+        .collect();
+    let recorded = all_deliveries(&sb);
+    let ids: std::collections::BTreeSet<String> =
+        recorded.iter().map(|d| d.delivery_id.clone()).collect();
+    assert_eq!(arrived, ids);
+    for d in &recorded {
+        let attempts = deliveries::attempts(&db, &d.delivery_id).unwrap();
+        assert!(
+            attempts.iter().any(|a| a.status == Some(200)),
+            "{} has no successful attempt on record: {attempts:?}",
+            d.delivery_id
+        );
+    }
+}
+
+/// The dead-letter listing, from the admin API and the CLI, reads a time with any offset as
+/// the instant it names, and refuses a time or state that is not one instead of listing
+/// everything.
+#[test]
+fn dead_letters_are_listed_by_time_with_any_offset_and_a_bad_filter_is_refused() {
+    let rx = Receiver::start(500);
+    let sb = sandbox("[0]");
+    register(
+        &sb,
+        &format!("http://{}/hook", rx.addr),
+        &["upload.completed"],
+        None,
+    );
+    sb.drop_file("b.csv", batch_csv("TZ", 1, 1).as_bytes());
+    wait_for(20, "a dead delivery", || {
+        in_state(&sb, DeliveryState::Dead) == 1
+    });
+    let dead = all_deliveries(&sb).remove(0);
+    // The creation time, and a second after it, written in Taiwan time.
+    let taipei = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    };
+    let at = taipei(dead.created_at.utc());
+    let after = taipei(dead.created_at.utc() + chrono::Duration::seconds(1));
+    let auth = format!("Bearer {ADMIN}");
+    let listed = |query: &str| -> Vec<String> {
+        let r = http_get(
+            sb.http_addr(),
+            &format!("/api/v1/deliveries?{query}"),
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        r.json()["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let enc = |t: &str| t.replace('+', "%2B");
+    assert_eq!(
+        listed(&format!("since={}", enc(&at))),
+        [dead.delivery_id.as_str()]
+    );
+    assert!(listed(&format!("since={}", enc(&after))).is_empty());
+    assert_eq!(
+        listed(&format!("until={}", enc(&at))),
+        [dead.delivery_id.as_str()]
+    );
+    for bad in ["since=yesterday", "until=2026-12-01", "state=lost"] {
+        let r = http_get(
+            sb.http_addr(),
+            &format!("/api/v1/deliveries?{bad}"),
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", r.text());
+        assert!(r.text().contains("invalid_filter"), "{bad}: {}", r.text());
+    }
+    let (ok, out) = cli(&sb, &["dlq", "list", "--json", "--since", &at]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&dead.delivery_id), "{out}");
+    let (ok, out) = cli(&sb, &["dlq", "list", "--json", "--since", &after]);
+    assert!(ok && !out.contains(&dead.delivery_id), "{out}");
+    let (ok, out) = cli(&sb, &["dlq", "list", "--since", "yesterday"]);
+    assert!(!ok && out.contains("RFC 3339"), "{out}");
+}
+
 /// `since`/`until` in any UTC offset mean the instant they name, for `GET /api/v1/deliveries`
 /// and `turnbridge dlq list` alike (they were compared as text, so only `Z` worked: an hour
 /// before the delivery written in +08:00 left it out, an hour after in -05:00 took it in).
@@ -660,7 +818,7 @@ fn delivery_time_bounds_in_any_offset_mean_the_instant_they_name() {
     );
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
-        (400, Some("invalid_query"))
+        (422, Some("invalid_filter"))
     );
     assert_eq!(r.json()["field"], "since");
 

@@ -14,12 +14,17 @@ use std::fmt;
 use chrono::NaiveDate;
 use thiserror::Error;
 
-use super::{serial, InvoiceType, Roll};
+use super::{own_part, serial, InvoiceType, Roll};
 use crate::einvoice::model::Problem;
 use crate::einvoice::period::{Period, PeriodError};
 use crate::einvoice::types::{Ban, InvoiceNumber};
 
 /// Numbers already spoken for: none of them is given out again.
+///
+/// A number is unique only within its period (the platform hands out the same two letters
+/// again in later periods), so the set holds one period's numbers: the callers of
+/// [`Assigner`], [`stock`] and [`super::super::blank::blank_reports`] pass those of the
+/// period they ask about, never another period's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsedNumbers(BTreeSet<InvoiceNumber>);
 
@@ -101,9 +106,14 @@ impl fmt::Display for RollKey {
     }
 }
 
-/// The rolls of a key, in the order their numbers are given out (track, then begin number).
-pub fn rolls_for<'r>(rolls: &'r [Roll], key: &RollKey) -> Vec<&'r Roll> {
-    let mut out: Vec<&Roll> = rolls.iter().filter(|r| key.matches(r)).collect();
+/// The rolls of a key, in the order their numbers are given out (track, then begin number);
+/// a head office's rolls without the ranges it gave its branches ([`own_part`]).
+pub fn rolls_for(rolls: &[Roll], key: &RollKey) -> Vec<Roll> {
+    let mut out: Vec<Roll> = rolls
+        .iter()
+        .filter(|r| key.matches(r))
+        .flat_map(|r| own_part(r, rolls))
+        .collect();
     out.sort_by_key(|r| (r.track, r.begin()));
     out
 }
@@ -139,7 +149,7 @@ impl AssignError {
 #[derive(Debug)]
 pub struct Assigner<'a> {
     key: RollKey,
-    rolls: Vec<&'a Roll>,
+    rolls: Vec<Roll>,
     used: &'a mut UsedNumbers,
     /// Index of the roll the cursor is in, and the next serial to try there.
     at: usize,
@@ -150,7 +160,7 @@ impl<'a> Assigner<'a> {
     /// Starts at the lowest free number of the key's first roll; refuses when the key has no
     /// roll at all.
     pub fn new(
-        rolls: &'a [Roll],
+        rolls: &[Roll],
         used: &'a mut UsedNumbers,
         key: RollKey,
     ) -> Result<Assigner<'a>, AssignError> {
@@ -225,18 +235,21 @@ impl NumberRefused {
     }
 }
 
-/// Checks that a number a row brings itself lies in a roll of its key; returns that roll.
-/// Whether the number was used before is the store's question (a re-issue after a void
-/// legitimately uses a number again).
-pub fn check_number<'r>(
-    rolls: &'r [Roll],
+/// Checks that a number a row brings itself lies in a roll of its key (a head office's
+/// roll without what it gave its branches); returns the roll it lies in. Whether the number
+/// was used before is the store's question (a re-issue after a void legitimately uses a
+/// number again).
+pub fn check_number(
+    rolls: &[Roll],
     key: &RollKey,
     number: &InvoiceNumber,
-) -> Result<&'r Roll, NumberRefused> {
-    if let Some(r) = rolls.iter().find(|r| key.matches(r) && r.contains(number)) {
-        return Ok(r);
+) -> Result<Roll, NumberRefused> {
+    let holding =
+        |r: &&Roll| r.contains(number) && own_part(r, rolls).iter().any(|p| p.contains(number));
+    if let Some(r) = rolls.iter().filter(|r| key.matches(r)).find(holding) {
+        return Ok(r.clone());
     }
-    let hint = rolls.iter().find(|r| r.contains(number)).map(|r| {
+    let hint = rolls.iter().find(holding).map(|r| {
         if r.seller != key.seller {
             format!("it is allocated to seller {}", r.seller)
         } else if r.period != key.period {

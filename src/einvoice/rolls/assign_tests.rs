@@ -136,7 +136,10 @@ fn a_number_a_row_brings_must_be_in_a_roll_of_its_key() {
     special.invoice_type = InvoiceType::Special;
     let rolls = [roll("AB", 0, 49), other_seller, july, special];
     let k = key("11508");
-    assert_eq!(check_number(&rolls, &k, &n("AB00000049")), Ok(&rolls[0]));
+    assert_eq!(
+        check_number(&rolls, &k, &n("AB00000049")),
+        Ok(rolls[0].clone())
+    );
     let refused = |s: &str| check_number(&rolls, &k, &n(s)).unwrap_err().to_string();
     assert_eq!(
         refused("AB00000050"),
@@ -183,4 +186,66 @@ fn stock_counts_what_is_left() {
     let none = stock(&rolls, &used, &key("11510"));
     assert_eq!((none.rolls, none.total), (0, 0));
     assert!(none.is_exhausted());
+}
+
+/// The head office's own roll (E0501) and the ranges it gave a branch (E0401) of it, as the
+/// fixtures have them: AB 0–499 for 28080623, of which 200–299 and 400–449 went to 24634102.
+fn head_and_branch() -> Vec<Roll> {
+    use crate::einvoice::rolls::parse_allocations;
+    let own = parse_allocations(include_bytes!("../../../fixtures/rolls/E0501-envelope.xml"))
+        .unwrap()
+        .rolls;
+    let branch = parse_allocations(include_bytes!("../../../fixtures/rolls/E0401-branch.xml"))
+        .unwrap()
+        .rolls;
+    own.into_iter().take(1).chain(branch).collect()
+}
+
+#[test]
+fn a_head_office_never_gives_out_numbers_it_gave_a_branch() {
+    let rolls = head_and_branch();
+    let mut used: UsedNumbers = (0..199).map(|i| rolls[0].number(i)).collect();
+    let mut a = Assigner::new(&rolls, &mut used, key("11508")).unwrap();
+    assert_eq!(a.next_number().unwrap().as_str(), "AB00000199");
+    assert_eq!(
+        a.next_number().unwrap().as_str(),
+        "AB00000300",
+        "200–299 belong to the branch"
+    );
+    // The branch gives out its own ranges only.
+    let branch = RollKey {
+        seller: Ban::parse("24634102").unwrap(),
+        ..key("11508")
+    };
+    let mut used = UsedNumbers::new();
+    let mut b = Assigner::new(&rolls, &mut used, branch.clone()).unwrap();
+    let got: Vec<String> = (0..150)
+        .map(|_| b.next_number().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        (got[0].as_str(), got[99].as_str()),
+        ("AB00000200", "AB00000299")
+    );
+    assert_eq!(
+        (got[100].as_str(), got[149].as_str()),
+        ("AB00000400", "AB00000449")
+    );
+    assert!(matches!(
+        b.next_number(),
+        Err(AssignError::Exhausted { .. })
+    ));
+
+    // A number the head office brings from a branch's range is refused, naming the branch.
+    let refused = check_number(&rolls, &key("11508"), &n("AB00000250")).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "AB00000250 is in no roll of seller 28080623, InvoiceType 07, period 11508 (it is allocated to seller 24634102)"
+    );
+    assert!(check_number(&rolls, &key("11508"), &n("AB00000300")).is_ok());
+    assert!(check_number(&rolls, &branch, &n("AB00000250")).is_ok());
+
+    // The stock of each counts only its own numbers.
+    let none = UsedNumbers::new();
+    assert_eq!(stock(&rolls, &none, &key("11508")).total, 350);
+    assert_eq!(stock(&rolls, &none, &branch).total, 150);
 }

@@ -5,8 +5,9 @@
 //! numbers, in whole booklets of 50 numbers (begin ends in `00` or `50`, end in `49` or `99`,
 //! as E0501's `InvoiceBooklet` counts them). Rolls come from the platform's E0501 files or a
 //! head office's E0401 branch allocations ([`allocation`]), or are entered by hand
-//! ([`Roll::from_numbers`]). [`assign`] gives out the next free number and checks numbers rows
-//! bring themselves; [`super::blank`] reports what a period left unused (E0402).
+//! ([`Roll::from_numbers`]). A range a head office gave a branch is the branch's alone
+//! ([`own_part`]). [`assign`] gives out the next free number and checks numbers rows bring
+//! themselves; [`super::blank`] reports what a period left unused (E0402).
 
 pub mod allocation;
 pub mod assign;
@@ -239,13 +240,55 @@ impl Roll {
     }
 
     /// Whether two rolls share a number (same track and overlapping ranges), whoever holds
-    /// them: the platform never allocates one number twice in a period.
+    /// them: the platform never allocates one number twice in a period. A branch allocation
+    /// (E0401) does share numbers with its head office's roll; [`own_part`] separates them.
     pub fn overlaps(&self, other: &Roll) -> bool {
         self.period == other.period
             && self.track == other.track
             && self.begin <= other.end
             && other.begin <= self.end
     }
+
+    /// Whether this roll is a range a head office gave a branch (E0401).
+    pub fn is_branch(&self) -> bool {
+        self.head != self.seller
+    }
+}
+
+/// The numbers of `roll` its seller issues itself: a head office's roll without the ranges
+/// that office gave its branches (the branch rolls among `all`, E0401), in ascending pieces;
+/// any other roll whole. A number given to a branch is the branch's to issue and to report
+/// blank, never the head office's. The pieces are whole booklets, as both rolls are.
+pub fn own_part(roll: &Roll, all: &[Roll]) -> Vec<Roll> {
+    if roll.is_branch() {
+        return vec![roll.clone()];
+    }
+    let mut given: Vec<(u32, u32)> = all
+        .iter()
+        .filter(|b| b.is_branch() && b.head == roll.seller && b.overlaps(roll))
+        .map(|b| (b.begin, b.end))
+        .collect();
+    if given.is_empty() {
+        return vec![roll.clone()];
+    }
+    given.sort_unstable();
+    let piece = |begin, end| Roll {
+        begin,
+        end,
+        ..roll.clone()
+    };
+    let mut out = Vec::new();
+    let mut from = roll.begin;
+    for (b, e) in given {
+        if b > from {
+            out.push(piece(from, b - 1));
+        }
+        from = from.max(e + 1);
+    }
+    if from <= roll.end {
+        out.push(piece(from, roll.end));
+    }
+    out
 }
 
 impl fmt::Display for Roll {
@@ -363,6 +406,50 @@ pub(crate) mod tests {
         assert!(r.overlaps(&roll("AB", 0, 149)));
         assert!(!r.overlaps(&roll("AB", 200, 249)));
         assert!(!r.overlaps(&roll("AC", 100, 199)));
+    }
+
+    #[test]
+    fn a_head_offices_own_part_leaves_out_what_its_branches_hold() {
+        let head = roll("AB", 0, 499);
+        let branch = |b, e| roll("AB", b, e).with_head(ban());
+        let to_branch = |b, e| {
+            let mut r = branch(b, e);
+            r.seller = Ban::parse("24634102").unwrap();
+            r
+        };
+        let spans = |all: &[Roll]| -> Vec<(u32, u32)> {
+            own_part(&all[0], all)
+                .iter()
+                .map(|r| (r.begin(), r.end()))
+                .collect()
+        };
+        assert_eq!(spans(std::slice::from_ref(&head)), [(0, 499)]);
+        // At both ends, side by side, and in the middle.
+        let all = [
+            head.clone(),
+            to_branch(450, 499),
+            to_branch(0, 49),
+            to_branch(200, 249),
+            to_branch(250, 299),
+        ];
+        assert_eq!(spans(&all), [(50, 199), (300, 449)]);
+        assert!(own_part(&all[0], &all).iter().all(|r| r.booklets() >= 1));
+        // Everything given away leaves nothing.
+        assert!(spans(&[head.clone(), to_branch(0, 499)]).is_empty());
+        // Another head office's branch, another track or another period takes nothing.
+        let mut foreign = to_branch(0, 49);
+        foreign.head = Ban::parse("04595257").unwrap();
+        let mut other_period = to_branch(50, 99);
+        other_period.period = Period::parse("11510").unwrap();
+        let mut other_track = to_branch(100, 149);
+        other_track.track = Track::parse("AC").unwrap();
+        assert_eq!(
+            spans(&[head.clone(), foreign, other_period, other_track]),
+            [(0, 499)]
+        );
+        // A branch roll is its own, whole.
+        let b = to_branch(200, 249);
+        assert_eq!(own_part(&b, &[head, b.clone()]), [b]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ fn huge_amounts_are_a_row_problem_not_a_panic() {
         max_invoices: 999,
         max_lines: 100_000,
         default_tenant: "t".into(),
+        time: Default::default(),
     };
     let v = check_batch("a.csv", csv.as_bytes(), &opts).unwrap();
     assert_eq!(v.accepted.len(), 0);
@@ -37,6 +38,7 @@ fn opts() -> ReadOptions {
         max_invoices: 999,
         max_lines: 100_000,
         default_tenant: "t".into(),
+        time: Default::default(),
     }
 }
 

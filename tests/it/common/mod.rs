@@ -261,6 +261,12 @@ impl Sandbox {
         self.spawn(Some((uid, gid)));
     }
 
+    /// Starts the daemon as another user again, leaving file owners as they are (only root
+    /// can).
+    pub fn restart_as(&mut self, uid: u32, gid: u32) {
+        self.spawn(Some((uid, gid)));
+    }
+
     fn spawn(&mut self, user: Option<(u32, u32)>) {
         use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(self.spool()).unwrap();
@@ -346,7 +352,8 @@ impl Sandbox {
     }
 
     /// The database, read-only, for the store's own read functions
-    /// (`turnbridge::store::{jobs, messages, events, feedback}`); `None` before it exists.
+    /// (`turnbridge::store::{jobs, messages, events, feedback, deliveries, ...}`); `None`
+    /// before it exists.
     pub fn try_store(&self) -> Option<rusqlite::Connection> {
         turnbridge::report::open_read_only(&self.state().join("turnbridge.db")).ok()
     }
@@ -365,6 +372,19 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Stock levels the daemon stored from NextEngine's callbacks.
+pub fn stored_levels(sb: &Sandbox) -> i64 {
+    turnbridge::store::inbound::stock_counts(&sb.store())
+        .unwrap()
+        .accepted
+}
+
+/// Company pushes the daemon stored: how many, and of how many types.
+pub fn stored_pushes(sb: &Sandbox) -> (i64, usize) {
+    let by_type = turnbridge::store::inbound::company_events_by_type(&sb.store(), 1000).unwrap();
+    (by_type.iter().map(|t| t.stored).sum(), by_type.len())
 }
 
 /// How many messages are in `state`, of every type.
